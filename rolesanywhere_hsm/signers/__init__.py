@@ -1,0 +1,19 @@
+"""Signers: where the private key lives (a file, a PKCS#11 token), behind one protocol."""
+
+from rolesanywhere_hsm.signers.base import (
+    ALGORITHM_ECDSA,
+    ALGORITHM_RSA,
+    Signer,
+    SignerConfig,
+    load_signer,
+    register_signer,
+)
+
+__all__ = [
+    "ALGORITHM_ECDSA",
+    "ALGORITHM_RSA",
+    "Signer",
+    "SignerConfig",
+    "load_signer",
+    "register_signer",
+]
