@@ -39,15 +39,27 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"rolesanywhere_hsm.cli.{_name}").register(app)
 
 
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    from rolesanywhere_hsm import __version__
+
+    print(__version__)
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("RAH_DEBUG") == "1"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app and turn our errors into one line + exit code."""
+    """Console-script entry point: run the app and turn our errors into one line + exit code.
+
+    typer's standalone mode handles usage errors itself (exit 2, usage on stderr); anything
+    else that escapes a command arrives here.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="rolesanywhere-hsm", standalone_mode=False)
+        app(args=args, prog_name="rolesanywhere-hsm")
     except RolesAnywhereError as exc:
         if _debug_requested(args):
             raise
@@ -56,20 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("rolesanywhere-hsm: interrupted", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as exc:  # raised by commands that set their own code
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and abort
-        import click
-
-        if isinstance(exc, click.exceptions.UsageError):
-            exc.show(file=sys.stderr)
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
-            print("rolesanywhere-hsm: aborted", file=sys.stderr)
-            sys.exit(130)
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show(file=sys.stderr)
-            sys.exit(exc.exit_code)
+    except Exception as exc:
         if _debug_requested(args):
             raise
         print(

@@ -1,0 +1,87 @@
+"""Which URL to send CreateSession to: partitions, FIPS, dual-stack, and user overrides.
+
+Order of precedence (the official helper's, shared/PROTOCOL.md section 1): `--endpoint`, then
+`AWS_ENDPOINT_URL_ROLESANYWHERE`, then `AWS_ENDPOINT_URL`, then the regional default shaped by
+`AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from rolesanywhere_hsm.errors import EndpointError
+
+__all__ = ["FIPS_REGIONS", "default_endpoint", "resolve_endpoint"]
+
+FIPS_REGIONS = frozenset(
+    {"us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1", "us-gov-west-1"}
+)
+
+
+def _is_china(region: str) -> bool:
+    return region.startswith("cn-")
+
+
+def default_endpoint(region: str, *, fips: bool = False, dualstack: bool = False) -> str:
+    if fips:
+        if region not in FIPS_REGIONS:
+            raise EndpointError(
+                f"Roles Anywhere has no FIPS endpoint in {region}.",
+                hint=f"FIPS endpoints exist in {', '.join(sorted(FIPS_REGIONS))}; unset AWS_USE_FIPS_ENDPOINT.",
+            )
+        if dualstack:
+            return f"https://rolesanywhere-fips.{region}.api.aws"
+        return f"https://rolesanywhere-fips.{region}.amazonaws.com"
+    if dualstack:
+        suffix = "api.amazonwebservices.com.cn" if _is_china(region) else "api.aws"
+    else:
+        suffix = "amazonaws.com.cn" if _is_china(region) else "amazonaws.com"
+    return f"https://rolesanywhere.{region}.{suffix}"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_override(url: str, source: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise EndpointError(
+            f"The endpoint {url!r} from {source} is not an http(s) URL.",
+            hint="Give a URL such as https://rolesanywhere.us-east-1.amazonaws.com.",
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise EndpointError(
+            f"The endpoint {url!r} from {source} uses plain http to a host that is not loopback.",
+            hint="Use https; plain http is only allowed to 127.0.0.1, ::1 or localhost.",
+        )
+    return url.rstrip("/")
+
+
+def resolve_endpoint(
+    region: str, override: str | None = None, environ: Mapping[str, str] | None = None
+) -> str:
+    """The base URL (no path) to POST /sessions to."""
+    env = os.environ if environ is None else environ
+    if override:
+        return _check_override(override, "--endpoint")
+    for var in ("AWS_ENDPOINT_URL_ROLESANYWHERE", "AWS_ENDPOINT_URL"):
+        if env.get(var):
+            return _check_override(env[var], var)
+    return default_endpoint(
+        region,
+        fips=_truthy(env.get("AWS_USE_FIPS_ENDPOINT")),
+        dualstack=_truthy(env.get("AWS_USE_DUALSTACK_ENDPOINT")),
+    )

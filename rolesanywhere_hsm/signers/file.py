@@ -1,0 +1,190 @@
+"""Keys in files: PEM or DER PKCS#8 / PKCS#1 / SEC1, encrypted PKCS#8, and PKCS#12 bundles.
+
+For users without a token, and for tests that compare the token path against a plain key.
+Loading refuses a key that does not belong to the certificate, because the alternative is an
+`Invalid signature` from the service that says nothing about the cause.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from rolesanywhere_hsm import x509 as x509util
+from rolesanywhere_hsm.errors import KeyLoadError, UsageError
+from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
+
+__all__ = ["FileSigner", "open_file_signer"]
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyLoadError(
+            f"Cannot read the {what} {path}: {exc.strerror or exc}.",
+            hint="Check the path and its permissions.",
+        ) from None
+
+
+def _looks_pkcs12(data: bytes) -> bool:
+    # A PFX is a DER SEQUENCE whose first element is INTEGER 3 (the version).
+    if not data.startswith(b"\x30"):
+        return False
+    try:
+        from asn1crypto import pkcs12 as _p12
+
+        return _p12.Pfx.load(data)["version"].native == "v3"
+    except Exception:
+        return False
+
+
+def _is_encrypted(data: bytes) -> bool:
+    return b"ENCRYPTED PRIVATE KEY" in data or b"Proc-Type: 4,ENCRYPTED" in data
+
+
+def _password(config: SignerConfig, path: str, prompt: SecretCallback | None) -> bytes:
+    if config.pkcs8_password is not None:
+        return config.pkcs8_password.encode()
+    if prompt is None:
+        from rolesanywhere_hsm.signers.pin import prompt_on_tty
+
+        prompt = prompt_on_tty
+    return prompt(f"Password for {path}").encode()
+
+
+def _load_private_key(data: bytes, password: bytes | None, path: str) -> Any:
+    loaders = (
+        (serialization.load_pem_private_key,)
+        if data.lstrip().startswith(b"-----BEGIN")
+        else (serialization.load_der_private_key,)
+    )
+    for load in loaders:
+        try:
+            return load(data, password=password)
+        except TypeError as exc:  # password given for a clear key or missing for an encrypted one
+            raise KeyLoadError(f"Cannot load the private key {path}: {exc}.") from None
+        except ValueError:
+            if password is not None:
+                raise KeyLoadError(
+                    f"Cannot decrypt the private key {path}: wrong password or unsupported encryption.",
+                    hint="Check --pkcs8-password; the password was tried once.",
+                ) from None
+    raise KeyLoadError(
+        f"{path} is not a private key this tool can read.",
+        hint="Use PEM or DER PKCS#8, PKCS#1 (RSA) or SEC1 (EC), or a PKCS#12 file.",
+    )
+
+
+class FileSigner:
+    """A Signer over a private key held in memory by `cryptography`."""
+
+    def __init__(self, key: Any, certificate: bytes, chain: tuple[bytes, ...]) -> None:
+        info = x509util.certificate_info(certificate)
+        x509util.ensure_leaf_usable(info)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        if public != info.public_key_info:
+            raise KeyLoadError(
+                f"The private key does not belong to the certificate for {info.subject or 'an empty subject'} "
+                f"(serial {info.serial:x}).",
+                hint="Pass the key that was used to request this certificate.",
+            )
+        if isinstance(key, rsa.RSAPrivateKey):
+            self._sign = lambda m: key.sign(m, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            self._sign = lambda m: key.sign(m, ec.ECDSA(hashes.SHA256()))
+        else:
+            raise KeyLoadError(
+                f"Roles Anywhere cannot use a {type(key).__name__.removeprefix('_')} key.",
+                hint="Use an RSA or EC (P-256, P-384) key.",
+            )
+        self._certificate = certificate
+        self._chain = chain
+        self._algorithm = info.algorithm
+        self._closed = False
+
+    @property
+    def certificate(self) -> bytes:
+        return self._certificate
+
+    @property
+    def chain(self) -> tuple[bytes, ...]:
+        return self._chain
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    def sign(self, message: bytes) -> bytes:
+        if self._closed:
+            raise UsageError("The signer is closed.")
+        return self._sign(message)
+
+    def close(self) -> None:
+        self._closed = True
+        self._sign = None  # type: ignore[assignment]  # drop the key reference
+
+    def __enter__(self) -> FileSigner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FileSigner(algorithm={self._algorithm!r}, chain={len(self._chain)})"
+
+
+def _from_pkcs12(data: bytes, config: SignerConfig, path: str) -> tuple[Any, bytes, list[bytes]]:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    def attempt(password: bytes | None) -> Any:
+        return pkcs12.load_pkcs12(data, password)
+
+    try:
+        bundle = attempt(None if config.pkcs8_password is None else config.pkcs8_password.encode())
+    except ValueError:
+        if config.pkcs8_password is not None:
+            raise KeyLoadError(
+                f"Cannot open the PKCS#12 file {path}: wrong password.",
+                hint="Check --pkcs8-password; the password was tried once.",
+            ) from None
+        try:
+            bundle = attempt(_password(config, path, config.secret_callback))
+        except ValueError:
+            raise KeyLoadError(f"Cannot open the PKCS#12 file {path}: wrong password.") from None
+    if bundle.key is None or bundle.cert is None:
+        raise KeyLoadError(f"The PKCS#12 file {path} must hold a private key and its certificate.")
+    extra = [c.certificate.public_bytes(Encoding.DER) for c in bundle.additional_certs]
+    return bundle.key, bundle.cert.certificate.public_bytes(Encoding.DER), extra
+
+
+def open_file_signer(config: SignerConfig) -> FileSigner:
+    """Load a key and certificate from files, as `--certificate/--private-key/--intermediates`."""
+    cert_data = _read(config.certificate, "certificate")
+    extra: list[bytes] = []
+    if _looks_pkcs12(cert_data) and not config.private_key:
+        key, leaf, extra = _from_pkcs12(cert_data, config, config.certificate)
+    else:
+        if not config.private_key:
+            raise UsageError(
+                "--private-key is required with a certificate file.",
+                hint="Pass the key file (or a pkcs11: URI), or give a PKCS#12 file as --certificate.",
+            )
+        key_data = _read(config.private_key, "private key")
+        if _looks_pkcs12(key_data):
+            key, _leaf_in_p12, extra = _from_pkcs12(key_data, config, config.private_key)
+        else:
+            password = _password(config, config.private_key, config.secret_callback) if _is_encrypted(key_data) else None
+            key = _load_private_key(key_data, password, config.private_key)
+        leaf, *rest = x509util.load_certificates(config.certificate)
+        extra.extend(rest)
+    if config.intermediates:
+        extra.extend(x509util.load_certificates(config.intermediates))
+    chain = x509util.order_chain(leaf, extra) if extra else ()
+    return FileSigner(key, leaf, chain)
