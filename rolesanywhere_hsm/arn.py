@@ -54,9 +54,10 @@ def _expect(arn: Arn, value: str, what: str, service: str, resource: str) -> Non
             hint=f"Check that you did not swap the {what} with another ARN.",
         )
     if not re.fullmatch(resource, arn.resource):
+        kind = resource.split("/", 1)[0]
         raise ArnError(
-            f"The {what} {value!r} does not name a {what.split()[0]} resource.",
-            hint=f"Expected ...:{resource.split('/')[0].strip('^')}/... in the ARN.",
+            f"The {what} {value!r} does not name a {kind} resource.",
+            hint=f"Expected ...:{kind}/<uuid> at the end of the ARN.",
         )
 
 

@@ -108,7 +108,7 @@ def certificate_info(der: bytes) -> CertificateInfo:
             key_type, curve = "RSA", None
         elif algo == "ec":
             key_type, curve = "EC", spki["algorithm"]["parameters"].chosen.native
-        else:
+        else:  # ed25519, dsa, ...: parsed so that the error can name them
             key_type, curve = algo.upper(), None
         return CertificateInfo(
             der=der,
@@ -118,7 +118,7 @@ def certificate_info(der: bytes) -> CertificateInfo:
             issuer=cert.issuer.human_friendly,
             public_key_info=spki.dump(),
             curve=curve,
-            key_bits=spki.bit_size,
+            key_bits=spki.bit_size if key_type in ("RSA", "EC") else 0,
             is_ca=bool(cert.ca),
             subject_raw=cert.subject.dump(),
             issuer_raw=cert.issuer.dump(),
