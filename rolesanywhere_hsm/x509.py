@@ -21,7 +21,9 @@ __all__ = [
     "MAX_CHAIN",
     "CertificateInfo",
     "algorithm_for_key_type",
+    "certificate_data",
     "certificate_info",
+    "ensure_leaf_usable",
     "load_certificates",
     "order_chain",
     "parse_certificates",
@@ -162,6 +164,20 @@ def order_chain(leaf: bytes, candidates: Iterable[bytes]) -> tuple[bytes, ...]:
             hint="Register an intermediate CA as the trust anchor to shorten the chain.",
         )
     return tuple(path)
+
+
+def certificate_data(der: bytes) -> dict[str, object]:
+    """The JSON that `read-certificate-data` prints, as the official helper prints it."""
+    import base64
+
+    info = certificate_info(der)
+    prefix = {"RSA": "RSA", "EC": "ECDSA"}.get(info.key_type, info.key_type)
+    return {
+        "keyType": info.key_type,
+        "certificateData": base64.b64encode(der).decode("ascii"),
+        "serialNumber": str(info.serial),
+        "supportedAlgorithms": [f"{prefix}SHA{bits}" for bits in (256, 384, 512)],
+    }
 
 
 def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = ()) -> None:
