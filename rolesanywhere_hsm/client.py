@@ -68,6 +68,14 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
+def _check_duration(duration_seconds: int) -> None:
+    if not MIN_DURATION <= duration_seconds <= MAX_DURATION:
+        raise UsageError(
+            f"--session-duration {duration_seconds} is out of range.",
+            hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.",
+        )
+
+
 class X509SigV4Auth(httpx.Auth):
     """Adds the X.509 headers and the Authorization header to a CreateSession request."""
 
@@ -146,9 +154,15 @@ class RolesAnywhereClient:
         self._clock = clock
         self._sleep = time.sleep
         try:
+            if isinstance(verify, str):  # a CA bundle file: httpx wants an SSL context now
+                import ssl
+
+                verify_arg: bool | ssl.SSLContext = ssl.create_default_context(cafile=verify)
+            else:
+                verify_arg = verify
             self._http = httpx.Client(
                 base_url=self.endpoint,
-                verify=verify,
+                verify=verify_arg,
                 trust_env=trust_env,
                 timeout=timeout,
                 transport=transport,
@@ -173,11 +187,7 @@ class RolesAnywhereClient:
                 f"The trust anchor is in {arns.region} but the client signs for {self.region}.",
                 hint="Drop --region or make it match the trust anchor ARN.",
             )
-        if not MIN_DURATION <= duration_seconds <= MAX_DURATION:
-            raise UsageError(
-                f"--session-duration {duration_seconds} is out of range.",
-                hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.",
-            )
+        _check_duration(duration_seconds)
         body: dict[str, object] = {"durationSeconds": duration_seconds}
         if role_session_name is not None:
             body["roleSessionName"] = role_session_name
@@ -277,6 +287,7 @@ def create_session(
     argument has been checked (so a typo in an ARN never costs a PIN entry) and closed after.
     """
     arns = validate_session_arns(trust_anchor_arn, profile_arn, role_arn)
+    _check_duration(duration_seconds)
     if region and region != arns.region:
         raise ArnError(
             f"--region {region} does not match the trust anchor's region {arns.region}.",
