@@ -91,7 +91,7 @@ def load_certificates(path: str | Path) -> list[bytes]:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise CertificateError(
-            f"Cannot read certificate file {path}: {exc.strerror or exc}.",
+            f"Cannot read the certificate file {path}: {exc.strerror or exc}.",
             hint="Check the path and its permissions.",
         ) from None
     certs = parse_certificates(data, source=str(path))

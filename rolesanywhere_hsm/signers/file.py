@@ -15,18 +15,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from rolesanywhere_hsm import x509 as x509util
-from rolesanywhere_hsm.errors import KeyLoadError, UsageError
+from rolesanywhere_hsm.errors import CertificateError, KeyLoadError, RolesAnywhereError, UsageError
 from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
 
 __all__ = ["FileSigner", "open_file_signer"]
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, error: type[RolesAnywhereError] = KeyLoadError) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise KeyLoadError(
-            f"Cannot read the {what} {path}: {exc.strerror or exc}.",
+        raise error(
+            f"Cannot read the {what} file {path}: {exc.strerror or exc}.",
             hint="Check the path and its permissions.",
         ) from None
 
@@ -166,7 +166,7 @@ def _from_pkcs12(data: bytes, config: SignerConfig, path: str) -> tuple[Any, byt
 
 def open_file_signer(config: SignerConfig) -> FileSigner:
     """Load a key and certificate from files, as `--certificate/--private-key/--intermediates`."""
-    cert_data = _read(config.certificate, "certificate")
+    cert_data = _read(config.certificate, "certificate", CertificateError)
     extra: list[bytes] = []
     if _looks_pkcs12(cert_data) and not config.private_key:
         key, leaf, extra = _from_pkcs12(cert_data, config, config.certificate)

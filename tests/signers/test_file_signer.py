@@ -134,7 +134,7 @@ def test_ed25519_key_is_refused_with_a_reason(root_ca: CertificateAuthority, tmp
 
 
 def test_missing_files_and_missing_key_option(leaf_files: dict[str, Any], tmp_path: Path) -> None:
-    with pytest.raises(KeyLoadError, match="Cannot read the certificate"):
+    with pytest.raises(CertificateError, match="Cannot read the certificate file"):
         load_signer(SignerConfig(str(tmp_path / "absent.crt"), str(leaf_files["p256"].key)))
     with pytest.raises(UsageError, match="--private-key is required"):
         load_signer(SignerConfig(str(leaf_files["p256"].certificate)))
