@@ -1,5 +1,62 @@
-"""rolesanywhere-hsm: temporary AWS credentials from IAM Roles Anywhere, signed in a PKCS#11 token."""
+"""rolesanywhere-hsm: temporary AWS credentials from IAM Roles Anywhere, signed in a PKCS#11 token.
+
+The public API is re-exported here, lazily: `import rolesanywhere_hsm` stays cheap, and httpx,
+cryptography or pkcs11 are imported only when the name that needs them is first used, so that
+`credential-process` starts fast.
+
+    from rolesanywhere_hsm import SignerConfig, create_session
+    creds = create_session(SignerConfig(certificate="pkcs11:token=prod;object=workload"),
+                           trust_anchor_arn=..., profile_arn=..., role_arn=...)
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ALGORITHM_ECDSA": "rolesanywhere_hsm.signers.base",
+    "ALGORITHM_RSA": "rolesanywhere_hsm.signers.base",
+    "Credentials": "rolesanywhere_hsm.credentials",
+    "RetryPolicy": "rolesanywhere_hsm.client",
+    "RolesAnywhereClient": "rolesanywhere_hsm.client",
+    "RolesAnywhereError": "rolesanywhere_hsm.errors",
+    "Signer": "rolesanywhere_hsm.signers.base",
+    "SignerConfig": "rolesanywhere_hsm.signers.base",
+    "create_session": "rolesanywhere_hsm.client",
+    "load_signer": "rolesanywhere_hsm.signers.base",
+    "register_signer": "rolesanywhere_hsm.signers.base",
+    "validate_session_arns": "rolesanywhere_hsm.arn",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rolesanywhere_hsm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.arn import validate_session_arns
+    from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
+    from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.errors import RolesAnywhereError
+    from rolesanywhere_hsm.signers.base import (
+        ALGORITHM_ECDSA,
+        ALGORITHM_RSA,
+        Signer,
+        SignerConfig,
+        load_signer,
+        register_signer,
+    )
