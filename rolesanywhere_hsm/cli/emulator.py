@@ -1,9 +1,199 @@
-"""CLI: emulator commands (to be filled in)."""
+"""CLI: `emulator`, the bundled Roles Anywhere emulator as a long-running local server.
+
+Only option parsing lives here; the emulator is rolesanywhere_hsm.emulator. Its imports
+(cryptography, http.server) are taken inside the command, because every CLI start-up imports
+this module.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
 import typer
+
+from rolesanywhere_hsm.errors import UsageError
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
+
+__all__ = ["register"]
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    # Atomic: a watcher polling for the file must never read it half-written or empty.
+    path = path.absolute()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _build_config(
+    config_file: Path | None, cas: list[Path], crls: list[Path], trust_anchor_arn: str | None,
+    profile_arn: str | None, role_arns: list[str], region: str | None,
+) -> EmulatorConfig:
+    from rolesanywhere_hsm.emulator import (
+        DEFAULT_REGION,
+        EmulatorConfig,
+        load_certificates,
+        load_config,
+        load_crls,
+    )
+    from rolesanywhere_hsm.emulator.resources import parse_arn
+
+    if config_file is not None:
+        clashing = [name for name, given in (
+            ("--ca", cas), ("--crl", crls), ("--trust-anchor-arn", trust_anchor_arn),
+            ("--profile-arn", profile_arn), ("--role-arn", role_arns), ("--region", region),
+        ) if given]
+        if clashing:
+            raise UsageError(
+                f"{', '.join(clashing)} cannot be combined with --config; put them in the file",
+            )
+        return load_config(config_file)
+    if not cas:
+        raise UsageError(
+            "the emulator needs something to trust: give --ca FILE (repeatable) or --config FILE"
+        )
+    if trust_anchor_arn and region:
+        try:
+            anchor_region = parse_arn(trust_anchor_arn, "trust-anchor").region
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if anchor_region != region:
+            raise UsageError(f"--region {region} is not the trust anchor's region {anchor_region}")
+    return EmulatorConfig.for_certificates(
+        [cert for path in cas for cert in load_certificates(path)],
+        crls=[crl for path in crls for crl in load_crls(path)],
+        region=region or DEFAULT_REGION,
+        trust_anchor_arn=trust_anchor_arn,
+        profile_arn=profile_arn,
+        role_arns=role_arns,
+    )
+
+
+def _announce(emulator: Emulator) -> None:
+    config = emulator.config
+    lines = [f"rolesanywhere-hsm emulator listening on {emulator.url} (region {config.region})"]
+    for anchor in config.trust_anchors.values():
+        state = "" if anchor.enabled else " (disabled)"
+        lines.append(f"  trust anchor {anchor.arn}{state}: {len(anchor.certificates)} CA "
+                     f"certificate(s), {len(anchor.crls)} CRL(s)")
+    for profile in config.profiles.values():
+        state = "" if profile.enabled else " (disabled)"
+        lines.append(f"  profile      {profile.arn}{state}")
+        for role in profile.role_arns:
+            lines.append(f"    role       {role}")
+    if len(config.trust_anchors) == 1 and len(config.profiles) == 1:
+        lines.append(
+            f"  try: --endpoint {emulator.url} --trust-anchor-arn {config.trust_anchor_arn} "
+            f"--profile-arn {config.profile_arn} --role-arn {config.role_arn}"
+        )
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+
+    @app.command("emulator")
+    def emulator_command(
+        config_file: Annotated[Optional[Path], typer.Option(
+            "--config", metavar="FILE", help="TOML or JSON file with trust anchors, CRLs, profiles and roles "
+            "(see docs/emulator.md).", envvar="RAH_EMULATOR_CONFIG")] = None,
+        ca: Annotated[Optional[list[Path]], typer.Option(
+            "--ca", metavar="FILE", help="CA certificate(s) (PEM or DER) to trust as one trust anchor; "
+            "repeatable.")] = None,
+        crl: Annotated[Optional[list[Path]], typer.Option(
+            "--crl", metavar="FILE", help="CRL (PEM or DER) imported into that trust anchor; repeatable.")] = None,
+        trust_anchor_arn: Annotated[Optional[str], typer.Option(
+            "--trust-anchor-arn", metavar="ARN", help="ARN of the trust anchor (default: derived from the "
+            "first CA certificate, so it is stable).")] = None,
+        profile_arn: Annotated[Optional[str], typer.Option(
+            "--profile-arn", metavar="ARN", help="ARN of the profile (default: derived from the trust "
+            "anchor ARN).")] = None,
+        role_arn: Annotated[Optional[list[str]], typer.Option(
+            "--role-arn", metavar="ARN", help="Role the profile allows; repeatable (default: "
+            "arn:aws:iam::ACCOUNT:role/rolesanywhere-hsm-emulator).")] = None,
+        region: Annotated[Optional[str], typer.Option(
+            "--region", metavar="REGION", help="Region the emulator serves (default: the trust anchor ARN's, "
+            "else us-east-1).")] = None,
+        host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port; 0 picks a free one.")] = 0,
+        port_file: Annotated[Optional[Path], typer.Option(
+            "--port-file", metavar="FILE", help="Write the port here (atomically) once listening.")] = None,
+        tls_cert: Annotated[Optional[Path], typer.Option(
+            "--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate (PEM).")] = None,
+        tls_key: Annotated[Optional[Path], typer.Option(
+            "--tls-key", metavar="FILE", help="Private key of --tls-cert (PEM), if not in the same file.")] = None,
+        session_duration_max: Annotated[Optional[int], typer.Option(
+            "--session-duration-max", metavar="SECONDS", help="MaxSessionDuration of the roles, in seconds "
+            "(default 3600, as IAM's).")] = None,
+        skew_seconds: Annotated[Optional[int], typer.Option(
+            "--skew-seconds", metavar="SECONDS", help="Accepted distance between X-Amz-Date and the clock "
+            "(default 300).")] = None,
+    ) -> None:
+        """Run the Roles Anywhere emulator until interrupted (SIGINT or SIGTERM)."""
+        import logging
+        import signal
+        import ssl
+        import threading
+
+        from rolesanywhere_hsm.emulator import Emulator
+
+        config = _build_config(config_file, ca or [], crl or [], trust_anchor_arn, profile_arn,
+                               role_arn or [], region)
+        if session_duration_max is not None:
+            if not 900 <= session_duration_max <= 43200:
+                raise UsageError("--session-duration-max must be between 900 and 43200 seconds")
+            config.role_max_session_duration = session_duration_max
+        if skew_seconds is not None:
+            if skew_seconds < 0:
+                raise UsageError("--skew-seconds cannot be negative")
+            config.skew_seconds = skew_seconds
+        if tls_key is not None and tls_cert is None:
+            raise UsageError("--tls-key needs --tls-cert")
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("emulator: %(message)s"))
+        logger = logging.getLogger("rolesanywhere_hsm.emulator")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+        emulator = Emulator(config, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+        try:
+            emulator.bind()
+        except ssl.SSLError as exc:
+            raise UsageError(f"cannot use --tls-cert/--tls-key: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+        stop = threading.Event()
+
+        def request_stop(signum: int, frame: object) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+        emulator.start()
+        try:
+            if port_file is not None:
+                try:
+                    _write_port_file(port_file, emulator.port)
+                except OSError as exc:
+                    raise UsageError(f"cannot write --port-file {port_file}: {exc.strerror or exc}") from None
+            _announce(emulator)
+            while not stop.wait(0.5):
+                pass
+        finally:
+            emulator.stop()
+            if port_file is not None:
+                port_file.unlink(missing_ok=True)
+        print("rolesanywhere-hsm emulator stopped", file=sys.stderr)
