@@ -1,0 +1,140 @@
+"""PURE: how to make a Roles Anywhere signature with a token that offers some mechanisms.
+
+Given the key type, its size or curve and the token's mechanism list, `choose_signing_spec`
+returns a frozen `SigningSpec`: which mechanism to ask for, what to hand to C_Sign (the
+message, its SHA-256, or a SHA-256 DigestInfo) and how to turn the token's output into wire
+bytes. No token access happens here, so every branch is unit-tested without a token; the
+PKCS#11 signer only executes the spec (shared/PROTOCOL.md section 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rolesanywhere_hsm.errors import TokenSigningError
+
+__all__ = [
+    "CKM_ECDSA",
+    "CKM_ECDSA_SHA256",
+    "CKM_RSA_PKCS",
+    "CKM_SHA256_RSA_PKCS",
+    "SHA256_DIGEST_INFO_PREFIX",
+    "SigningSpec",
+    "choose_signing_spec",
+    "ecdsa_raw_to_der",
+]
+
+# PKCS#11 v2.40 section 2 (mechanism type values). Plain ints so that this module needs no
+# python-pkcs11 import; pkcs11.Mechanism is an IntEnum and compares equal to them.
+CKM_RSA_PKCS = 0x0001
+CKM_SHA256_RSA_PKCS = 0x0040
+CKM_ECDSA = 0x1041
+CKM_ECDSA_SHA256 = 0x1044
+
+_NAMES = {
+    CKM_RSA_PKCS: "CKM_RSA_PKCS",
+    CKM_SHA256_RSA_PKCS: "CKM_SHA256_RSA_PKCS",
+    CKM_ECDSA: "CKM_ECDSA",
+    CKM_ECDSA_SHA256: "CKM_ECDSA_SHA256",
+}
+
+# RFC 8017 section 9.2, note 1: DER of DigestInfo{sha256, NULL} up to the 32 hash bytes.
+SHA256_DIGEST_INFO_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+@dataclass(frozen=True)
+class SigningSpec:
+    """How one signature is made.
+
+    `hash_on_host`: C_Sign gets SHA-256(message) instead of the message.
+    `digest_info`: that hash is wrapped in a SHA-256 DigestInfo first (CKM_RSA_PKCS only signs
+    what it is given, so the host must build what CKM_SHA256_RSA_PKCS would have built).
+    `raw_to_der`: the token returns ECDSA r||s (PKCS#11 section 2.3.1) and the wire wants DER.
+    """
+
+    key_type: str
+    mechanism: int
+    hash_on_host: bool
+    digest_info: bool
+    raw_to_der: bool
+
+    @property
+    def mechanism_name(self) -> str:
+        return _NAMES.get(self.mechanism, hex(self.mechanism))
+
+    def data_to_sign(self, message: bytes) -> bytes:
+        """What C_Sign must receive for `message`."""
+        if not self.hash_on_host:
+            return message
+        digest = hashlib.sha256(message).digest()
+        return SHA256_DIGEST_INFO_PREFIX + digest if self.digest_info else digest
+
+    def wire_signature(self, token_output: bytes) -> bytes:
+        """The signature bytes Roles Anywhere expects, from what C_Sign returned."""
+        return ecdsa_raw_to_der(token_output) if self.raw_to_der else token_output
+
+
+def choose_signing_spec(
+    key_type: str, mechanisms: Iterable[int], *, key_bits: int | None = None,
+    curve: str | None = None,
+) -> SigningSpec:
+    """The spec for an RSA or EC key on a token offering `mechanisms`.
+
+    RSA: CKM_SHA256_RSA_PKCS (the token hashes and pads), else CKM_RSA_PKCS over a DigestInfo
+    built on the host. Never PSS: the service wants PKCS#1 v1.5. EC: SHA-256 on the host and
+    CKM_ECDSA (SoftHSM and most PIV cards have no CKM_ECDSA_SHA256, and hashing 32 bytes on the
+    host costs nothing), else CKM_ECDSA_SHA256 where that is all the token offers. `key_bits`
+    and `curve` only feed messages; the choice does not depend on them.
+    """
+    offered = set(int(m) for m in mechanisms)
+    if key_type == "RSA":
+        if CKM_SHA256_RSA_PKCS in offered:
+            return SigningSpec("RSA", CKM_SHA256_RSA_PKCS, False, False, False)
+        if CKM_RSA_PKCS in offered:
+            return SigningSpec("RSA", CKM_RSA_PKCS, True, True, False)
+        wanted = "CKM_SHA256_RSA_PKCS or CKM_RSA_PKCS"
+        what = f"RSA-{key_bits}" if key_bits else "RSA"
+    elif key_type == "EC":
+        if CKM_ECDSA in offered:
+            return SigningSpec("EC", CKM_ECDSA, True, False, True)
+        if CKM_ECDSA_SHA256 in offered:
+            return SigningSpec("EC", CKM_ECDSA_SHA256, False, False, True)
+        wanted = "CKM_ECDSA or CKM_ECDSA_SHA256"
+        what = f"EC {curve}" if curve else "EC"
+    else:
+        raise TokenSigningError(
+            f"Roles Anywhere signing with a {key_type} key on a token is not supported.",
+            hint="Use an RSA or EC (P-256, P-384) key.",
+        )
+    raise TokenSigningError(
+        f"The token offers no mechanism to sign with its {what} key (needs {wanted}).",
+        hint="Check the token's mechanisms with `pkcs11-tool --list-mechanisms`.",
+    )
+
+
+def ecdsa_raw_to_der(raw: bytes) -> bytes:
+    """PKCS#11 ECDSA output r||s (two equal halves) -> DER SEQUENCE{INTEGER r, INTEGER s}."""
+    if not raw or len(raw) % 2:
+        raise TokenSigningError(
+            f"The token returned a {len(raw)}-byte ECDSA signature; r||s must have even length.",
+            hint="The token or module misbehaves; try `pkcs11-tool --sign` to check it.",
+        )
+    half = len(raw) // 2
+    body = _der_integer(raw[:half]) + _der_integer(raw[half:])
+    return b"\x30" + _der_length(len(body)) + body
+
+
+def _der_integer(magnitude: bytes) -> bytes:
+    value = magnitude.lstrip(b"\x00") or b"\x00"
+    if value[0] & 0x80:
+        value = b"\x00" + value  # keep it positive
+    return b"\x02" + _der_length(len(value)) + value
+
+
+def _der_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes([length])
+    encoded = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(encoded)]) + encoded

@@ -1,0 +1,274 @@
+"""Where a PIN comes from: an explicit, ordered policy, and the terminal prompt.
+
+We run as a `credential_process` child of an AWS SDK, which owns our stdout (the credentials
+JSON) and usually our stderr, so a PIN is never asked for there: only on the controlling
+terminal (`/dev/tty`), and when there is none we fail at once instead of hanging the SDK.
+
+The order, first match wins (docs/pkcs11.md, "PIN sources"):
+
+1. `pin-value` in the `pkcs11:` URI;
+2. `pin-source` in the URI: `file:/path`, `file:///path` or a plain absolute path (RFC 7512),
+   and our documented extras `env:NAME` and `cmd:program args...` (run without a shell; the
+   first line of its stdout is the PIN);
+3. the environment variable `RAH_PKCS11_PIN`;
+4. a token with a protected authentication path (PIN pad): log in without a PIN;
+5. the caller's secret callback (`SignerConfig.secret_callback`), if any;
+6. a prompt on `/dev/tty` with echo off; with no terminal, `PinUnavailableError`.
+
+A PIN is returned to the caller and never stored here; messages name the source, never the
+value.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shlex
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from rolesanywhere_hsm.errors import PinUnavailableError
+
+__all__ = [
+    "PIN_ENV_VAR",
+    "PinRequest",
+    "PinSourceKind",
+    "ProtectedAuthentication",
+    "prompt_on_tty",
+    "read_pin_source",
+    "resolve_pin",
+]
+
+PIN_ENV_VAR = "RAH_PKCS11_PIN"
+TTY_PATH = "/dev/tty"
+# A `cmd:` PIN source may itself prompt (pinentry, a password manager unlocking): give it time,
+# but never hang the SDK for ever.
+PIN_COMMAND_TIMEOUT = 120.0
+
+
+def prompt_on_tty(description: str) -> str:
+    """Ask for a secret on the controlling terminal with echo off; return what was typed.
+
+    `description` is shown as the prompt ("PIN for token 'ci'"). stdout and stderr are never
+    used: they belong to the program that runs us. Raises `PinUnavailableError` at once when
+    there is no controlling terminal (a service, a CI job, `setsid`), so a missing PIN fails
+    fast instead of blocking.
+    """
+    try:
+        fd = os.open(TTY_PATH, os.O_RDWR | os.O_NOCTTY)
+    except OSError as exc:
+        raise PinUnavailableError(
+            f"A secret is needed ({description}) but there is no terminal to ask on "
+            f"({TTY_PATH}: {exc.strerror or exc}).",
+            hint=f"Give it non-interactively: for a token PIN, pin-source=file:/path in the "
+            f"pkcs11: URI or the {PIN_ENV_VAR} environment variable; for a key file, its "
+            "password option (see --help).",
+        ) from None
+    import termios  # POSIX only; imported here so that importing this module stays cheap
+
+    with open(fd, "r+b", buffering=0) as tty:
+        try:
+            old = termios.tcgetattr(fd)
+        except termios.error:
+            old = None  # not a real terminal (should not happen for /dev/tty): read anyway
+        try:
+            if old is not None:
+                new = list(old)
+                new[3] &= ~termios.ECHO  # lflag: no echo, keep ICANON so the line is edited
+                termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+            tty.write(f"{description}: ".encode())
+            line = _read_line(tty)
+        finally:
+            if old is not None:
+                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+            tty.write(b"\n")
+    if line is None:
+        raise PinUnavailableError(
+            f"No secret was entered ({description}): the terminal closed.",
+            hint="Type the PIN at the prompt, or give it with pin-source or "
+            f"{PIN_ENV_VAR}.",
+        )
+    return line
+
+
+def _read_line(tty) -> str | None:  # type: ignore[no-untyped-def]
+    """One line from an unbuffered tty, without the newline; None at end of file."""
+    chunks = bytearray()
+    while True:
+        byte = tty.read(1)
+        if not byte:
+            return chunks.decode("utf-8", "replace") if chunks else None
+        if byte in (b"\n", b"\r"):
+            return chunks.decode("utf-8", "replace")
+        chunks += byte
+
+
+class PinSourceKind(enum.Enum):
+    """Where a PIN came from; used in messages ("the PIN from RAH_PKCS11_PIN was refused")."""
+
+    URI_PIN_VALUE = "pin-value in the URI"
+    URI_PIN_SOURCE = "pin-source in the URI"
+    ENVIRONMENT = f"the {PIN_ENV_VAR} environment variable"
+    PROTECTED_PATH = "the token's protected authentication path (PIN pad)"
+    CALLBACK = "the caller's secret callback"
+    PROMPT = "the terminal prompt"
+
+
+class _ProtectedAuthentication:
+    """Sentinel: log in through the token's own PIN pad, with no PIN from us."""
+
+    _instance: _ProtectedAuthentication | None = None
+
+    def __new__(cls) -> _ProtectedAuthentication:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ProtectedAuthentication"
+
+
+ProtectedAuthentication = _ProtectedAuthentication()
+
+
+@dataclass(frozen=True)
+class PinRequest:
+    """What a PIN is asked for: the URI's PIN attributes and how to reach a person.
+
+    `description` is what the person sees ("PIN for token 'ci'"). `environ` defaults to
+    `os.environ`; tests pass their own. `prompt` defaults to `prompt_on_tty`.
+    """
+
+    description: str
+    pin_value: str | None = None
+    pin_source: str | None = None
+    protected_authentication_path: bool = False
+    callback: Callable[[str], str] | None = None
+    environ: Mapping[str, str] | None = None
+    prompt: Callable[[str], str] | None = None
+
+    def __repr__(self) -> str:  # the URI's pin-value must not reach a traceback
+        return (
+            f"PinRequest(description={self.description!r}, "
+            f"pin_value={'<hidden>' if self.pin_value is not None else None}, "
+            f"pin_source={self.pin_source!r}, "
+            f"protected_authentication_path={self.protected_authentication_path})"
+        )
+
+
+def resolve_pin(request: PinRequest) -> tuple[str | _ProtectedAuthentication, PinSourceKind]:
+    """Apply the policy in the module docstring; return the PIN (or `ProtectedAuthentication`)
+    and where it came from. Raises `PinUnavailableError` when no source gives one."""
+    if request.pin_value is not None:
+        return request.pin_value, PinSourceKind.URI_PIN_VALUE
+    environ = os.environ if request.environ is None else request.environ
+    if request.pin_source is not None:
+        return read_pin_source(request.pin_source, environ), PinSourceKind.URI_PIN_SOURCE
+    env_pin = environ.get(PIN_ENV_VAR)
+    if env_pin is not None:
+        return env_pin, PinSourceKind.ENVIRONMENT
+    if request.protected_authentication_path:
+        return ProtectedAuthentication, PinSourceKind.PROTECTED_PATH
+    if request.callback is not None:
+        return request.callback(request.description), PinSourceKind.CALLBACK
+    prompt = request.prompt or prompt_on_tty
+    return prompt(request.description), PinSourceKind.PROMPT
+
+
+def read_pin_source(source: str, environ: Mapping[str, str] | None = None) -> str:
+    """The PIN that a `pin-source` value designates.
+
+    RFC 7512 defines `pin-source` as a URI, in practice `file:` or an absolute path; the first
+    line of the file is the PIN. We add `env:NAME` (the variable's value) and `cmd:...` (the
+    first stdout line of a command run without a shell, split with shlex) because secret
+    managers hand out secrets that way. Errors name the source, never its content.
+    """
+    environ = os.environ if environ is None else environ
+    if source.startswith("env:"):
+        name = source[4:]
+        if not name:
+            raise PinUnavailableError("pin-source=env: names no environment variable.",
+                                      hint="Write pin-source=env:VARIABLE_NAME.")
+        value = environ.get(name)
+        if value is None:
+            raise PinUnavailableError(
+                f"pin-source names the environment variable {name}, which is not set.",
+                hint=f"Export {name} with the PIN, or choose another pin-source.",
+            )
+        return value
+    if source.startswith("cmd:"):
+        return _pin_from_command(source[4:])
+    return _pin_from_file(_pin_source_path(source))
+
+
+def _pin_source_path(source: str) -> Path:
+    if source.startswith("file:"):
+        parts = urlsplit(source)
+        if parts.netloc not in ("", "localhost"):
+            raise PinUnavailableError(
+                f"pin-source {source!r} names a file on another host ({parts.netloc}).",
+                hint="Use a local file: pin-source=file:/path/to/pin.",
+            )
+        return Path(unquote(parts.path))
+    if source.startswith("/"):
+        return Path(source)
+    raise PinUnavailableError(
+        f"pin-source {source!r} is not understood.",
+        hint="Use file:/path, an absolute path, env:NAME or cmd:program args.",
+    )
+
+
+def _pin_from_file(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PinUnavailableError(
+            f"Cannot read the PIN file {path}: {exc.strerror or exc}.",
+            hint="Check the pin-source path and its permissions.",
+        ) from None
+    text = data.decode("utf-8", "replace")
+    return text.splitlines()[0] if text else ""
+
+
+def _pin_from_command(command: str) -> str:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise PinUnavailableError(f"pin-source=cmd: cannot be split into words ({exc}).",
+                                  hint="Check the quoting of the command.") from None
+    if not argv:
+        raise PinUnavailableError("pin-source=cmd: names no command.",
+                                  hint="Write pin-source=cmd:program args.")
+    try:
+        done = subprocess.run(  # noqa: S603 (no shell: argv from shlex)
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=PIN_COMMAND_TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise PinUnavailableError(f"The PIN command {argv[0]!r} was not found.",
+                                  hint="Give the full path of the program in pin-source=cmd:.") from None
+    except subprocess.TimeoutExpired:
+        raise PinUnavailableError(
+            f"The PIN command {argv[0]!r} did not finish within {PIN_COMMAND_TIMEOUT:.0f} s.",
+            hint="Check that it does not wait for input it cannot get.",
+        ) from None
+    except OSError as exc:
+        raise PinUnavailableError(f"The PIN command {argv[0]!r} cannot run: {exc.strerror or exc}.",
+                                  hint="Check the program and its permissions.") from None
+    if done.returncode != 0:
+        raise PinUnavailableError(
+            f"The PIN command {argv[0]!r} failed with exit status {done.returncode}.",
+            hint="Run it by hand to see why (its output is not shown: it may hold the PIN).",
+        )
+    lines = done.stdout.decode("utf-8", "replace").splitlines()
+    if not lines:
+        raise PinUnavailableError(f"The PIN command {argv[0]!r} printed nothing.",
+                                  hint="It must print the PIN on its first line.")
+    return lines[0]
