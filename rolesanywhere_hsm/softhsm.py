@@ -1,0 +1,327 @@
+"""Throwaway SoftHSM2 tokens with keys generated inside them, for the demo and the tests.
+
+A token lives in a private directory (`DIR/softhsm2.conf` + `DIR/tokens/`); nothing touches
+the system's SoftHSM configuration. Keys are generated ON the token (sensitive,
+non-extractable, explicit CKA_ID and label), a devpki CertificateAuthority certifies the
+token's public key, and the certificate is stored next to the key with the same CKA_ID, so a
+`pkcs11:` URI finds both. Typical use::
+
+    token = SoftHsmToken.create(tmp / "hsm", label="demo", pin=pin, so_pin=so_pin)
+    certificate, uri = token.add_key("p256", "workload", b"\\x01", ca)
+    os.environ.update(token.env)          # SOFTHSM2_CONF, before the signer's C_Initialize
+    signer = load_signer(SignerConfig(certificate=token.uri_for("workload", type="cert")))
+
+SoftHSM reads SOFTHSM2_CONF only at C_Initialize (docs/softhsm.md): the builder sets it for
+the duration of each call and C_Finalizes afterwards, so it must not run while a PKCS#11
+signer on SoftHSM is open in the same process (it refuses to, with a clear error). Several
+tokens may share one directory (call `create` twice with the same directory): they then share
+one SOFTHSM2_CONF, which is how a process uses two tokens at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority
+from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
+
+__all__ = [
+    "SOFTHSM_MODULE_PATHS",
+    "SoftHsmError",
+    "SoftHsmToken",
+    "TokenKey",
+    "find_softhsm_module",
+    "reset_softhsm_in_process",
+]
+
+SOFTHSM_MODULE_PATHS = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib64/pkcs11/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+    "/opt/homebrew/lib/softhsm/libsofthsm2.so",
+)
+CONF_NAME = "softhsm2.conf"
+
+_CURVE_OIDS = {"p256": "secp256r1", "p384": "secp384r1", "p521": "secp521r1"}
+
+
+class SoftHsmError(RuntimeError):
+    """The throwaway token could not be built (SoftHSM missing, softhsm2-util failed...)."""
+
+
+def find_softhsm_module() -> str | None:
+    """The SoftHSM2 PKCS#11 module on this machine, or None."""
+    return next((p for p in SOFTHSM_MODULE_PATHS if os.path.isfile(p)), None)
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    """A key pair generated on the token and what was made for it."""
+
+    kind: str  # one of devpki.KEY_KINDS
+    label: str
+    key_id: bytes
+    certificate: Any  # cryptography.x509.Certificate
+    certificate_on_token: bool
+    public_key_on_token: bool
+    always_authenticate: bool
+
+    @property
+    def certificate_der(self) -> bytes:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return self.certificate.public_bytes(Encoding.DER)
+
+
+@dataclass
+class SoftHsmToken:
+    """One initialised SoftHSM2 token in `directory`. `pin` and `so_pin` are the throwaway
+    token's own PINs (kept here because this is test and demo setup; never a real PIN)."""
+
+    directory: Path
+    label: str
+    pin: str = field(repr=False)
+    so_pin: str = field(repr=False)
+    serial: str
+    module: str
+    # By label; a second key with an equal label is filed as "label@<id hex>".
+    keys: dict[str, TokenKey] = field(default_factory=dict)
+    ca: CertificateAuthority | None = field(default=None, repr=False)
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, directory: str | Path, label: str, pin: str, so_pin: str, *, module: str | None = None,
+    ) -> SoftHsmToken:
+        """Initialise a new token labelled `label` in `directory` (created if needed; a
+        directory that already has tokens gets one more, with its own serial)."""
+        module = module or find_softhsm_module()
+        if module is None:
+            raise SoftHsmError("SoftHSM2 is not installed (no libsofthsm2.so); "
+                               "apt-get install softhsm2")
+        for name, value in (("pin", pin), ("so_pin", so_pin)):
+            if not 4 <= len(value) <= 255:  # SoftHSM's limits; softhsm2-util says less
+                raise ValueError(f"SoftHSM needs a {name} of 4 to 255 characters")
+        directory = Path(directory).absolute()
+        (directory / "tokens").mkdir(parents=True, exist_ok=True)
+        conf = directory / CONF_NAME
+        if not conf.exists():
+            _write_conf(conf, directory / "tokens")
+        env = dict(os.environ, SOFTHSM2_CONF=str(conf))
+        done = subprocess.run(  # noqa: S603
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin,
+             "--so-pin", so_pin],
+            env=env, capture_output=True, text=True, check=False,
+        )
+        if done.returncode != 0:
+            raise SoftHsmError(f"softhsm2-util --init-token failed: {done.stderr.strip() or done.stdout.strip()}")
+        match = re.search(r"reassigned to slot (\d+)", done.stdout)
+        if not match:
+            raise SoftHsmError(f"softhsm2-util did not say which slot it used: {done.stdout.strip()}")
+        token = cls(directory=directory, label=label, pin=pin, so_pin=so_pin, serial="", module=module)
+        slot_id = int(match.group(1))
+        with token._session(slot_id=slot_id) as session:
+            serial = session.token.serial
+        token.serial = serial.decode() if isinstance(serial, bytes) else serial
+        return token
+
+    def copy_to(self, directory: str | Path) -> SoftHsmToken:
+        """A clone in `directory` (every token of this directory, same serials and keys): a
+        5 ms copy instead of seconds of RSA key generation. Use a clone in one process at a
+        time with its own SOFTHSM2_CONF (two clones in one tokendir would have equal serials)."""
+        directory = Path(directory).absolute()
+        directory.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(self.directory / "tokens", directory / "tokens", dirs_exist_ok=True)
+        _write_conf(directory / CONF_NAME, directory / "tokens")
+        return replace(self, directory=directory, keys=dict(self.keys))
+
+    # -- what callers need -----------------------------------------------------------------------
+
+    @property
+    def conf(self) -> Path:
+        return self.directory / CONF_NAME
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for processes (and this process, before its first C_Initialize)."""
+        return {"SOFTHSM2_CONF": str(self.conf)}
+
+    def uri_for(
+        self, label: str | None = None, key_id: bytes | None = None, *, type: str | None = None,
+        serial: bool = False, module: bool = False, pin: bool = False,
+        pin_source: str | None = None,
+    ) -> str:
+        """A `pkcs11:` URI for an object on this token: `token=` plus the given label/id/type,
+        optionally `serial=` (to tell apart tokens with equal labels), `module-path=`, the PIN
+        itself (`pin=True`, tests only) or a `pin-source=`."""
+        uri = Pkcs11Uri(
+            token=self.label, serial=self.serial if serial else None, object=label, id=key_id,
+            type=type, module_path=self.module if module else None,
+            pin_value=self.pin if pin else None, pin_source=pin_source,
+        )
+        return uri.to_string()
+
+    def add_key(
+        self, kind: str, label: str, key_id: bytes, ca: CertificateAuthority | None = None, *,
+        always_authenticate: bool = False, store_certificate: bool = True,
+        keep_public_key: bool = True, common_name: str | None = None,
+    ) -> tuple[Any, str]:
+        """Generate a `kind` key (rsa2048/3072/4096, p256/p384/p521) on the token, have `ca`
+        (default: a CA made for this token) certify it, store the certificate with the same
+        CKA_ID and label unless `store_certificate` is False. Returns (certificate, key URI).
+
+        `keep_public_key=False` deletes the public key object, like tokens that keep none:
+        SoftHSM EC private keys have no CKA_EC_POINT, so the signer must then check the pairing
+        with the first real signature.
+        """
+        if kind not in KEY_KINDS:
+            raise ValueError(f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS)}")
+        if ca is None:
+            if self.ca is None:
+                self.ca = CertificateAuthority.create(f"SoftHSM demo CA for {self.label}")
+            ca = self.ca
+        from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectClass
+        from pkcs11.util.ec import encode_named_curve_parameters
+        from pkcs11.util.x509 import decode_x509_certificate
+
+        private_template = {
+            Attribute.TOKEN: True,
+            Attribute.PRIVATE: True,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: False,
+            Attribute.SIGN: True,
+            Attribute.ALWAYS_AUTHENTICATE: always_authenticate,
+        }
+        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True}
+        capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
+        with self._session() as session:
+            if kind.startswith("rsa"):
+                public, _private = session.generate_keypair(
+                    KeyType.RSA, int(kind[3:]), id=key_id, label=label, store=True,
+                    capabilities=capabilities, private_template=private_template,
+                    public_template=public_template,
+                )
+                public_key = _rsa_public_key(public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT])
+            else:
+                params = session.create_domain_parameters(
+                    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVE_OIDS[kind])},
+                    local=True,
+                )
+                public, _private = params.generate_keypair(
+                    id=key_id, label=label, store=True, capabilities=capabilities,
+                    private_template=private_template, public_template=public_template,
+                )
+                public_key = _ec_public_key(kind, public[Attribute.EC_POINT])
+            certificate = ca.issue_leaf(public_key, common_name=common_name or label)
+            if store_certificate:
+                from cryptography.hazmat.primitives.serialization import Encoding
+
+                attrs = decode_x509_certificate(certificate.public_bytes(Encoding.DER))
+                attrs.update({
+                    Attribute.CLASS: ObjectClass.CERTIFICATE,
+                    Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: False,
+                    Attribute.ID: key_id,
+                    Attribute.LABEL: label,
+                })
+                session.create_object(attrs)
+            if not keep_public_key:
+                public.destroy()
+        name = label if label not in self.keys else f"{label}@{key_id.hex()}"
+        self.keys[name] = TokenKey(
+            kind=kind, label=label, key_id=key_id, certificate=certificate,
+            certificate_on_token=store_certificate, public_key_on_token=keep_public_key,
+            always_authenticate=always_authenticate,
+        )
+        return certificate, self.uri_for(label, type="private")
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _session(self, slot_id: int | None = None) -> Iterator[Any]:
+        """A logged-in R/W session on this token in this process, with SOFTHSM2_CONF pointing
+        here for the C_Initialize; finalised on exit so that a later signer reads its own
+        SOFTHSM2_CONF (python-pkcs11 trap 1)."""
+        import pkcs11
+
+        from rolesanywhere_hsm.signers.pkcs11 import module_in_use
+
+        if module_in_use(self.module):
+            raise SoftHsmError("A PKCS#11 signer on SoftHSM is open in this process; close it "
+                               "before building tokens (SoftHSM reads its configuration only "
+                               "at C_Initialize).")
+        old = os.environ.get("SOFTHSM2_CONF")
+        os.environ["SOFTHSM2_CONF"] = str(self.conf)
+        lib = pkcs11.lib(self.module)
+        try:
+            lib.reinitialize()  # read our SOFTHSM2_CONF even if someone initialised before
+            token = self._find_token(lib, slot_id)
+            session = token.open(rw=True, user_pin=self.pin)
+            try:
+                yield session
+            finally:
+                session.close()
+        finally:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                lib.finalize()
+            if old is None:
+                os.environ.pop("SOFTHSM2_CONF", None)
+            else:
+                os.environ["SOFTHSM2_CONF"] = old
+
+    def _find_token(self, lib: Any, slot_id: int | None) -> Any:
+        for slot in lib.get_slots(token_present=True):
+            token = slot.get_token()
+            if slot_id is not None and slot.slot_id == slot_id:
+                return token
+            serial = token.serial.decode() if isinstance(token.serial, bytes) else token.serial
+            if slot_id is None and serial == self.serial:
+                return token
+        raise SoftHsmError(f"token {self.label!r} (serial {self.serial}) not found in {self.directory}")
+
+
+def reset_softhsm_in_process(module: str | None = None) -> None:
+    """Test helper: forget every signer registration for the SoftHSM module and C_Finalize it,
+    so that the next C_Initialize reads the current SOFTHSM2_CONF even if a test forgot to
+    close a signer. Never needed by correct code."""
+    module = module or find_softhsm_module()
+    if module is None:
+        return
+    from rolesanywhere_hsm.signers.pkcs11 import _forget_module
+
+    _forget_module(module)
+
+
+def _write_conf(conf: Path, tokendir: Path) -> None:
+    conf.write_text(
+        f"directories.tokendir = {tokendir}\n"
+        "objectstore.backend = file\n"
+        "log.level = ERROR\n"
+        "slots.removable = false\n"
+    )
+
+
+def _rsa_public_key(modulus: bytes, exponent: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.RSAPublicNumbers(int.from_bytes(exponent, "big"), int.from_bytes(modulus, "big")).public_key()
+
+
+def _ec_public_key(kind: str, ec_point: bytes) -> Any:
+    from asn1crypto.core import OctetString
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    curves = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1(), "p521": ec.SECP521R1()}
+    point = bytes(OctetString.load(ec_point).native)
+    return ec.EllipticCurvePublicKey.from_encoded_point(curves[kind], point)

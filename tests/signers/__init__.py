@@ -1,0 +1,1 @@
+"""Tests of the signers: file keys, PKCS#11 tokens, URIs, PIN sources, mechanisms."""
