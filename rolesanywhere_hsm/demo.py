@@ -1,0 +1,111 @@
+"""The end-to-end demo: a SoftHSM token, a test CA, the emulator, and credential-process.
+
+It runs the product the way a user does, so that a fresh machine proves the whole path in one
+command: the key is generated inside the token, the CA certifies the token's public key, the
+emulator trusts the CA, and `credential-process` runs as a separate process with `pkcs11:`
+URIs and a `pin-source` file, exactly as an AWS SDK would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rolesanywhere_hsm.errors import RolesAnywhereError, UsageError
+
+__all__ = ["run_demo"]
+
+Say = Callable[[str], None]
+
+
+def _write_secret(path: Path, text: str) -> Path:
+    """Write a file only its owner can read, atomically (never a moment with wider rights)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def run_demo(key_kind: str = "p256", keep: Path | None = None, say: Say = print) -> dict[str, object]:
+    """Run the demo; return the credential_process JSON it got. `keep` keeps the work files."""
+    from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority, write_pem
+    from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
+    from rolesanywhere_hsm.softhsm import SoftHsmError, SoftHsmToken
+
+    if key_kind not in KEY_KINDS:
+        raise UsageError(f"Unknown key type {key_kind!r}.", hint=f"Use one of {', '.join(KEY_KINDS)}.")
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        workdir_context: tempfile.TemporaryDirectory[str] | None = None
+        workdir = keep
+    else:
+        workdir_context = tempfile.TemporaryDirectory(prefix="rolesanywhere-hsm-demo-")
+        workdir = Path(workdir_context.name)
+    try:
+        ca = CertificateAuthority.create("rolesanywhere-hsm Demo Root CA", "p256")
+        write_pem(workdir / "ca.crt", ca.certificate)
+        say(f"1. Made a throwaway root CA: {ca.certificate.subject.rfc4514_string()} (ca.crt)")
+
+        pin = secrets.token_hex(8)
+        try:
+            token = SoftHsmToken.create(workdir / "softhsm", label="rolesanywhere-demo", pin=pin,
+                                        so_pin=secrets.token_hex(8))
+            certificate, _ = token.add_key(key_kind, "workload", b"\x01", ca, common_name="demo-workload")
+        except SoftHsmError as exc:
+            raise UsageError(f"Cannot build the SoftHSM token: {exc}",
+                             hint="Run `bash .ci/install-deps` (it installs softhsm2).") from None
+        pin_file = _write_secret(workdir / "pin.txt", pin + "\n")
+        say(f"2. Made a SoftHSM2 token 'rolesanywhere-demo' in {workdir / 'softhsm'}, generated a "
+            f"{key_kind} key inside it (non-extractable), and stored the CA-issued certificate "
+            f"(serial {certificate.serial_number:x}) beside it with the same CKA_ID")
+
+        config = EmulatorConfig.for_certificates([ca.certificate])
+        with Emulator(config) as emulator:
+            say(f"3. Started the Roles Anywhere emulator on {emulator.url}, trusting the CA:\n"
+                f"     trust anchor {emulator.trust_anchor_arn}\n"
+                f"     profile      {emulator.profile_arn}\n"
+                f"     role         {emulator.role_arn}")
+            uri = token.uri_for("workload", type="cert", module=True, pin_source=f"file:{pin_file}")
+            command = [
+                sys.executable, "-m", "rolesanywhere_hsm", "credential-process",
+                "--certificate", uri,
+                "--trust-anchor-arn", emulator.trust_anchor_arn,
+                "--profile-arn", emulator.profile_arn,
+                "--role-arn", emulator.role_arn,
+                "--endpoint", emulator.url,
+            ]
+            say("4. Ran credential-process as an AWS SDK would (the PIN comes from the "
+                "pin-source file, mode 0600):\n     rolesanywhere-hsm " + shlex.join(command[3:]))
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
+            env.update(token.env)
+            result = subprocess.run(command, capture_output=True, text=True, env=env,
+                                    stdin=subprocess.DEVNULL, timeout=120)
+            if result.returncode != 0:
+                raise RolesAnywhereError(
+                    f"credential-process failed in the demo (exit {result.returncode}): "
+                    f"{result.stderr.strip()}",
+                    hint=f"Rerun with --keep DIR and look at {workdir}.",
+                )
+            output = json.loads(result.stdout)
+            request = emulator.last_request
+            issued = emulator.last_issued
+        say(f"5. The emulator verified the token's {request.header('Authorization').split()[0]} "
+            f"signature and the chain, and issued credentials for {issued.assumed_role_arn} "
+            f"(source identity {issued.source_identity}), valid until {output['Expiration']}.")
+        say("6. credential-process printed (this is what the AWS CLI reads):")
+        say(json.dumps(output, indent=2))
+        if keep is not None:
+            say(f"The token, CA and PIN file are kept in {workdir}.")
+        return output
+    finally:
+        if workdir_context is not None:
+            workdir_context.cleanup()
