@@ -84,12 +84,26 @@ class SignerConfig:
     reuse_pin: bool = False
     secret_callback: SecretCallback | None = None
 
-    def __repr__(self) -> str:  # never show a password, even in a --debug traceback
+    def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
         return (
-            f"SignerConfig(certificate={self.certificate!r}, private_key={self.private_key!r}, "
+            f"SignerConfig(certificate={_redacted(self.certificate)!r}, "
+            f"private_key={_redacted(self.private_key)!r}, "
             f"intermediates={self.intermediates!r}, pkcs11_lib={self.pkcs11_lib!r}, "
             f"reuse_pin={self.reuse_pin!r})"
         )
+
+
+def _redacted(ref: str | None) -> str | None:
+    """A key or certificate reference fit for a message: a pkcs11: URI loses its pin-value."""
+    if ref is None or not ref[:7].lower() == "pkcs11:":
+        return ref
+    from rolesanywhere_hsm.errors import Pkcs11UriError
+    from rolesanywhere_hsm.signers.pkcs11_uri import parse_pkcs11_uri
+
+    try:
+        return str(parse_pkcs11_uri(ref))
+    except Pkcs11UriError:
+        return "pkcs11:<malformed URI>"
 
 
 SignerFactory = Callable[[SignerConfig], Signer]

@@ -148,3 +148,13 @@ def test_a_closed_signer_refuses_to_sign(leaf_files: dict[str, Any]) -> None:
     signer.close()
     with pytest.raises(UsageError, match="closed"):
         signer.sign(MESSAGE)
+
+
+def test_signer_config_repr_hides_passwords_and_pin_values() -> None:
+    config = SignerConfig(
+        "pkcs11:token=t;object=o?pin-value=9876-secret", "pkcs11:token=t;object=o?pin-value=9876-secret",
+        pkcs8_password="hunter2-secret",
+    )
+    text = repr(config)
+    assert "9876-secret" not in text and "hunter2-secret" not in text
+    assert "token=t" in text
