@@ -25,7 +25,9 @@ class Digest(str, Enum):
     SHA256 = "SHA256"
 
 
-def read_certificate_data(certificate: o.Certificate, debug: o.Debug = False) -> None:
+def read_certificate_data(
+    certificate: o.Certificate, pkcs11_lib: o.Pkcs11Lib = None, debug: o.Debug = False
+) -> None:
     """Print the certificate's key type, serial and DER (base64) as JSON."""
     o.configure_logging(debug)
     from rolesanywhere_hsm.x509 import certificate_data, load_certificates
@@ -33,7 +35,7 @@ def read_certificate_data(certificate: o.Certificate, debug: o.Debug = False) ->
     if certificate.lower().startswith("pkcs11:"):
         from rolesanywhere_hsm.signers.pkcs11 import list_certificates
 
-        print(json.dumps(list_certificates(certificate), indent=2))
+        print(json.dumps(list_certificates(certificate, pkcs11_lib), indent=2))
         return
     print(json.dumps(certificate_data(load_certificates(certificate)[0]), indent=2))
 

@@ -63,10 +63,15 @@ def run_with_spy(tmp_path: Path, token: SoftHsmToken, uri: str, count: int = 1, 
         cwd=ROOT, capture_output=True, text=True, timeout=60, start_new_session=True,
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), parse_spy_log(log)
+
+
+def parse_spy_log(log: Path) -> list[Call]:
+    """The PKCS#11 calls pkcs11-spy logged, in order, each with its logged arguments."""
     calls = [Call(m.group(1), m.group(2))
              for m in re.finditer(r"^\d+: (C_\w+)\n(.*?)(?=^\d+: C_|\Z)", log.read_text(), re.M | re.S)]
     assert calls, "pkcs11-spy wrote nothing"
-    return done.stdout.strip(), calls
+    return calls
 
 
 def counts(calls: list[Call]) -> Counter[str]:
