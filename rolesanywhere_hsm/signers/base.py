@@ -18,6 +18,7 @@ from rolesanywhere_hsm.errors import UsageError
 __all__ = [
     "ALGORITHM_ECDSA",
     "ALGORITHM_RSA",
+    "CertifiedKeySigner",
     "SecretCallback",
     "Signer",
     "SignerConfig",
@@ -66,6 +67,40 @@ class Signer(Protocol):
     def __enter__(self) -> Signer: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+class CertifiedKeySigner:
+    """What every signer shares: the certificate it signs for and the context-manager
+    plumbing. Subclasses implement `sign()` and `close()`; the protocol stays the contract."""
+
+    def __init__(self, certificate: bytes, chain: tuple[bytes, ...], algorithm: str) -> None:
+        self._certificate = certificate
+        self._chain = chain
+        self._algorithm = algorithm
+
+    @property
+    def certificate(self) -> bytes:
+        return self._certificate
+
+    @property
+    def chain(self) -> tuple[bytes, ...]:
+        return self._chain
+
+    @property
+    def algorithm(self) -> str:
+        return self._algorithm
+
+    def sign(self, message: bytes) -> bytes:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Signer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from rolesanywhere_hsm import x509 as x509util
 from rolesanywhere_hsm.errors import CertificateError, KeyLoadError, RolesAnywhereError, UsageError
-from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
+from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SecretCallback, SignerConfig
 
 __all__ = ["FileSigner", "open_file_signer"]
 
@@ -80,7 +80,7 @@ def _load_private_key(data: bytes, password: bytes | None, path: str) -> Any:
     )
 
 
-class FileSigner:
+class FileSigner(CertifiedKeySigner):
     """A Signer over a private key held in memory by `cryptography`."""
 
     def __init__(self, key: Any, certificate: bytes, chain: tuple[bytes, ...]) -> None:
@@ -104,22 +104,8 @@ class FileSigner:
                 f"Roles Anywhere cannot use a {type(key).__name__.removeprefix('_')} key.",
                 hint="Use an RSA or EC (P-256, P-384) key.",
             )
-        self._certificate = certificate
-        self._chain = chain
-        self._algorithm = info.algorithm
+        super().__init__(certificate, chain, info.algorithm)
         self._closed = False
-
-    @property
-    def certificate(self) -> bytes:
-        return self._certificate
-
-    @property
-    def chain(self) -> tuple[bytes, ...]:
-        return self._chain
-
-    @property
-    def algorithm(self) -> str:
-        return self._algorithm
 
     def sign(self, message: bytes) -> bytes:
         if self._closed:
@@ -129,12 +115,6 @@ class FileSigner:
     def close(self) -> None:
         self._closed = True
         self._sign = None  # type: ignore[assignment]  # drop the key reference
-
-    def __enter__(self) -> FileSigner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"FileSigner(algorithm={self._algorithm!r}, chain={len(self._chain)})"

@@ -38,7 +38,7 @@ from rolesanywhere_hsm.errors import (
     TokenSigningError,
     UsageError,
 )
-from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
+from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SecretCallback, SignerConfig
 from rolesanywhere_hsm.signers.mechanisms import SigningSpec, choose_signing_spec
 from rolesanywhere_hsm.signers.pin import (
     PinRequest,
@@ -404,7 +404,7 @@ class _KeyChoice:
     criteria: str
 
 
-class Pkcs11Signer:
+class Pkcs11Signer(CertifiedKeySigner):
     """A logged-in session on one token key; see the module docstring for the costs.
 
     Thread-safe: one sign at a time per signer (a PKCS#11 session runs one operation at a
@@ -424,9 +424,7 @@ class Pkcs11Signer:
         self._session: Any | None = session
         self._key = key
         self._key_choice = key_choice
-        self._certificate = certificate
-        self._chain = chain
-        self._algorithm = algorithm
+        super().__init__(certificate, chain, algorithm)
         self._spec = spec
         self._always_authenticate = always_authenticate
         self._pin_request = pin_request
@@ -446,18 +444,6 @@ class Pkcs11Signer:
         self.login_count = 1 if login_required else 0
 
     # -- Signer protocol ---------------------------------------------------------------------
-
-    @property
-    def certificate(self) -> bytes:
-        return self._certificate
-
-    @property
-    def chain(self) -> tuple[bytes, ...]:
-        return self._chain
-
-    @property
-    def algorithm(self) -> str:
-        return self._algorithm
 
     @property
     def spec(self) -> SigningSpec:
@@ -529,12 +515,6 @@ class Pkcs11Signer:
             self._kept_pin = None
             self._discard_session()
             _release_module(self._module_path)
-
-    def __enter__(self) -> Pkcs11Signer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (f"Pkcs11Signer(module={self._module_path!r}, token={self._token.label!r}, "
