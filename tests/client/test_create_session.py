@@ -194,3 +194,12 @@ def _with_ip_san(ca: CertificateAuthority, key: Any, cx509: Any) -> Any:
         )
     )
     return builder.sign(ca.key, hashes.SHA256())
+
+
+def test_role_session_name_is_sent_when_the_profile_accepts_it(server: Emulator, leaf_files: dict[str, Any]) -> None:
+    with pytest.raises(AccessDeniedError, match="Not authorized to set roleSessionName"):
+        session(server, config_for(leaf_files["p256"]), role_session_name="batch-job-7")
+    server.config.profiles[server.profile_arn].accept_role_session_name = True
+    credentials = session(server, config_for(leaf_files["p256"]), role_session_name="batch-job-7")
+    assert server.last_request.json() == {"durationSeconds": 3600, "roleSessionName": "batch-job-7"}
+    assert credentials.assumed_role_arn.endswith("/batch-job-7")

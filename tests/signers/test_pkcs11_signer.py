@@ -149,6 +149,22 @@ def test_two_tokens_with_the_same_label(softhsm_factory: Callable[..., SoftHsmTo
         assert signer.certificate == second.keys["key"].certificate_der
 
 
+def test_same_object_label_on_two_tokens_is_chosen_by_token_label(
+    softhsm_factory: Callable[..., SoftHsmToken], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alpha = softhsm_factory("alpha", [("p256", "workload", b"\x01")])
+    beta = softhsm_factory("beta", [("p256", "workload", b"\x01")])
+    monkeypatch.setenv("RAH_PKCS11_PIN", SOFTHSM_PIN)
+    with pytest.raises(SelectionError) as info:
+        open_pkcs11_signer(SignerConfig(certificate="pkcs11:object=workload;type=cert"))
+    assert "alpha" in info.value.diagnostics() and "beta" in info.value.diagnostics()
+    for chosen in (alpha, beta):
+        with open_pkcs11_signer(SignerConfig(certificate=chosen.uri_for("workload", type="cert"))) as signer:
+            assert signer.certificate == chosen.keys["workload"].certificate_der
+            assert signer.token_label == chosen.label
+            assert_valid(signer, MESSAGE, signer.sign(MESSAGE))
+
+
 def _slot_id(token: SoftHsmToken) -> int:
     # Read from the selection error, which lists every token with its slot.
     try:
