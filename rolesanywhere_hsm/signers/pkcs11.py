@@ -15,6 +15,7 @@ file-key run never loads it. See docs/pkcs11.md for the user-facing rules.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
@@ -46,6 +47,9 @@ from rolesanywhere_hsm.signers.pin import (
     resolve_pin,
 )
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri, is_pkcs11_uri, parse_pkcs11_uri
+
+# --debug shows the steps: module, token, key, mechanism, where the PIN came from (never the PIN).
+log = logging.getLogger("rolesanywhere_hsm.pkcs11")
 
 __all__ = [
     "DEFAULT_MODULE",
@@ -710,7 +714,8 @@ def open_pkcs11_signer(
         login_required = bool(flags & TokenFlag.LOGIN_REQUIRED)
         user_pin: Any = None
         if login_required:
-            user_pin, _source = resolve_pin(pin_request)
+            user_pin, source = resolve_pin(pin_request)
+            log.debug("PIN for token %r from %s", token.label, source.value)
         session = _login(token, user_pin)
         if user_pin is ProtectedAuthentication:
             user_pin = None
@@ -779,6 +784,9 @@ def open_pkcs11_signer(
                 raise UsageError(f"The forced signing spec is for {spec.key_type}, the key is {key_type}.",
                                  hint="Pass a spec for the key's type.")
 
+        log.debug("module %s, token %r, key %s, mechanism %s%s", module_path, token.label,
+                  criteria or "(the only key)", spec.mechanism_name,
+                  ", always-authenticate" if always_auth else "")
         if config.intermediates:
             chain_candidates += _x509.load_certificates(config.intermediates)
         chain = _x509.order_chain(certificate, chain_candidates) if chain_candidates else ()
