@@ -187,12 +187,12 @@ class VirtualYubiKey:
         return env
 
     # -- the card's own view, through the control socket ----------------------------------
-    def _control(self, command: str) -> dict[str, Any]:
+    def _control(self, command: str, **arguments: Any) -> dict[str, Any]:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(5)
             sock.connect(str(self.control_path))
             with sock.makefile("rwb") as stream:
-                stream.write(json.dumps({"command": command}).encode() + b"\n")
+                stream.write(json.dumps({"command": command, **arguments}).encode() + b"\n")
                 stream.flush()
                 answer: dict[str, Any] = json.loads(stream.readline())
         if not answer.get("ok"):
@@ -200,7 +200,8 @@ class VirtualYubiKey:
         return answer
 
     def status(self) -> dict[str, Any]:
-        """pin_retries_left, pin_verified, verify_attempts, signatures per slot, connections."""
+        """pin_retries_left, pin_verified, verify_attempts, signatures and refused (signature
+        commands refused on purpose) per slot, refusals_pending, connections."""
         return self._control("status")
 
     def pin_retries_left(self) -> int:
@@ -211,8 +212,18 @@ class VirtualYubiKey:
         self._control("reset-pin")
 
     def clear_counters(self) -> None:
-        """Zero verify_attempts and the signature counts, to count one test's APDUs."""
+        """Zero verify_attempts and the signature counts, to count one test's APDUs; also
+        cancels refusals still pending from `fail_next_signatures`."""
         self._control("clear-counters")
+
+    def fail_next_signatures(self, count: int, sw: str = "6982") -> None:
+        """Make the card answer `sw` (hex status word) instead of signing, for the next `count`
+        signature commands it would otherwise have carried out; 0 cancels.
+
+        6982 ("security status not satisfied") is what a real YubiKey answers when its PIN no
+        longer counts as verified; it is the refusal that makes OpenSC drop its login.
+        """
+        self._control("refuse-signatures", count=count, sw=sw)
 
     def apdu_log(self) -> list[str]:
         """The card's last 400 commands and status words (PINs redacted), for debugging."""

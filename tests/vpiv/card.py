@@ -7,6 +7,10 @@ and this one does too: PIN policies per slot (9c needs the PIN before every sign
 raw RSA and prehashed ECDSA in GENERAL AUTHENTICATE, 61xx/GET RESPONSE for long answers, command
 chaining, GET VERSION/SERIAL/METADATA and attestation. What it leaves out: the management key,
 PUT DATA, key generation, PUK and PIN change, touch, secure messaging.
+
+For the signer's error paths it can also misbehave on request: `refuse_next_signatures(n, sw)`
+makes the next n signatures it would have made answer an error status word instead, as a card
+does whose key access fails mid-session, so that tests see how each PKCS#11 module reacts.
 """
 
 from __future__ import annotations
@@ -203,6 +207,10 @@ class PivCard:
     selected: bool = field(init=False, default=False)
     verify_attempts: int = field(init=False, default=0)
     signatures: dict[int, int] = field(init=False, default_factory=dict)
+    # Fault injection (refuse_next_signatures): pending refusals, their SW, and what was refused.
+    refusals_pending: int = field(init=False, default=0)
+    refusal_sw: bytes = field(init=False, default=SW_SECURITY_STATUS)
+    refused: dict[int, int] = field(init=False, default_factory=dict)
     log: deque[str] = field(init=False, default_factory=lambda: deque(maxlen=400))
     _chain: tuple[int, bytes] | None = field(init=False, default=None)
     _pending: bytes = field(init=False, default=b"")
@@ -238,12 +246,36 @@ class PivCard:
         self.pin_verified = False
         self.pin_fresh = False
 
+    def refuse_next_signatures(self, count: int, sw: bytes = SW_SECURITY_STATUS) -> None:
+        """Answer `sw` instead of a signature to the next `count` GENERAL AUTHENTICATE commands
+        that would have signed (well-formed, PIN satisfied); 0 cancels.
+
+        What the module sees is a card that refuses its key in the middle of a session (6982 is
+        what a YubiKey answers when it no longer counts the PIN as verified). Only the answer is
+        faked: the PIN's security status is left as it was, so whatever the module does next
+        (retry, VERIFY again, forget its login) is its own decision, visible in the counters.
+        """
+        if count < 0 or len(sw) != 2 or sw == SW_OK or sw[0] == 0x61:
+            raise ValueError(f"refuse {count} signatures with SW {sw.hex()}: need count >= 0 and an error SW")
+        self.refusals_pending = count
+        self.refusal_sw = sw
+
+    def clear_counters(self) -> None:
+        """Zero the counters and cancel pending refusals: a clean card for the next test."""
+        self.verify_attempts = 0
+        self.signatures.clear()
+        self.refused.clear()
+        self.refusals_pending = 0
+        self.refusal_sw = SW_SECURITY_STATUS
+
     def status(self) -> dict[str, Any]:
         return {
             "pin_retries_left": self.pin_retries_left,
             "pin_verified": self.pin_verified,
             "verify_attempts": self.verify_attempts,
             "signatures": {f"{k:02x}": v for k, v in self.signatures.items()},
+            "refused": {f"{k:02x}": v for k, v in self.refused.items()},
+            "refusals_pending": self.refusals_pending,
         }
 
     # -- APDU dispatch ----------------------------------------------------------------------
@@ -411,6 +443,10 @@ class PivCard:
             return SW_SECURITY_STATUS
         if key.pin_policy in (PinPolicy.ONCE, PinPolicy.DEFAULT) and not self.pin_verified:
             return SW_SECURITY_STATUS
+        if self.refusals_pending:
+            self.refusals_pending -= 1
+            self.refused[slot] = self.refused.get(slot, 0) + 1
+            return self.refusal_sw
         signature = self._sign(key, inner[0x81])
         if signature is None:
             return SW_WRONG_DATA

@@ -136,3 +136,42 @@ def test_tlv_round_trip_with_multibyte_tags_and_long_lengths() -> None:
     assert list(tlv.decode(encoded)) == items
     with pytest.raises(ValueError):
         list(tlv.decode(encoded[:-1]))
+
+
+def test_refused_signatures_answer_the_chosen_sw_then_signing_resumes(card: PivCard,
+                                                                     keys: dict[int, SlotKey]) -> None:
+    """Fault injection for the module-quirk tests: only signatures the card would have made are
+    refused (a missing PIN is still its own 6982, and uses up no refusal), the PIN stays
+    verified, and the counters tell refused from made."""
+    digest = hashlib.sha256(b"m").digest()
+    [apdu] = _sign_apdus(0x11, 0x9E, digest)  # PIN policy never: no VERIFY needed
+    [needs_pin] = _sign_apdus(0x14, 0x9D, hashlib.sha384(b"m").digest())
+    card.refuse_next_signatures(2, b"\x6a\x80")
+    assert card.transmit(needs_pin) == b"\x69\x82"  # not verified: the real refusal
+    assert card.refusals_pending == 2
+    card.transmit(_verify_apdu("123456"))
+    assert card.transmit(apdu) == b"\x6a\x80"
+    assert card.transmit(needs_pin) == b"\x6a\x80"
+    answer = card.transmit(apdu)
+    assert answer[-2:] == b"\x90\x00"
+    der = tlv.parse_dict(tlv.parse_dict(answer[:-2])[0x7C])[0x82]
+    keys[0x9E].private_key.public_key().verify(der, b"m", ec.ECDSA(hashes.SHA256()))
+    status = card.status()
+    assert status["refused"] == {"9e": 1, "9d": 1}
+    assert status["signatures"] == {"9e": 1}
+    assert status["refusals_pending"] == 0 and status["pin_verified"]
+
+
+def test_clear_counters_cancels_pending_refusals(card: PivCard) -> None:
+    [apdu] = _sign_apdus(0x11, 0x9E, hashlib.sha256(b"m").digest())
+    card.refuse_next_signatures(5)
+    assert card.transmit(apdu) == b"\x69\x82"  # 6982 unless told otherwise
+    card.clear_counters()
+    assert card.transmit(apdu)[-2:] == b"\x90\x00"
+    assert card.status()["refused"] == {} and card.status()["signatures"] == {"9e": 1}
+
+
+@pytest.mark.parametrize(("count", "sw"), [(-1, b"\x69\x82"), (1, b"\x90\x00"), (1, b"\x61\x10"), (1, b"\x69")])
+def test_refusal_needs_an_error_sw_and_a_count(card: PivCard, count: int, sw: bytes) -> None:
+    with pytest.raises(ValueError):
+        card.refuse_next_signatures(count, sw)

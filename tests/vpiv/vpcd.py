@@ -13,7 +13,8 @@ socket -1 and pcscd aborts the same way. So both connections stay open for pcscd
 report as a slot without a (recognised) token.
 
 A unix control socket (one JSON request per line, one JSON answer per line) lets the tests
-reset the PIN retry counter and read counters without going through PC/SC.
+reset the PIN retry counter, read counters and make the card refuse signatures
+(`{"command": "refuse-signatures", "count": N, "sw": "6982"}`) without going through PC/SC.
 """
 
 from __future__ import annotations
@@ -176,8 +177,12 @@ class CardServer:
         if command == "reset-pin":
             self.card.reset_pin_retries()
         elif command == "clear-counters":
-            self.card.verify_attempts = 0
-            self.card.signatures.clear()
+            self.card.clear_counters()
+        elif command == "refuse-signatures":
+            try:
+                self.card.refuse_next_signatures(int(request["count"]), bytes.fromhex(request.get("sw", "6982")))
+            except (KeyError, TypeError, ValueError) as exc:
+                return {"ok": False, "error": str(exc)}
         elif command == "log":
             return {"ok": True, "log": list(self.card.log)}
         elif command == "stop":
