@@ -211,13 +211,21 @@ def _mapped_errors(action: str, default: type[TokenError] = TokenError) -> Itera
         raise TokenError(f"The token went away while {action} ({type(exc).__name__}).",
                          hint="Insert the token again and rerun.") from None
     except p11.DeviceError:
-        raise TokenError(
+        # `default`, not TokenError: ykcs11 reports a card's refusal to sign (e.g. SW 6A80)
+        # as CKR_DEVICE_ERROR, and a failed C_Sign must stay a TokenSigningError.
+        raise default(
             f"The token or its reader failed while {action} (DeviceError).",
             hint="For smart cards and YubiKeys, check that the smart card service (pcscd) runs.",
         ) from None
     except (p11.UserNotLoggedIn, p11.SessionClosed, p11.SessionHandleInvalid) as exc:
         raise default(f"The token session was lost while {action} ({type(exc).__name__}).",
                       hint="Rerun; the session is reopened on the next attempt.") from None
+    except p11.GeneralError:
+        raise default(
+            f"The token failed while {action} (GeneralError).",
+            hint="On a TPM (tpm2-pkcs11) without tpm2-abrmd, other processes may hold the TPM's "
+            "3 object slots: close them, or run tpm2-abrmd; else rerun with --debug.",
+        ) from None
     except p11.PKCS11Error as exc:
         detail = type(exc).__name__
         if type(exc) is p11.PKCS11Error and str(exc).startswith(("OS exception", "Unknown exception")):
