@@ -38,7 +38,7 @@ def main() -> None:
     rounds = parser.parse_args().rounds
 
     import pkcs11
-    from pkcs11 import Attribute, Mechanism, ObjectClass
+    from pkcs11 import Mechanism, ObjectClass
 
     from rolesanywhere_hsm.arn import validate_session_arns
     from rolesanywhere_hsm.client import RolesAnywhereClient

@@ -7,23 +7,28 @@ from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm.devpki import (
+    KEY_KINDS,
+    CertificateAuthority,
+    write_pem,
+)
 from rolesanywhere_hsm.errors import CertificateError, KeyLoadError, UsageError
-from rolesanywhere_hsm.signers import ALGORITHM_ECDSA, ALGORITHM_RSA, SignerConfig, load_signer
+from rolesanywhere_hsm.signers import (
+    ALGORITHM_ECDSA,
+    ALGORITHM_RSA,
+    SignerConfig,
+    load_signer,
+)
+from tests.signatures import verify_signature
 
 MESSAGE = b"AWS4-X509-RSA-SHA256\n20260116T000243Z\n..."
 
 
 def verify(cert: Any, signature: bytes, message: bytes = MESSAGE) -> None:
-    public = cert.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        public.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    verify_signature(cert, message, signature)
 
 
 @pytest.mark.parametrize("kind", KEY_KINDS)

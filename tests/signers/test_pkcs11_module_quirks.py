@@ -31,14 +31,13 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from rolesanywhere_hsm.errors import TokenSigningError
 from rolesanywhere_hsm.signers.base import SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import module_in_use, open_pkcs11_signer
 from rolesanywhere_hsm.softhsm import reset_softhsm_in_process
+from tests.signatures import verify_signature
 from tests.tokens.processes import run, stop_process
 from tests.tokens.tpm import TpmToken
 from tests.tokens.yubikey import VirtualYubiKey
@@ -53,12 +52,7 @@ def der(certificate: x509.Certificate) -> bytes:
 def assert_valid(certificate_der: bytes, message: bytes, signature: bytes) -> None:
     """Verify with `cryptography` against the certificate: the token's own view of its key
     could be wrong, the certificate is what Roles Anywhere checks against."""
-    public_key = x509.load_der_x509_certificate(certificate_der).public_key()
-    if isinstance(public_key, rsa.RSAPublicKey):
-        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    verify_signature(certificate_der, message, signature)
 
 
 # -- virtual YubiKey: the card refuses a signature --------------------------------------------

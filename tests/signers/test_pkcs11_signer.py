@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.errors import (
@@ -38,9 +37,14 @@ from rolesanywhere_hsm.signers.mechanisms import (
     SigningSpec,
     choose_signing_spec,
 )
-from rolesanywhere_hsm.signers.pkcs11 import Pkcs11Signer, open_pkcs11_signer, resolve_module_path
+from rolesanywhere_hsm.signers.pkcs11 import (
+    Pkcs11Signer,
+    open_pkcs11_signer,
+    resolve_module_path,
+)
 from rolesanywhere_hsm.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN, UTF8_LABEL
+from tests.signatures import verify_signature
 
 pytestmark = pytest.mark.softhsm
 
@@ -50,13 +54,8 @@ MESSAGE = b"AWS4-X509-ECDSA-SHA256\n20260101T000000Z\n20260101/us-east-1/rolesan
 def assert_valid(signer: Signer, message: bytes, signature: bytes) -> None:
     """The signature verifies with the certificate's public key (wire encoding)."""
     public_key = x509.load_der_x509_certificate(signer.certificate).public_key()
-    if isinstance(public_key, rsa.RSAPublicKey):
-        assert signer.algorithm == ALGORITHM_RSA
-        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        assert signer.algorithm == ALGORITHM_ECDSA
-        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    assert signer.algorithm == (ALGORITHM_RSA if isinstance(public_key, rsa.RSAPublicKey) else ALGORITHM_ECDSA)
+    verify_signature(signer.certificate, message, signature)
 
 
 @pytest.fixture

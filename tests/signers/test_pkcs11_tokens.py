@@ -8,14 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from rolesanywhere_hsm.errors import PinIncorrectError, PinLockedError, SelectionError
 from rolesanywhere_hsm.signers.base import Signer, SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import open_pkcs11_signer
 from rolesanywhere_hsm.softhsm import reset_softhsm_in_process
+from tests.signatures import verify_signature
 from tests.tokens.tpm import TpmToken
 from tests.tokens.yubikey import VirtualYubiKey
 
@@ -23,14 +22,7 @@ MESSAGE = b"AWS4-X509-ECDSA-SHA256\n20260101T000000Z\n20260101/us-east-1/rolesan
 
 
 def assert_valid(signer: Signer, message: bytes, signature: bytes) -> None:
-    from cryptography import x509
-
-    public_key = x509.load_der_x509_certificate(signer.certificate).public_key()
-    if isinstance(public_key, rsa.RSAPublicKey):
-        public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    verify_signature(signer.certificate, message, signature)
 
 
 # -- virtual YubiKey ----------------------------------------------------------------------------
