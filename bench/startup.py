@@ -8,6 +8,7 @@ Prints medians and ratios to the bare interpreter; the machine is noisy, so comp
 run only.
 
     python bench/startup.py [--runs 15]
+    BENCH_PYTHON=/path/to/venv/bin/python python bench/startup.py   # time another environment
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main() -> None:
     from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
-    py = sys.executable
+    py = os.environ.get("BENCH_PYTHON", sys.executable)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         ca = CertificateAuthority.create()
