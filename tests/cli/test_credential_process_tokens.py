@@ -39,13 +39,6 @@ def assert_credentials(result: subprocess.CompletedProcess[str], server: Emulato
 
 
 @pytest.fixture
-def tpm(tpm_token: TpmToken) -> Iterator[TpmToken]:
-    tpm_token.finalize_in_process()  # free the TPM's 3 object slots for the child process
-    yield tpm_token
-    tpm_token.clear_lockout()
-
-
-@pytest.fixture
 def tpm_server(tpm_token: TpmToken) -> Iterator[Emulator]:
     with Emulator(EmulatorConfig.for_certificates([tpm_token.ca.certificate])) as emulator:
         yield emulator
@@ -76,32 +69,15 @@ def test_tpm_wrong_pin_costs_one_try_and_the_token_stays_usable(tpm: TpmToken, t
 
 
 @pytest.fixture
-def yubikey(virtual_yubikey: VirtualYubiKey) -> Iterator[VirtualYubiKey]:
-    virtual_yubikey.finalize_in_process()
-    virtual_yubikey.reset_pin()
-    virtual_yubikey.clear_counters()
-    yield virtual_yubikey
-    virtual_yubikey.reset_pin()
-
-
-@pytest.fixture
 def piv_server(virtual_yubikey: VirtualYubiKey) -> Iterator[Emulator]:
     with Emulator(EmulatorConfig.for_certificates([virtual_yubikey.ca.certificate])) as emulator:
         yield emulator
 
 
-MODULES = ["ykcs11", "opensc"]
-
-
-def module_path(yubikey: VirtualYubiKey, name: str) -> str:
-    return yubikey.ykcs11_module if name == "ykcs11" else yubikey.opensc_module
-
-
 @pytest.mark.yubikey
-@pytest.mark.parametrize("module", MODULES)
 @pytest.mark.parametrize("slot", ["9a", "9d"])
-def test_piv_slot_by_label(yubikey: VirtualYubiKey, piv_server: Emulator, module: str, slot: str) -> None:
-    path = module_path(yubikey, module)
+def test_piv_slot_by_label(yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str, slot: str) -> None:
+    path = piv_module
     result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True),
                      "--certificate", yubikey.uri_for(slot, path, type="cert", by_label=True))
     assert_credentials(result, piv_server, yubikey.slots[slot].certificate.serial_number)
@@ -134,11 +110,10 @@ def test_piv_by_id_through_ykcs11_names_the_attestation_twin(yubikey: VirtualYub
 
 
 @pytest.mark.yubikey
-@pytest.mark.parametrize("module", MODULES)
 def test_piv_by_id_with_the_key_named_by_id_and_the_certificate_by_label(
-    yubikey: VirtualYubiKey, piv_server: Emulator, module: str
+    yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str
 ) -> None:
-    path = module_path(yubikey, module)
+    path = piv_module
     result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True),
                      "--certificate", yubikey.uri_for("9d", path, type="cert", by_label=True),
                      "--private-key", yubikey.uri_for("9d", path, type="private"))
@@ -146,9 +121,8 @@ def test_piv_by_id_with_the_key_named_by_id_and_the_certificate_by_label(
 
 
 @pytest.mark.yubikey
-@pytest.mark.parametrize("module", MODULES)
-def test_piv_slot_9c_with_reuse_pin(yubikey: VirtualYubiKey, piv_server: Emulator, module: str) -> None:
-    path = module_path(yubikey, module)
+def test_piv_slot_9c_with_reuse_pin(yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str) -> None:
+    path = piv_module
     result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True), "--reuse-pin",
                      "--certificate", yubikey.uri_for("9c", path, type="cert", by_label=True))
     assert_credentials(result, piv_server, yubikey.slots["9c"].certificate.serial_number)
@@ -158,11 +132,10 @@ def test_piv_slot_9c_with_reuse_pin(yubikey: VirtualYubiKey, piv_server: Emulato
 
 
 @pytest.mark.yubikey
-@pytest.mark.parametrize("module", MODULES)
 def test_piv_wrong_pin_is_sent_once_and_tries_left_are_reported(
-    yubikey: VirtualYubiKey, piv_server: Emulator, module: str
+    yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str
 ) -> None:
-    path = module_path(yubikey, module)
+    path = piv_module
     env = dict(yubikey.subprocess_env(path), RAH_PKCS11_PIN="654321")
     result = run_cli(piv_server, env, "--certificate", yubikey.uri_for("9a", path, type="cert", by_label=True))
     assert result.returncode == 5 and result.stdout == ""

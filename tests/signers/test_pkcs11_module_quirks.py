@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,7 +35,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from rolesanywhere_hsm.errors import TokenSigningError
 from rolesanywhere_hsm.signers.base import SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import module_in_use, open_pkcs11_signer
-from rolesanywhere_hsm.softhsm import reset_softhsm_in_process
 from tests.signatures import verify_signature
 from tests.tokens.processes import run, stop_process
 from tests.tokens.tpm import TpmToken
@@ -56,23 +54,6 @@ def assert_valid(certificate_der: bytes, message: bytes, signature: bytes) -> No
 
 
 # -- virtual YubiKey: the card refuses a signature --------------------------------------------
-
-
-@pytest.fixture(params=["ykcs11", "opensc"])
-def piv_module(request: pytest.FixtureRequest, virtual_yubikey: VirtualYubiKey) -> str:
-    return virtual_yubikey.ykcs11_module if request.param == "ykcs11" else virtual_yubikey.opensc_module
-
-
-@pytest.fixture
-def yubikey(virtual_yubikey: VirtualYubiKey, monkeypatch: pytest.MonkeyPatch) -> Iterator[VirtualYubiKey]:
-    """The session's card, counters cleared; afterwards no refusal is left pending (a failed
-    test must not make the next test's signatures fail) and the PIN has its 3 tries."""
-    virtual_yubikey.reset_pin()
-    virtual_yubikey.clear_counters()
-    monkeypatch.delenv("RAH_PKCS11_PIN", raising=False)
-    yield virtual_yubikey
-    virtual_yubikey.clear_counters()
-    virtual_yubikey.reset_pin()
 
 
 def refusals_that_fail_one_sign(yubikey: VirtualYubiKey, module: str) -> int:
@@ -187,18 +168,6 @@ with open_pkcs11_signer(SignerConfig(certificate=sys.argv[1])) as signer:
     print("READY", flush=True)
     sys.stdin.readline()
 """
-
-
-@pytest.fixture
-def tpm(tpm_token: TpmToken, monkeypatch: pytest.MonkeyPatch) -> Iterator[TpmToken]:
-    reset_softhsm_in_process()  # unrelated module; keeps the process state simple
-    for name, value in tpm_token.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("RAH_PKCS11_PIN", raising=False)
-    tpm_token.open_library().finalize()  # our signer does the C_Initialize with this env
-    yield tpm_token
-    # A failed test may have left objects behind: the next tests need the 3 slots free.
-    tpm_token.flush_transient()
 
 
 def tpm_contexts(tpm: TpmToken) -> tuple[list[str], list[str]]:

@@ -5,7 +5,6 @@ once" from the device's side rather than from ours."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -13,7 +12,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from rolesanywhere_hsm.errors import PinIncorrectError, PinLockedError, SelectionError
 from rolesanywhere_hsm.signers.base import Signer, SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import open_pkcs11_signer
-from rolesanywhere_hsm.softhsm import reset_softhsm_in_process
 from tests.signatures import verify_signature
 from tests.tokens.tpm import TpmToken
 from tests.tokens.yubikey import VirtualYubiKey
@@ -26,20 +24,6 @@ def assert_valid(signer: Signer, message: bytes, signature: bytes) -> None:
 
 
 # -- virtual YubiKey ----------------------------------------------------------------------------
-
-
-@pytest.fixture(params=["ykcs11", "opensc"])
-def piv_module(request: pytest.FixtureRequest, virtual_yubikey: VirtualYubiKey) -> str:
-    return virtual_yubikey.ykcs11_module if request.param == "ykcs11" else virtual_yubikey.opensc_module
-
-
-@pytest.fixture
-def yubikey(virtual_yubikey: VirtualYubiKey, monkeypatch: pytest.MonkeyPatch) -> Iterator[VirtualYubiKey]:
-    virtual_yubikey.reset_pin()
-    virtual_yubikey.clear_counters()
-    monkeypatch.delenv("RAH_PKCS11_PIN", raising=False)
-    yield virtual_yubikey
-    virtual_yubikey.reset_pin()
 
 
 @pytest.mark.yubikey
@@ -115,17 +99,6 @@ def test_ykcs11_attestation_certificate_makes_id_ambiguous(yubikey: VirtualYubiK
 
 
 # -- TPM 2.0 (swtpm + tpm2-pkcs11) --------------------------------------------------------------
-
-
-@pytest.fixture
-def tpm(tpm_token: TpmToken, monkeypatch: pytest.MonkeyPatch) -> Iterator[TpmToken]:
-    reset_softhsm_in_process()  # unrelated module; keeps the process state simple
-    for name, value in tpm_token.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("RAH_PKCS11_PIN", raising=False)
-    tpm_token.open_library().finalize()  # our signer does the C_Initialize with this env
-    yield tpm_token
-    tpm_token.clear_lockout()
 
 
 @pytest.mark.tpm
