@@ -70,19 +70,26 @@ def test_certificate_in_a_file_with_the_key_on_the_token(
     assert server.last_issued.leaf_serial == softhsm_token.keys["no-cert"].certificate.serial_number
 
 
-def test_one_credential_costs_one_login_and_one_signature_through_pkcs11_spy(
-    server: Emulator, softhsm_token: SoftHsmToken, softhsm_env: dict[str, str], chain_file: Path, tmp_path: Path
-) -> None:
+@pytest.fixture
+def spy(softhsm_token: SoftHsmToken, softhsm_env: dict[str, str], tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment that puts OpenSC's pkcs11-spy between the CLI and SoftHSM, and its log."""
     if not os.path.isfile(SPY):
         pytest.skip("OpenSC's pkcs11-spy.so is not installed")
     log = tmp_path / "spy.log"
     env = dict(softhsm_env, RAH_PKCS11_MODULE=SPY, PKCS11SPY=softhsm_token.module, PKCS11SPY_OUTPUT=str(log))
+    return env, log
+
+
+def test_one_credential_costs_one_login_and_one_signature_through_pkcs11_spy(
+    server: Emulator, softhsm_token: SoftHsmToken, spy: tuple[dict[str, str], Path], chain_file: Path
+) -> None:
+    env, log = spy
     result = run_cli(server, softhsm_token.uri_for("rsa-2048", type="cert"), env, chain_file)
     assert result.returncode == 0, result.stderr
-    n = counts(parse_spy_log(log))
+    calls = parse_spy_log(log)
+    n = counts(calls)
     assert (n["C_Initialize"], n["C_OpenSession"], n["C_Login"], n["C_Sign(real)"]) == (1, 1, 1, 1)
     assert n["C_WrapKey"] == 0 and n["C_CopyObject"] == 0
-    calls = parse_spy_log(log)
     keys = signing_key_handles(calls)
     for call in calls:
         if call.name == "C_GetAttributeValue" and any(f"hObject = {k}" in call.text for k in keys):
@@ -92,13 +99,10 @@ def test_one_credential_costs_one_login_and_one_signature_through_pkcs11_spy(
 
 
 def test_wrong_pin_exits_5_after_one_try_without_echoing_it(
-    server: Emulator, softhsm_token: SoftHsmToken, softhsm_env: dict[str, str], chain_file: Path, tmp_path: Path
+    server: Emulator, softhsm_token: SoftHsmToken, spy: tuple[dict[str, str], Path], chain_file: Path
 ) -> None:
-    if not os.path.isfile(SPY):
-        pytest.skip("OpenSC's pkcs11-spy.so is not installed")
-    log = tmp_path / "spy.log"
-    env = dict(softhsm_env, RAH_PKCS11_PIN="wrong-pin-4321", RAH_PKCS11_MODULE=SPY,
-               PKCS11SPY=softhsm_token.module, PKCS11SPY_OUTPUT=str(log))
+    env, log = spy
+    env = dict(env, RAH_PKCS11_PIN="wrong-pin-4321")
     result = run_cli(server, softhsm_token.uri_for("ec-p256", type="cert"), env, chain_file)
     assert result.returncode == 5 and result.stdout == ""
     assert "refused the PIN" in result.stderr and "wrong-pin-4321" not in result.stderr
