@@ -19,20 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rolesanywhere_hsm.errors import RolesAnywhereError, UsageError
+from rolesanywhere_hsm.files import write_atomic
 
 __all__ = ["run_demo"]
 
 Say = Callable[[str], None]
-
-
-def _write_secret(path: Path, text: str) -> Path:
-    """Write a file only its owner can read, atomically (never a moment with wider rights)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def run_demo(key_kind: str = "p256", keep: Path | None = None, say: Say = print) -> dict[str, object]:
@@ -63,7 +54,7 @@ def run_demo(key_kind: str = "p256", keep: Path | None = None, say: Say = print)
         except SoftHsmError as exc:
             raise UsageError(f"Cannot build the SoftHSM token: {exc}",
                              hint="Run `bash .ci/install-deps` (it installs softhsm2).") from None
-        pin_file = _write_secret(workdir / "pin.txt", pin + "\n")
+        pin_file = write_atomic(workdir / "pin.txt", pin + "\n")
         say(f"2. Made a SoftHSM2 token 'rolesanywhere-demo' in {workdir / 'softhsm'}, generated a "
             f"{key_kind} key inside it (non-extractable), and stored the CA-issued certificate "
             f"(serial {certificate.serial_number:x}) beside it with the same CKA_ID")

@@ -7,33 +7,19 @@ this module.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.files import write_atomic
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 
 __all__ = ["register"]
-
-
-def _write_port_file(path: Path, port: int) -> None:
-    # Atomic: a watcher polling for the file must never read it half-written or empty.
-    path = path.absolute()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{port}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _build_config(
@@ -186,7 +172,7 @@ def register(app: typer.Typer) -> None:
         try:
             if port_file is not None:
                 try:
-                    _write_port_file(port_file, emulator.port)
+                    write_atomic(port_file, f"{emulator.port}\n")
                 except OSError as exc:
                     raise UsageError(f"cannot write --port-file {port_file}: {exc.strerror or exc}") from None
             _announce(emulator)
