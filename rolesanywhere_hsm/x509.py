@@ -66,12 +66,15 @@ def algorithm_for_key_type(key_type: str) -> str:
 
 
 def parse_certificates(data: bytes, source: str = "input") -> list[bytes]:
-    """Every certificate in `data` (PEM, possibly several, or one DER), as DER."""
+    """Every certificate in `data` (PEM, possibly several, or one DER), as DER; at least one
+    or a CertificateError."""
     if _PEM_CERT.search(data):
         ders = []
         for type_name, _headers, der in _pem.unarmor(data, multiple=True):
             if type_name in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
                 ders.append(der)
+        if not ders:
+            raise CertificateError(f"{source} holds no certificate.", hint="Give a PEM or DER certificate file.")
         return ders
     if data.lstrip().startswith(b"-----BEGIN"):
         raise CertificateError(f"{source} holds no PEM certificate.", hint="Give a certificate file.")
@@ -94,10 +97,7 @@ def load_certificates(path: str | Path) -> list[bytes]:
             f"Cannot read the certificate file {path}: {exc.strerror or exc}.",
             hint="Check the path and its permissions.",
         ) from None
-    certs = parse_certificates(data, source=str(path))
-    if not certs:
-        raise CertificateError(f"{path} holds no certificate.", hint="Give a PEM or DER certificate file.")
-    return certs
+    return parse_certificates(data, source=str(path))
 
 
 def certificate_info(der: bytes) -> CertificateInfo:

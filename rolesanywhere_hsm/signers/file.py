@@ -162,7 +162,7 @@ def open_file_signer(config: SignerConfig) -> FileSigner:
         else:
             password = _password(config, config.private_key, config.secret_callback) if _is_encrypted(key_data) else None
             key = _load_private_key(key_data, password, config.private_key)
-        leaf, *rest = x509util.load_certificates(config.certificate)
+        leaf, *rest = x509util.parse_certificates(cert_data, source=config.certificate)
         extra.extend(rest)
     if config.intermediates:
         extra.extend(x509util.load_certificates(config.intermediates))
