@@ -1,0 +1,66 @@
+"""One redaction rule for every message that quotes what a user typed.
+
+Users put secrets where they do not belong: a `pin-value` in a URI that is then taken for a file
+name, a PIN typed where a `pin-source` goes, a password in a proxy URL. Any message that quotes
+user input (a path, a URI, an endpoint, an option value) passes it through `redact()` first, so
+that the quoted text keeps what helps a person find the mistake and loses what could be a secret.
+
+The rules, applied to any text, not only to well-formed URIs (a malformed URI is exactly when
+we quote it):
+- `pin-value=...` keeps its name and loses its value, up to the next attribute or the end;
+- `pin-source=...` is kept only in a recognised form: `file:PATH` (or an absolute path),
+  `env:NAME`, and `cmd:` with the command's name only; anything else may be a PIN typed in the
+  wrong place and is hidden;
+- `user:password@` in a URL (`scheme://user:password@host`) is dropped;
+- control characters are escaped so that a quoted value cannot rewrite the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["HIDDEN", "redact", "redact_optional"]
+
+HIDDEN = "<hidden>"
+
+# A value ends where the next attribute starts (`&name=` or `;name=`), not at any `&`: a PIN
+# may contain `&`, and cutting there would echo the rest of it.
+_NEXT_ATTRIBUTE = r"(?=[&;][A-Za-z][A-Za-z0-9-]*=|$)"
+_PIN_VALUE = re.compile(r"(pin-value\s*=).*?" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL)
+_PIN_SOURCE = re.compile(r"(pin-source\s*=)(.*?)" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL)
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _shown_pin_source(value: str) -> str:
+    """A pin-source value as it may appear in a message."""
+    from urllib.parse import unquote
+
+    decoded = unquote(value)
+    if decoded.startswith("file:") or decoded.startswith("/"):
+        return value
+    if decoded.startswith("env:") and _ENV_NAME.fullmatch(decoded[4:]):
+        return value
+    if decoded.startswith("cmd:"):
+        words = decoded[4:].split()
+        program = words[0].rsplit("/", 1)[-1] if words else ""
+        return f"cmd:{program} ..." if len(words) > 1 else f"cmd:{program}"
+    return HIDDEN
+
+
+def _escape_control(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group(0)):02x}"
+
+
+def redact(text: str) -> str:
+    """`text` (a path, a URI, an option value) made fit to quote in a message or a log."""
+    text = _PIN_VALUE.sub(lambda m: m.group(1) + HIDDEN, text)
+    text = _PIN_SOURCE.sub(lambda m: m.group(1) + _shown_pin_source(m.group(2)), text)
+    text = _USERINFO.sub(lambda m: m.group(1), text)
+    return _CONTROL.sub(_escape_control, text)
+
+
+def redact_optional(text: str | None) -> str | None:
+    """`redact()` that lets None through, for optional settings."""
+    return None if text is None else redact(text)
