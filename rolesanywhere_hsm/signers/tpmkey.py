@@ -26,7 +26,8 @@ Decisions, and why:
 - The certificate must carry the key's public key; this is checked from the file before the
   TPM is touched (`KeyLoadError`, exit 3), as for key files.
 - Unrestricted keys sign a digest computed here with a null ticket; a restricted signing key
-  needs the TPM to hash the message itself (TPM2_HashSequence*), which is done for it.
+  needs the TPM to hash the message itself (TPM2_Hash, or a hash sequence beyond 1 KiB) and
+  to see the ticket that proves it, which is done for it.
 """
 
 from __future__ import annotations
@@ -237,13 +238,17 @@ class TpmKeySigner(CertifiedKeySigner):
             return hashlib.sha256(message).digest(), None
         from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 
+        if len(message) <= _TPM2B_MAX_BUFFER:
+            digest, ticket = self._ectx.hash(message, TPM2_ALG.SHA256, ESYS_TR.OWNER)
+            return bytes(digest), ticket
+        # Longer: a sequence. Its first update must carry data, or the TPM returns a null
+        # ticket (it checks the leading bytes for TPM_GENERATED_VALUE there).
         sequence = self._ectx.hash_sequence_start(b"", TPM2_ALG.SHA256)
         chunks = [message[i:i + _TPM2B_MAX_BUFFER] for i in range(0, len(message), _TPM2B_MAX_BUFFER)]
-        *head, last = chunks or [b""]
         try:
-            for chunk in head:
+            for chunk in chunks[:-1]:
                 self._ectx.sequence_update(sequence, chunk)
-            digest, ticket = self._ectx.sequence_complete(sequence, last, hierarchy=ESYS_TR.OWNER)
+            digest, ticket = self._ectx.sequence_complete(sequence, chunks[-1], hierarchy=ESYS_TR.OWNER)
         except BaseException:
             self._ectx.flush_context(sequence)
             raise
@@ -329,7 +334,7 @@ def _check_key(key: Any, path: str) -> tuple[str, bool]:
         raise KeyLoadError(f"The TPM key {path} is not a signing key (no 'sign' attribute).",
                            hint="Create the key with the sign attribute.")
     if scheme.scheme not in allowed or (
-        scheme.scheme != TPM2_ALG.NULL and scheme.details.any.hashAlg != TPM2_ALG.SHA256
+        scheme.scheme != TPM2_ALG.NULL and scheme.details.anySig.hashAlg != TPM2_ALG.SHA256
     ):
         raise KeyLoadError(
             f"The TPM key {path} is bound to a signature scheme other than "
