@@ -73,7 +73,8 @@ _MAX_KEY_FILE = 64 * 1024
 
 _TPM2_RH_OWNER = 0x40000001
 _PERSISTENT_FIRST, _PERSISTENT_LAST = 0x81000000, 0x81FFFFFF
-_TPM2B_MAX_BUFFER = 1024  # the most TPM2_SequenceUpdate takes at once on every TPM
+_TPM2B_MAX_BUFFER = 1024
+_MAX_AUTH_BYTES = 64  # sizeof(TPMU_HA): the largest TPM2B_AUTH  # the most TPM2_SequenceUpdate takes at once on every TPM
 
 # TPM return codes (TPM 2.0 Part 2, 6.6), base values after removing handle/session/parameter.
 _RC_AUTH_FAIL = 0x08E  # wrong authValue, counted by dictionary-attack protection
@@ -355,16 +356,30 @@ def _password(config: SignerConfig, key: Any, path: str) -> bytes:
     if config.no_tpm_key_password:
         return b""
     if config.tpm_key_password is not None:
-        return config.tpm_key_password.encode()
+        return _checked(config.tpm_key_password, "--tpm-key-password")
     env = os.environ.get(PASSWORD_ENV_VAR)
     if env is not None:
-        return env.encode()
+        return _checked(env, PASSWORD_ENV_VAR)
     description = f"Password for the TPM key {path}"
     if config.secret_callback is not None:
-        return config.secret_callback(description).encode()
+        return _checked(config.secret_callback(description), "the caller's secret callback")
     from rolesanywhere_hsm.signers.pin import prompt_on_tty
 
-    return prompt_on_tty(description).encode()
+    return _checked(prompt_on_tty(description), "the terminal prompt")
+
+
+def _checked(password: str, source: str) -> bytes:
+    """The password as the TPM takes it (UTF-8). A TPM authValue holds at most 64 bytes (a
+    SHA-512 digest; 32 for the usual SHA-256 keys): anything longer cannot be right, and is
+    refused here rather than spent against the lockout counter."""
+    data = password.encode()
+    if len(data) > _MAX_AUTH_BYTES:
+        raise PinIncorrectError(
+            f"The TPM key password from {source} is {len(data)} bytes long; a TPM key password "
+            f"has at most {_MAX_AUTH_BYTES} (it was not sent to the TPM).",
+            hint="Check that the right secret is given.",
+        )
+    return data
 
 
 def _connect(tcti: str | None) -> Any:

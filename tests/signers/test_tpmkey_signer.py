@@ -48,8 +48,8 @@ def config(key: TpmKeyFile, **kw: object) -> SignerConfig:
     (0x08E, "auth"),
     (0x9A2, "auth-noda"),  # TPM_RC_BAD_AUTH on session 1
     (0x921, "lockout"),
-    (0x99F, "integrity"),  # TPM_RC_INTEGRITY, parameter 1... as a format-one code
-    (0x1DF, "integrity"),
+    (0x99F, "integrity"),  # TPM_RC_INTEGRITY (format one, with a session number)
+    (0x1DF, "integrity"),  # ... on parameter 1
     (0x184, "other"),  # TPM_RC_VALUE
     (0x000A000A, "tss"),  # a TCTI layer error (IO failure)
     (0x00070001, "tss"),
@@ -175,6 +175,17 @@ def test_no_tpm_key_password_on_a_key_that_has_one_is_one_refused_try(tpmkeys: T
         with pytest.raises(PinIncorrectError):
             signer.sign(MESSAGE)
     assert tpmkeys.lockout_counter() == before + 1
+
+
+@pytest.mark.tpmkey
+def test_an_impossibly_long_password_is_not_sent(tpmkeys: TpmWithKeyFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tpmkeys.keys["ec-da"]
+    before = tpmkeys.lockout_counter()
+    monkeypatch.setenv("RAH_TPM_KEY_PASSWORD", "p" * 65)
+    with pytest.raises(PinIncorrectError, match="from RAH_TPM_KEY_PASSWORD is 65 bytes long") as info:
+        load_signer(config(key))
+    assert "p" * 65 not in str(info.value)
+    assert tpmkeys.lockout_counter() == before
 
 
 @pytest.mark.tpmkey
