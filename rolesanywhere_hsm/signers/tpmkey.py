@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -206,8 +207,13 @@ class TpmKeySigner(CertifiedKeySigner):
         self._restricted = restricted
         self._path = path
         self._refused: PinIncorrectError | PinLockedError | None = None
+        self._lock = threading.Lock()  # one ESAPI context: one TPM command at a time
 
     def sign(self, message: bytes) -> bytes:
+        with self._lock:
+            return self._sign(message)
+
+    def _sign(self, message: bytes) -> bytes:
         if self._ectx is None:
             raise UsageError("The signer is closed.")
         if self._refused is not None:  # the TPM said no once: never send the password again
@@ -272,7 +278,8 @@ class TpmKeySigner(CertifiedKeySigner):
         return TokenSigningError(f"The TPM failed to sign with the key {self._path}: {exc}.")
 
     def close(self) -> None:
-        ectx, self._ectx = self._ectx, None
+        with self._lock:
+            ectx, self._ectx = self._ectx, None
         if ectx is None:
             return
         try:

@@ -275,3 +275,15 @@ def test_no_terminal_and_no_password_fails_at_once(tpmkeys: TpmWithKeyFiles, mon
     monkeypatch.setattr(pin, "TTY_PATH", "/nonexistent/tty")
     with pytest.raises(PinUnavailableError, match="no terminal"):
         load_signer(config(tpmkeys.keys["ec"]))
+
+
+@pytest.mark.tpmkey
+def test_concurrent_signatures_share_one_context(tpmkeys: TpmWithKeyFiles) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = tpmkeys.keys["ec"]
+    messages = [MESSAGE + bytes([i]) for i in range(8)]
+    with load_signer(config(key, tpm_key_password="ec-pass")) as signer, ThreadPoolExecutor(4) as pool:
+        signatures = list(pool.map(signer.sign, messages))
+    for message, signature in zip(messages, signatures):
+        verify(key.certificate, signature, message)
