@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.emulator",
     "tests.fixtures.softhsm",
     "tests.fixtures.tpm",
+    "tests.fixtures.tpmkey",
     "tests.fixtures.yubikey",
 ]
 

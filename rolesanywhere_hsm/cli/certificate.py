@@ -50,6 +50,8 @@ def sign_string(
     pkcs8_password: o.Pkcs8Password = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     reuse_pin: o.ReusePin = False,
+    tpm_key_password: o.TpmKeyPassword = None,
+    no_tpm_key_password: o.NoTpmKeyPassword = False,
     debug: o.Debug = False,
 ) -> None:
     """Sign a fixed test message with the key, as CreateSession would, and print the signature."""
@@ -62,6 +64,8 @@ def sign_string(
         pkcs8_password=pkcs8_password,
         pkcs11_lib=pkcs11_lib,
         reuse_pin=reuse_pin,
+        tpm_key_password=tpm_key_password,
+        no_tpm_key_password=no_tpm_key_password,
     )
     with load_signer(config) as signer:
         signature = signer.sign(TEST_MESSAGE)

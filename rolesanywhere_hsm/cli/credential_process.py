@@ -32,6 +32,8 @@ def credential_process(
     pkcs8_password: o.Pkcs8Password = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     reuse_pin: o.ReusePin = False,
+    tpm_key_password: o.TpmKeyPassword = None,
+    no_tpm_key_password: o.NoTpmKeyPassword = False,
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
@@ -45,6 +47,8 @@ def credential_process(
         pkcs8_password=pkcs8_password,
         pkcs11_lib=pkcs11_lib,
         reuse_pin=reuse_pin,
+        tpm_key_password=tpm_key_password,
+        no_tpm_key_password=no_tpm_key_password,
     )
     credentials = create_session(
         config,

@@ -82,6 +82,18 @@ Pkcs11Lib = Annotated[
     Optional[str],
     typer.Option("--pkcs11-lib", help="PKCS#11 module when the URI has no module-path.", envvar="RAH_PKCS11_MODULE"),
 ]
+TpmKeyPassword = Annotated[
+    Optional[str],
+    typer.Option(
+        "--tpm-key-password",
+        help="Password of a TPM key file (TSS2 PEM) (prefer RAH_TPM_KEY_PASSWORD or the prompt: argv is visible to other users).",
+        show_default=False,
+    ),
+]
+NoTpmKeyPassword = Annotated[
+    bool,
+    typer.Option("--no-tpm-key-password", help="The TPM key file's key has no password: do not ask for one."),
+]
 ReusePin = Annotated[
     bool,
     typer.Option("--reuse-pin", help="Use the user PIN again for keys that need a PIN before every signature."),

@@ -117,6 +117,8 @@ class SignerConfig:
     pkcs8_password: str | None = None
     pkcs11_lib: str | None = None
     reuse_pin: bool = False
+    tpm_key_password: str | None = None
+    no_tpm_key_password: bool = False
     secret_callback: SecretCallback | None = None
 
     def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
@@ -148,6 +150,7 @@ SignerFactory = Callable[[SignerConfig], Signer]
 _REGISTRY: dict[str, SignerFactory | str] = {
     "file": "rolesanywhere_hsm.signers.file:open_file_signer",
     "pkcs11": "rolesanywhere_hsm.signers.pkcs11:open_pkcs11_signer",
+    "tpmkey": "rolesanywhere_hsm.signers.tpmkey:open_tpmkey_signer",
 }
 
 
@@ -157,13 +160,22 @@ def register_signer(kind: str, factory: SignerFactory | str) -> None:
 
 
 def signer_kind(config: SignerConfig) -> str:
-    """The registry key for a config: the URI scheme of the key (or certificate), else "file"."""
+    """The registry key for a config: the URI scheme of the key (or certificate), "tpmkey" for
+    a key file in the TSS2 PEM format (sniffed from its first bytes), else "file"."""
     for ref in (config.private_key, config.certificate):
         if ref and ":" in ref:
             scheme = ref.split(":", 1)[0].lower()
             if scheme in _REGISTRY:
                 return scheme
+    if config.private_key and _is_tss2_key_file(config.private_key):
+        return "tpmkey"
     return "file"
+
+
+def _is_tss2_key_file(path: str) -> bool:
+    from rolesanywhere_hsm.signers.tpmkey import is_tss2_key_file  # no TSS import: a bounded read
+
+    return is_tss2_key_file(path)
 
 
 def load_signer(config: SignerConfig) -> Signer:

@@ -30,7 +30,10 @@ __all__ = [
     "TPM2_PKCS11_MODULE",
     "TpmKey",
     "TpmToken",
+    "clear_lockout",
+    "lockout_counter",
     "missing_tpm_binaries",
+    "start_swtpm",
     "start_tpm_token",
 ]
 
@@ -145,15 +148,11 @@ class TpmToken:
         locked for TPM2_PT_LOCKOUT_RECOVERY = 1000 s); this clears it at once with the
         (empty) lockout hierarchy auth.
         """
-        run(["tpm2_dictionarylockout", "--clear-lockout"], env=self.tools_env, timeout=10)
+        clear_lockout(self.tools_env)
 
     def lockout_counter(self) -> int:
         """TPM2_PT_LOCKOUT_COUNTER: how many authorisation failures the TPM has counted."""
-        out = run(["tpm2_getcap", "properties-variable"], env=self.tools_env, timeout=10).stdout
-        for line in out.splitlines():
-            if line.strip().startswith("TPM2_PT_LOCKOUT_COUNTER:"):
-                return int(line.split(":", 1)[1].strip(), 0)
-        raise RuntimeError(f"no TPM2_PT_LOCKOUT_COUNTER in tpm2_getcap output:\n{out}")
+        return lockout_counter(self.tools_env)
 
     def flush_transient(self) -> None:
         """Flush transient objects and loaded sessions left by a process that died in C_Finalize's stead.
@@ -182,9 +181,33 @@ def start_tpm_token(
     On failure the swtpm started here is stopped before the exception propagates.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    state, store = directory / "state", directory / "store"
-    state.mkdir()
+    store = directory / "store"
     store.mkdir()
+    swtpm, sock = start_swtpm(directory)
+    tcti = f"swtpm:path={sock}"
+    env = {"TPM2_PKCS11_TCTI": tcti, "TPM2_PKCS11_STORE": str(store)}
+    tools_env = {"TPM2TOOLS_TCTI": tcti}
+    # Setup commands: quiet tpm2-pkcs11's "no such table: schema" warning of a fresh store.
+    setup_env = {**env, **tools_env, "TPM2_PKCS11_LOG_LEVEL": "0"}
+    try:
+        token = TpmToken(
+            module=TPM2_PKCS11_MODULE, env=env, token_label=token_label, user_pin=user_pin,
+            so_pin=so_pin, keys={}, ca=ca, ca_path=write_pem(directory / "ca.pem", ca.certificate),
+            directory=directory, swtpm=swtpm, tools_env=tools_env,
+        )
+        _build_token(token, setup_env)
+    except BaseException:
+        stop_process(swtpm)
+        raise
+    return token
+
+
+def start_swtpm(directory: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """Start a fresh swtpm (state in `directory`/state) on the unix socket `directory`/tpm.sock
+    and wait until it accepts connections; return the process and the socket path. Its TCTI
+    is `swtpm:path=<socket>`. On failure the process is stopped before the exception propagates."""
+    state = directory / "state"
+    state.mkdir(parents=True)
     sock = directory / "tpm.sock"
     # In the foreground rather than --daemon: as our child it can be told to die with us
     # (die_with_parent) if pytest is killed, and teardown can reap it.
@@ -212,22 +235,21 @@ def start_tpm_token(
     except BaseException:
         stop_process(swtpm)
         raise
-    tcti = f"swtpm:path={sock}"
-    env = {"TPM2_PKCS11_TCTI": tcti, "TPM2_PKCS11_STORE": str(store)}
-    tools_env = {"TPM2TOOLS_TCTI": tcti}
-    # Setup commands: quiet tpm2-pkcs11's "no such table: schema" warning of a fresh store.
-    setup_env = {**env, **tools_env, "TPM2_PKCS11_LOG_LEVEL": "0"}
-    try:
-        token = TpmToken(
-            module=TPM2_PKCS11_MODULE, env=env, token_label=token_label, user_pin=user_pin,
-            so_pin=so_pin, keys={}, ca=ca, ca_path=write_pem(directory / "ca.pem", ca.certificate),
-            directory=directory, swtpm=swtpm, tools_env=tools_env,
-        )
-        _build_token(token, setup_env)
-    except BaseException:
-        stop_process(swtpm)
-        raise
-    return token
+    return swtpm, sock
+
+
+def lockout_counter(tools_env: dict[str, str]) -> int:
+    """TPM2_PT_LOCKOUT_COUNTER of the TPM that `tools_env` (TPM2TOOLS_TCTI) names."""
+    out = run(["tpm2_getcap", "properties-variable"], env=tools_env, timeout=10).stdout
+    for line in out.splitlines():
+        if line.strip().startswith("TPM2_PT_LOCKOUT_COUNTER:"):
+            return int(line.split(":", 1)[1].strip(), 0)
+    raise RuntimeError(f"no TPM2_PT_LOCKOUT_COUNTER in tpm2_getcap output:\n{out}")
+
+
+def clear_lockout(tools_env: dict[str, str]) -> None:
+    """Reset the dictionary-attack counter and leave lockout (empty lockout hierarchy auth)."""
+    run(["tpm2_dictionarylockout", "--clear-lockout"], env=tools_env, timeout=10)
 
 
 def _accepts(path: Path) -> bool:
