@@ -4,6 +4,12 @@ It issues certificates for public keys it is given (so keys generated inside a t
 certificate without ever leaving it) and can bend every rule that Roles Anywhere checks
 (validity, hash, key usage, basic constraints, subject), because the tests need certificates
 that the emulator must refuse. Not for production PKI.
+
+ML-DSA: cryptography 48 signs and verifies ML-DSA and reads ML-DSA certificates, but its
+CertificateBuilder takes neither an ML-DSA subject key nor an ML-DSA CA key. So an RSA or EC CA
+issues ML-DSA leaves and intermediates here: the certificate is built for a stand-in key, then its
+SubjectPublicKeyInfo is replaced by the ML-DSA one and the TBS signed again (`_with_public_key`).
+An ML-DSA-signed CA is not offered until cryptography's builder supports it.
 """
 
 from __future__ import annotations
@@ -16,12 +22,21 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["KEY_KINDS", "CertificateAuthority", "new_private_key", "write_pem"]
+__all__ = ["KEY_KINDS", "MLDSA_KEY_KINDS", "CertificateAuthority", "new_private_key", "write_pem"]
 
+# Kinds every key store takes (tokens too); ML-DSA kinds apart, since no token here has them.
 KEY_KINDS = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521")
+MLDSA_KEY_KINDS = ("mldsa44", "mldsa65", "mldsa87")
+
+_MLDSA: dict[str, Any] = {
+    "mldsa44": mldsa.MLDSA44PrivateKey,
+    "mldsa65": mldsa.MLDSA65PrivateKey,
+    "mldsa87": mldsa.MLDSA87PrivateKey,
+}
+_MLDSA_PUBLIC = (mldsa.MLDSA44PublicKey, mldsa.MLDSA65PublicKey, mldsa.MLDSA87PublicKey)
 
 _CURVES: dict[str, ec.EllipticCurve] = {
     "p256": ec.SECP256R1(),
@@ -37,13 +52,17 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
 
 
 def new_private_key(kind: str) -> Any:
-    """A fresh private key of a kind in KEY_KINDS (e.g. "rsa2048", "p384")."""
+    """A fresh private key of a kind in KEY_KINDS or MLDSA_KEY_KINDS (e.g. "rsa2048", "mldsa65")."""
     if kind.startswith("rsa"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+    if kind in _MLDSA:
+        return _MLDSA[kind].generate()
     try:
         return ec.generate_private_key(_CURVES[kind])
     except KeyError:
-        raise ValueError(f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS)}") from None
+        raise ValueError(
+            f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS + MLDSA_KEY_KINDS)}"
+        ) from None
 
 
 def _now() -> dt.datetime:
@@ -85,6 +104,56 @@ def _signing_hash(key: Any, hash_name: str) -> hashes.HashAlgorithm | None:
     return _HASHES[hash_name]
 
 
+def _is_mldsa(public_key: Any) -> bool:
+    return isinstance(public_key, _MLDSA_PUBLIC)
+
+
+def _stand_in(public_key: Any) -> Any:
+    """The key a CertificateBuilder is given when the real one is ML-DSA (replaced afterwards)."""
+    return ec.generate_private_key(ec.SECP256R1()).public_key() if _is_mldsa(public_key) else public_key
+
+
+def _with_public_key(cert: x509.Certificate, public_key: Any, ca_key: Any) -> x509.Certificate:
+    """`cert` with its SubjectPublicKeyInfo replaced by `public_key`'s, signed again by `ca_key`
+    with the same signature algorithm."""
+    from asn1crypto import core
+    from asn1crypto import x509 as ax
+
+    class AnyKeyTbs(ax.TbsCertificate):
+        _fields = [(f[0], core.Any, *f[2:]) if f[0] == "subject_public_key_info" else f
+                   for f in ax.TbsCertificate._fields]
+        _field_map = None
+
+    class AnyKeyCertificate(ax.Certificate):
+        _fields = [(f[0], AnyKeyTbs, *f[2:]) if f[0] == "tbs_certificate" else f
+                   for f in ax.Certificate._fields]
+        _field_map = None
+
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    original = AnyKeyCertificate.load(cert.public_bytes(serialization.Encoding.DER))
+    tbs = AnyKeyTbs.load(cert.tbs_certificate_bytes)
+    tbs["subject_public_key_info"] = core.Any.load(spki)
+    tbs_der = tbs.dump(force=True)
+    hash_algorithm = cert.signature_hash_algorithm
+    if isinstance(ca_key, rsa.RSAPrivateKey):
+        signature = ca_key.sign(tbs_der, padding.PKCS1v15(), hash_algorithm)
+    elif isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        signature = ca_key.sign(tbs_der, ec.ECDSA(hash_algorithm))
+    else:
+        raise ValueError(f"cannot issue an ML-DSA certificate with a {type(ca_key).__name__} CA key")
+    rebuilt = AnyKeyCertificate({
+        "tbs_certificate": AnyKeyTbs.load(tbs_der),
+        "signature_algorithm": original["signature_algorithm"],
+        "signature_value": signature,
+    })
+    return x509.load_der_x509_certificate(rebuilt.dump())
+
+
+def _finish(builder: x509.CertificateBuilder, public_key: Any, ca_key: Any, hash_name: str) -> x509.Certificate:
+    cert = builder.sign(ca_key, _signing_hash(ca_key, hash_name))
+    return _with_public_key(cert, public_key, ca_key) if _is_mldsa(public_key) else cert
+
+
 @dataclass
 class CertificateAuthority:
     """A CA certificate with its private key (in memory: this is test PKI)."""
@@ -101,6 +170,9 @@ class CertificateAuthority:
         organization: str | None = "rolesanywhere-hsm tests",
         days: int = 3650,
     ) -> CertificateAuthority:
+        if key_kind in _MLDSA:
+            raise ValueError("an ML-DSA root CA needs cryptography's builder to sign with ML-DSA "
+                             "(not in cryptography 48); use an RSA or EC root, which can issue ML-DSA certificates")
         key = new_private_key(key_kind)
         subject = _name(name, organization)
         now = _now()
@@ -131,7 +203,7 @@ class CertificateAuthority:
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.certificate.subject)
-            .public_key(public_key)
+            .public_key(_stand_in(public_key))
             .serial_number(serial if serial is not None else x509.random_serial_number())
             .not_valid_before(not_before or now - dt.timedelta(hours=1))
             .not_valid_after(not_after or now + dt.timedelta(days=days))
@@ -146,14 +218,15 @@ class CertificateAuthority:
         self, name: str = "rolesanywhere-hsm Test Intermediate CA", key_kind: str = "p256",
         *, days: int = 1825,
     ) -> CertificateAuthority:
+        """An intermediate CA. With an ML-DSA `key_kind` it can be presented in a chain and
+        verified, but not issue (cryptography's builder cannot sign with ML-DSA yet)."""
         key = new_private_key(key_kind)
-        cert = (
+        builder = (
             self._builder(_name(name, "rolesanywhere-hsm tests"), key.public_key(), None, None, None, days)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_key_usage(("key_cert_sign", "crl_sign", "digital_signature")), critical=True)
-            .sign(self.key, _signing_hash(self.key, "sha256"))
         )
-        return CertificateAuthority(cert, key)
+        return CertificateAuthority(_finish(builder, key.public_key(), self.key, "sha256"), key)
 
     def issue_leaf(
         self,
@@ -190,7 +263,7 @@ class CertificateAuthority:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
             )
-        return builder.sign(self.key, _signing_hash(self.key, hash_name))
+        return _finish(builder, public_key, self.key, hash_name)
 
     def issue_crl(self, revoked_serials: Iterable[int], *, days: int = 7) -> x509.CertificateRevocationList:
         now = _now()
