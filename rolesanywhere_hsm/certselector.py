@@ -301,18 +301,37 @@ def _read_bounded(path: str, limit: int) -> bytes:
     return data
 
 
+_STRING_CODECS = {30: "utf-16-be", 28: "utf-32-be", 20: "latin-1"}  # BMP, Universal, Teletex
+
+
+def _attribute_text(value: object) -> str:
+    """An attribute value as text, from its own bytes: asn1crypto's .native decodes a
+    domainComponent through IDNA (and fails on some real-world values)."""
+    from asn1crypto import core
+
+    chosen = getattr(value, "chosen", value)  # DirectoryString is a CHOICE
+    if isinstance(chosen, core.Any):
+        chosen = chosen.parsed
+    if isinstance(chosen, core.AbstractString):
+        codec = _STRING_CODECS.get(chosen.tag, "utf-8")
+        return bytes(chosen.contents or b"").decode(codec, "replace")
+    native = chosen.native  # type: ignore[attr-defined]
+    return native.decode("utf-8", "replace") if isinstance(native, bytes) else str(native)
+
+
 def _dn_of(name: object) -> tuple[Dn, str]:
     """An asn1crypto Name -> (Dn in RFC 2253 order, text for people)."""
     rdns: list[Rdn] = []
     for rdn in name.chosen:  # type: ignore[attr-defined]  # RDNSequence, least specific first
         atvs = []
         for atv in rdn:
-            value = atv["value"].native
-            if isinstance(value, bytes):
-                value = value.decode("utf-8", "replace")
-            atvs.append((atv["type"].dotted, normalise_value(str(value))))
+            atvs.append((atv["type"].dotted, normalise_value(_attribute_text(atv["value"]))))
         rdns.append(frozenset(atvs))
-    return tuple(reversed(rdns)), name.human_friendly  # type: ignore[attr-defined]
+    try:
+        text = name.human_friendly  # type: ignore[attr-defined]
+    except Exception:  # the same values .native cannot decode
+        text = ",".join("+".join(f"{t}={v}" for t, v in sorted(r)) for r in reversed(rdns))
+    return tuple(reversed(rdns)), text
 
 
 def candidate_from_der(der: bytes) -> Candidate:
