@@ -145,3 +145,28 @@ def test_cert_selector_with_a_pkcs11_certificate_says_it_is_not_supported_yet() 
                                       "--cert-selector", "Key=x509Serial,Value=01"])
     assert isinstance(result.exception, UsageError)
     assert "not supported yet" in str(result.exception)
+
+
+def test_credential_process_picks_the_leaf_in_a_bundle_with_cert_selector(
+    tmp_path: Path, root_ca: object, leaf_files: dict[str, object]
+) -> None:
+    import os
+
+    from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
+
+    rsa_files, ec_files = leaf_files["rsa2048"], leaf_files["p256"]
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ec_files.certificate.read_bytes() + rsa_files.certificate.read_bytes())  # type: ignore[attr-defined]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
+    with Emulator(EmulatorConfig.for_certificates([root_ca.certificate])) as server:  # type: ignore[attr-defined]
+        base = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process", "--certificate", str(bundle),
+                "--private-key", str(rsa_files.key), "--trust-anchor-arn", server.trust_anchor_arn,  # type: ignore[attr-defined]
+                "--profile-arn", server.profile_arn, "--role-arn", server.role_arn, "--endpoint", server.url]
+        without = subprocess.run(base, capture_output=True, text=True, env=env, timeout=60)
+        assert without.returncode == 3 and "does not belong" in without.stderr  # the first one is the EC leaf
+        serial = f"{rsa_files.cert.serial_number:x}"  # type: ignore[attr-defined]
+        picked = subprocess.run([*base, "--cert-selector", f"Key=x509Serial,Value={serial}", "--system-store-name",
+                                 "MY"], capture_output=True, text=True, env=env, timeout=60)
+        assert picked.returncode == 0, picked.stderr
+        assert json.loads(picked.stdout)["AccessKeyId"] == server.last_issued.access_key_id
+        assert server.last_issued.leaf_serial == rsa_files.cert.serial_number  # type: ignore[attr-defined]
