@@ -162,9 +162,10 @@ def _sign(config: Any, digest: str) -> tuple[bytes, bytes]:
         )
         return signing_function(key, digest)(sign_string_message(spki)), spki
     with load_signer(config) as signer:
-        spki = certificate_info(signer.certificate).public_key_info
+        info = certificate_info(signer.certificate)
+        spki = info.public_key_info
         message = sign_string_message(spki)
-        if digest == "SHA256" or certificate_info(signer.certificate).key_type == "ML-DSA":
+        if digest == "SHA256" or info.key_type == "ML-DSA":
             return signer.sign(message), spki
         sign_with_digest = getattr(signer, "sign_with_digest", None)
         if sign_with_digest is None:
@@ -212,7 +213,7 @@ def sign_string(
     o.configure_logging(debug)
     check_store_flags(system_store_name, system_store_location)
     selector = _selector(cert_selector)
-    check_selector_supported(certificate or private_key, selector)
+    check_selector_supported(certificate, selector)  # a key alone has no certificate to pick
     from rolesanywhere_hsm.errors import UsageError
     from rolesanywhere_hsm.signers.base import SignerConfig
 

@@ -180,6 +180,7 @@ def open_file_signer(config: SignerConfig) -> FileSigner:
     extra: list[bytes] = []
     if _looks_pkcs12(cert_data) and not config.private_key:
         key, leaf, extra = _from_pkcs12(cert_data, config, config.certificate)
+        leaf = _pick_leaf([leaf], config)[0]  # a selector that does not match it is an error
     else:
         if not config.private_key:
             raise UsageError(

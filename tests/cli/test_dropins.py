@@ -170,3 +170,29 @@ def test_credential_process_picks_the_leaf_in_a_bundle_with_cert_selector(
         assert picked.returncode == 0, picked.stderr
         assert json.loads(picked.stdout)["AccessKeyId"] == server.last_issued.access_key_id
         assert server.last_issued.leaf_serial == rsa_files.cert.serial_number  # type: ignore[attr-defined]
+
+
+def test_cert_selector_with_a_key_alone_is_refused_not_ignored() -> None:
+    from rolesanywhere_hsm.errors import UsageError
+
+    result = CliRunner().invoke(app, ["sign-string", "--private-key", str(INPUTS / "p256.key"),
+                                      "--cert-selector", "Key=x509Serial,Value=01"])
+    assert isinstance(result.exception, UsageError) and "without --certificate" in str(result.exception)
+
+
+def test_cert_selector_that_does_not_match_a_pkcs12_leaf_is_an_error(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key, pkcs12
+
+    from rolesanywhere_hsm.errors import CertificateError
+
+    key = load_pem_private_key((INPUTS / "p256.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((INPUTS / "p256.pem").read_bytes())
+    bundle = tmp_path / "id.p12"
+    bundle.write_bytes(pkcs12.serialize_key_and_certificates(b"id", key, cert, None,  # type: ignore[arg-type]
+                                                             serialization.NoEncryption()))
+    ok = run("sign-string", "--certificate", str(bundle), "--format", "bin",
+             "--cert-selector", f"Key=x509Serial,Value={cert.serial_number:x}")
+    cert.public_key().verify(ok, documented_message(INPUTS / "p256.pem"), ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg,arg-type]
+    result = CliRunner().invoke(app, ["sign-string", "--certificate", str(bundle),
+                                      "--cert-selector", "Key=x509Serial,Value=01"])
+    assert isinstance(result.exception, CertificateError) and "matches no certificate" in str(result.exception)
