@@ -319,19 +319,38 @@ def _attribute_text(value: object) -> str:
     return native.decode("utf-8", "replace") if isinstance(native, bytes) else str(native)
 
 
+# Keywords used when a name is shown (RFC 4514's, plus what OpenSSL and Windows print).
+_SHORT_NAMES = {
+    "2.5.4.3": "CN", "2.5.4.4": "SN", "2.5.4.5": "SERIALNUMBER", "2.5.4.6": "C", "2.5.4.7": "L",
+    "2.5.4.8": "ST", "2.5.4.9": "STREET", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.12": "T",
+    "2.5.4.42": "GN", "0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID",
+    "1.2.840.113549.1.9.1": "E",
+}
+
+
+def _escape(value: str) -> str:
+    """RFC 4514 section 2.4 escaping, so that a shown name can be pasted into a selector."""
+    out = "".join("\\" + c if c in ',+"\\<>;=' else c for c in value)
+    if out.startswith(("#", " ")):
+        out = "\\" + out
+    if out.endswith(" ") and not out.endswith("\\ "):
+        out = out[:-1] + "\\ "
+    return out
+
+
 def _dn_of(name: object) -> tuple[Dn, str]:
-    """An asn1crypto Name -> (Dn in RFC 2253 order, text for people)."""
+    """An asn1crypto Name -> (Dn in RFC 2253 order, RFC 4514 text for people)."""
     rdns: list[Rdn] = []
+    shown: list[str] = []
     for rdn in name.chosen:  # type: ignore[attr-defined]  # RDNSequence, least specific first
-        atvs = []
+        atvs, parts = [], []
         for atv in rdn:
-            atvs.append((atv["type"].dotted, normalise_value(_attribute_text(atv["value"]))))
+            oid, value = atv["type"].dotted, _attribute_text(atv["value"])
+            atvs.append((oid, normalise_value(value)))
+            parts.append(f"{_SHORT_NAMES.get(oid, oid)}={_escape(value)}")
         rdns.append(frozenset(atvs))
-    try:
-        text = name.human_friendly  # type: ignore[attr-defined]
-    except Exception:  # the same values .native cannot decode
-        text = ",".join("+".join(f"{t}={v}" for t, v in sorted(r)) for r in reversed(rdns))
-    return tuple(reversed(rdns)), text
+        shown.append("+".join(parts))
+    return tuple(reversed(rdns)), ",".join(reversed(shown))
 
 
 def candidate_from_der(der: bytes) -> Candidate:

@@ -161,6 +161,21 @@ def test_any_name_printed_in_rfc4514_parses_to_the_name_in_the_certificate(rdns:
     assert parse_dn(name.rfc4514_string()) == parsed_from_der
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_ATTRIBUTE, min_size=1, max_size=2, unique=True), min_size=1, max_size=4))
+def test_the_name_shown_in_messages_pastes_back_as_a_selector(rdns: list) -> None:
+    name = x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(o, v) for o, v in rdn]) for rdn in rdns])
+    parsed, shown = _dn_of(ax.Name.load(name.public_bytes()))
+    assert parse_dn(shown) == parsed
+
+
+def test_names_are_shown_in_rfc4514_form() -> None:
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example, Inc."),
+                      x509.NameAttribute(NameOID.COMMON_NAME, "#web ")])
+    assert _dn_of(ax.Name.load(name.public_bytes()))[1] == "CN=\\#web\\ ,O=Example\\, Inc.,C=US"
+
+
 @given(st.integers(min_value=0, max_value=2**160), st.sampled_from(["{:x}", "{:X}", "0x{:x}", "000{:X}"]),
        st.booleans())
 def test_serials_compare_as_numbers(serial: int, pattern: str, colons: bool) -> None:
