@@ -6,10 +6,10 @@ certificate without ever leaving it) and can bend every rule that Roles Anywhere
 that the emulator must refuse. Not for production PKI.
 
 ML-DSA: cryptography 48 signs and verifies ML-DSA and reads ML-DSA certificates, but its
-CertificateBuilder takes neither an ML-DSA subject key nor an ML-DSA CA key. So an RSA or EC CA
-issues ML-DSA leaves and intermediates here: the certificate is built for a stand-in key, then its
-SubjectPublicKeyInfo is replaced by the ML-DSA one and the TBS signed again (`_with_public_key`).
-An ML-DSA-signed CA is not offered until cryptography's builder supports it.
+CertificateBuilder takes neither an ML-DSA subject key nor an ML-DSA CA key. So certificates
+with ML-DSA on either side are built for stand-in EC keys, then their SubjectPublicKeyInfo (and,
+for an ML-DSA CA, the signature algorithm) replaced and the TBS signed again (`_rebuild`). CRLs
+of an ML-DSA CA are not offered (the CRL builder has the same limit).
 """
 
 from __future__ import annotations
@@ -113,10 +113,23 @@ def _stand_in(public_key: Any) -> Any:
     return ec.generate_private_key(ec.SECP256R1()).public_key() if _is_mldsa(public_key) else public_key
 
 
-def _with_public_key(cert: x509.Certificate, public_key: Any, ca_key: Any) -> x509.Certificate:
-    """`cert` with its SubjectPublicKeyInfo replaced by `public_key`'s, signed again by `ca_key`
-    with the same signature algorithm."""
-    from asn1crypto import core
+# RFC 9881: id-ml-dsa-44/65/87, used both as key and signature algorithm (no parameters).
+_MLDSA_SIGNATURE_OIDS = {
+    mldsa.MLDSA44PrivateKey: "2.16.840.1.101.3.4.3.17",
+    mldsa.MLDSA65PrivateKey: "2.16.840.1.101.3.4.3.18",
+    mldsa.MLDSA87PrivateKey: "2.16.840.1.101.3.4.3.19",
+}
+
+
+def _mldsa_signature_oid(key: Any) -> str | None:
+    return next((oid for cls, oid in _MLDSA_SIGNATURE_OIDS.items() if isinstance(key, cls)), None)
+
+
+def _rebuild(cert: x509.Certificate, public_key: Any, ca_key: Any) -> x509.Certificate:
+    """`cert` (built by cryptography for stand-in keys) with `public_key`'s SubjectPublicKeyInfo
+    and signed again by `ca_key`: with the same algorithm for RSA and EC CA keys, with ML-DSA
+    (signature algorithm OIDs replaced in the TBS and outside) for an ML-DSA CA key."""
+    from asn1crypto import algos, core
     from asn1crypto import x509 as ax
 
     class AnyKeyTbs(ax.TbsCertificate):
@@ -130,28 +143,38 @@ def _with_public_key(cert: x509.Certificate, public_key: Any, ca_key: Any) -> x5
         _field_map = None
 
     spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    original = AnyKeyCertificate.load(cert.public_bytes(serialization.Encoding.DER))
+    signature_algorithm = AnyKeyCertificate.load(cert.public_bytes(serialization.Encoding.DER))["signature_algorithm"]
     tbs = AnyKeyTbs.load(cert.tbs_certificate_bytes)
     tbs["subject_public_key_info"] = core.Any.load(spki)
+    mldsa_oid = _mldsa_signature_oid(ca_key)
+    if mldsa_oid:
+        signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": mldsa_oid})
+        tbs["signature"] = algos.SignedDigestAlgorithm({"algorithm": mldsa_oid})
     tbs_der = tbs.dump(force=True)
-    hash_algorithm = cert.signature_hash_algorithm
-    if isinstance(ca_key, rsa.RSAPrivateKey):
-        signature = ca_key.sign(tbs_der, padding.PKCS1v15(), hash_algorithm)
+    if mldsa_oid:
+        signature = ca_key.sign(tbs_der)  # pure ML-DSA, empty context
+    elif isinstance(ca_key, rsa.RSAPrivateKey):
+        signature = ca_key.sign(tbs_der, padding.PKCS1v15(), cert.signature_hash_algorithm)
     elif isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        signature = ca_key.sign(tbs_der, ec.ECDSA(hash_algorithm))
+        signature = ca_key.sign(tbs_der, ec.ECDSA(cert.signature_hash_algorithm))
     else:
-        raise ValueError(f"cannot issue an ML-DSA certificate with a {type(ca_key).__name__} CA key")
+        raise ValueError(f"cannot sign a certificate with a {type(ca_key).__name__} CA key")
     rebuilt = AnyKeyCertificate({
         "tbs_certificate": AnyKeyTbs.load(tbs_der),
-        "signature_algorithm": original["signature_algorithm"],
+        "signature_algorithm": signature_algorithm,
         "signature_value": signature,
     })
     return x509.load_der_x509_certificate(rebuilt.dump())
 
 
 def _finish(builder: x509.CertificateBuilder, public_key: Any, ca_key: Any, hash_name: str) -> x509.Certificate:
-    cert = builder.sign(ca_key, _signing_hash(ca_key, hash_name))
-    return _with_public_key(cert, public_key, ca_key) if _is_mldsa(public_key) else cert
+    """Sign `builder` (which holds `_stand_in(public_key)`) with `ca_key`; ML-DSA on either side
+    goes through `_rebuild`, since cryptography's builder takes no ML-DSA key."""
+    ca_is_mldsa = _mldsa_signature_oid(ca_key) is not None
+    if not ca_is_mldsa and not _is_mldsa(public_key):
+        return builder.sign(ca_key, _signing_hash(ca_key, hash_name))
+    signer = ec.generate_private_key(ec.SECP256R1()) if ca_is_mldsa else ca_key
+    return _rebuild(builder.sign(signer, _signing_hash(signer, hash_name)), public_key, ca_key)
 
 
 @dataclass
@@ -170,26 +193,22 @@ class CertificateAuthority:
         organization: str | None = "rolesanywhere-hsm tests",
         days: int = 3650,
     ) -> CertificateAuthority:
-        if key_kind in _MLDSA:
-            raise ValueError("an ML-DSA root CA needs cryptography's builder to sign with ML-DSA "
-                             "(not in cryptography 48); use an RSA or EC root, which can issue ML-DSA certificates")
         key = new_private_key(key_kind)
         subject = _name(name, organization)
         now = _now()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
-            .public_key(key.public_key())
+            .public_key(_stand_in(key.public_key()))
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_key_usage(("key_cert_sign", "crl_sign", "digital_signature")), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, _signing_hash(key, "sha256"))
         )
-        return cls(cert, key)
+        return cls(_finish(builder, key.public_key(), key, "sha256"), key)
 
     @property
     def name(self) -> x509.Name:
@@ -218,8 +237,7 @@ class CertificateAuthority:
         self, name: str = "rolesanywhere-hsm Test Intermediate CA", key_kind: str = "p256",
         *, days: int = 1825,
     ) -> CertificateAuthority:
-        """An intermediate CA. With an ML-DSA `key_kind` it can be presented in a chain and
-        verified, but not issue (cryptography's builder cannot sign with ML-DSA yet)."""
+        """An intermediate CA of any key kind (ML-DSA included)."""
         key = new_private_key(key_kind)
         builder = (
             self._builder(_name(name, "rolesanywhere-hsm tests"), key.public_key(), None, None, None, days)
@@ -266,6 +284,8 @@ class CertificateAuthority:
         return _finish(builder, public_key, self.key, hash_name)
 
     def issue_crl(self, revoked_serials: Iterable[int], *, days: int = 7) -> x509.CertificateRevocationList:
+        if _mldsa_signature_oid(self.key):
+            raise ValueError("CRLs of an ML-DSA CA are not offered: cryptography's CRL builder cannot sign with ML-DSA")
         now = _now()
         builder = (
             x509.CertificateRevocationListBuilder()

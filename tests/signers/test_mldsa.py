@@ -161,3 +161,28 @@ def test_sign_string_and_read_certificate_data_with_ml_dsa(mldsa_files: dict[Any
     data = run("read-certificate-data", "--certificate", str(files.certificate))
     assert data.returncode == 0, data.stderr
     assert json.loads(data.stdout)["keyType"] == "MLDSA"
+
+
+def test_the_test_ca_can_be_ml_dsa_all_the_way_down() -> None:
+    """An ML-DSA root issues an ML-DSA intermediate, which issues ML-DSA and EC leaves: each
+    signature verifies with the issuer's key, key identifiers link, and the certificates parse."""
+    from cryptography import x509 as cx
+
+    root = CertificateAuthority.create("ML-DSA Root", "mldsa65")
+    intermediate = root.issue_intermediate("ML-DSA Intermediate", "mldsa44")
+    leaves = [intermediate.issue_leaf(new_private_key(kind).public_key()) for kind in ("mldsa87", "p256")]
+    for cert, issuer in [(root.certificate, root), (intermediate.certificate, root),
+                         (leaves[0], intermediate), (leaves[1], intermediate)]:
+        issuer.key.public_key().verify(cert.signature, cert.tbs_certificate_bytes)
+        assert cert.signature_algorithm_oid.dotted_string == {
+            "mldsa65": "2.16.840.1.101.3.4.3.18", "mldsa44": "2.16.840.1.101.3.4.3.17"
+        }["mldsa65" if issuer is root else "mldsa44"]
+        assert cert.issuer == issuer.certificate.subject
+        if cert is not root.certificate:  # a self-signed root carries no authority key identifier
+            aki = cert.extensions.get_extension_for_class(cx.AuthorityKeyIdentifier).value.key_identifier
+            ski = issuer.certificate.extensions.get_extension_for_class(cx.SubjectKeyIdentifier).value.digest
+            assert aki == ski
+    info = certificate_info(leaves[0].public_bytes(serialization.Encoding.DER))
+    assert (info.key_type, info.parameter_set) == ("ML-DSA", "ML-DSA-87")
+    with pytest.raises(ValueError, match="CRL"):
+        root.issue_crl([1])
