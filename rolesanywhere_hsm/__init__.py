@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ALGORITHM_ECDSA": "rolesanywhere_hsm.signers.base",
-    "ALGORITHM_RSA": "rolesanywhere_hsm.signers.base",
+    "ALGORITHM_ECDSA": "rolesanywhere_hsm.sigv4x509",
+    "ALGORITHM_MLDSA": "rolesanywhere_hsm.sigv4x509",
+    "ALGORITHM_RSA": "rolesanywhere_hsm.sigv4x509",
     "Credentials": "rolesanywhere_hsm.credentials",
     "RetryPolicy": "rolesanywhere_hsm.client",
     "RolesAnywhereClient": "rolesanywhere_hsm.client",
@@ -52,9 +53,8 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.errors import RolesAnywhereError
+    from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
     from rolesanywhere_hsm.signers.base import (
-        ALGORITHM_ECDSA,
-        ALGORITHM_RSA,
         Signer,
         SignerConfig,
         load_signer,

@@ -4,6 +4,12 @@ It issues certificates for public keys it is given (so keys generated inside a t
 certificate without ever leaving it) and can bend every rule that Roles Anywhere checks
 (validity, hash, key usage, basic constraints, subject), because the tests need certificates
 that the emulator must refuse. Not for production PKI.
+
+ML-DSA: cryptography 48 signs and verifies ML-DSA and reads ML-DSA certificates, but its
+CertificateBuilder takes neither an ML-DSA subject key nor an ML-DSA CA key. So certificates
+with ML-DSA on either side are built for stand-in EC keys, then their SubjectPublicKeyInfo (and,
+for an ML-DSA CA, the signature algorithm) replaced and the TBS signed again (`_rebuild`). CRLs
+of an ML-DSA CA are not offered (the CRL builder has the same limit).
 """
 
 from __future__ import annotations
@@ -16,12 +22,21 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["KEY_KINDS", "CertificateAuthority", "new_private_key", "write_pem"]
+__all__ = ["KEY_KINDS", "MLDSA_KEY_KINDS", "CertificateAuthority", "new_private_key", "write_pem"]
 
+# Kinds every key store takes (tokens too); ML-DSA kinds apart, since no token here has them.
 KEY_KINDS = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521")
+MLDSA_KEY_KINDS = ("mldsa44", "mldsa65", "mldsa87")
+
+_MLDSA: dict[str, Any] = {
+    "mldsa44": mldsa.MLDSA44PrivateKey,
+    "mldsa65": mldsa.MLDSA65PrivateKey,
+    "mldsa87": mldsa.MLDSA87PrivateKey,
+}
+_MLDSA_PUBLIC = (mldsa.MLDSA44PublicKey, mldsa.MLDSA65PublicKey, mldsa.MLDSA87PublicKey)
 
 _CURVES: dict[str, ec.EllipticCurve] = {
     "p256": ec.SECP256R1(),
@@ -37,13 +52,17 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
 
 
 def new_private_key(kind: str) -> Any:
-    """A fresh private key of a kind in KEY_KINDS (e.g. "rsa2048", "p384")."""
+    """A fresh private key of a kind in KEY_KINDS or MLDSA_KEY_KINDS (e.g. "rsa2048", "mldsa65")."""
     if kind.startswith("rsa"):
         return rsa.generate_private_key(public_exponent=65537, key_size=int(kind[3:]))
+    if kind in _MLDSA:
+        return _MLDSA[kind].generate()
     try:
         return ec.generate_private_key(_CURVES[kind])
     except KeyError:
-        raise ValueError(f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS)}") from None
+        raise ValueError(
+            f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS + MLDSA_KEY_KINDS)}"
+        ) from None
 
 
 def _now() -> dt.datetime:
@@ -85,6 +104,79 @@ def _signing_hash(key: Any, hash_name: str) -> hashes.HashAlgorithm | None:
     return _HASHES[hash_name]
 
 
+def _is_mldsa(public_key: Any) -> bool:
+    return isinstance(public_key, _MLDSA_PUBLIC)
+
+
+def _stand_in(public_key: Any) -> Any:
+    """The key a CertificateBuilder is given when the real one is ML-DSA (replaced afterwards)."""
+    return ec.generate_private_key(ec.SECP256R1()).public_key() if _is_mldsa(public_key) else public_key
+
+
+# RFC 9881: id-ml-dsa-44/65/87, used both as key and signature algorithm (no parameters).
+_MLDSA_SIGNATURE_OIDS = {
+    mldsa.MLDSA44PrivateKey: "2.16.840.1.101.3.4.3.17",
+    mldsa.MLDSA65PrivateKey: "2.16.840.1.101.3.4.3.18",
+    mldsa.MLDSA87PrivateKey: "2.16.840.1.101.3.4.3.19",
+}
+
+
+def _mldsa_signature_oid(key: Any) -> str | None:
+    return next((oid for cls, oid in _MLDSA_SIGNATURE_OIDS.items() if isinstance(key, cls)), None)
+
+
+def _rebuild(cert: x509.Certificate, public_key: Any, ca_key: Any) -> x509.Certificate:
+    """`cert` (built by cryptography for stand-in keys) with `public_key`'s SubjectPublicKeyInfo
+    and signed again by `ca_key`: with the same algorithm for RSA and EC CA keys, with ML-DSA
+    (signature algorithm OIDs replaced in the TBS and outside) for an ML-DSA CA key."""
+    from asn1crypto import algos, core
+    from asn1crypto import x509 as ax
+
+    class AnyKeyTbs(ax.TbsCertificate):
+        _fields = [(f[0], core.Any, *f[2:]) if f[0] == "subject_public_key_info" else f
+                   for f in ax.TbsCertificate._fields]
+        _field_map = None
+
+    class AnyKeyCertificate(ax.Certificate):
+        _fields = [(f[0], AnyKeyTbs, *f[2:]) if f[0] == "tbs_certificate" else f
+                   for f in ax.Certificate._fields]
+        _field_map = None
+
+    spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    signature_algorithm = AnyKeyCertificate.load(cert.public_bytes(serialization.Encoding.DER))["signature_algorithm"]
+    tbs = AnyKeyTbs.load(cert.tbs_certificate_bytes)
+    tbs["subject_public_key_info"] = core.Any.load(spki)
+    mldsa_oid = _mldsa_signature_oid(ca_key)
+    if mldsa_oid:
+        signature_algorithm = algos.SignedDigestAlgorithm({"algorithm": mldsa_oid})
+        tbs["signature"] = algos.SignedDigestAlgorithm({"algorithm": mldsa_oid})
+    tbs_der = tbs.dump(force=True)
+    if mldsa_oid:
+        signature = ca_key.sign(tbs_der)  # pure ML-DSA, empty context
+    elif isinstance(ca_key, rsa.RSAPrivateKey):
+        signature = ca_key.sign(tbs_der, padding.PKCS1v15(), cert.signature_hash_algorithm)
+    elif isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        signature = ca_key.sign(tbs_der, ec.ECDSA(cert.signature_hash_algorithm))
+    else:
+        raise ValueError(f"cannot sign a certificate with a {type(ca_key).__name__} CA key")
+    rebuilt = AnyKeyCertificate({
+        "tbs_certificate": AnyKeyTbs.load(tbs_der),
+        "signature_algorithm": signature_algorithm,
+        "signature_value": signature,
+    })
+    return x509.load_der_x509_certificate(rebuilt.dump())
+
+
+def _finish(builder: x509.CertificateBuilder, public_key: Any, ca_key: Any, hash_name: str) -> x509.Certificate:
+    """Sign `builder` (which holds `_stand_in(public_key)`) with `ca_key`; ML-DSA on either side
+    goes through `_rebuild`, since cryptography's builder takes no ML-DSA key."""
+    ca_is_mldsa = _mldsa_signature_oid(ca_key) is not None
+    if not ca_is_mldsa and not _is_mldsa(public_key):
+        return builder.sign(ca_key, _signing_hash(ca_key, hash_name))
+    signer = ec.generate_private_key(ec.SECP256R1()) if ca_is_mldsa else ca_key
+    return _rebuild(builder.sign(signer, _signing_hash(signer, hash_name)), public_key, ca_key)
+
+
 @dataclass
 class CertificateAuthority:
     """A CA certificate with its private key (in memory: this is test PKI)."""
@@ -104,20 +196,19 @@ class CertificateAuthority:
         key = new_private_key(key_kind)
         subject = _name(name, organization)
         now = _now()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(subject)
-            .public_key(key.public_key())
+            .public_key(_stand_in(key.public_key()))
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_key_usage(("key_cert_sign", "crl_sign", "digital_signature")), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, _signing_hash(key, "sha256"))
         )
-        return cls(cert, key)
+        return cls(_finish(builder, key.public_key(), key, "sha256"), key)
 
     @property
     def name(self) -> x509.Name:
@@ -131,7 +222,7 @@ class CertificateAuthority:
             x509.CertificateBuilder()
             .subject_name(subject)
             .issuer_name(self.certificate.subject)
-            .public_key(public_key)
+            .public_key(_stand_in(public_key))
             .serial_number(serial if serial is not None else x509.random_serial_number())
             .not_valid_before(not_before or now - dt.timedelta(hours=1))
             .not_valid_after(not_after or now + dt.timedelta(days=days))
@@ -146,14 +237,14 @@ class CertificateAuthority:
         self, name: str = "rolesanywhere-hsm Test Intermediate CA", key_kind: str = "p256",
         *, days: int = 1825,
     ) -> CertificateAuthority:
+        """An intermediate CA of any key kind (ML-DSA included)."""
         key = new_private_key(key_kind)
-        cert = (
+        builder = (
             self._builder(_name(name, "rolesanywhere-hsm tests"), key.public_key(), None, None, None, days)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(_key_usage(("key_cert_sign", "crl_sign", "digital_signature")), critical=True)
-            .sign(self.key, _signing_hash(self.key, "sha256"))
         )
-        return CertificateAuthority(cert, key)
+        return CertificateAuthority(_finish(builder, key.public_key(), self.key, "sha256"), key)
 
     def issue_leaf(
         self,
@@ -190,9 +281,11 @@ class CertificateAuthority:
             builder = builder.add_extension(
                 x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
             )
-        return builder.sign(self.key, _signing_hash(self.key, hash_name))
+        return _finish(builder, public_key, self.key, hash_name)
 
     def issue_crl(self, revoked_serials: Iterable[int], *, days: int = 7) -> x509.CertificateRevocationList:
+        if _mldsa_signature_oid(self.key):
+            raise ValueError("CRLs of an ML-DSA CA are not offered: cryptography's CRL builder cannot sign with ML-DSA")
         now = _now()
         builder = (
             x509.CertificateRevocationListBuilder()

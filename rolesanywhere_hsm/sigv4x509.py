@@ -16,6 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 __all__ = [
+    "ALGORITHM_ECDSA",
+    "ALGORITHM_MLDSA",
+    "ALGORITHM_RSA",
     "SERVICE",
     "amz_date",
     "authorization_header",
@@ -30,6 +33,12 @@ __all__ = [
 ]
 
 SERVICE = "rolesanywhere"
+
+# docs/protocol.md section 3: the algorithm depends on the key type only, never on the hash the
+# CA used. ML-DSA is pure ML-DSA over the string to sign with an empty context (no digest).
+ALGORITHM_RSA = "AWS4-X509-RSA-SHA256"
+ALGORITHM_ECDSA = "AWS4-X509-ECDSA-SHA256"
+ALGORITHM_MLDSA = "AWS4-X509-MLDSA"
 _TERMINATOR = "aws4_request"
 _SPACES = re.compile(r" +")
 # RFC 3986 unreserved characters; everything else is %XY with uppercase hex.

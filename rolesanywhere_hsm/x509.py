@@ -11,14 +11,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from asn1crypto import core as _core
+from asn1crypto import keys as _keys
 from asn1crypto import pem as _pem
 from asn1crypto import x509 as _x509
 
 from rolesanywhere_hsm.errors import CertificateError
-from rolesanywhere_hsm.signers.base import ALGORITHM_ECDSA, ALGORITHM_RSA
+from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
 
 __all__ = [
     "MAX_CHAIN",
+    "ML_DSA_OIDS",
     "CertificateInfo",
     "algorithm_for_key_type",
     "certificate_data",
@@ -34,12 +37,26 @@ MAX_CHAIN = 5
 
 _PEM_CERT = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----")
 
+# FIPS 204 / RFC 9881 public key algorithm identifiers (no parameters) -> parameter set.
+ML_DSA_OIDS = {
+    "2.16.840.1.101.3.4.3.17": "ML-DSA-44",
+    "2.16.840.1.101.3.4.3.18": "ML-DSA-65",
+    "2.16.840.1.101.3.4.3.19": "ML-DSA-87",
+}
+
+
+class _AnyPublicKeyInfo(_core.Sequence):
+    """SubjectPublicKeyInfo with the key left as bytes: asn1crypto's own PublicKeyInfo raises
+    KeyError on algorithms it does not know (ML-DSA), even to read the algorithm's OID."""
+
+    _fields = [("algorithm", _keys.PublicKeyAlgorithm), ("public_key", _core.OctetBitString)]
+
 
 @dataclass(frozen=True)
 class CertificateInfo:
     der: bytes
     serial: int
-    key_type: str  # "RSA" or "EC"
+    key_type: str  # "RSA", "EC" or "ML-DSA"
     subject: str
     issuer: str
     public_key_info: bytes  # SubjectPublicKeyInfo, DER: compare these to pair keys and certs
@@ -48,6 +65,7 @@ class CertificateInfo:
     is_ca: bool
     subject_raw: bytes
     issuer_raw: bytes
+    parameter_set: str | None = None  # "ML-DSA-44", "ML-DSA-65", "ML-DSA-87" for ML-DSA
 
     @property
     def algorithm(self) -> str:
@@ -59,9 +77,11 @@ def algorithm_for_key_type(key_type: str) -> str:
         return ALGORITHM_RSA
     if key_type == "EC":
         return ALGORITHM_ECDSA
+    if key_type == "ML-DSA":
+        return ALGORITHM_MLDSA
     raise CertificateError(
         f"Roles Anywhere does not accept {key_type} keys.",
-        hint="Use an RSA (2048 bits or more) or an EC P-256/P-384 key.",
+        hint="Use an RSA (2048 bits or more), an EC P-256/P-384 or an ML-DSA-44/65/87 key.",
     )
 
 
@@ -79,7 +99,7 @@ def parse_certificates(data: bytes, source: str = "input") -> list[bytes]:
     if data.lstrip().startswith(b"-----BEGIN"):
         raise CertificateError(f"{source} holds no PEM certificate.", hint="Give a certificate file.")
     try:
-        _x509.Certificate.load(data).native  # noqa: B018 (forces a full parse)
+        certificate_info(data)  # a full parse of what we use; .native would choke on ML-DSA keys
     except Exception:
         raise CertificateError(
             f"{source} is not a certificate (neither PEM nor DER).",
@@ -104,26 +124,34 @@ def certificate_info(der: bytes) -> CertificateInfo:
     try:
         cert = _x509.Certificate.load(der)
         tbs = cert["tbs_certificate"]
-        spki = tbs["subject_public_key_info"]
-        algo = spki["algorithm"]["algorithm"].native
-        if algo == "rsa":
-            key_type, curve = "RSA", None
-        elif algo == "ec":
-            key_type, curve = "EC", spki["algorithm"]["parameters"].chosen.native
-        else:  # ed25519, dsa, ...: parsed so that the error can name them
-            key_type, curve = algo.upper(), None
+        spki_der = tbs["subject_public_key_info"].dump()
+        oid = _AnyPublicKeyInfo.load(spki_der)["algorithm"]["algorithm"]
+        parameter_set = ML_DSA_OIDS.get(oid.dotted)
+        if parameter_set:
+            key_type, curve, bits = "ML-DSA", None, 0
+        else:
+            spki = _keys.PublicKeyInfo.load(spki_der)
+            algo = oid.native
+            if algo == "rsa":
+                key_type, curve = "RSA", None
+            elif algo == "ec":
+                key_type, curve = "EC", spki["algorithm"]["parameters"].chosen.native
+            else:  # ed25519, dsa, ...: parsed so that the error can name them
+                key_type, curve = algo.upper(), None
+            bits = spki.bit_size if key_type in ("RSA", "EC") else 0
         return CertificateInfo(
             der=der,
             serial=tbs["serial_number"].native,
             key_type=key_type,
             subject=cert.subject.human_friendly,
             issuer=cert.issuer.human_friendly,
-            public_key_info=spki.dump(),
+            public_key_info=spki_der,
             curve=curve,
-            key_bits=spki.bit_size if key_type in ("RSA", "EC") else 0,
+            key_bits=bits,
             is_ca=bool(cert.ca),
             subject_raw=cert.subject.dump(),
             issuer_raw=cert.issuer.dump(),
+            parameter_set=parameter_set,
         )
     except CertificateError:
         raise
@@ -166,17 +194,27 @@ def order_chain(leaf: bytes, candidates: Iterable[bytes]) -> tuple[bytes, ...]:
     return tuple(path)
 
 
+# read-certificate-data's keyType and supportedAlgorithms, as the official helper names them
+# ("EC", "ECSHA256", not "ECDSA..."). ML-DSA is our choice (the official 1.8.0 prints an empty
+# keyType for it): "MLDSA" like the AWS4-X509-MLDSA algorithm, and one algorithm, since pure
+# ML-DSA signs the message itself and takes no separate digest.
+_KEY_TYPE_NAMES = {"RSA": "RSA", "EC": "EC", "ML-DSA": "MLDSA"}
+
+
 def certificate_data(der: bytes) -> dict[str, object]:
     """The JSON that `read-certificate-data` prints, as the official helper prints it."""
     import base64
 
     info = certificate_info(der)
-    prefix = {"RSA": "RSA", "EC": "ECDSA"}.get(info.key_type, info.key_type)
+    key_type = _KEY_TYPE_NAMES.get(info.key_type, "")
+    algorithms = (
+        [key_type] if info.key_type == "ML-DSA" else [f"{key_type}SHA{bits}" for bits in (256, 384, 512)]
+    )
     return {
-        "keyType": info.key_type,
+        "keyType": key_type,
         "certificateData": base64.b64encode(der).decode("ascii"),
         "serialNumber": str(info.serial),
-        "supportedAlgorithms": [f"{prefix}SHA{bits}" for bits in (256, 384, 512)],
+        "supportedAlgorithms": algorithms,
     }
 
 

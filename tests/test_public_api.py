@@ -11,6 +11,7 @@ import rolesanywhere_hsm
 def test_all_is_pinned_and_sorted() -> None:
     assert rolesanywhere_hsm.__all__ == [
         "ALGORITHM_ECDSA",
+        "ALGORITHM_MLDSA",
         "ALGORITHM_RSA",
         "Credentials",
         "RetryPolicy",

@@ -1,18 +1,27 @@
-"""CLI: `read-certificate-data` and `sign-string`, to check a certificate and a key without AWS."""
+"""CLI: `read-certificate-data` and `sign-string`, to check a certificate and a key without AWS.
+
+Drop-ins for the official helper's commands: for files, stdout is byte for byte what
+`aws_signing_helper` 1.8.0 prints (compact JSON, no trailing newline; the same fixed test
+message; `--digest`, `--format`), so scripts written for it keep working.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 
 from rolesanywhere_hsm.cli import options as o
 
-# A fixed message, so that two runs (or this tool and another) can be compared.
-TEST_MESSAGE = b"rolesanywhere-hsm sign-string test message"
+# The official helper's fixed message: this text, SIGN_STRING_TEST_VERSION ("1"), then
+# SHA-256("IAM RA" || public key bytes). Signing it proves a key works without signing
+# anything AWS would accept.
+SIGN_STRING_PREFIX = b"AWS Roles Anywhere Credential Helper Signing Test"
+SIGN_STRING_TEST_VERSION = 1
 
 
 class OutputFormat(str, Enum):
@@ -23,30 +32,174 @@ class OutputFormat(str, Enum):
 
 class Digest(str, Enum):
     SHA256 = "SHA256"
+    SHA384 = "SHA384"
+    SHA512 = "SHA512"
+
+
+def public_key_bytes(spki_der: bytes) -> bytes:
+    """The public key as the official helper hashes it into the test message: RSA the PKCS#1
+    RSAPublicKey DER, EC the uncompressed point 04||X||Y, ML-DSA the raw FIPS 204 public key
+    (our choice: the official 1.8.0 adds nothing for key types it does not know)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    key = serialization.load_der_public_key(spki_der)
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def sign_string_message(spki_der: bytes) -> bytes:
+    """The fixed message `sign-string` signs for the key whose SubjectPublicKeyInfo is given."""
+    suffix = hashlib.sha256(b"IAM RA" + public_key_bytes(spki_der)).digest()
+    return SIGN_STRING_PREFIX + str(SIGN_STRING_TEST_VERSION).encode() + suffix
+
+
+def _selector(cert_selector: str | None) -> Any:
+    if not cert_selector:
+        return None
+    from rolesanywhere_hsm.certselector import parse_cert_selector
+
+    return parse_cert_selector(cert_selector)
+
+
+def check_store_flags(system_store_name: str | None, system_store_location: str | None) -> None:
+    """The official helper's Windows certificate-store flags: accepted so that a copied command
+    line works, and ignored here (there is no Windows store on this platform)."""
+    import logging
+
+    for flag, value in (("--system-store-name", system_store_name), ("--system-store-location", system_store_location)):
+        if value is not None:
+            logging.getLogger("rolesanywhere_hsm.cli").debug(
+                "%s applies to Windows certificate stores only; ignored", flag
+            )
+
+
+def check_selector_supported(certificate: str | None, selector: Any) -> None:
+    """--cert-selector picks among the certificates of a file today. Among the certificates of
+    every token it needs the token inventory (not wired yet), so say so instead of ignoring it."""
+    if selector is None:
+        return
+    from rolesanywhere_hsm.errors import UsageError
+
+    if not certificate:
+        raise UsageError(
+            "--cert-selector without --certificate (searching every token) is not supported yet.",
+            hint="Give --certificate pkcs11:...;id=... or a certificate file, with --cert-selector to pick in it.",
+        )
+    if certificate.lower().startswith("pkcs11:"):
+        raise UsageError(
+            "--cert-selector with a pkcs11: certificate is not supported yet.",
+            hint="Select the certificate with the URI (id=, object=, serial=); "
+            "`read-certificate-data --certificate 'pkcs11:...'` lists what matches.",
+        )
 
 
 def read_certificate_data(
-    certificate: o.Certificate, pkcs11_lib: o.Pkcs11Lib = None, debug: o.Debug = False
+    certificate: Annotated[
+        Optional[str],
+        typer.Option(
+            "--certificate",
+            help="Certificate: a PEM/DER file (the first certificate, or the one --cert-selector picks) "
+            "or a pkcs11: URI (lists every matching certificate).",
+            envvar="RAH_CERTIFICATE",
+            show_envvar=True,
+        ),
+    ] = None,
+    cert_selector: o.CertSelector = None,
+    system_store_name: o.SystemStoreName = None,
+    system_store_location: o.SystemStoreLocation = None,
+    use_latest_expiring_certificate: o.UseLatestExpiringCertificate = False,
+    pkcs11_lib: o.Pkcs11Lib = None,
+    debug: o.Debug = False,
 ) -> None:
-    """Print the certificate's key type, serial and DER (base64) as JSON."""
+    """Print the certificate's key type, DER (base64), serial and algorithms as compact JSON."""
     o.configure_logging(debug)
+    check_store_flags(system_store_name, system_store_location)
+    selector = _selector(cert_selector)
+    check_selector_supported(certificate, selector)
     from rolesanywhere_hsm.x509 import certificate_data, load_certificates
 
+    if certificate is None:
+        from rolesanywhere_hsm.errors import UsageError
+
+        raise UsageError("--certificate is required.", hint="Give a certificate file or a pkcs11: URI.")
     if certificate.lower().startswith("pkcs11:"):
         from rolesanywhere_hsm.signers.pkcs11 import list_certificates
 
         print(json.dumps(list_certificates(certificate, pkcs11_lib), indent=2))
         return
-    print(json.dumps(certificate_data(load_certificates(certificate)[0]), indent=2))
+    certificates = load_certificates(certificate)
+    der = certificates[0]
+    if selector is not None:
+        from rolesanywhere_hsm.certselector import candidate_from_der, select_certificate
+
+        der = certificates[
+            select_certificate(
+                [candidate_from_der(c) for c in certificates], selector,
+                use_latest_expiring=use_latest_expiring_certificate, where=certificate,
+            )
+        ]
+    sys.stdout.write(json.dumps(certificate_data(der), separators=(",", ":")))
+    sys.stdout.flush()
+
+
+def _sign(config: Any, digest: str) -> tuple[bytes, bytes]:
+    """(signature, public key SPKI) over the fixed message, with the key `config` names."""
+    from rolesanywhere_hsm.signers.base import load_signer
+    from rolesanywhere_hsm.x509 import certificate_info
+
+    if not config.certificate:
+        from cryptography.hazmat.primitives import serialization
+
+        from rolesanywhere_hsm.signers.file import load_key_only, signing_function
+
+        key = load_key_only(config)
+        spki = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return signing_function(key, digest)(sign_string_message(spki)), spki
+    with load_signer(config) as signer:
+        info = certificate_info(signer.certificate)
+        spki = info.public_key_info
+        message = sign_string_message(spki)
+        if digest == "SHA256" or info.key_type == "ML-DSA":
+            return signer.sign(message), spki
+        sign_with_digest = getattr(signer, "sign_with_digest", None)
+        if sign_with_digest is None:
+            from rolesanywhere_hsm.errors import UsageError
+
+            raise UsageError(
+                f"--digest {digest} is not supported with this key store (only SHA256).",
+                hint="Roles Anywhere itself signs with SHA256; run again without --digest.",
+            )
+        return sign_with_digest(message, digest), spki
 
 
 def sign_string(
-    certificate: o.Certificate,
+    certificate: Annotated[
+        Optional[str],
+        typer.Option(
+            "--certificate",
+            help="Certificate file or pkcs11: URI; optional with a key file (the key alone signs).",
+            envvar="RAH_CERTIFICATE",
+            show_envvar=True,
+        ),
+    ] = None,
     private_key: o.PrivateKey = None,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="json, text (hex) or bin.")] = OutputFormat.json,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="json (a JSON string of hex), text (hex) or bin (raw bytes).")
+    ] = OutputFormat.json,
     digest: Annotated[
-        Digest, typer.Option("--digest", help="Roles Anywhere signs with SHA256 only, so only SHA256 is offered.")
+        Digest,
+        typer.Option("--digest", help="Hash of the signature (RSA, EC); ML-DSA signs the message itself."),
     ] = Digest.SHA256,
+    cert_selector: o.CertSelector = None,
+    system_store_name: o.SystemStoreName = None,
+    system_store_location: o.SystemStoreLocation = None,
+    use_latest_expiring_certificate: o.UseLatestExpiringCertificate = False,
     pkcs8_password: o.Pkcs8Password = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     reuse_pin: o.ReusePin = False,
@@ -54,29 +207,43 @@ def sign_string(
     no_tpm_key_password: o.NoTpmKeyPassword = False,
     debug: o.Debug = False,
 ) -> None:
-    """Sign a fixed test message with the key, as CreateSession would, and print the signature."""
-    o.configure_logging(debug)
-    from rolesanywhere_hsm.signers.base import SignerConfig, load_signer
+    """Sign the official helper's fixed test message with the key and print the signature.
 
+    The message is "AWS Roles Anywhere Credential Helper Signing Test", then "1", then
+    SHA-256("IAM RA" || public key). RSA signatures are deterministic, so the output can be
+    compared with the official helper's."""
+    o.configure_logging(debug)
+    check_store_flags(system_store_name, system_store_location)
+    selector = _selector(cert_selector)
+    check_selector_supported(certificate, selector)  # a key alone has no certificate to pick
+    from rolesanywhere_hsm.errors import UsageError
+    from rolesanywhere_hsm.signers.base import SignerConfig
+
+    if not certificate and not private_key:
+        raise UsageError("Give --private-key (a file or a pkcs11: URI) or --certificate.",
+                         hint="sign-string signs a fixed message with that key.")
+    if not certificate and private_key and private_key.lower().startswith("pkcs11:"):
+        certificate = private_key  # the token signer finds the certificate with the key's CKA_ID
     config = SignerConfig(
-        certificate=certificate,
+        certificate=certificate or "",
         private_key=private_key,
         pkcs8_password=pkcs8_password,
         pkcs11_lib=pkcs11_lib,
         reuse_pin=reuse_pin,
         tpm_key_password=tpm_key_password,
         no_tpm_key_password=no_tpm_key_password,
+        cert_selector=selector,
+        use_latest_expiring_certificate=use_latest_expiring_certificate,
     )
-    with load_signer(config) as signer:
-        signature = signer.sign(TEST_MESSAGE)
-        algorithm = signer.algorithm
+    signature, _spki = _sign(config, digest.value)
     if output_format is OutputFormat.bin:
         sys.stdout.buffer.write(signature)
+        sys.stdout.buffer.flush()
     elif output_format is OutputFormat.text:
-        print(signature.hex())
+        sys.stdout.write(signature.hex())
     else:
-        print(json.dumps({"algorithm": algorithm, "digest": digest.value,
-                          "message": TEST_MESSAGE.decode(), "signature": signature.hex()}, indent=2))
+        sys.stdout.write(json.dumps(signature.hex()))
+    sys.stdout.flush()
 
 
 def register(app: typer.Typer) -> None:

@@ -34,11 +34,24 @@ def credential_process(
     reuse_pin: o.ReusePin = False,
     tpm_key_password: o.TpmKeyPassword = None,
     no_tpm_key_password: o.NoTpmKeyPassword = False,
+    cert_selector: o.CertSelector = None,
+    use_latest_expiring_certificate: o.UseLatestExpiringCertificate = False,
+    system_store_name: o.SystemStoreName = None,
+    system_store_location: o.SystemStoreLocation = None,
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
+    from rolesanywhere_hsm.cli.certificate import check_selector_supported, check_store_flags
     from rolesanywhere_hsm.client import create_session
     from rolesanywhere_hsm.signers.base import SignerConfig
+
+    check_store_flags(system_store_name, system_store_location)
+    selector = None
+    if cert_selector:
+        from rolesanywhere_hsm.certselector import parse_cert_selector
+
+        selector = parse_cert_selector(cert_selector)
+        check_selector_supported(certificate, selector)
 
     config = SignerConfig(
         certificate=certificate,
@@ -49,6 +62,8 @@ def credential_process(
         reuse_pin=reuse_pin,
         tpm_key_password=tpm_key_password,
         no_tpm_key_password=no_tpm_key_password,
+        cert_selector=selector,
+        use_latest_expiring_certificate=use_latest_expiring_certificate,
     )
     credentials = create_session(
         config,

@@ -98,6 +98,38 @@ ReusePin = Annotated[
     bool,
     typer.Option("--reuse-pin", help="Use the user PIN again for keys that need a PIN before every signature."),
 ]
+CertSelector = Annotated[
+    Optional[str],
+    typer.Option(
+        "--cert-selector",
+        help="Pick the certificate by Key=x509Subject,Value=<DN> Key=x509Issuer,Value=<DN> "
+        "Key=x509Serial,Value=<hex> (any of them), or file://selector.json holding "
+        '[{"Key": ..., "Value": ...}]. Picks among the certificates of the --certificate file.',
+    ),
+]
+UseLatestExpiringCertificate = Annotated[
+    bool,
+    typer.Option(
+        "--use-latest-expiring-certificate",
+        help="When --cert-selector matches several certificates, use the one that expires last.",
+    ),
+]
+SystemStoreName = Annotated[
+    Optional[str],
+    typer.Option(
+        "--system-store-name",
+        help="Windows certificate store name (official helper): accepted and ignored here.",
+        show_default=False,
+    ),
+]
+SystemStoreLocation = Annotated[
+    Optional[str],
+    typer.Option(
+        "--system-store-location",
+        help="Windows certificate store location (official helper): accepted and ignored here.",
+        show_default=False,
+    ),
+]
 
 
 def configure_logging(debug: bool) -> None:

@@ -1,8 +1,8 @@
 """Signers: where the private key lives (a file, a PKCS#11 token), behind one protocol."""
 
+from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
+
 from rolesanywhere_hsm.signers.base import (
-    ALGORITHM_ECDSA,
-    ALGORITHM_RSA,
     Signer,
     SignerConfig,
     load_signer,
@@ -11,6 +11,7 @@ from rolesanywhere_hsm.signers.base import (
 
 __all__ = [
     "ALGORITHM_ECDSA",
+    "ALGORITHM_MLDSA",
     "ALGORITHM_RSA",
     "Signer",
     "SignerConfig",

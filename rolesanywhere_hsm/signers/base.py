@@ -11,12 +11,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from rolesanywhere_hsm.errors import UsageError
+# Re-exported: the algorithm names belong to the protocol (sigv4x509); older code imports them here.
+from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
 
 __all__ = [
     "ALGORITHM_ECDSA",
+    "ALGORITHM_MLDSA",
     "ALGORITHM_RSA",
     "CertifiedKeySigner",
     "SecretCallback",
@@ -26,10 +29,6 @@ __all__ = [
     "register_signer",
     "signer_kind",
 ]
-
-# shared/PROTOCOL.md section 3: the algorithm depends on the key type only.
-ALGORITHM_RSA = "AWS4-X509-RSA-SHA256"
-ALGORITHM_ECDSA = "AWS4-X509-ECDSA-SHA256"
 
 SecretCallback = Callable[[str], str]
 """Asked for a secret at the moment it is needed, with a description for the person
@@ -52,12 +51,13 @@ class Signer(Protocol):
 
     @property
     def algorithm(self) -> str:
-        """`AWS4-X509-RSA-SHA256` or `AWS4-X509-ECDSA-SHA256`."""
+        """`AWS4-X509-RSA-SHA256`, `AWS4-X509-ECDSA-SHA256` or `AWS4-X509-MLDSA`."""
         ...
 
     def sign(self, message: bytes) -> bytes:
         """Sign `message` with SHA-256 as digest; return the signature in wire encoding
-        (PKCS#1 v1.5 bytes for RSA, DER SEQUENCE{r, s} for ECDSA)."""
+        (PKCS#1 v1.5 bytes for RSA, DER SEQUENCE{r, s} for ECDSA; pure ML-DSA over the message
+        itself, empty context)."""
         ...
 
     def close(self) -> None:
@@ -120,6 +120,10 @@ class SignerConfig:
     tpm_key_password: str | None = None
     no_tpm_key_password: bool = False
     secret_callback: SecretCallback | None = None
+    # --cert-selector (a certselector.CertSelector) and --use-latest-expiring-certificate: pick
+    # the leaf among the certificates of the file (or, once wired, of the tokens).
+    cert_selector: Any = None
+    use_latest_expiring_certificate: bool = False
 
     def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
         return (

@@ -1,5 +1,8 @@
 """Keys in files: PEM or DER PKCS#8 / PKCS#1 / SEC1, encrypted PKCS#8, and PKCS#12 bundles.
 
+RSA, EC and ML-DSA (44/65/87, PKCS#8 only: cryptography reads ML-DSA keys in PKCS#8, encrypted
+or not, and in PKCS#12 where its PKCS#12 reader accepts them).
+
 For users without a token, and for tests that compare the token path against a plain key.
 Loading refuses a key that does not belong to the certificate, because the alternative is an
 `Invalid signature` from the service that says nothing about the cause.
@@ -7,18 +10,45 @@ Loading refuses a key that does not belong to the certificate, because the alter
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from rolesanywhere_hsm import x509 as x509util
 from rolesanywhere_hsm.errors import CertificateError, KeyLoadError, RolesAnywhereError, UsageError
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SecretCallback, SignerConfig
 
-__all__ = ["FileSigner", "open_file_signer"]
+__all__ = ["DIGESTS", "FileSigner", "load_key_only", "open_file_signer", "signing_function"]
+
+# sign-string's --digest values; CreateSession itself always uses SHA-256 (or none, for ML-DSA).
+DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
+    "SHA256": hashes.SHA256,
+    "SHA384": hashes.SHA384,
+    "SHA512": hashes.SHA512,
+}
+_MLDSA_KEYS = (mldsa.MLDSA44PrivateKey, mldsa.MLDSA65PrivateKey, mldsa.MLDSA87PrivateKey)
+
+
+def signing_function(key: Any, digest: str = "SHA256") -> Callable[[bytes], bytes]:
+    """How `key` signs a message in Roles Anywhere's wire encoding: RSA PKCS#1 v1.5 and ECDSA
+    (DER) over `digest`; ML-DSA is pure ML-DSA over the message itself, empty context, so
+    `digest` does not apply to it."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        algorithm = DIGESTS[digest]()
+        return lambda m: key.sign(m, padding.PKCS1v15(), algorithm)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        algorithm = DIGESTS[digest]()
+        return lambda m: key.sign(m, ec.ECDSA(algorithm))
+    if isinstance(key, _MLDSA_KEYS):
+        return lambda m: key.sign(m)
+    raise KeyLoadError(
+        f"Roles Anywhere cannot use a {type(key).__name__.removeprefix('_')} key.",
+        hint="Use an RSA, EC (P-256, P-384) or ML-DSA (44, 65, 87) key.",
+    )
 
 
 def _read(path: str, what: str, error: type[RolesAnywhereError] = KeyLoadError) -> bytes:
@@ -76,7 +106,7 @@ def _load_private_key(data: bytes, password: bytes | None, path: str) -> Any:
                 ) from None
     raise KeyLoadError(
         f"{path} is not a private key this tool can read.",
-        hint="Use PEM or DER PKCS#8, PKCS#1 (RSA) or SEC1 (EC), or a PKCS#12 file.",
+        hint="Use PEM or DER PKCS#8 (RSA, EC, ML-DSA), PKCS#1 (RSA) or SEC1 (EC), or a PKCS#12 file.",
     )
 
 
@@ -95,15 +125,8 @@ class FileSigner(CertifiedKeySigner):
                 f"(serial {info.serial:x}).",
                 hint="Pass the key that was used to request this certificate.",
             )
-        if isinstance(key, rsa.RSAPrivateKey):
-            self._sign = lambda m: key.sign(m, padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(key, ec.EllipticCurvePrivateKey):
-            self._sign = lambda m: key.sign(m, ec.ECDSA(hashes.SHA256()))
-        else:
-            raise KeyLoadError(
-                f"Roles Anywhere cannot use a {type(key).__name__.removeprefix('_')} key.",
-                hint="Use an RSA or EC (P-256, P-384) key.",
-            )
+        self._sign = signing_function(key)
+        self._key: Any = key
         super().__init__(certificate, chain, info.algorithm)
         self._closed = False
 
@@ -112,9 +135,16 @@ class FileSigner(CertifiedKeySigner):
             raise UsageError("The signer is closed.")
         return self._sign(message)
 
+    def sign_with_digest(self, message: bytes, digest: str) -> bytes:
+        """`sign()` with another hash (SHA256, SHA384, SHA512), for `sign-string --digest`."""
+        if self._closed:
+            raise UsageError("The signer is closed.")
+        return signing_function(self._key, digest)(message)
+
     def close(self) -> None:
         self._closed = True
         self._sign = None  # type: ignore[assignment]  # drop the key reference
+        self._key = None
 
     def __repr__(self) -> str:
         return f"FileSigner(algorithm={self._algorithm!r}, chain={len(self._chain)})"
@@ -150,6 +180,7 @@ def open_file_signer(config: SignerConfig) -> FileSigner:
     extra: list[bytes] = []
     if _looks_pkcs12(cert_data) and not config.private_key:
         key, leaf, extra = _from_pkcs12(cert_data, config, config.certificate)
+        leaf = _pick_leaf([leaf], config)[0]  # a selector that does not match it is an error
     else:
         if not config.private_key:
             raise UsageError(
@@ -162,9 +193,36 @@ def open_file_signer(config: SignerConfig) -> FileSigner:
         else:
             password = _password(config, config.private_key, config.secret_callback) if _is_encrypted(key_data) else None
             key = _load_private_key(key_data, password, config.private_key)
-        leaf, *rest = x509util.parse_certificates(cert_data, source=config.certificate)
+        leaf, rest = _pick_leaf(x509util.parse_certificates(cert_data, source=config.certificate), config)
         extra.extend(rest)
     if config.intermediates:
         extra.extend(x509util.load_certificates(config.intermediates))
     chain = x509util.order_chain(leaf, extra) if extra else ()
     return FileSigner(key, leaf, chain)
+
+
+def _pick_leaf(certificates: list[bytes], config: SignerConfig) -> tuple[bytes, list[bytes]]:
+    """The first certificate of the file is the leaf, unless --cert-selector picks another
+    (the others stay candidates for the chain)."""
+    if config.cert_selector is None:
+        return certificates[0], certificates[1:]
+    from rolesanywhere_hsm.certselector import candidate_from_der, select_certificate
+
+    index = select_certificate(
+        [candidate_from_der(c) for c in certificates],
+        config.cert_selector,
+        use_latest_expiring=config.use_latest_expiring_certificate,
+        where=str(config.certificate),
+    )
+    return certificates[index], certificates[:index] + certificates[index + 1 :]
+
+
+def load_key_only(config: SignerConfig) -> Any:
+    """The private key of `config.private_key` without a certificate: `sign-string
+    --private-key FILE` signs with a key alone, as the official helper does."""
+    path = config.private_key or config.certificate
+    key_data = _read(path, "private key")
+    if _looks_pkcs12(key_data):
+        return _from_pkcs12(key_data, config, path)[0]
+    password = _password(config, path, config.secret_callback) if _is_encrypted(key_data) else None
+    return _load_private_key(key_data, password, path)

@@ -18,6 +18,7 @@ from rolesanywhere_hsm.errors import TokenSigningError
 __all__ = [
     "CKM_ECDSA",
     "CKM_ECDSA_SHA256",
+    "CKM_ML_DSA",
     "CKM_RSA_PKCS",
     "CKM_SHA256_RSA_PKCS",
     "SHA256_DIGEST_INFO_PREFIX",
@@ -32,12 +33,16 @@ CKM_RSA_PKCS = 0x0001
 CKM_SHA256_RSA_PKCS = 0x0040
 CKM_ECDSA = 0x1041
 CKM_ECDSA_SHA256 = 0x1044
+# PKCS#11 3.2: pure ML-DSA (FIPS 204), the message itself to C_Sign; without a
+# CK_SIGN_ADDITIONAL_CONTEXT parameter the context is empty, as AWS4-X509-MLDSA wants.
+CKM_ML_DSA = 0x001D
 
 _NAMES = {
     CKM_RSA_PKCS: "CKM_RSA_PKCS",
     CKM_SHA256_RSA_PKCS: "CKM_SHA256_RSA_PKCS",
     CKM_ECDSA: "CKM_ECDSA",
     CKM_ECDSA_SHA256: "CKM_ECDSA_SHA256",
+    CKM_ML_DSA: "CKM_ML_DSA",
 }
 
 # RFC 8017 section 9.2, note 1: DER of DigestInfo{sha256, NULL} up to the 32 hash bytes.
@@ -78,15 +83,17 @@ class SigningSpec:
 
 def choose_signing_spec(
     key_type: str, mechanisms: Iterable[int], *, key_bits: int | None = None,
-    curve: str | None = None,
+    curve: str | None = None, parameter_set: str | None = None,
 ) -> SigningSpec:
     """The spec for an RSA or EC key on a token offering `mechanisms`.
 
     RSA: CKM_SHA256_RSA_PKCS (the token hashes and pads), else CKM_RSA_PKCS over a DigestInfo
     built on the host. Never PSS: the service wants PKCS#1 v1.5. EC: SHA-256 on the host and
     CKM_ECDSA (SoftHSM and most PIV cards have no CKM_ECDSA_SHA256, and hashing 32 bytes on the
-    host costs nothing), else CKM_ECDSA_SHA256 where that is all the token offers. `key_bits`
-    and `curve` only feed messages; the choice does not depend on them.
+    host costs nothing), else CKM_ECDSA_SHA256 where that is all the token offers. ML-DSA:
+    CKM_ML_DSA (PKCS#11 3.2) over the message itself, never HashML-DSA (the service verifies
+    pure ML-DSA). `key_bits`, `curve` and `parameter_set` ("ML-DSA-65") only feed messages; the
+    choice does not depend on them.
     """
     offered = set(int(m) for m in mechanisms)
     if key_type == "RSA":
@@ -103,10 +110,19 @@ def choose_signing_spec(
             return SigningSpec("EC", CKM_ECDSA_SHA256, False, False, True)
         wanted = "CKM_ECDSA or CKM_ECDSA_SHA256"
         what = f"EC {curve}" if curve else "EC"
+    elif key_type == "ML-DSA":
+        if CKM_ML_DSA in offered:
+            return SigningSpec("ML-DSA", CKM_ML_DSA, False, False, False)
+        raise TokenSigningError(
+            f"The token offers no mechanism to sign with its {parameter_set or 'ML-DSA'} key "
+            "(needs CKM_ML_DSA, a PKCS#11 3.2 mechanism).",
+            hint="Use a module that implements PKCS#11 3.2 ML-DSA (check `pkcs11-tool "
+            "--list-mechanisms`), or keep the ML-DSA key in a file.",
+        )
     else:
         raise TokenSigningError(
             f"Roles Anywhere signing with a {key_type} key on a token is not supported.",
-            hint="Use an RSA or EC (P-256, P-384) key.",
+            hint="Use an RSA, EC (P-256, P-384) or ML-DSA key.",
         )
     raise TokenSigningError(
         f"The token offers no mechanism to sign with its {what} key (needs {wanted}).",

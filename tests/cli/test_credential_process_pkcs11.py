@@ -156,7 +156,9 @@ def test_sign_string_signs_on_the_token(softhsm_token: SoftHsmToken, softhsm_env
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from rolesanywhere_hsm.cli.certificate import TEST_MESSAGE
+    from cryptography.hazmat.primitives import serialization
+
+    from rolesanywhere_hsm.cli.certificate import sign_string_message
 
     result = subprocess.run(
         [sys.executable, "-m", "rolesanywhere_hsm", "sign-string", "--format", "text", "--certificate",
@@ -165,4 +167,5 @@ def test_sign_string_signs_on_the_token(softhsm_token: SoftHsmToken, softhsm_env
     )
     assert result.returncode == 0, result.stderr
     public = softhsm_token.keys["ec-p384"].certificate.public_key()
-    public.verify(bytes.fromhex(result.stdout.strip()), TEST_MESSAGE, ec.ECDSA(hashes.SHA256()))
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public.verify(bytes.fromhex(result.stdout), sign_string_message(spki), ec.ECDSA(hashes.SHA256()))

@@ -14,6 +14,7 @@ from rolesanywhere_hsm.errors import TokenSigningError
 from rolesanywhere_hsm.signers.mechanisms import (
     CKM_ECDSA,
     CKM_ECDSA_SHA256,
+    CKM_ML_DSA,
     CKM_RSA_PKCS,
     CKM_SHA256_RSA_PKCS,
     choose_signing_spec,
@@ -105,3 +106,20 @@ def test_raw_to_der_round_trips_any_integers(r: int, s: int) -> None:
 def test_raw_signature_of_odd_length_is_refused() -> None:
     with pytest.raises(TokenSigningError, match="even length"):
         ecdsa_raw_to_der(b"\x01\x02\x03")
+
+
+def test_ml_dsa_signs_the_message_itself_with_ckm_ml_dsa() -> None:
+    import pkcs11
+
+    spec = choose_signing_spec("ML-DSA", SOFTHSM_MECHANISMS | {CKM_ML_DSA, 0x1F}, parameter_set="ML-DSA-65")
+    assert spec.mechanism == CKM_ML_DSA == pkcs11.Mechanism.ML_DSA  # python-pkcs11 agrees on 0x1d
+    assert spec.mechanism_name == "CKM_ML_DSA"
+    assert (spec.hash_on_host, spec.digest_info, spec.raw_to_der) == (False, False, False)
+    assert spec.data_to_sign(b"string to sign") == b"string to sign"
+    assert spec.wire_signature(b"sig") == b"sig"
+
+
+def test_ml_dsa_without_the_mechanism_names_it() -> None:
+    # SoftHSM 2.6 offers RSA and EC only; HashML-DSA (0x1f) alone is not enough either.
+    with pytest.raises(TokenSigningError, match="ML-DSA-44 key .*CKM_ML_DSA.*PKCS#11 3.2"):
+        choose_signing_spec("ML-DSA", SOFTHSM_MECHANISMS | {0x1F}, parameter_set="ML-DSA-44")
