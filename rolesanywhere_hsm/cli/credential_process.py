@@ -35,23 +35,14 @@ def credential_process(
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
-    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
+    from rolesanywhere_hsm.session import CredentialSession
 
-    spec = CredentialSpec(
-        certificate=certificate,
-        private_key=private_key,
-        intermediates=intermediates,
-        pkcs11_lib=pkcs11_lib,
+    spec = o.credential_spec(
+        certificate=certificate, trust_anchor_arn=trust_anchor_arn, profile_arn=profile_arn,
+        role_arn=role_arn, private_key=private_key, intermediates=intermediates, region=region,
+        endpoint=endpoint, session_duration=session_duration, role_session_name=role_session_name,
+        no_verify_ssl=no_verify_ssl, ca_bundle=ca_bundle, no_proxy=no_proxy, pkcs11_lib=pkcs11_lib,
         reuse_pin=reuse_pin,
-        trust_anchor_arn=trust_anchor_arn,
-        profile_arn=profile_arn,
-        role_arn=role_arn,
-        region=region,
-        endpoint=endpoint,
-        duration_seconds=session_duration,
-        role_session_name=role_session_name,
-        verify=o.tls_verify(no_verify_ssl, ca_bundle),
-        trust_env=not no_proxy,
     )
     with CredentialSession(spec, pkcs8_password=pkcs8_password) as session:
         credentials = session.fetch()
