@@ -108,7 +108,9 @@ def update_atomic(
     target = Path(os.path.realpath(Path(path).expanduser()))
     if make_parents and not target.parent.is_dir():
         try:
-            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            missing = [p for p in (target.parent, *target.parent.parents) if not p.is_dir()]
+            for directory in reversed(missing):  # each one 0700 (mkdir's parents=True would not)
+                directory.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
             raise UsageError(f"Cannot create the directory {target.parent}: {exc.strerror or exc}.") from None
     with locked(target, timeout):
