@@ -195,10 +195,10 @@ class RefreshingCredentials:
         if self._thread is None and not self._closed.is_set() and self._fatal is None:
             if held is None or now >= held.times.mandatory:
                 with self._lock:
-                    self._refresh_locked(mandatory=True)
+                    self._refresh_locked()
             elif now >= held.times.advisory and self._lock.acquire(blocking=False):
                 try:
-                    self._refresh_locked(mandatory=False)
+                    self._refresh_locked()
                 finally:
                     self._lock.release()
             held = self._held
@@ -271,7 +271,7 @@ class RefreshingCredentials:
         if self._closed.is_set() or self._fatal is not None:
             return None
         with self._lock:
-            self._refresh_locked(mandatory=False)
+            self._refresh_locked()
             if self._fatal is not None:
                 return None
             now = self._clock()
@@ -294,7 +294,7 @@ class RefreshingCredentials:
             due = self._next_attempt
         return due
 
-    def _refresh_locked(self, *, mandatory: bool) -> None:
+    def _refresh_locked(self) -> None:
         """Under self._lock: re-check (another caller may just have refreshed), then fetch
         unless a backoff is running. Failures are recorded, never raised."""
         if self._closed.is_set() or self._fatal is not None:
@@ -307,10 +307,8 @@ class RefreshingCredentials:
             return
         try:
             self._fetch_locked()
-        except BaseException as exc:  # noqa: BLE001 (recorded; raised to readers as the cause)
-            if not isinstance(exc, Exception):
-                raise
-            self._record_failure(exc, mandatory=mandatory)
+        except Exception as exc:  # noqa: BLE001 (recorded; readers get it as the cause)
+            self._record_failure(exc)
 
     def _fetch_locked(self) -> Credentials:
         try:
@@ -343,7 +341,7 @@ class RefreshingCredentials:
             self._on_refresh(credentials)
         return credentials
 
-    def _record_failure(self, exc: Exception, *, mandatory: bool) -> None:
+    def _record_failure(self, exc: Exception) -> None:
         self._last_error = exc
         if self._fatal is not None:
             return
