@@ -325,16 +325,11 @@ class CredentialSession:
 
     def _open_client(self) -> RolesAnywhereClient:
         if self._client is None:
-            import httpx
-
             from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
 
             kwargs: dict[str, Any] = {}
             if self.spec.timeout is not None:
-                # Per-operation timeouts bounded by the total; the total deadline itself is
-                # the client's (h-deadline) once it has one.
-                kwargs["timeout"] = httpx.Timeout(min(self.spec.timeout, 30.0),
-                                                  connect=min(self.spec.timeout, 10.0))
+                kwargs["timeout"] = self.spec.timeout  # the client's time budget per fetch
             self._client = RolesAnywhereClient(
                 self.spec.signing_region,
                 endpoint=self.spec.endpoint,

@@ -126,6 +126,7 @@ def credential_spec(
     no_proxy: bool,
     pkcs11_lib: str | None,
     reuse_pin: bool,
+    timeout: float | None = None,
 ) -> CredentialSpec:
     """The credential options above, checked once, as the session layer's spec."""
     from rolesanywhere_hsm.session import CredentialSpec
@@ -145,4 +146,5 @@ def credential_spec(
         role_session_name=role_session_name,
         verify=tls_verify(no_verify_ssl, ca_bundle),
         trust_env=not no_proxy,
+        timeout=timeout,
     )
