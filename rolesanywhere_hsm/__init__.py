@@ -20,7 +20,11 @@ _EXPORTS = {
     "ALGORITHM_ECDSA": "rolesanywhere_hsm.sigv4x509",
     "ALGORITHM_MLDSA": "rolesanywhere_hsm.sigv4x509",
     "ALGORITHM_RSA": "rolesanywhere_hsm.sigv4x509",
+    "CredentialSession": "rolesanywhere_hsm.session",
+    "CredentialSpec": "rolesanywhere_hsm.session",
     "Credentials": "rolesanywhere_hsm.credentials",
+    "CredentialsUnavailableError": "rolesanywhere_hsm.errors",
+    "RefreshingCredentials": "rolesanywhere_hsm.refresh",
     "RetryPolicy": "rolesanywhere_hsm.client",
     "RolesAnywhereClient": "rolesanywhere_hsm.client",
     "RolesAnywhereError": "rolesanywhere_hsm.errors",
@@ -52,7 +56,9 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.arn import validate_session_arns
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
     from rolesanywhere_hsm.credentials import Credentials
-    from rolesanywhere_hsm.errors import RolesAnywhereError
+    from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError
+    from rolesanywhere_hsm.refresh import RefreshingCredentials
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
     from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
     from rolesanywhere_hsm.signers.base import (
         Signer,

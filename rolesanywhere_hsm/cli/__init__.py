@@ -21,6 +21,7 @@ __all__ = ["app", "main"]
 # they must keep heavy imports (httpx, cryptography, pkcs11) inside their command functions.
 _COMMAND_MODULES = (
     "credential_process",
+    "update",
     "certificate",
     "emulator",
     "demo",

@@ -42,41 +42,26 @@ def credential_process(
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
     from rolesanywhere_hsm.cli.certificate import check_selector_supported, check_store_flags
-    from rolesanywhere_hsm.client import create_session
-    from rolesanywhere_hsm.signers.base import SignerConfig
+    from rolesanywhere_hsm.session import CredentialSession
 
     check_store_flags(system_store_name, system_store_location)
-    selector = None
     if cert_selector:
         from rolesanywhere_hsm.certselector import parse_cert_selector
 
-        selector = parse_cert_selector(cert_selector)
-        check_selector_supported(certificate, selector)
-
-    config = SignerConfig(
-        certificate=certificate,
-        private_key=private_key,
-        intermediates=intermediates,
-        pkcs8_password=pkcs8_password,
-        pkcs11_lib=pkcs11_lib,
+        check_selector_supported(certificate, parse_cert_selector(cert_selector))
+    spec = o.credential_spec(
+        certificate=certificate, trust_anchor_arn=trust_anchor_arn, profile_arn=profile_arn,
+        role_arn=role_arn, private_key=private_key, intermediates=intermediates, region=region,
+        endpoint=endpoint, session_duration=session_duration, role_session_name=role_session_name,
+        no_verify_ssl=no_verify_ssl, ca_bundle=ca_bundle, no_proxy=no_proxy, pkcs11_lib=pkcs11_lib,
         reuse_pin=reuse_pin,
-        tpm_key_password=tpm_key_password,
         no_tpm_key_password=no_tpm_key_password,
-        cert_selector=selector,
+        cert_selector=cert_selector,
         use_latest_expiring_certificate=use_latest_expiring_certificate,
     )
-    credentials = create_session(
-        config,
-        trust_anchor_arn=trust_anchor_arn,
-        profile_arn=profile_arn,
-        role_arn=role_arn,
-        region=region,
-        endpoint=endpoint,
-        duration_seconds=session_duration,
-        role_session_name=role_session_name,
-        verify=o.tls_verify(no_verify_ssl, ca_bundle),
-        trust_env=not no_proxy,
-    )
+    with CredentialSession(spec, pkcs8_password=pkcs8_password,
+                           tpm_key_password=tpm_key_password) as session:
+        credentials = session.fetch()
     sys.stdout.write(credentials.credential_process_json() + "\n")
     sys.stdout.flush()
 

@@ -1,16 +1,19 @@
-"""Options shared by every command that gets credentials (credential-process now; update and
-serve later), spelled as the official `aws_signing_helper` spells them for drop-in use."""
+"""Options shared by every command that gets credentials (credential-process, update, serve),
+spelled as the official `aws_signing_helper` spells them for drop-in use."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-__all__ = ["configure_logging", "tls_verify"]
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.session import CredentialSpec
+
+__all__ = ["configure_logging", "credential_spec", "tls_verify"]
 
 Certificate = Annotated[
     str,
@@ -148,3 +151,50 @@ def tls_verify(no_verify_ssl: bool, ca_bundle: str | None) -> bool | str:
     if no_verify_ssl:
         return False
     return ca_bundle or os.environ.get("AWS_CA_BUNDLE") or True
+
+
+def credential_spec(
+    *,
+    certificate: str,
+    trust_anchor_arn: str,
+    profile_arn: str,
+    role_arn: str,
+    private_key: str | None,
+    intermediates: str | None,
+    region: str | None,
+    endpoint: str | None,
+    session_duration: int,
+    role_session_name: str | None,
+    no_verify_ssl: bool,
+    ca_bundle: str | None,
+    no_proxy: bool,
+    pkcs11_lib: str | None,
+    reuse_pin: bool,
+    timeout: float | None = None,
+    no_tpm_key_password: bool = False,
+    cert_selector: str | None = None,
+    use_latest_expiring_certificate: bool = False,
+) -> CredentialSpec:
+    """The credential options above, checked once, as the session layer's spec."""
+    from rolesanywhere_hsm.session import CredentialSpec
+
+    return CredentialSpec(
+        certificate=certificate,
+        private_key=private_key,
+        intermediates=intermediates,
+        pkcs11_lib=pkcs11_lib,
+        reuse_pin=reuse_pin,
+        trust_anchor_arn=trust_anchor_arn,
+        profile_arn=profile_arn,
+        role_arn=role_arn,
+        region=region,
+        endpoint=endpoint,
+        duration_seconds=session_duration,
+        role_session_name=role_session_name,
+        verify=tls_verify(no_verify_ssl, ca_bundle),
+        trust_env=not no_proxy,
+        timeout=timeout,
+        no_tpm_key_password=no_tpm_key_password,
+        cert_selector=cert_selector,
+        use_latest_expiring_certificate=use_latest_expiring_certificate,
+    )
