@@ -25,6 +25,7 @@ secret key or a session token: messages are built from names and counts, never f
     │   ├── ResourceNotFoundError                404 ResourceNotFoundException
     │   └── ThrottlingError                      429 ThrottlingException (after retries)
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
+        └── DeadlineExceededError                the time budget (--timeout) ran out
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "AccessDeniedError",
     "ArnError",
     "CertificateError",
+    "DeadlineExceededError",
     "EndpointError",
     "KeyLoadError",
     "ModuleLoadError",
@@ -160,6 +162,12 @@ class ThrottlingError(ServiceError):
 
 class TransportError(RolesAnywhereError):
     exit_code = 7
+
+
+class DeadlineExceededError(TransportError):
+    """The time budget of the call ran out; the message names the phase it ran out in."""
+
+    retryable = False  # there is no time left for another attempt
 
 
 _SERVICE_ERRORS: dict[str, type[ServiceError]] = {

@@ -90,13 +90,9 @@ def parse_certificates(data: bytes, source: str = "input") -> list[bytes]:
 
 def load_certificates(path: str | Path) -> list[bytes]:
     """Certificates from a file, as DER; at least one or a CertificateError."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CertificateError(
-            f"Cannot read the certificate file {path}: {exc.strerror or exc}.",
-            hint="Check the path and its permissions.",
-        ) from None
+    from rolesanywhere_hsm.files import CERTIFICATE_LIMIT, read_regular_file
+
+    data = read_regular_file(path, what="certificate", limit=CERTIFICATE_LIMIT, error=CertificateError)
     return parse_certificates(data, source=str(path))
 
 

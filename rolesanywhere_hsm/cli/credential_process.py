@@ -32,6 +32,7 @@ def credential_process(
     pkcs8_password: o.Pkcs8Password = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     reuse_pin: o.ReusePin = False,
+    timeout: o.Timeout = 20.0,
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
@@ -57,6 +58,7 @@ def credential_process(
         role_session_name=role_session_name,
         verify=o.tls_verify(no_verify_ssl, ca_bundle),
         trust_env=not no_proxy,
+        timeout=timeout,
     )
     sys.stdout.write(credentials.credential_process_json() + "\n")
     sys.stdout.flush()

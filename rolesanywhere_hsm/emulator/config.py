@@ -41,7 +41,7 @@ def load_certificates(path: str | Path) -> list[Any]:
     """All certificates in a PEM file (one or more) or a DER file."""
     from cryptography import x509
 
-    data = _read(path)
+    data = _read(path, "CA certificate")
     try:
         if b"-----BEGIN" in data:
             certs = x509.load_pem_x509_certificates(data)
@@ -56,7 +56,7 @@ def load_crls(path: str | Path) -> list[Any]:
     """The CRLs in a PEM file (one or more) or a DER file."""
     from cryptography import x509
 
-    data = _read(path)
+    data = _read(path, "CRL")
     try:
         if b"-----BEGIN" in data:
             marker = b"-----BEGIN X509 CRL-----"
@@ -69,17 +69,16 @@ def load_crls(path: str | Path) -> list[Any]:
         raise UsageError(f"{path}: not a PEM or DER CRL ({exc})") from None
 
 
-def _read(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+def _read(path: str | Path, what: str = "emulator") -> bytes:
+    from rolesanywhere_hsm.files import CONFIG_LIMIT, read_regular_file
+
+    return read_regular_file(path, what=what, limit=CONFIG_LIMIT)
 
 
 def load_config(path: str | Path) -> EmulatorConfig:
     """Read a config file: JSON if it ends in .json, else TOML. Paths in it are relative to it."""
     path = Path(path)
-    text = _read(path)
+    text = _read(path, "emulator config")
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -22,13 +22,9 @@ __all__ = ["FileSigner", "open_file_signer"]
 
 
 def _read(path: str, what: str, error: type[RolesAnywhereError] = KeyLoadError) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise error(
-            f"Cannot read the {what} file {path}: {exc.strerror or exc}.",
-            hint="Check the path and its permissions.",
-        ) from None
+    from rolesanywhere_hsm.files import KEY_LIMIT, read_regular_file
+
+    return read_regular_file(path, what=what, limit=KEY_LIMIT, error=error)
 
 
 def _looks_pkcs12(data: bytes) -> bool:

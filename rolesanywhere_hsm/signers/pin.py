@@ -222,13 +222,9 @@ def _pin_source_path(source: str) -> Path:
 
 
 def _pin_from_file(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PinUnavailableError(
-            f"Cannot read the PIN file {path}: {exc.strerror or exc}.",
-            hint="Check the pin-source path and its permissions.",
-        ) from None
+    from rolesanywhere_hsm.files import PIN_FILE_LIMIT, read_regular_file
+
+    data = read_regular_file(path, what="PIN", limit=PIN_FILE_LIMIT, error=PinUnavailableError)
     text = data.decode("utf-8", "replace")
     return text.splitlines()[0] if text else ""
 
