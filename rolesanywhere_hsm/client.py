@@ -30,6 +30,7 @@ from rolesanywhere_hsm.endpoints import resolve_endpoint
 from rolesanywhere_hsm.errors import (
     ArnError,
     DeadlineExceededError,
+    EndpointError,
     RolesAnywhereError,
     TransportError,
     UsageError,
@@ -286,6 +287,11 @@ class RolesAnywhereClient:
                 transport=transport,
                 headers={"User-Agent": "rolesanywhere-hsm/0.1", "Accept-Encoding": "identity"},
             )
+        except httpx.InvalidURL as exc:  # what urlsplit let through and httpx does not
+            raise EndpointError(
+                f"The endpoint {redact(self.endpoint)} is not a valid URL ({one_line(str(exc))}).",
+                hint="Give a URL such as https://rolesanywhere.us-east-1.amazonaws.com.",
+            ) from None
         except (OSError, ValueError) as exc:  # a bad proxy URL
             raise UsageError(
                 f"Cannot set up HTTPS: {one_line(redact(str(exc)))}.",

@@ -70,9 +70,17 @@ def parse_certificates(data: bytes, source: str = "input") -> list[bytes]:
     or a CertificateError."""
     if _PEM_CERT.search(data):
         ders = []
-        for type_name, _headers, der in _pem.unarmor(data, multiple=True):
-            if type_name in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
-                ders.append(der)
+        try:
+            for type_name, _headers, der in _pem.unarmor(data, multiple=True):
+                if type_name in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
+                    ders.append(der)
+        except ValueError:  # a block without its END line, or a body that is not base64
+            from rolesanywhere_hsm.redact import redact
+
+            raise CertificateError(
+                f"{redact(source)} holds a damaged PEM block (cut short, or not base64 inside).",
+                hint="Copy the certificate again, from -----BEGIN to -----END.",
+            ) from None
         if not ders:
             raise CertificateError(f"{source} holds no certificate.", hint="Give a PEM or DER certificate file.")
         return ders

@@ -15,6 +15,7 @@ import typer
 
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.files import write_atomic
+from rolesanywhere_hsm.redact import redact
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
@@ -66,6 +67,19 @@ def _build_config(
     )
 
 
+def _check_files(port_file: Path | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Refuse at once what would hang or fail late: a FIFO or device as a TLS file (ssl would
+    block on it or read it whole), a port file that is a directory."""
+    from rolesanywhere_hsm.files import KEY_LIMIT, read_regular_file
+
+    for path, what in ((tls_cert, "--tls-cert"), (tls_key, "--tls-key")):
+        if path is not None:
+            read_regular_file(path, what=what, limit=KEY_LIMIT)
+    if port_file is not None and (port_file.is_dir() or (port_file.exists() and not port_file.is_file())):
+        raise UsageError(f"--port-file {redact(str(port_file))} exists and is not a regular file",
+                         hint="Give the path of a file to create or replace.")
+
+
 def _announce(emulator: Emulator) -> None:
     config = emulator.config
     lines = [f"rolesanywhere-hsm emulator listening on {emulator.url} (region {config.region})"]
@@ -112,7 +126,8 @@ def register(app: typer.Typer) -> None:
             "--region", metavar="REGION", help="Region the emulator serves (default: the trust anchor ARN's, "
             "else us-east-1).")] = None,
         host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port; 0 picks a free one.")] = 0,
+        port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port; 0 picks a free one.",
+                                          min=0, max=65535)] = 0,
         port_file: Annotated[Optional[Path], typer.Option(
             "--port-file", metavar="FILE", help="Write the port here (atomically) once listening.")] = None,
         tls_cert: Annotated[Optional[Path], typer.Option(
@@ -146,6 +161,7 @@ def register(app: typer.Typer) -> None:
             config.skew_seconds = skew_seconds
         if tls_key is not None and tls_cert is None:
             raise UsageError("--tls-key needs --tls-cert")
+        _check_files(port_file, tls_cert, tls_key)
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("emulator: %(message)s"))

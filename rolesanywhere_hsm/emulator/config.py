@@ -86,6 +86,8 @@ def load_config(path: str | Path) -> EmulatorConfig:
             data = tomllib.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are both
         raise UsageError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+    except RecursionError:  # both parsers recurse once per level of nesting
+        raise UsageError(f"{path}: nested too deeply to be an emulator config") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the top level must be a table/object")
     return config_from_mapping(data, base_dir=path.parent, source=str(path))
@@ -140,7 +142,7 @@ def config_from_mapping(
     account = get(data, "account", str, "top level")
     partition = get(data, "partition", str, "top level")
     first = anchors[0].get("arn") if isinstance(anchors[0], dict) else None
-    if first and not (region and account):
+    if isinstance(first, str) and not (region and account):  # a wrong type is reported below
         # Region and account default to the first trust anchor's, as the client's do.
         try:
             arn = parse_arn(first, "trust-anchor")
