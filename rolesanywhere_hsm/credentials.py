@@ -70,7 +70,7 @@ class Credentials:
             entry = payload["credentialSet"][0]
             creds = entry["credentials"]
         except (KeyError, IndexError, TypeError):
-            raise _unusable("it has no credentialSet[0].credentials") from None
+            raise _unusable("the answer has no credentialSet[0].credentials") from None
         if not isinstance(entry, Mapping) or not isinstance(creds, Mapping):
             raise _unusable("credentialSet[0].credentials is not an object")
         fields = {}
@@ -79,7 +79,7 @@ class Credentials:
             if value is None:
                 raise _unusable(f"{name} is missing")
             if not isinstance(value, str):
-                raise _unusable(f"{name} is a {type(value).__name__}, not a string")
+                raise _unusable(f"{name} is not a string ({type(value).__name__})")
             if not value.strip():
                 raise _unusable(f"{name} is empty")
             fields[name] = value

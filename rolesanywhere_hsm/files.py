@@ -12,8 +12,12 @@ never a half-written one; a secret is never readable by others, not even for a m
 from __future__ import annotations
 
 import os
+import selectors
 import stat
+import subprocess
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rolesanywhere_hsm.errors import RolesAnywhereError, UsageError
@@ -25,7 +29,9 @@ __all__ = [
     "CONFIG_LIMIT",
     "KEY_LIMIT",
     "PIN_FILE_LIMIT",
+    "CappedOutput",
     "read_regular_file",
+    "run_capped",
     "write_atomic",
 ]
 
@@ -100,6 +106,56 @@ def read_regular_file(
         raise fail(exc.strerror or type(exc).__name__, "Check the path and its permissions.") from None
     finally:
         os.close(fd)
+
+
+@dataclass(frozen=True)
+class CappedOutput:
+    """What `run_capped` got: the exit status (None when the program was stopped) and stdout."""
+
+    returncode: int | None
+    stdout: bytes
+    over_limit: bool = False
+
+
+def run_capped(argv: list[str], *, limit: int, timeout: float) -> CappedOutput:
+    """Run `argv` (no shell, no stdin, stderr dropped) and read at most `limit` bytes of its stdout.
+
+    A program that prints more is stopped at once (`over_limit`), one that runs longer than
+    `timeout` seconds is stopped and `subprocess.TimeoutExpired` raised: neither its output nor
+    its running time can grow without bound. OSError (not found, not executable) passes through.
+    """
+    give_up = time.monotonic() + timeout
+    process = subprocess.Popen(  # noqa: S603 (argv, no shell)
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    fd = process.stdout.fileno()
+    data = bytearray()
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while True:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(argv, timeout)
+                if not selector.select(left):
+                    continue
+                chunk = os.read(fd, limit + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > limit:
+                    return CappedOutput(None, b"", over_limit=True)
+        try:
+            returncode = process.wait(max(0.0, give_up - time.monotonic()))
+        except subprocess.TimeoutExpired:  # closed its stdout but kept running
+            raise subprocess.TimeoutExpired(argv, timeout) from None
+        return CappedOutput(returncode, bytes(data))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
 
 
 def _size(limit: int) -> str:

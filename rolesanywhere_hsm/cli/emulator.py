@@ -126,8 +126,7 @@ def register(app: typer.Typer) -> None:
             "--region", metavar="REGION", help="Region the emulator serves (default: the trust anchor ARN's, "
             "else us-east-1).")] = None,
         host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
-        port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port; 0 picks a free one.",
-                                          min=0, max=65535)] = 0,
+        port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port; 0 picks a free one.")] = 0,
         port_file: Annotated[Optional[Path], typer.Option(
             "--port-file", metavar="FILE", help="Write the port here (atomically) once listening.")] = None,
         tls_cert: Annotated[Optional[Path], typer.Option(
@@ -161,6 +160,8 @@ def register(app: typer.Typer) -> None:
             config.skew_seconds = skew_seconds
         if tls_key is not None and tls_cert is None:
             raise UsageError("--tls-key needs --tls-cert")
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--port {port} is not a TCP port", hint="Give 1..65535, or 0 to pick a free one.")
         _check_files(port_file, tls_cert, tls_key)
 
         handler = logging.StreamHandler(sys.stderr)

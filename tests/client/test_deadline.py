@@ -186,11 +186,11 @@ def test_a_declared_huge_length_is_refused_before_reading(signer: Signer) -> Non
         ({"expiration": "2001-01-01T00:00:00Z"}, "they expired at 2001-01-01T00:00:00Z"),
         ({"expiration": "2099-01-01T00:00:00"}, "expiration is not a timestamp with a timezone"),
         ({"expiration": "soon"}, "expiration is not a timestamp with a timezone"),
-        ({"accessKeyId": 12345}, "accessKeyId is a int, not a string"),
+        ({"accessKeyId": 12345}, "accessKeyId is not a string (int)"),
         ({"sessionToken": ""}, "sessionToken is empty"),
         ({"secretAccessKey": ...}, "secretAccessKey is missing"),
         ({"secretAccessKey": None}, "secretAccessKey is missing"),
-        ({"sessionToken": ["a"]}, "sessionToken is a list, not a string"),
+        ({"sessionToken": ["a"]}, "sessionToken is not a string (list)"),
     ],
 )
 def test_a_201_with_unusable_credentials_is_exit_7(signer: Signer, overrides: dict[str, Any], reason: str) -> None:
