@@ -224,7 +224,11 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         limit = _limit(timeout, _CONNECTING, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._inner.connect_tcp(host, port, limit, local_address, socket_options))
+        try:
+            stream = self._inner.connect_tcp(host, port, limit, local_address, socket_options)
+        except UnicodeError:  # the resolver's IDNA step: an empty or overlong label (a proxy's host)
+            raise httpcore.ConnectError(f"the host name {host!r} is not valid") from None
+        return _DeadlineStream(stream)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
@@ -349,6 +353,12 @@ class RolesAnywhereClient:
             )
             try:
                 status, headers, answer = self._exchange(request, auth, deadline, attempt + 1)
+            except DeadlineExceededError as exc:
+                if last_error is None:
+                    raise
+                raise DeadlineExceededError(  # say why there was an attempt after the first
+                    f"{exc.message} The attempt before: {last_error.message}", hint=exc.hint
+                ) from exc
             except TransportError as exc:
                 if not getattr(exc, "retryable", True):
                     raise

@@ -228,3 +228,37 @@ def test_server_text_in_an_error_is_one_escaped_shortened_line(signer: Signer) -
     assert "\x1b" not in text and "\n" not in text and "\u202e" not in text
     assert "\\x1b[2J" in text and "\\x0aline two\\u202e" in text
     assert len(text) < 400 and text.endswith("...")
+
+
+def test_endless_headers_end_in_a_transport_error(signer: Signer) -> None:
+    with FaultServer("endless-headers") as server:
+        elapsed, error = call(server.url, signer, budget=10.0)
+    assert isinstance(error, TransportError) and error.exit_code == 7
+    assert elapsed < 5  # refused by the header size limit, not by the budget
+    assert server.connections <= 3
+
+
+def test_the_budget_also_holds_through_a_proxy(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline backend sits under the proxy transports too: a silent proxy is cut."""
+    with FaultServer("silent") as proxy:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        start = time.monotonic()
+        with RolesAnywhereClient("eu-west-1", endpoint="http://localhost:9", retry=FAST) as client:
+            with pytest.raises(DeadlineExceededError, match="waiting for the answer"):
+                client.create_session(signer, ARNS, deadline=Deadline.after(BUDGET))
+        elapsed = time.monotonic() - start
+        assert proxy.connections == 1
+    assert BUDGET - 0.05 <= elapsed < BUDGET + MARGIN
+
+
+def test_a_retry_cut_by_the_budget_says_why_it_was_retried(signer: Signer) -> None:
+    """First attempt: a 503; the second meets silence; the message keeps the first failure."""
+    busy = answer(503, b'{"message": "busy"}', {"X-Amzn-ErrorType": "ServiceUnavailableException"})
+    with FaultServer("script", script=[busy, None]) as server:
+        _, error = call(server.url, signer)
+        assert server.connections == 2
+    assert isinstance(error, DeadlineExceededError)
+    assert "(attempt 2). The attempt before: The endpoint failed with HTTP 503 " \
+        "(ServiceUnavailableException: busy)." in error.message
