@@ -4,6 +4,10 @@ Signing is an `httpx.Auth`, so each attempt (including every retry) is signed af
 `X-Amz-Date`, and the signer is asked for exactly one signature per attempt. A
 `RolesAnywhereClient` keeps its connection pool and is meant to live as long as a credential
 server does; `create_session()` is the one-shot convenience for `credential-process`.
+
+Each call has one time budget (a `Deadline`) for all its attempts, enforced on every socket
+operation, and reads at most MAX_ANSWER_BYTES of an answer: whatever the server does, a call
+ends in bounded time and memory.
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ def _error_from_answer(status: int, headers: httpx.Headers, body: bytes) -> Role
         message = ""
     message = one_line(message) if isinstance(message, str) else ""
     if status >= 500:
-        said = f" ({error_type}: {message})" if error_type or message else ""
+        said = ": ".join(part for part in (error_type, message) if part)
+        said = f" ({said})" if said else ""
         return TransportError(
             f"The endpoint failed with HTTP {status}{said}.",
             hint="The service had a fault; the call was retried within the time budget. Try again later.",
