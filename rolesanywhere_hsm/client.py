@@ -275,13 +275,16 @@ class RolesAnywhereClient:
         endpoint: str | None = None,
         verify: bool | str = True,
         trust_env: bool = True,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         retry: RetryPolicy = RetryPolicy(),
         clock: Clock = _utcnow,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.region = region
         self.endpoint = resolve_endpoint(region, endpoint)
+        if isinstance(timeout, httpx.Timeout):  # per-operation limits, as callers gave before budgets
+            limits = [t for t in (timeout.connect, timeout.read, timeout.write, timeout.pool) if t is not None]
+            timeout = max(limits) if limits else DEFAULT_TIMEOUT
         self.timeout = check_timeout(timeout)
         self._retry = retry
         self._clock = clock

@@ -262,3 +262,12 @@ def test_a_retry_cut_by_the_budget_says_why_it_was_retried(signer: Signer) -> No
     assert isinstance(error, DeadlineExceededError)
     assert "(attempt 2). The attempt before: The endpoint failed with HTTP 503 " \
         "(ServiceUnavailableException: busy)." in error.message
+
+
+def test_a_per_operation_timeout_becomes_the_budget() -> None:
+    import httpx
+
+    with RolesAnywhereClient("eu-west-1", timeout=httpx.Timeout(7.0, connect=3.0)) as client:
+        assert client.timeout == 7.0
+    with RolesAnywhereClient("eu-west-1") as client:
+        assert client.timeout == 20.0
