@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import ipaddress
 import json
 import logging
 import random
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -179,6 +182,7 @@ class _Watch:
 
 _WATCH: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("rah_deadline", default=None)
 
+_RESOLVING = "looking up the address"
 _CONNECTING = "connecting"
 _TLS = "in the TLS handshake"
 _SENDING = "sending the request"
@@ -228,12 +232,18 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        limit = _limit(timeout, _CONNECTING, httpcore.ConnectTimeout)
-        try:
-            stream = self._inner.connect_tcp(host, port, limit, local_address, socket_options)
-        except UnicodeError:  # the resolver's IDNA step: an empty or overlong label (a proxy's host)
-            raise httpcore.ConnectError(f"the host name {host!r} is not valid") from None
-        return _DeadlineStream(stream)
+        addresses = [host] if _WATCH.get() is None or _is_ip_literal(host) else _resolve(host, port)
+        error: Exception | None = None
+        for address in addresses:  # as socket.create_connection does, each with what is left
+            limit = _limit(timeout, _CONNECTING, httpcore.ConnectTimeout)
+            try:
+                return _DeadlineStream(self._inner.connect_tcp(address, port, limit, local_address, socket_options))
+            except httpcore.ConnectError as exc:
+                error = exc
+            except UnicodeError:  # the resolver's IDNA step: an empty or overlong label
+                raise httpcore.ConnectError(f"the host name {host!r} is not valid") from None
+        assert error is not None
+        raise error
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
@@ -243,6 +253,43 @@ class _DeadlineBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    """The addresses of `host`, looked up within the time left: `getaddrinfo` takes no timeout
+    and a broken resolver can hold it for tens of seconds, so it runs in a daemon thread that
+    is abandoned (it ends on its own) when the budget runs out first."""
+    limit = _limit(None, _RESOLVING, httpcore.ConnectTimeout)
+    outcome: list[Any] = []
+    done = threading.Event()
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as exc:  # noqa: BLE001 (handed to the waiting thread)
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name="rah-resolve", daemon=True).start()
+    if not done.wait(limit):
+        raise httpcore.ConnectTimeout(f"the time budget ran out {_RESOLVING}")
+    if isinstance(outcome[0], UnicodeError):
+        raise httpcore.ConnectError(f"the host name {host!r} is not valid")
+    if isinstance(outcome[0], Exception):
+        raise httpcore.ConnectError(str(outcome[0]))
+    addresses = list(dict.fromkeys(info[4][0] for info in outcome[0]))
+    if not addresses:
+        raise httpcore.ConnectError(f"no address for {host!r}")
+    return addresses
 
 
 def _install_deadline_backend(http: httpx.Client) -> None:
@@ -459,6 +506,7 @@ _DEADLINE_HINT = "Check the network, the proxy and --endpoint; or give more time
 
 def _phase_words(phase: str) -> str:
     return {
+        _RESOLVING: "looking up the address of",
         _CONNECTING: "connecting to",
         _TLS: "in the TLS handshake with",
         _SENDING: "sending the request to",

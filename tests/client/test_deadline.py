@@ -9,6 +9,7 @@ it ended soon after it (with a margin wide enough for a loaded machine).
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -271,3 +272,31 @@ def test_a_per_operation_timeout_becomes_the_budget() -> None:
         assert client.timeout == 7.0
     with RolesAnywhereClient("eu-west-1") as client:
         assert client.timeout == 20.0
+
+
+def test_a_name_lookup_that_hangs_is_cut_at_the_deadline(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """getaddrinfo has no timeout; a resolver that never answers is stood in for by one that
+    waits until released (the real resolver cannot be made to hang on loopback)."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "hangs.example":
+            release.wait(30)
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    try:
+        elapsed, error = call("https://hangs.example", signer)
+    finally:
+        release.set()
+    assert isinstance(error, DeadlineExceededError)
+    assert "ran out looking up the address of https://hangs.example" in error.message
+    assert BUDGET - 0.05 <= elapsed < BUDGET + MARGIN
+
+
+def test_localhost_is_resolved_and_each_address_tried(signer: Signer) -> None:
+    with FaultServer("fixed", payload=credentials_answer()) as server:
+        with RolesAnywhereClient("eu-west-1", endpoint=f"http://localhost:{server.port}", trust_env=False) as client:
+            credentials = client.create_session(signer, ARNS, deadline=Deadline.after(5))
+    assert credentials.access_key_id == "ASIAFAULTSERVER00001"
