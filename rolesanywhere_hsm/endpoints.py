@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from rolesanywhere_hsm.errors import EndpointError
+from rolesanywhere_hsm.redact import redact
 
 __all__ = ["FIPS_REGIONS", "default_endpoint", "resolve_endpoint"]
 
@@ -71,7 +72,7 @@ def _check_override(url: str, source: str) -> str:
             parts.hostname.encode("idna")  # an empty or overlong label: UnicodeError, a ValueError
     except ValueError as exc:
         raise EndpointError(
-            f"The endpoint {url!r} from {source} is not a valid URL ({exc}).",
+            f"The endpoint '{redact(url)}' from {source} is not a valid URL ({exc}).",
             hint="Give a URL such as https://rolesanywhere.us-east-1.amazonaws.com.",
         ) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:

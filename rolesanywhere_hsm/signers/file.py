@@ -7,7 +7,6 @@ Loading refuses a key that does not belong to the certificate, because the alter
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
