@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import random
+import re
 import socket
 import ssl
 import threading
@@ -62,6 +63,7 @@ log = logging.getLogger("rolesanywhere_hsm.client")
 DEFAULT_DURATION = 3600
 MIN_DURATION, MAX_DURATION = 900, 43200
 SESSIONS_PATH = "/sessions"
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
 # A CreateSession answer is a few KiB; anything near this is not Roles Anywhere.
 MAX_ANSWER_BYTES = 1024 * 1024
 # Retried answers (section 5): throttling and server faults; never other 4xx.
@@ -534,15 +536,18 @@ def _credentials_from_answer(answer: bytes) -> Credentials:
 
 
 def _ssl_context(cafile: str) -> ssl.SSLContext:
-    """A context trusting the CA bundle `cafile`, read through the bounded reader first."""
+    """A context trusting the CA bundle `cafile`, read through the bounded reader first.
+
+    Only the PEM blocks are handed to ssl (bundles carry comments, some not ASCII); a file
+    without any is tried as one DER certificate.
+    """
     data = read_regular_file(cafile, what="CA bundle", limit=CA_BUNDLE_LIMIT, error=UsageError)
+    blocks = _PEM_CERTIFICATE.findall(data)
     try:
-        return ssl.create_default_context(cadata=data.decode("ascii"))
-    except (ssl.SSLError, ValueError, UnicodeDecodeError):
-        pass
-    try:  # a DER bundle (one certificate)
+        if blocks:
+            return ssl.create_default_context(cadata=b"\n".join(blocks).decode("ascii"))
         return ssl.create_default_context(cadata=data)
-    except (ssl.SSLError, ValueError, TypeError) as exc:
+    except (ssl.SSLError, ValueError) as exc:
         raise UsageError(
             f"The CA bundle {redact(cafile)} holds no usable certificate ({one_line(str(exc), limit=120)}).",
             hint="Give a PEM file of CA certificates with --ca-bundle / AWS_CA_BUNDLE.",
