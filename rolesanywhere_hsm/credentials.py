@@ -26,6 +26,19 @@ def parse_expiration(value: str) -> dt.datetime:
     return when.astimezone(dt.timezone.utc)
 
 
+def _unusable(reason: str, *, clock_hint: bool = False) -> TransportError:
+    return TransportError(
+        f"The service answered with unusable credentials: {reason}.",
+        hint="Check this machine's clock and time zone." if clock_hint
+        else "Check that --endpoint points at Roles Anywhere.",
+    )
+
+
+def _optional_text(value: object) -> str | None:
+    """An informational field (role ARN, source identity): kept when it is a string."""
+    return value if isinstance(value, str) else None
+
+
 def format_expiration(when: dt.datetime) -> str:
     """`2026-01-16T00:02:43Z`: the SDKs need the timezone, and `Z` is what AWS writes."""
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -42,25 +55,51 @@ class Credentials:
     source_identity: str | None = None
 
     @classmethod
-    def from_create_session(cls, payload: Mapping[str, Any]) -> Credentials:
-        """Read the 201 answer of CreateSession; a malformed one is a TransportError."""
+    def from_create_session(
+        cls, payload: Mapping[str, Any], *, now: dt.datetime | None = None
+    ) -> Credentials:
+        """Read the 201 answer of CreateSession, checked before anything uses it.
+
+        Every credential field must be a non-empty string and the expiration a timestamp with a
+        timezone that is still in the future (at `now`, default the current time): printing
+        expired or mistyped credentials would make the SDK fail later with an error that points
+        nowhere near the cause. Anything else is a TransportError (exit 7) whose message names
+        the field, never its value.
+        """
         try:
             entry = payload["credentialSet"][0]
             creds = entry["credentials"]
-            return cls(
-                access_key_id=str(creds["accessKeyId"]),
-                secret_access_key=str(creds["secretAccessKey"]),
-                session_token=str(creds["sessionToken"]),
-                expiration=parse_expiration(str(creds["expiration"])),
-                role_arn=entry.get("roleArn"),
-                assumed_role_arn=(entry.get("assumedRoleUser") or {}).get("arn"),
-                source_identity=entry.get("sourceIdentity"),
-            )
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            raise TransportError(
-                f"The CreateSession answer is not in the expected shape ({type(exc).__name__}: {exc}).",
-                hint="Check that --endpoint points at Roles Anywhere.",
-            ) from None
+        except (KeyError, IndexError, TypeError):
+            raise _unusable("the answer has no credentialSet[0].credentials") from None
+        if not isinstance(entry, Mapping) or not isinstance(creds, Mapping):
+            raise _unusable("credentialSet[0].credentials is not an object")
+        fields = {}
+        for name in ("accessKeyId", "secretAccessKey", "sessionToken", "expiration"):
+            value = creds.get(name)
+            if value is None:
+                raise _unusable(f"{name} is missing")
+            if not isinstance(value, str):
+                raise _unusable(f"{name} is not a string ({type(value).__name__})")
+            if not value.strip():
+                raise _unusable(f"{name} is empty")
+            fields[name] = value
+        try:
+            expiration = parse_expiration(fields["expiration"])
+        except ValueError:
+            raise _unusable("expiration is not a timestamp with a timezone") from None
+        now = now or dt.datetime.now(dt.timezone.utc)
+        if expiration <= now:
+            raise _unusable(f"they expired at {format_expiration(expiration)}", clock_hint=True)
+        assumed = entry.get("assumedRoleUser")
+        return cls(
+            access_key_id=fields["accessKeyId"],
+            secret_access_key=fields["secretAccessKey"],
+            session_token=fields["sessionToken"],
+            expiration=expiration,
+            role_arn=_optional_text(entry.get("roleArn")),
+            assumed_role_arn=_optional_text(assumed.get("arn")) if isinstance(assumed, Mapping) else None,
+            source_identity=_optional_text(entry.get("sourceIdentity")),
+        )
 
     def seconds_left(self, now: dt.datetime | None = None) -> float:
         now = now or dt.datetime.now(dt.timezone.utc)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from rolesanywhere_hsm.errors import EndpointError
+from rolesanywhere_hsm.redact import redact
 
 __all__ = ["FIPS_REGIONS", "default_endpoint", "resolve_endpoint"]
 
@@ -55,8 +56,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_override(url: str, source: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
+        if parts.hostname and not _is_ip(parts.hostname):
+            parts.hostname.encode("idna")  # an empty or overlong label: UnicodeError, a ValueError
+    except ValueError as exc:
+        raise EndpointError(
+            f"The endpoint '{redact(url)}' from {source} is not a valid URL ({exc}).",
+            hint="Give a URL such as https://rolesanywhere.us-east-1.amazonaws.com.",
+        ) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise EndpointError(
             f"The endpoint {url!r} from {source} is not an http(s) URL.",

@@ -25,7 +25,8 @@ secret key or a session token: messages are built from names and counts, never f
     │   ├── ResourceNotFoundError                404 ResourceNotFoundException
     │   └── ThrottlingError                      429 ThrottlingException (after retries)
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
-        └── CredentialsUnavailableError          no valid credentials now (refreshes failing)
+        ├── CredentialsUnavailableError          no valid credentials now (refreshes failing)
+        └── DeadlineExceededError                the time budget (--timeout) ran out
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "ArnError",
     "CertificateError",
     "CredentialsUnavailableError",
+    "DeadlineExceededError",
     "EndpointError",
     "KeyLoadError",
     "ModuleLoadError",
@@ -168,6 +170,12 @@ class CredentialsUnavailableError(TransportError):
     """A long-lived credential source holds no valid credentials now: the first fetch has not
     finished, or refreshes keep failing and the last good credentials have expired. The cause
     (the failed refresh's error) is in `__cause__` and in the message."""
+
+
+class DeadlineExceededError(TransportError):
+    """The time budget of the call ran out; the message names the phase it ran out in."""
+
+    retryable = False  # there is no time left for another attempt
 
 
 _SERVICE_ERRORS: dict[str, type[ServiceError]] = {

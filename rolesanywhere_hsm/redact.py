@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["HIDDEN", "redact", "redact_optional"]
+__all__ = ["HIDDEN", "one_line", "redact", "redact_optional"]
 
 HIDDEN = "<hidden>"
 
@@ -64,3 +64,21 @@ def redact(text: str) -> str:
 def redact_optional(text: str | None) -> str | None:
     """`redact()` that lets None through, for optional settings."""
     return None if text is None else redact(text)
+
+
+# Beyond the C0/C1 controls: line and paragraph separators, and the bidirectional overrides
+# that make a terminal show text in another order than it was sent.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_unsafe(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """Text from a server (an error message, an error type) made fit to show: one line,
+    control characters escaped (so it cannot move the cursor or recolour the terminal), and
+    at most `limit` characters, the cut marked with `...`."""
+    shown = _UNSAFE.sub(_escape_unsafe, text)
+    return shown if len(shown) <= limit else shown[: max(0, limit - 3)] + "..."

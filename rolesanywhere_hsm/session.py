@@ -87,7 +87,7 @@ class CredentialSpec:
     trust_env: bool = True
     timeout: float | None = None
     no_tpm_key_password: bool = False
-    cert_selector: str | None = None  # the official helper's --cert-selector text
+    cert_selector: Any = None  # the official helper's --cert-selector text (or a parsed one)
     use_latest_expiring_certificate: bool = False
     arns: SessionArns = field(init=False, repr=False, compare=False)
     selector: Any = field(init=False, repr=False, compare=False)  # cert_selector, parsed
@@ -113,14 +113,16 @@ class CredentialSpec:
                 f"--role-session-name {redact(self.role_session_name)!r} is not a valid role session name.",
                 hint="Use 2 to 64 characters: letters, digits and + = , . @ _ -.",
             )
-        if self.timeout is not None and not self.timeout > 0:
-            raise UsageError(f"The timeout {self.timeout} is not a positive number of seconds.")
+        if self.timeout is not None:
+            from rolesanywhere_hsm.deadline import check_timeout
+
+            check_timeout(self.timeout)
         object.__setattr__(self, "arns", arns)
-        selector = None
-        if self.cert_selector:
+        selector = self.cert_selector  # text from a command line or profile, or already parsed
+        if isinstance(selector, str) and selector:
             from rolesanywhere_hsm.certselector import parse_cert_selector
 
-            selector = parse_cert_selector(self.cert_selector)
+            selector = parse_cert_selector(selector)
         object.__setattr__(self, "selector", selector)
 
     @property
@@ -173,12 +175,18 @@ class CredentialSpec:
             "verify": self.verify,
             "trust_env": self.trust_env,
             "no_tpm_key_password": self.no_tpm_key_password,
-            "cert_selector": _reference(self.cert_selector[7:]) if (self.cert_selector or "").startswith(
-                "file://") else self.cert_selector,
+            "cert_selector": _selector_reference(self.cert_selector),
             "use_latest_expiring_certificate": self.use_latest_expiring_certificate,
         }
         blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def _selector_reference(selector: Any) -> Any:
+    """A --cert-selector for the cache key: a selector file by its identity, else its text."""
+    if isinstance(selector, str) and selector.startswith("file://"):
+        return _reference(selector[len("file://"):])
+    return selector if selector is None or isinstance(selector, str) else repr(selector)
 
 
 def _reference(ref: str | None) -> Any:
@@ -347,17 +355,15 @@ class CredentialSession:
     def _open_client(self) -> RolesAnywhereClient:
         if self._client is None:
             from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
+            from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT
 
-            kwargs: dict[str, Any] = {}
-            if self.spec.timeout is not None:
-                kwargs["timeout"] = self.spec.timeout  # the client's time budget per fetch
             self._client = RolesAnywhereClient(
                 self.spec.signing_region,
                 endpoint=self.spec.endpoint,
                 verify=self.spec.verify,
                 trust_env=self.spec.trust_env,
                 retry=self._retry or RetryPolicy(),
-                **kwargs,
+                timeout=self.spec.timeout or DEFAULT_TIMEOUT,  # the budget of each fetch
             )
         return self._client
 

@@ -90,9 +90,17 @@ def parse_certificates(data: bytes, source: str = "input") -> list[bytes]:
     or a CertificateError."""
     if _PEM_CERT.search(data):
         ders = []
-        for type_name, _headers, der in _pem.unarmor(data, multiple=True):
-            if type_name in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
-                ders.append(der)
+        try:
+            for type_name, _headers, der in _pem.unarmor(data, multiple=True):
+                if type_name in ("CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"):
+                    ders.append(der)
+        except ValueError:  # a block without its END line, or a body that is not base64
+            from rolesanywhere_hsm.redact import redact
+
+            raise CertificateError(
+                f"{redact(source)} holds a damaged PEM block (cut short, or not base64 inside).",
+                hint="Copy the certificate again, from -----BEGIN to -----END.",
+            ) from None
         if not ders:
             raise CertificateError(f"{source} holds no certificate.", hint="Give a PEM or DER certificate file.")
         return ders
@@ -110,13 +118,9 @@ def parse_certificates(data: bytes, source: str = "input") -> list[bytes]:
 
 def load_certificates(path: str | Path) -> list[bytes]:
     """Certificates from a file, as DER; at least one or a CertificateError."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CertificateError(
-            f"Cannot read the certificate file {path}: {exc.strerror or exc}.",
-            hint="Check the path and its permissions.",
-        ) from None
+    from rolesanywhere_hsm.files import CERTIFICATE_LIMIT, read_regular_file
+
+    data = read_regular_file(path, what="certificate", limit=CERTIFICATE_LIMIT, error=CertificateError)
     return parse_certificates(data, source=str(path))
 
 

@@ -2,7 +2,8 @@
 
 Each command group lives in its own module with a `register(app)` function. Errors are caught
 in exactly one place, `main()`, which prints the person-facing message on stderr and exits with
-the error's code; `--debug` (or RAH_DEBUG=1) shows the traceback instead.
+the error's code; `--debug` (or RAH_DEBUG=1) shows the traceback before it, and keeps the code:
+scripts that branch on the exit code must not change behaviour when someone turns on debugging.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 import typer
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         app(args=args, prog_name="rolesanywhere-hsm")
     except RolesAnywhereError as exc:
         if _debug_requested(args):
-            raise
+            traceback.print_exc(file=sys.stderr)
         print(f"rolesanywhere-hsm: {exc.diagnostics()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:
         if _debug_requested(args):
-            raise
+            traceback.print_exc(file=sys.stderr)
         print(
             f"rolesanywhere-hsm: internal error ({type(exc).__name__}); "
             "run again with --debug and report the traceback.",

@@ -38,6 +38,7 @@ def credential_process(
     use_latest_expiring_certificate: o.UseLatestExpiringCertificate = False,
     system_store_name: o.SystemStoreName = None,
     system_store_location: o.SystemStoreLocation = None,
+    timeout: o.Timeout = 20.0,
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
@@ -58,6 +59,7 @@ def credential_process(
         no_tpm_key_password=no_tpm_key_password,
         cert_selector=cert_selector,
         use_latest_expiring_certificate=use_latest_expiring_certificate,
+        timeout=timeout,
     )
     with CredentialSession(spec, pkcs8_password=pkcs8_password,
                            tpm_key_password=tpm_key_password) as session:

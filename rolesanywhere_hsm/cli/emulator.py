@@ -15,6 +15,7 @@ import typer
 
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.files import write_atomic
+from rolesanywhere_hsm.redact import redact
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
@@ -64,6 +65,19 @@ def _build_config(
         profile_arn=profile_arn,
         role_arns=role_arns,
     )
+
+
+def _check_files(port_file: Path | None, tls_cert: Path | None, tls_key: Path | None) -> None:
+    """Refuse at once what would hang or fail late: a FIFO or device as a TLS file (ssl would
+    block on it or read it whole), a port file that is a directory."""
+    from rolesanywhere_hsm.files import KEY_LIMIT, read_regular_file
+
+    for path, what in ((tls_cert, "--tls-cert"), (tls_key, "--tls-key")):
+        if path is not None:
+            read_regular_file(path, what=what, limit=KEY_LIMIT)
+    if port_file is not None and (port_file.is_dir() or (port_file.exists() and not port_file.is_file())):
+        raise UsageError(f"--port-file {redact(str(port_file))} exists and is not a regular file",
+                         hint="Give the path of a file to create or replace.")
 
 
 def _announce(emulator: Emulator) -> None:
@@ -154,6 +168,9 @@ def register(app: typer.Typer) -> None:
             config.credential_lifetime = credential_lifetime
         if tls_key is not None and tls_cert is None:
             raise UsageError("--tls-key needs --tls-cert")
+        if not 0 <= port <= 65535:
+            raise UsageError(f"--port {port} is not a TCP port", hint="Give 1..65535, or 0 to pick a free one.")
+        _check_files(port_file, tls_cert, tls_key)
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("emulator: %(message)s"))

@@ -69,6 +69,17 @@ WithProxy = Annotated[
     ),
 ]
 NoProxy = Annotated[bool, typer.Option("--no-proxy", help="Ignore HTTPS_PROXY and the other proxy variables.")]
+Timeout = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        metavar="SECONDS",
+        help="Time budget for the call to Roles Anywhere: all attempts, connect, TLS and the answer "
+        "together (the PIN prompt is not counted).",
+        envvar="RAH_TIMEOUT",
+        show_envvar=True,
+    ),
+]
 Debug = Annotated[
     bool, typer.Option("--debug", help="Log each step on stderr and show tracebacks. Never logs secrets.")
 ]

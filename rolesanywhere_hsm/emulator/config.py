@@ -43,7 +43,7 @@ def load_certificates(path: str | Path) -> list[Any]:
     """All certificates in a PEM file (one or more) or a DER file."""
     from cryptography import x509
 
-    data = _read(path)
+    data = _read(path, "CA certificate")
     try:
         if b"-----BEGIN" in data:
             certs = x509.load_pem_x509_certificates(data)
@@ -58,7 +58,7 @@ def load_crls(path: str | Path) -> list[Any]:
     """The CRLs in a PEM file (one or more) or a DER file."""
     from cryptography import x509
 
-    data = _read(path)
+    data = _read(path, "CRL")
     try:
         if b"-----BEGIN" in data:
             marker = b"-----BEGIN X509 CRL-----"
@@ -71,17 +71,16 @@ def load_crls(path: str | Path) -> list[Any]:
         raise UsageError(f"{path}: not a PEM or DER CRL ({exc})") from None
 
 
-def _read(path: str | Path) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+def _read(path: str | Path, what: str = "emulator") -> bytes:
+    from rolesanywhere_hsm.files import CONFIG_LIMIT, read_regular_file
+
+    return read_regular_file(path, what=what, limit=CONFIG_LIMIT)
 
 
 def load_config(path: str | Path) -> EmulatorConfig:
     """Read a config file: JSON if it ends in .json, else TOML. Paths in it are relative to it."""
     path = Path(path)
-    text = _read(path)
+    text = _read(path, "emulator config")
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -89,6 +88,8 @@ def load_config(path: str | Path) -> EmulatorConfig:
             data = tomllib.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and TOMLDecodeError are both
         raise UsageError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {exc}") from None
+    except RecursionError:  # both parsers recurse once per level of nesting
+        raise UsageError(f"{path}: nested too deeply to be an emulator config") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: the top level must be a table/object")
     return config_from_mapping(data, base_dir=path.parent, source=str(path))
@@ -143,7 +144,7 @@ def config_from_mapping(
     account = get(data, "account", str, "top level")
     partition = get(data, "partition", str, "top level")
     first = anchors[0].get("arn") if isinstance(anchors[0], dict) else None
-    if first and not (region and account):
+    if isinstance(first, str) and not (region and account):  # a wrong type is reported below
         # Region and account default to the first trust anchor's, as the client's do.
         try:
             arn = parse_arn(first, "trust-anchor")

@@ -11,7 +11,6 @@ Loading refuses a key that does not belong to the certificate, because the alter
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,13 +51,9 @@ def signing_function(key: Any, digest: str = "SHA256") -> Callable[[bytes], byte
 
 
 def _read(path: str, what: str, error: type[RolesAnywhereError] = KeyLoadError) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise error(
-            f"Cannot read the {what} file {path}: {exc.strerror or exc}.",
-            hint="Check the path and its permissions.",
-        ) from None
+    from rolesanywhere_hsm.files import KEY_LIMIT, read_regular_file
+
+    return read_regular_file(path, what=what, limit=KEY_LIMIT, error=error)
 
 
 def _looks_pkcs12(data: bytes) -> bool:

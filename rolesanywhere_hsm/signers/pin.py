@@ -222,13 +222,9 @@ def _pin_source_path(source: str) -> Path:
 
 
 def _pin_from_file(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PinUnavailableError(
-            f"Cannot read the PIN file {path}: {exc.strerror or exc}.",
-            hint="Check the pin-source path and its permissions.",
-        ) from None
+    from rolesanywhere_hsm.files import PIN_FILE_LIMIT, read_regular_file
+
+    data = read_regular_file(path, what="PIN", limit=PIN_FILE_LIMIT, error=PinUnavailableError)
     text = data.decode("utf-8", "replace")
     return text.splitlines()[0] if text else ""
 
@@ -242,15 +238,10 @@ def _pin_from_command(command: str) -> str:
     if not argv:
         raise PinUnavailableError("pin-source=cmd: names no command.",
                                   hint="Write pin-source=cmd:program args.")
+    from rolesanywhere_hsm.files import PIN_FILE_LIMIT, run_capped
+
     try:
-        done = subprocess.run(  # noqa: S603 (no shell: argv from shlex)
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            timeout=PIN_COMMAND_TIMEOUT,
-            check=False,
-        )
+        done = run_capped(argv, limit=PIN_FILE_LIMIT, timeout=PIN_COMMAND_TIMEOUT)
     except FileNotFoundError:
         raise PinUnavailableError(f"The PIN command {argv[0]!r} was not found.",
                                   hint="Give the full path of the program in pin-source=cmd:.") from None
@@ -262,6 +253,9 @@ def _pin_from_command(command: str) -> str:
     except OSError as exc:
         raise PinUnavailableError(f"The PIN command {argv[0]!r} cannot run: {exc.strerror or exc}.",
                                   hint="Check the program and its permissions.") from None
+    if done.over_limit:
+        raise PinUnavailableError(f"The PIN command {argv[0]!r} printed more than 1 KiB.",
+                                  hint="It must print the PIN on its first line, and little else.")
     if done.returncode != 0:
         raise PinUnavailableError(
             f"The PIN command {argv[0]!r} failed with exit status {done.returncode}.",

@@ -154,4 +154,4 @@ def test_debug_shows_the_traceback_of_a_failure(server: Emulator, leaf_files: di
 
 def test_missing_ca_bundle_is_a_usage_error(server: Emulator, leaf_files: dict[str, Any], tmp_path: Path) -> None:
     result = run(command(server, leaf_files["p256"], "--ca-bundle", str(tmp_path / "absent.pem")))
-    _assert_clean_failure(result, 2, "Cannot set up HTTPS")
+    _assert_clean_failure(result, 2, "Cannot read the CA bundle file")

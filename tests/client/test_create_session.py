@@ -203,3 +203,22 @@ def test_role_session_name_is_sent_when_the_profile_accepts_it(server: Emulator,
     credentials = session(server, config_for(leaf_files["p256"]), role_session_name="batch-job-7")
     assert server.last_request.json() == {"durationSeconds": 3600, "roleSessionName": "batch-job-7"}
     assert credentials.assumed_role_arn.endswith("/batch-job-7")
+
+
+def test_a_ca_bundle_with_comments_and_several_certificates_is_read(
+    root_ca: CertificateAuthority, leaf_files: dict[str, Any], tmp_path: Path
+) -> None:
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    tls_key = leaf_files["p256"].private_key
+    cert_file = write_pem(tmp_path / "tls.crt", _with_ip_san(root_ca, tls_key, cx509))
+    key_file = write_pem(tmp_path / "tls.key", tls_key, mode=0o600)
+    stranger = CertificateAuthority.create("Stranger CA")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(  # as distributions write them: comments (not all ASCII) between blocks
+        "# Issuer: CN=Stranger CA, O=Ŏrganisation\n".encode() + stranger.certificate.public_bytes(Encoding.PEM)
+        + b"\n# Issuer: CN=Root\n" + root_ca.certificate.public_bytes(Encoding.PEM)
+    )
+    with Emulator(EmulatorConfig.for_certificates([root_ca.certificate]), tls_cert=cert_file, tls_key=key_file) as server:
+        assert session(server, config_for(leaf_files["p256"]), verify=str(bundle)).access_key_id

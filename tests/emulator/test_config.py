@@ -93,7 +93,7 @@ def test_a_loaded_config_serves_credentials(files: Path, p256_key: Any, leaf: An
         ("this is = = not toml", "not valid TOML"),
         ("region = 'us-east-1'", "missing key 'trust_anchors'"),
         ("[[trust_anchors]]\narn = 'x'\ncertificates = ['ca.pem']", "'x' is not a trust-anchor ARN"),
-        (f"[[trust_anchors]]\narn = '{ANCHOR}'\ncertificates = ['missing.pem']", "cannot read"),
+        (f"[[trust_anchors]]\narn = '{ANCHOR}'\ncertificates = ['missing.pem']", "Cannot read the CA certificate file"),
         (f"[[trust_anchors]]\narn = '{ANCHOR}'\ncertificates = ['ca.pem']\ncolour = 'blue'", "unknown key(s) colour"),
         (f"[[trust_anchors]]\narn = '{ANCHOR}'\ncertificates = ['ca.pem']\n[[profiles]]\narn = '{PROFILE}'\n"
          f"role_arns = ['{ROLE}']\nduration_seconds = true", "'duration_seconds' has the wrong type"),
@@ -116,5 +116,5 @@ def test_a_bad_file_is_one_clear_usage_error(text: str, message: str, files: Pat
 
 
 def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read"):
+    with pytest.raises(UsageError, match="Cannot read the emulator config file"):
         load_config(tmp_path / "nope.toml")

@@ -1,0 +1,82 @@
+"""A time budget for one call to the service, as an absolute point on the monotonic clock.
+
+A credential helper that hangs holds every `aws` command on the host with it, so a run gets one
+budget for all its attempts (connect, TLS, sending, waiting for the answer, backoff between
+attempts) instead of per-operation timeouts that restart with every byte a slow server drips.
+An absolute deadline (not a duration) is what gets passed down, so that every layer measures
+against the same instant. Pure and cheap to import: the CLI reads `--timeout` with it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from rolesanywhere_hsm.errors import UsageError
+
+__all__ = ["DEFAULT_TIMEOUT", "TIMEOUT_ENV", "Deadline", "check_timeout", "timeout_from_env"]
+
+DEFAULT_TIMEOUT = 20.0
+TIMEOUT_ENV = "RAH_TIMEOUT"
+# A day: far beyond any sane budget, small enough that arithmetic on it stays exact.
+MAX_TIMEOUT = 86400.0
+
+
+def check_timeout(seconds: float, *, setting: str = "--timeout") -> float:
+    """`seconds` if it is a usable budget (finite, above zero), else a UsageError."""
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) \
+            or not 0 < seconds <= MAX_TIMEOUT:
+        raise UsageError(
+            f"{setting} {seconds!r} is not a usable time budget.",
+            hint=f"Give a number of seconds above 0 and at most {MAX_TIMEOUT:.0f} (default {DEFAULT_TIMEOUT:g}).",
+        )
+    return float(seconds)
+
+
+def timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """The budget from RAH_TIMEOUT, or the default when it is unset or empty."""
+    environ = os.environ if environ is None else environ
+    text = environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    return check_timeout(value, setting=TIMEOUT_ENV)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """An instant on `clock` (time.monotonic by default) by which the work must be over.
+
+    `budget` is the length it was created with, kept for messages ("the 20 s budget").
+    """
+
+    at: float
+    budget: float
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+
+    @classmethod
+    def after(cls, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> Deadline:
+        seconds = check_timeout(seconds)
+        return cls(clock() + seconds, seconds, clock)
+
+    def remaining(self) -> float:
+        """Seconds left, never below zero."""
+        return max(0.0, self.at - self.clock())
+
+    def expired(self) -> bool:
+        return self.clock() >= self.at
+
+    def clamp(self, seconds: float | None) -> float:
+        """A timeout for one blocking operation: `seconds` (None: no own limit) cut to what is left."""
+        left = self.remaining()
+        return left if seconds is None else min(seconds, left)
+
+    def describe(self) -> str:
+        """`2 s`, `0.5 s`: the budget as messages show it."""
+        return f"{self.budget:g} s"
