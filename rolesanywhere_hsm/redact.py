@@ -13,6 +13,10 @@ we quote it):
   wrong place and is hidden;
 - `user:password@` in a URL (`scheme://user:password@host`) is dropped;
 - control characters are escaped so that a quoted value cannot rewrite the terminal.
+
+Applied twice it changes nothing. Besides the call sites, `RolesAnywhereError` passes every
+message and hint through it (errors.py): a message built by code that forgot to redact a
+quoted value is still safe, in the one-line error and in a `--debug` traceback.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ HIDDEN = "<hidden>"
 # A value ends where the next attribute starts (`&name=` or `;name=`), not at any `&`: a PIN
 # may contain `&`, and cutting there would echo the rest of it.
 _NEXT_ATTRIBUTE = r"(?=[&;][A-Za-z][A-Za-z0-9-]*=|$)"
-_PIN_VALUE = re.compile(r"(pin-value\s*=).*?" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL)
-_PIN_SOURCE = re.compile(r"(pin-source\s*=)(.*?)" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL)
+# A value already hidden is left with what follows it, so that redact() is idempotent and a
+# message built from redacted parts keeps its tail (": No such file or directory").
+_PIN_VALUE = re.compile(r"(pin-value\s*=)(?!<hidden>).*?" + _NEXT_ATTRIBUTE,
+                        re.IGNORECASE | re.DOTALL)
+_PIN_SOURCE = re.compile(r"(pin-source\s*=)(?!<hidden>)(.*?)" + _NEXT_ATTRIBUTE,
+                         re.IGNORECASE | re.DOTALL)
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
