@@ -9,8 +9,8 @@ The rules, applied to any text, not only to well-formed URIs (a malformed URI is
 we quote it):
 - `pin-value=...` keeps its name and loses its value, up to the next attribute or the end;
 - `pin-source=...` is kept only in a recognised form: `file:PATH` (or an absolute path),
-  `env:NAME`, and `cmd:` with the command's name only; anything else may be a PIN typed in the
-  wrong place and is hidden;
+  `env:NAME` with NAME in the conventional upper case, and `cmd:` with the command's name
+  only; anything else may be a PIN typed in the wrong place and is hidden;
 - `user:password@` in a URL (`scheme://user:password@host`) is dropped;
 - control characters are escaped so that a quoted value cannot rewrite the terminal.
 
@@ -37,7 +37,8 @@ _PIN_VALUE = re.compile(r"(pin-value\s*=)(?!<hidden>).*?" + _NEXT_ATTRIBUTE,
 _PIN_SOURCE = re.compile(r"(pin-source\s*=)(?!<hidden>)(.*?)" + _NEXT_ATTRIBUTE,
                          re.IGNORECASE | re.DOTALL)
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Shown only in the conventional form (upper case): `env:Pin1234` is more likely a PIN.
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

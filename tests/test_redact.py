@@ -46,6 +46,7 @@ def test_the_rest_of_the_uri_is_kept_to_help_find_the_mistake() -> None:
         (f"cmd:/usr/bin/pass show {PIN}", "cmd:pass ..."),
         ("cmd:getpin", "cmd:getpin"),
         (f"env:{PIN}-x", HIDDEN),
+        ("env:MyPin42", HIDDEN),  # a valid variable name, but more likely a PIN
         (PIN, HIDDEN),
     ],
 )
