@@ -131,7 +131,9 @@ def test_no_terminal_fails_fast_instead_of_hanging() -> None:
     assert time.monotonic() - started < 10
 
 
-def test_prompt_uses_the_terminal_with_echo_off_never_stdout() -> None:
+def _start_prompt_on_pty() -> tuple[subprocess.Popen[bytes], int, int]:
+    """The prompt script on a pty that is its controlling terminal, once the prompt shows.
+    Returns (child, master fd, slave fd); the caller closes both fds."""
     master, slave = pty.openpty()
 
     def make_controlling_tty() -> None:
@@ -145,13 +147,19 @@ def test_prompt_uses_the_terminal_with_echo_off_never_stdout() -> None:
         [sys.executable, "-c", _PROMPT_SCRIPT], preexec_fn=make_controlling_tty,  # noqa: PLW1509
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(slave,),
     )
-    os.close(slave)
     seen = b""
     deadline = time.monotonic() + 20
     while b"PIN for token test: " not in seen and time.monotonic() < deadline:
         if select.select([master], [], [], 0.5)[0]:
             seen += os.read(master, 1024)
     assert b"PIN for token test: " in seen
+    return child, master, slave
+
+
+def test_prompt_uses_the_terminal_with_echo_off_never_stdout() -> None:
+    child, master, slave = _start_prompt_on_pty()
+    os.close(slave)
+    seen = b""
     time.sleep(0.1)  # let the child switch echo off (it did before writing the prompt)
     os.write(master, b"S3cret-pin\n")
     out, err = child.communicate(timeout=20)
@@ -246,29 +254,6 @@ def test_a_pin_file_readable_by_others_gets_a_warning(
 
 
 # -- the terminal is restored when the process is stopped at the prompt ------------------------
-
-
-def _start_prompt_on_pty() -> tuple[subprocess.Popen[bytes], int, int]:
-    master, slave = pty.openpty()
-
-    def make_controlling_tty() -> None:
-        import fcntl
-        import termios
-
-        os.setsid()
-        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
-
-    child = subprocess.Popen(
-        [sys.executable, "-c", _PROMPT_SCRIPT], preexec_fn=make_controlling_tty,  # noqa: PLW1509
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(slave,),
-    )
-    seen = b""
-    deadline = time.monotonic() + 20
-    while b"PIN for token test: " not in seen and time.monotonic() < deadline:
-        if select.select([master], [], [], 0.5)[0]:
-            seen += os.read(master, 1024)
-    assert b"PIN for token test: " in seen
-    return child, master, slave
 
 
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
