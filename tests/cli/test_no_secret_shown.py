@@ -147,6 +147,11 @@ CASES = [
          lambda w: ["credential-process", "--certificate", CERT_URI,
                     *w.arns(endpoint=f"http://user:{URL_SECRET}@127.0.0.1:{w.closed_port}")], 7,
          env=lambda w: {"RAH_PKCS11_PIN": PIN}),
+    Case("proxy-with-credentials", _cp("--certificate", CERT_URI), 7,
+         env=lambda w: {"RAH_PKCS11_PIN": PIN, "NO_PROXY": "", "no_proxy": "",
+                        **{name: f"http://user:{URL_SECRET}@127.0.0.1:{w.closed_port}/"
+                           for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
+                                        "https_proxy", "all_proxy")}}),
     Case("module-missing", _cp("--certificate", f"{CERT_URI}?pin-value={PIN}&module-path=/nonexistent.so"), 4),
     # Key files with a password.
     Case("wrong-password",
