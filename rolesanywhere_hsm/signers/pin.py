@@ -209,7 +209,7 @@ class PinRequest:
         return (
             f"PinRequest(description={self.description!r}, "
             f"pin_value={'<hidden>' if self.pin_value is not None else None}, "
-            f"pin_source={self.pin_source!r}, "
+            f"pin_source={None if self.pin_source is None else _shown_source(self.pin_source)!r}, "
             f"protected_authentication_path={self.protected_authentication_path})"
         )
 

@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from rolesanywhere_hsm.errors import Pkcs11UriError
+from rolesanywhere_hsm.redact import redact
 
 __all__ = [
     "CK_BYTE_MAX",
@@ -195,11 +196,12 @@ class Pkcs11Uri:
         return text + ("?" + "&".join(query) if query else "")
 
     def __str__(self) -> str:
-        """The URI with any pin-value hidden: safe for messages and logs."""
-        return self.to_string(hide_pin=True)
+        """The URI with any pin-value hidden and the pin-source shown only in a recognised
+        form (`redact()`): safe for messages and logs."""
+        return redact(self.to_string(hide_pin=True))
 
     def __repr__(self) -> str:
-        return f"Pkcs11Uri({self.to_string(hide_pin=True)!r})"
+        return f"Pkcs11Uri({str(self)!r})"
 
     # -- helpers for selection --------------------------------------------------------------
 

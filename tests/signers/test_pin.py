@@ -277,3 +277,8 @@ def test_terminal_echo_is_restored_when_stopped_at_the_prompt(signum: str) -> No
             child.wait()
         os.close(master)
         os.close(slave)
+
+
+def test_request_repr_hides_a_pin_typed_as_pin_source() -> None:
+    assert "48151623" not in repr(PinRequest("PIN", pin_source="48151623"))
+    assert "env:TOKEN_PIN" in repr(PinRequest("PIN", pin_source="env:TOKEN_PIN"))

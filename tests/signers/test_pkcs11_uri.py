@@ -290,3 +290,9 @@ def test_parser_only_raises_our_error(text: str) -> None:
         parse_pkcs11_uri("pkcs11:" + text)
     except Pkcs11UriError:
         pass
+
+
+def test_a_pin_typed_as_pin_source_is_hidden_from_str_and_repr() -> None:
+    uri = parse_pkcs11_uri("pkcs11:token=t?pin-source=48151623")
+    assert "48151623" not in str(uri) and "48151623" not in repr(uri)
+    assert str(parse_pkcs11_uri("pkcs11:token=t?pin-source=file:/etc/pin")).endswith("pin-source=file:/etc/pin")
