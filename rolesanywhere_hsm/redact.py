@@ -21,9 +21,10 @@ quoted value is still safe, in the one-line error and in a `--debug` traceback.
 
 from __future__ import annotations
 
+import logging
 import re
 
-__all__ = ["HIDDEN", "redact", "redact_optional"]
+__all__ = ["HIDDEN", "RedactingFilter", "redact", "redact_optional"]
 
 HIDDEN = "<hidden>"
 
@@ -73,3 +74,17 @@ def redact(text: str) -> str:
 def redact_optional(text: str | None) -> str | None:
     """`redact()` that lets None through, for optional settings."""
     return None if text is None else redact(text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record's text through `redact()`: the safety net
+    for `--debug` log lines that quote user input (a module path, a URI's criteria), as
+    errors.py is for messages. Put it on the handler (a logger's own filters do not see
+    its children's records)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        shown = redact(text)
+        if shown != text:
+            record.msg, record.args = shown, None
+        return True

@@ -125,3 +125,17 @@ def test_signer_config_repr_hides_every_secret() -> None:
     text = repr(config)
     assert PIN not in text
     assert "pkcs8_password=<hidden>" in text
+
+
+def test_log_records_are_redacted_by_the_filter() -> None:
+    import logging
+
+    from rolesanywhere_hsm.redact import RedactingFilter
+
+    record = logging.LogRecord("rolesanywhere_hsm.pkcs11", logging.DEBUG, __file__, 1,
+                               "module %s, key %s", (f"/m.so?pin-value={PIN}", "k"), None)
+    assert RedactingFilter().filter(record)
+    assert PIN not in record.getMessage() and record.getMessage().startswith("module /m.so")
+    plain = logging.LogRecord("x", logging.DEBUG, __file__, 1, "retry %d", (2,), None)
+    RedactingFilter().filter(plain)
+    assert plain.getMessage() == "retry 2"
