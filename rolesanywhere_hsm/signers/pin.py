@@ -81,27 +81,12 @@ def prompt_on_tty(description: str) -> str:
             f"pkcs11: URI or the {PIN_ENV_VAR} environment variable; for a key file, its "
             "password option (see --help).",
         ) from None
-    import termios  # POSIX only; imported here so that importing this module stays cheap
-
     stopped: list[int] = []
     with open(fd, "r+b", buffering=0) as tty, _stop_signals_raise(stopped):
         try:
-            old = termios.tcgetattr(fd)
-        except termios.error:
-            old = None  # not a real terminal (should not happen for /dev/tty): read anyway
-        try:
-            if old is not None:
-                new = list(old)
-                new[3] &= ~termios.ECHO  # lflag: no echo, keep ICANON so the line is edited
-                termios.tcsetattr(fd, termios.TCSAFLUSH, new)
-            tty.write(f"{description}: ".encode())
-            line = _read_line(tty)
-        except _Stopped:
+            line = _prompt_with_echo_off(fd, tty, description)
+        except _Stopped:  # the terminal was restored on the way out
             line = None
-        finally:
-            if old is not None:
-                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-            tty.write(b"\n")
     if stopped:
         # The terminal is back as it was: now let the signal do what it would have done
         # (end the process, or run the handler that was there before us).
@@ -115,6 +100,29 @@ def prompt_on_tty(description: str) -> str:
             f"{PIN_ENV_VAR}.",
         )
     return line
+
+
+def _prompt_with_echo_off(fd: int, tty, description: str) -> str | None:  # type: ignore[no-untyped-def]
+    import termios
+
+    try:
+        old = termios.tcgetattr(fd)
+    except termios.error:
+        old = None  # not a real terminal (should not happen for /dev/tty): read anyway
+    try:
+        if old is not None:
+            new = list(old)
+            new[3] &= ~termios.ECHO  # lflag: no echo, keep ICANON so the line is edited
+            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+        tty.write(f"{description}: ".encode())
+        return _read_line(tty)
+    finally:
+        # A second stop signal while this runs is ignored by the handler (it raises once).
+        # After a hang-up the terminal may be gone: nothing left to restore, not an error.
+        with contextlib.suppress(OSError, termios.error):
+            if old is not None:
+                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+            tty.write(b"\n")
 
 
 class _Stopped(BaseException):
