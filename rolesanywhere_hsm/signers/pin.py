@@ -315,9 +315,9 @@ def check_pin_file_mode(path: Path) -> None:
         mode = os.stat(path).st_mode
     except OSError:
         return
-    if stat.S_ISREG(mode) and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        who = " and ".join(w for w, bits in (("its group", stat.S_IRWXG), ("others", stat.S_IRWXO))
-                           if mode & bits)
+    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        who = " and ".join(w for w, bit in (("its group", stat.S_IRGRP), ("others", stat.S_IROTH))
+                           if mode & bit)
         log.warning("warning: the PIN file %s can be read by %s (mode %04o); run chmod 600 on it.",
                     redact(str(path)), who, stat.S_IMODE(mode))
 

@@ -236,7 +236,7 @@ def test_a_pin_typed_where_the_pin_source_goes_is_not_shown(source: str) -> None
 # -- PIN file permissions ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o640, True),
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o620, False), (0o640, True),
                                               (0o604, True), (0o644, True)])
 def test_a_pin_file_readable_by_others_gets_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
