@@ -77,12 +77,12 @@ def _check_override(url: str, source: str) -> str:
         ) from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise EndpointError(
-            f"The endpoint {url!r} from {source} is not an http(s) URL.",
+            f"The endpoint {redact(url)!r} from {source} is not an http(s) URL.",
             hint="Give a URL such as https://rolesanywhere.us-east-1.amazonaws.com.",
         )
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise EndpointError(
-            f"The endpoint {url!r} from {source} uses plain http to a host that is not loopback.",
+            f"The endpoint {redact(url)!r} from {source} uses plain http to a host that is not loopback.",
             hint="Use https; plain http is only allowed to 127.0.0.1, ::1 or localhost.",
         )
     return url.rstrip("/")

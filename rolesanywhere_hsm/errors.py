@@ -31,6 +31,8 @@ secret key or a session token: messages are built from names and counts, never f
 
 from __future__ import annotations
 
+from rolesanywhere_hsm.redact import redact
+
 __all__ = [
     "AccessDeniedError",
     "ArnError",
@@ -69,6 +71,11 @@ class RolesAnywhereError(Exception):
     exit_code: int = 1
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # The safety net for "no secret in a message": whatever user input a raising site
+        # quoted, a pin-value, an unknown pin-source, URL user-info and control characters
+        # are gone before the text can reach stderr, a log or a traceback (redact.py).
+        message = redact(message)
+        hint = None if hint is None else redact(hint)
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -9,27 +9,37 @@ The rules, applied to any text, not only to well-formed URIs (a malformed URI is
 we quote it):
 - `pin-value=...` keeps its name and loses its value, up to the next attribute or the end;
 - `pin-source=...` is kept only in a recognised form: `file:PATH` (or an absolute path),
-  `env:NAME`, and `cmd:` with the command's name only; anything else may be a PIN typed in the
-  wrong place and is hidden;
+  `env:NAME` with NAME in the conventional upper case, and `cmd:` with the command's name
+  only; anything else may be a PIN typed in the wrong place and is hidden;
 - `user:password@` in a URL (`scheme://user:password@host`) is dropped;
 - control characters are escaped so that a quoted value cannot rewrite the terminal.
+
+Applied twice it changes nothing. Besides the call sites, `RolesAnywhereError` passes every
+message and hint through it (errors.py): a message built by code that forgot to redact a
+quoted value is still safe, in the one-line error and in a `--debug` traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
-__all__ = ["HIDDEN", "one_line", "redact", "redact_optional"]
+__all__ = ["HIDDEN", "RedactingFilter", "one_line", "redact", "redact_optional"]
 
 HIDDEN = "<hidden>"
 
 # A value ends where the next attribute starts (`&name=` or `;name=`), not at any `&`: a PIN
 # may contain `&`, and cutting there would echo the rest of it.
 _NEXT_ATTRIBUTE = r"(?=[&;][A-Za-z][A-Za-z0-9-]*=|$)"
-_PIN_VALUE = re.compile(r"(pin-value\s*=).*?" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL)
-_PIN_SOURCE = re.compile(r"(pin-source\s*=)(.*?)" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL)
+# A value already hidden is left with what follows it, so that redact() is idempotent and a
+# message built from redacted parts keeps its tail (": No such file or directory").
+_PIN_VALUE = re.compile(r"(pin-value\s*=)(?!<hidden>).*?" + _NEXT_ATTRIBUTE,
+                        re.IGNORECASE | re.DOTALL)
+_PIN_SOURCE = re.compile(r"(pin-source\s*=)(?!<hidden>)(.*?)" + _NEXT_ATTRIBUTE,
+                         re.IGNORECASE | re.DOTALL)
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Shown only in the conventional form (upper case): `env:Pin1234` is more likely a PIN.
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -82,3 +92,17 @@ def one_line(text: str, limit: int = 200) -> str:
     at most `limit` characters, the cut marked with `...`."""
     shown = _UNSAFE.sub(_escape_unsafe, text)
     return shown if len(shown) <= limit else shown[: max(0, limit - 3)] + "..."
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record's text through `redact()`: the safety net
+    for `--debug` log lines that quote user input (a module path, a URI's criteria), as
+    errors.py is for messages. Put it on the handler (a logger's own filters do not see
+    its children's records)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        shown = redact(text)
+        if shown != text:
+            record.msg, record.args = shown, None
+        return True

@@ -57,12 +57,25 @@ def _debug_requested(argv: list[str]) -> bool:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and turn our errors into one line + exit code.
 
-    typer's standalone mode handles usage errors itself (exit 2, usage on stderr); anything
-    else that escapes a command arrives here.
+    typer runs in non-standalone mode so that click's usage errors come here too: they are
+    rendered by cli/usage.py (exit 2), which never echoes an argument value (a PIN typed in
+    the wrong place must not reach the terminal or a log).
     """
+    from rolesanywhere_hsm.cli.usage import click_exceptions, usage_message
+
+    clicks = click_exceptions()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name="rolesanywhere-hsm")
+        code = app(args=args, prog_name="rolesanywhere-hsm", standalone_mode=False)
+    except clicks.ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # the help text, as click prints it; nothing typed to echo
+        else:
+            print(f"rolesanywhere-hsm: {usage_message(exc, args)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (getattr(clicks, "Abort", typer.Abort), typer.Abort):
+        print("rolesanywhere-hsm: aborted", file=sys.stderr)
+        sys.exit(1)
     except RolesAnywhereError as exc:
         if _debug_requested(args):
             traceback.print_exc(file=sys.stderr)
@@ -80,3 +93,5 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if isinstance(code, int) and code:  # an explicit Exit(code) from a command (or 130)
+        sys.exit(code)

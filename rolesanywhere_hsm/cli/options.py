@@ -152,6 +152,10 @@ def configure_logging(debug: bool) -> None:
         logging.basicConfig(
             stream=sys.stderr, level=logging.DEBUG, format="rolesanywhere-hsm: %(name)s: %(message)s"
         )
+        from rolesanywhere_hsm.redact import RedactingFilter
+
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RedactingFilter())  # no pin-value or URL password in a log line
         # httpx/httpcore debug lines carry headers; ours are enough and carry no secrets.
         for noisy in ("httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.redact import redact_optional
 # Re-exported: the algorithm names belong to the protocol (sigv4x509); older code imports them here.
 from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
 
@@ -127,24 +128,13 @@ class SignerConfig:
 
     def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
         return (
-            f"SignerConfig(certificate={_redacted(self.certificate)!r}, "
-            f"private_key={_redacted(self.private_key)!r}, "
-            f"intermediates={self.intermediates!r}, pkcs11_lib={self.pkcs11_lib!r}, "
+            f"SignerConfig(certificate={redact_optional(self.certificate)!r}, "
+            f"private_key={redact_optional(self.private_key)!r}, "
+            f"intermediates={redact_optional(self.intermediates)!r}, "
+            f"pkcs11_lib={redact_optional(self.pkcs11_lib)!r}, "
+            f"pkcs8_password={'<hidden>' if self.pkcs8_password is not None else None}, "
             f"reuse_pin={self.reuse_pin!r})"
         )
-
-
-def _redacted(ref: str | None) -> str | None:
-    """A key or certificate reference fit for a message: a pkcs11: URI loses its pin-value."""
-    if ref is None or not ref[:7].lower() == "pkcs11:":
-        return ref
-    from rolesanywhere_hsm.errors import Pkcs11UriError
-    from rolesanywhere_hsm.signers.pkcs11_uri import parse_pkcs11_uri
-
-    try:
-        return str(parse_pkcs11_uri(ref))
-    except Pkcs11UriError:
-        return "pkcs11:<malformed URI>"
 
 
 SignerFactory = Callable[[SignerConfig], Signer]

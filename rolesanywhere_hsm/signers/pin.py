@@ -16,27 +16,41 @@ The order, first match wins (docs/pkcs11.md, "PIN sources"):
 6. a prompt on `/dev/tty` with echo off; with no terminal, `PinUnavailableError`.
 
 A PIN is returned to the caller and never stored here; messages name the source, never the
-value.
+value (a `pin-source` is quoted through `redact()`: a PIN typed where the source goes is
+hidden). Two refusals protect the token's retry counter: an empty PIN, from any source, is
+never sent (`resolve_pin` raises "the PIN is empty" before C_Login: an empty line is a
+mistake, and on a YubiKey it costs one of three tries); and a PIN file readable by group or
+others gets a warning (see `check_pin_file_mode`). The prompt restores the terminal when the
+process is told to stop (SIGTERM, SIGHUP) while echo is off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import logging
 import os
 import shlex
+import signal
+import stat
 import subprocess
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from rolesanywhere_hsm.errors import PinUnavailableError
+from rolesanywhere_hsm.redact import redact
+
+log = logging.getLogger("rolesanywhere_hsm.pin")
 
 __all__ = [
     "PIN_ENV_VAR",
     "PinRequest",
     "PinSourceKind",
     "ProtectedAuthentication",
+    "check_pin_file_mode",
     "prompt_on_tty",
     "read_pin_source",
     "resolve_pin",
@@ -67,24 +81,18 @@ def prompt_on_tty(description: str) -> str:
             f"pkcs11: URI or the {PIN_ENV_VAR} environment variable; for a key file, its "
             "password option (see --help).",
         ) from None
-    import termios  # POSIX only; imported here so that importing this module stays cheap
-
-    with open(fd, "r+b", buffering=0) as tty:
+    stopped: list[int] = []
+    with open(fd, "r+b", buffering=0) as tty, _stop_signals_raise(stopped):
         try:
-            old = termios.tcgetattr(fd)
-        except termios.error:
-            old = None  # not a real terminal (should not happen for /dev/tty): read anyway
-        try:
-            if old is not None:
-                new = list(old)
-                new[3] &= ~termios.ECHO  # lflag: no echo, keep ICANON so the line is edited
-                termios.tcsetattr(fd, termios.TCSAFLUSH, new)
-            tty.write(f"{description}: ".encode())
-            line = _read_line(tty)
-        finally:
-            if old is not None:
-                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-            tty.write(b"\n")
+            line = _prompt_with_echo_off(fd, tty, description)
+        except _Stopped:  # the terminal was restored on the way out
+            line = None
+    if stopped:
+        # The terminal is back as it was: now let the signal do what it would have done
+        # (end the process, or run the handler that was there before us).
+        signal.raise_signal(stopped[0])
+        raise PinUnavailableError(f"The prompt was interrupted ({description}).",
+                                  hint="Run again and type the PIN.")
     if line is None:
         raise PinUnavailableError(
             f"No secret was entered ({description}): the terminal closed.",
@@ -92,6 +100,61 @@ def prompt_on_tty(description: str) -> str:
             f"{PIN_ENV_VAR}.",
         )
     return line
+
+
+def _prompt_with_echo_off(fd: int, tty, description: str) -> str | None:  # type: ignore[no-untyped-def]
+    import termios
+
+    try:
+        old = termios.tcgetattr(fd)
+    except termios.error:
+        old = None  # not a real terminal (should not happen for /dev/tty): read anyway
+    try:
+        if old is not None:
+            new = list(old)
+            new[3] &= ~termios.ECHO  # lflag: no echo, keep ICANON so the line is edited
+            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+        tty.write(f"{description}: ".encode())
+        return _read_line(tty)
+    finally:
+        # A second stop signal while this runs is ignored by the handler (it raises once).
+        # After a hang-up the terminal may be gone: nothing left to restore, not an error.
+        with contextlib.suppress(OSError, termios.error):
+            if old is not None:
+                termios.tcsetattr(fd, termios.TCSAFLUSH, old)
+            tty.write(b"\n")
+
+
+class _Stopped(BaseException):
+    """Raised from a SIGTERM/SIGHUP handler to leave the blocking tty read (PEP 475 retries a
+    read interrupted by a handler that returns; one that raises ends it)."""
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise(stopped: list[int]) -> Iterator[None]:
+    """While prompting, SIGTERM and SIGHUP raise `_Stopped` (recording the signal in
+    `stopped`) so that the `finally` that restores echo runs; the previous handlers come back
+    afterwards. Only the main thread can set handlers: elsewhere the prompt runs without."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if not stopped:
+            stopped.append(signum)
+            raise _Stopped
+
+    # A signal the process ignores (nohup) stays ignored.
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 def _read_line(tty) -> str | None:  # type: ignore[no-untyped-def]
@@ -154,14 +217,37 @@ class PinRequest:
         return (
             f"PinRequest(description={self.description!r}, "
             f"pin_value={'<hidden>' if self.pin_value is not None else None}, "
-            f"pin_source={self.pin_source!r}, "
+            f"pin_source={None if self.pin_source is None else _shown_source(self.pin_source)!r}, "
             f"protected_authentication_path={self.protected_authentication_path})"
         )
 
 
 def resolve_pin(request: PinRequest) -> tuple[str | _ProtectedAuthentication, PinSourceKind]:
     """Apply the policy in the module docstring; return the PIN (or `ProtectedAuthentication`)
-    and where it came from. Raises `PinUnavailableError` when no source gives one."""
+    and where it came from. Raises `PinUnavailableError` when no source gives one, and when
+    the one that answers gives an empty PIN (never sent: see the module docstring)."""
+    pin, kind = _first_pin(request)
+    if pin == "":
+        raise PinUnavailableError(
+            f"The PIN is empty (from {kind.value}); it was not sent to the token, so no try "
+            "was spent.",
+            hint=_EMPTY_HINTS[kind],
+        )
+    return pin, kind
+
+
+_EMPTY_HINTS = {
+    PinSourceKind.URI_PIN_VALUE: "Write the PIN after pin-value= (or use pin-source).",
+    PinSourceKind.URI_PIN_SOURCE: "Check the PIN file (its first line is the PIN), the "
+    "variable or the command that pin-source names.",
+    PinSourceKind.ENVIRONMENT: f"Set {PIN_ENV_VAR} to the PIN, or unset it to be asked.",
+    PinSourceKind.PROTECTED_PATH: "Enter the PIN on the reader's PIN pad.",
+    PinSourceKind.CALLBACK: "The secret callback returned an empty string.",
+    PinSourceKind.PROMPT: "Type the PIN at the prompt (an empty line is not sent).",
+}
+
+
+def _first_pin(request: PinRequest) -> tuple[str | _ProtectedAuthentication, PinSourceKind]:
     if request.pin_value is not None:
         return request.pin_value, PinSourceKind.URI_PIN_VALUE
     environ = os.environ if request.environ is None else request.environ
@@ -194,14 +280,46 @@ def read_pin_source(source: str, environ: Mapping[str, str] | None = None) -> st
                                       hint="Write pin-source=env:VARIABLE_NAME.")
         value = environ.get(name)
         if value is None:
+            shown = _shown_source(source)
+            shown = shown[4:] if shown.startswith("env:") else shown
             raise PinUnavailableError(
-                f"pin-source names the environment variable {name}, which is not set.",
-                hint=f"Export {name} with the PIN, or choose another pin-source.",
+                f"pin-source names the environment variable {shown}, which is not set.",
+                hint="Export it with the PIN, or choose another pin-source.",
             )
         return value
     if source.startswith("cmd:"):
         return _pin_from_command(source[4:])
-    return _pin_from_file(_pin_source_path(source))
+    path = _pin_source_path(source)
+    check_pin_file_mode(path)
+    return _pin_from_file(path)
+
+
+def _shown_source(source: str) -> str:
+    """A pin-source value as a message may quote it (`redact()`'s rule: a PIN typed where the
+    source goes is hidden, a command shows its name only)."""
+    prefix = "pin-source="
+    return redact(prefix + source)[len(prefix):]
+
+
+def check_pin_file_mode(path: Path) -> None:
+    """Warn (on the `rolesanywhere_hsm.pin` logger, shown on stderr) when a PIN file can be
+    read by its group or by others.
+
+    A warning, not a refusal: a PIN file shared with a service group (mode 0640) is a
+    deliberate setup on many hosts, and refusing would turn every `aws` call on the host into
+    an outage after an upgrade, in an unattended process whose stderr few people read; the
+    PIN alone does not give the key (the token must be present too). The warning names the
+    file and the fix; docs/security.md says why. A file we cannot stat is left to the reader
+    to report."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: a NUL in the path, which the reader reports
+        return
+    if stat.S_ISREG(mode) and mode & (stat.S_IRGRP | stat.S_IROTH):
+        who = " and ".join(w for w, bit in (("its group", stat.S_IRGRP), ("others", stat.S_IROTH))
+                           if mode & bit)
+        log.warning("warning: the PIN file %s can be read by %s (mode %04o); run chmod 600 on it.",
+                    redact(str(path)), who, stat.S_IMODE(mode))
 
 
 def _pin_source_path(source: str) -> Path:
@@ -209,14 +327,15 @@ def _pin_source_path(source: str) -> Path:
         parts = urlsplit(source)
         if parts.netloc not in ("", "localhost"):
             raise PinUnavailableError(
-                f"pin-source {source!r} names a file on another host ({parts.netloc}).",
+                f"pin-source={_shown_source(source)} names a file on another host.",
                 hint="Use a local file: pin-source=file:/path/to/pin.",
             )
         return Path(unquote(parts.path))
     if source.startswith("/"):
         return Path(source)
     raise PinUnavailableError(
-        f"pin-source {source!r} is not understood.",
+        f"pin-source={_shown_source(source)} is not understood (not shown unless it is a "
+        "known form: it may be a PIN typed in the wrong place).",
         hint="Use file:/path, an absolute path, env:NAME or cmd:program args.",
     )
 

@@ -1,36 +1,67 @@
 """RFC 7512 `pkcs11:` URIs: parse into a frozen value and print back (round trip).
 
 The URI names a token and an object in it (path attributes) and says how to reach them (query
-attributes: the module, the PIN). What we accept, and where we are stricter than the RFC:
+attributes: the module, the PIN). What we accept, to the letter of RFC 7512 where it speaks,
+and where we are stricter:
 
-- every path and query attribute of RFC 7512 section 2.3 (plus `slot-*` and `library-*`);
-- vendor attributes (`x-...`) are kept, in order, and printed back; RFC 7512 lets a consumer
-  ignore them, and we do when selecting;
-- any other attribute name is an error (the RFC grammar has no room for it, and a typo such as
-  `tokn=` silently matching every token would be worse than a refusal);
+- every path and query attribute of RFC 7512 section 2.3;
+- vendor-specific attributes (`pk11-v-attr-nm-char` names: letters, digits, `-`, `_`; the
+  RFC's own example is `vendor-aaa=value-a`) are kept, in order, and printed back; a consumer
+  may ignore them, and we do when selecting. A name that is one typo away from a standard
+  attribute (`tokn=`, `objet=`) is refused instead: silently matching every token would be
+  worse than a refusal;
 - a path attribute given twice is an error (RFC 7512 section 2.3); so is a standard query
   attribute given twice, and `pin-value` together with `pin-source` (which PIN would win?);
-- `slot-id` is a decimal number (0 is a real slot); `library-version` is `M` or `M.N`;
-  `type` is one of `cert`, `data`, `private`, `public`, `secret-key`;
-- `id` is raw bytes (CKA_ID) and printed fully percent-encoded (`%01%a2`); text attributes are
-  percent-decoded UTF-8.
+- `slot-id` is a decimal CK_SLOT_ID (a C `unsigned long`: 0 is a real slot, and a number the
+  platform's CK_ULONG cannot hold is refused); `library-version` is `M` or `M.N`, each part a
+  CK_BYTE (0..255); `type` is one of `cert`, `data`, `private`, `public`, `secret-key`;
+- characters whose meaning changes are refused: `;` inside a query value (some parsers end
+  the attribute there: `?pin-value=1234;pin-source=...` must not send the PIN
+  `1234;pin-source=...` here and something else elsewhere) and `&` inside a path value; write
+  them `%3B` and `%26`;
+- `module-path` must be absolute (RFC 7512 section 2.4: a URI must not load a library from
+  wherever the process happens to run); `module-name` is case-insensitive
+  (`module_name_matches`);
+- `id` is raw bytes (CKA_ID), printed fully percent-encoded; every percent-escape is printed
+  with uppercase hex (`%4C`, as RFC 3986 section 2.1 and other implementations print it);
+  text attributes are percent-decoded UTF-8.
 
 `pin-value` is a secret: it is hidden from `repr`, `str` and every error message; only
-`to_string()` writes it (that is what a round trip needs).
+`to_string()` writes it (that is what a round trip needs). Errors quote attribute names and
+non-secret values, never a component of the query after a `pin-value` (a PIN containing an
+unencoded `&` would otherwise be shown in part).
 """
 
 from __future__ import annotations
 
+import ctypes
+import difflib
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from rolesanywhere_hsm.errors import Pkcs11UriError
+from rolesanywhere_hsm.redact import redact
 
-__all__ = ["OBJECT_TYPES", "Pkcs11Uri", "is_pkcs11_uri", "parse_pkcs11_uri"]
+__all__ = [
+    "CK_BYTE_MAX",
+    "CK_ULONG_MAX",
+    "OBJECT_TYPES",
+    "Pkcs11Uri",
+    "is_pkcs11_uri",
+    "module_name_matches",
+    "parse_pkcs11_uri",
+]
 
 SCHEME = "pkcs11:"
 OBJECT_TYPES = ("cert", "data", "private", "public", "secret-key")
+# CK_SLOT_ID is a CK_ULONG, a C unsigned long: 64 bits on LP64 Unix, 32 on Windows.
+CK_ULONG_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_ulong)) - 1
+# CK_VERSION's major and minor are CK_BYTEs.
+CK_BYTE_MAX = 255
+# RFC 7512 pk11-v-attr-nm-char: ALPHA / DIGIT / "-" / "_".
+_ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 # RFC 7512 section 2.3, pk11-p-res-avail / pk11-q-res-avail: characters that may stand
 # unencoded in a path value (besides unreserved) and in a query value. quote() keeps
@@ -56,12 +87,18 @@ _PATH_ATTRS: dict[str, str] = {
 }
 _QUERY_ATTRS: dict[str, str] = {
     "pin_source": "pin-source",
-    "pin_value": "pin-value",
     "module_name": "module-name",
     "module_path": "module-path",
+    "pin_value": "pin-value",
 }
 _PATH_BY_URI_NAME = {v: k for k, v in _PATH_ATTRS.items()}
 _QUERY_BY_URI_NAME = {v: k for k, v in _QUERY_ATTRS.items()}
+_STANDARD_NAMES = frozenset(_PATH_BY_URI_NAME) | frozenset(_QUERY_BY_URI_NAME)
+# Names people write for a standard attribute (other tools' words): refused with the right one.
+_MISTAKES = {"label": "object", "key": "object", "slot": "slot-id", "slotid": "slot-id",
+             "pin": "pin-value", "module": "module-path", "lib": "module-path",
+             "library": "module-path", "path": "module-path", "serial-number": "serial",
+             "key-id": "id", "cka-id": "id", "token-label": "token"}
 
 
 @dataclass(frozen=True)
@@ -94,9 +131,31 @@ class Pkcs11Uri:
                 f"pkcs11: URI type={self.type!r} is not one of {', '.join(OBJECT_TYPES)}.",
                 hint="Use type=cert for a certificate and type=private for a private key.",
             )
-        if self.slot_id is not None and self.slot_id < 0:
-            raise Pkcs11UriError("pkcs11: URI slot-id must not be negative.",
-                                 hint="slot-id is the decimal slot number.")
+        if self.slot_id is not None and not 0 <= self.slot_id <= CK_ULONG_MAX:
+            raise Pkcs11UriError(
+                f"pkcs11: URI slot-id={self.slot_id} is out of range (0..{CK_ULONG_MAX}, a CK_SLOT_ID).",
+                hint="slot-id is the decimal slot number (`pkcs11-tool --list-slots`).",
+            )
+        if self.library_version is not None and not all(
+            0 <= part <= CK_BYTE_MAX for part in self.library_version
+        ):
+            raise Pkcs11UriError(
+                "pkcs11: URI library-version parts must be 0..255 (CK_VERSION holds two bytes).",
+                hint="Example: library-version=2.6",
+            )
+        if self.module_path is not None and not self.module_path.startswith("/"):
+            raise Pkcs11UriError(
+                "pkcs11: URI module-path must be an absolute path (RFC 7512 section 2.4).",
+                hint="Write the module's full path, e.g. module-path=/usr/lib/softhsm/libsofthsm2.so, "
+                "or use module-name=.",
+            )
+        for name, _value in self.vendor_path + self.vendor_query:
+            if not _ATTRIBUTE_NAME.fullmatch(name) or name in _STANDARD_NAMES:
+                raise Pkcs11UriError(
+                    "pkcs11: URI vendor attribute names are letters, digits, '-' and '_', and "
+                    "not a standard attribute's name.",
+                    hint="Example: x-vendor=value.",
+                )
         if self.pin_value is not None and self.pin_source is not None:
             raise Pkcs11UriError(
                 "The pkcs11: URI has both pin-value and pin-source.",
@@ -113,34 +172,36 @@ class Pkcs11Uri:
             if value is None:
                 continue
             if name == "id":
-                text = "".join(f"%{b:02x}" for b in value)
+                text = "".join(f"%{b:02X}" for b in value)
             elif name == "slot_id":
                 text = str(value)
             elif name == "library_version":
-                text = f"{value[0]}.{value[1]}"
+                text = f"{value[0]}.{value[1]}" if value[1] else str(value[0])  # "3" is 3.0
             else:
                 text = quote(value, safe=_PATH_SAFE)
             path.append(f"{uri_name}={text}")
         path += [f"{k}={quote(v, safe=_PATH_SAFE)}" for k, v in self.vendor_path]
+        # pin-value last: the parser refuses anything unknown after it (see parse_pkcs11_uri).
         query = []
         for name, uri_name in _QUERY_ATTRS.items():
             value = getattr(self, name)
-            if value is None:
+            if value is None or name == "pin_value":
                 continue
-            if name == "pin_value" and hide_pin:
-                query.append(f"{uri_name}=<hidden>")
-            else:
-                query.append(f"{uri_name}={quote(value, safe=_QUERY_SAFE)}")
+            query.append(f"{uri_name}={quote(value, safe=_QUERY_SAFE)}")
         query += [f"{k}={quote(v, safe=_QUERY_SAFE)}" for k, v in self.vendor_query]
+        if self.pin_value is not None:
+            shown = "<hidden>" if hide_pin else quote(self.pin_value, safe=_QUERY_SAFE)
+            query.append(f"pin-value={shown}")
         text = SCHEME + ";".join(path)
         return text + ("?" + "&".join(query) if query else "")
 
     def __str__(self) -> str:
-        """The URI with any pin-value hidden: safe for messages and logs."""
-        return self.to_string(hide_pin=True)
+        """The URI with any pin-value hidden and the pin-source shown only in a recognised
+        form (`redact()`): safe for messages and logs."""
+        return redact(self.to_string(hide_pin=True))
 
     def __repr__(self) -> str:
-        return f"Pkcs11Uri({self.to_string(hide_pin=True)!r})"
+        return f"Pkcs11Uri({str(self)!r})"
 
     # -- helpers for selection --------------------------------------------------------------
 
@@ -160,7 +221,7 @@ class Pkcs11Uri:
         if self.object is not None:
             parts.append(f"object={self.object!r}")
         if self.id is not None:
-            parts.append("id=" + "".join(f"%{b:02x}" for b in self.id))
+            parts.append("id=" + "".join(f"%{b:02X}" for b in self.id))
         if self.type is not None:
             parts.append(f"type={self.type}")
         return ", ".join(parts)
@@ -171,6 +232,21 @@ class Pkcs11Uri:
 
 def is_pkcs11_uri(text: str) -> bool:
     return text[: len(SCHEME)].lower() == SCHEME
+
+
+def module_name_matches(module_name: str, file_name: str) -> bool:
+    """Whether a library file is the module that `module-name=` names.
+
+    RFC 7512 section 2.3: the name is the module's file name without the platform's prefix
+    and suffix (`mypkcs11` for `libmypkcs11.so`, `mypkcs11.dll`), compared case-insensitively.
+    We also accept the name written with its prefix or suffix (`libsofthsm2.so`), as users do.
+    """
+    def stem(name: str) -> str:
+        name = name.rsplit("/", 1)[-1].casefold()
+        name = re.sub(r"\.(so(\.[0-9]+)*|dylib|dll)$", "", name)
+        return name[3:] if name.startswith("lib") else name
+
+    return bool(module_name) and stem(module_name) == stem(file_name)
 
 
 def _decode_text(raw: str, attr: str, *, secret: bool = False) -> str:
@@ -198,15 +274,56 @@ def _decode_bytes(raw: str, attr: str, *, secret: bool = False) -> bytes:
     return unquote_to_bytes(raw)
 
 
-def _split_attribute(part: str, where: str) -> tuple[str, str]:
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def _split_attribute(part: str, where: str, index: int, *, hidden: bool) -> tuple[str, str]:
+    """`name=value` of one component. Errors say which component, never what it holds: it
+    may be the tail of a PIN whose `&` was not encoded."""
     name, sep, value = part.partition("=")
     if not sep or not name:
-        shown = part if not part.startswith("pin-value") else "pin-value"
         raise Pkcs11UriError(
-            f"pkcs11: URI {where} component has {shown!r}, which is not name=value.",
-            hint="Separate path attributes with ';' and query attributes with '&'.",
+            f"pkcs11: URI: the {_ordinal(index)} {where} component is not name=value"
+            + (f" ({name})." if name in _STANDARD_NAMES and not hidden else " (not shown)."),
+            hint="Separate path attributes with ';' and query attributes with '&'; inside a "
+            "value write ';' as %3B, '&' as %26 and '%' as %25.",
         )
     return name, value
+
+
+def _shown_name(name: str) -> str:
+    return repr(name) if _ATTRIBUTE_NAME.fullmatch(name) and len(name) <= 40 else "not shown"
+
+
+def _check_name(name: str, where: str, *, hidden: bool) -> None:
+    """An attribute name that is neither standard nor a well-formed vendor name, or that is
+    a likely typo of a standard one, is refused."""
+    shown = "(not shown: it follows a pin-value)" if hidden else _shown_name(name)
+    if name in _QUERY_BY_URI_NAME and where == "path":
+        raise Pkcs11UriError(
+            f"pkcs11: URI has the query attribute {name} in its path.",
+            hint=f"{name} is a query attribute: put it after '?', e.g. pkcs11:...?{name}=...",
+        )
+    if name in _PATH_BY_URI_NAME and where == "query":
+        raise Pkcs11UriError(
+            f"pkcs11: URI has the path attribute {name} in its query.",
+            hint=f"{name} is a path attribute: put it before '?', separated by ';'.",
+        )
+    known = _PATH_ATTRS.values() if where == "path" else _QUERY_ATTRS.values()
+    if not _ATTRIBUTE_NAME.fullmatch(name):
+        raise Pkcs11UriError(
+            f"pkcs11: URI has a {where} attribute name {shown} with characters RFC 7512 does not "
+            "allow in a name.",
+            hint=f"Known {where} attributes: {', '.join(known)}.",
+        )
+    close = difflib.get_close_matches(name.lower(), [*_STANDARD_NAMES, *_MISTAKES], n=1, cutoff=0.75)
+    if close:
+        meant = _MISTAKES.get(close[0], close[0])
+        raise Pkcs11UriError(
+            f"pkcs11: URI has an unknown {where} attribute {shown}; did you mean {meant}?",
+            hint=f"Known {where} attributes: {', '.join(known)}.",
+        )
 
 
 def parse_pkcs11_uri(text: str) -> Pkcs11Uri:
@@ -227,38 +344,51 @@ def parse_pkcs11_uri(text: str) -> Pkcs11Uri:
     vendor_path: list[tuple[str, str]] = []
     vendor_query: list[tuple[str, str]] = []
 
-    for part in path_text.split(";") if path_text else []:
-        name, raw = _split_attribute(part, "path")
-        if name.startswith("x-"):
-            vendor_path.append((name, _decode_text(raw, name)))
-            continue
+    for index, part in enumerate(path_text.split(";") if path_text else [], start=1):
+        name, raw = _split_attribute(part, "path", index, hidden=False)
+        if "&" in raw:
+            raise Pkcs11UriError(
+                f"pkcs11: URI path attribute {_shown_name(name)} has an unencoded '&'.",
+                hint="Write '&' inside a value as %26 (RFC 7512 section 2.3).",
+            )
         key = _PATH_BY_URI_NAME.get(name)
         if key is None:
-            hint = "Known path attributes: " + ", ".join(_PATH_ATTRS.values()) + "."
-            if name in _QUERY_BY_URI_NAME:
-                hint = f"{name} is a query attribute: put it after '?', e.g. pkcs11:...?{name}=..."
-            raise Pkcs11UriError(f"pkcs11: URI has an unknown path attribute {name!r}.", hint=hint)
+            _check_name(name, "path", hidden=False)
+            vendor_path.append((name, _decode_text(raw, name)))
+            continue
         if key in values:
             raise Pkcs11UriError(f"pkcs11: URI has the path attribute {name} twice.",
                                  hint="RFC 7512 allows each path attribute once.")
         values[key] = _path_value(key, name, raw)
 
-    for part in query_text.split("&") if query_text else []:
-        name, raw = _split_attribute(part, "query")
-        if name.startswith("x-"):
-            vendor_query.append((name, _decode_text(raw, name)))
-            continue
+    after_pin = False
+    for index, part in enumerate(query_text.split("&") if query_text else [], start=1):
+        name, raw = _split_attribute(part, "query", index, hidden=after_pin)
         key = _QUERY_BY_URI_NAME.get(name)
         if key is None:
-            hint = "Known query attributes: " + ", ".join(_QUERY_ATTRS.values()) + "."
-            if name in _PATH_BY_URI_NAME:
-                hint = f"{name} is a path attribute: put it before '?', separated by ';'."
-            raise Pkcs11UriError(f"pkcs11: URI has an unknown query attribute {name!r}.", hint=hint)
+            _check_name(name, "query", hidden=after_pin)
+        shown = name if key is not None or not after_pin else "(not shown: it follows a pin-value)"
+        if ";" in raw:
+            raise Pkcs11UriError(
+                f"pkcs11: URI query attribute {shown} has an unencoded ';'.",
+                hint="Write ';' inside a value as %3B (RFC 7512 section 2.3): other programs "
+                "end the value there.",
+            )
+        if key is None:
+            if after_pin:
+                raise Pkcs11UriError(
+                    "pkcs11: URI has an unknown query component after pin-value (not shown: it "
+                    "may be the rest of a PIN).",
+                    hint="Write '&' inside a PIN as %26; put vendor attributes before pin-value.",
+                )
+            vendor_query.append((name, _decode_text(raw, name)))
+            continue
         if key in values:
             raise Pkcs11UriError(f"pkcs11: URI has the query attribute {name} twice.",
                                  hint="Give each of pin-value, pin-source, module-name, "
                                  "module-path at most once.")
         values[key] = _decode_text(raw, name, secret=(key == "pin_value"))
+        after_pin = after_pin or key == "pin_value"
 
     return Pkcs11Uri(**values, vendor_path=tuple(vendor_path), vendor_query=tuple(vendor_query))
 
@@ -271,15 +401,20 @@ def _path_value(key: str, name: str, raw: str) -> Any:
         if not text.isascii() or not text.isdigit():
             raise Pkcs11UriError(f"pkcs11: URI slot-id={text!r} is not a decimal number.",
                                  hint="Example: slot-id=0 (see `pkcs11-tool --list-slots`).")
+        if len(text) > 40:  # far beyond any CK_ULONG; keep int() off huge input
+            text = str(CK_ULONG_MAX + 1)
         return int(text)
     if key == "library_version":
         major, dot, minor = text.partition(".")
         if not (major.isascii() and major.isdigit()) or (dot and not (minor.isascii() and minor.isdigit())):
             raise Pkcs11UriError(f"pkcs11: URI library-version={text!r} is not M or M.N.",
                                  hint="Example: library-version=2.6")
+        if len(major) > 3 or len(minor) > 3:
+            raise Pkcs11UriError(
+                "pkcs11: URI library-version parts must be 0..255 (CK_VERSION holds two bytes).",
+                hint="Example: library-version=2.6")
         return (int(major), int(minor) if dot else 0)
     if key == "type" and text not in OBJECT_TYPES:
         raise Pkcs11UriError(f"pkcs11: URI type={text!r} is not one of {', '.join(OBJECT_TYPES)}.",
                              hint="Use type=cert for a certificate, type=private for a private key.")
     return text
-

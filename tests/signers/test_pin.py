@@ -131,7 +131,9 @@ def test_no_terminal_fails_fast_instead_of_hanging() -> None:
     assert time.monotonic() - started < 10
 
 
-def test_prompt_uses_the_terminal_with_echo_off_never_stdout() -> None:
+def _start_prompt_on_pty() -> tuple[subprocess.Popen[bytes], int, int]:
+    """The prompt script on a pty that is its controlling terminal, once the prompt shows.
+    Returns (child, master fd, slave fd); the caller closes both fds."""
     master, slave = pty.openpty()
 
     def make_controlling_tty() -> None:
@@ -145,13 +147,19 @@ def test_prompt_uses_the_terminal_with_echo_off_never_stdout() -> None:
         [sys.executable, "-c", _PROMPT_SCRIPT], preexec_fn=make_controlling_tty,  # noqa: PLW1509
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(slave,),
     )
-    os.close(slave)
     seen = b""
     deadline = time.monotonic() + 20
     while b"PIN for token test: " not in seen and time.monotonic() < deadline:
         if select.select([master], [], [], 0.5)[0]:
             seen += os.read(master, 1024)
     assert b"PIN for token test: " in seen
+    return child, master, slave
+
+
+def test_prompt_uses_the_terminal_with_echo_off_never_stdout() -> None:
+    child, master, slave = _start_prompt_on_pty()
+    os.close(slave)
+    seen = b""
     time.sleep(0.1)  # let the child switch echo off (it did before writing the prompt)
     os.write(master, b"S3cret-pin\n")
     out, err = child.communicate(timeout=20)
@@ -167,3 +175,110 @@ def test_prompt_uses_the_terminal_with_echo_off_never_stdout() -> None:
     assert out.decode().strip() == "GOT:S3cret-pin"
     assert b"S3cret" not in seen  # echo was off
     assert b"PIN for token" not in out + err  # the prompt went to the terminal only
+
+
+# -- empty PINs are never sent ------------------------------------------------------------------
+
+
+def _empty_requests(tmp_path: Path) -> list[tuple[PinRequest, PinSourceKind]]:
+    empty_file = tmp_path / "empty-pin"
+    empty_file.write_text("")
+    empty_file.chmod(0o600)
+    newline_file = tmp_path / "newline-pin"
+    newline_file.write_text("\n1234\n")  # the first line is the PIN, and it is empty
+    newline_file.chmod(0o600)
+    command = f"cmd:{sys.executable} -c 'print()'"
+    return [
+        (PinRequest("PIN", pin_value="", prompt=_no_prompt), PinSourceKind.URI_PIN_VALUE),
+        (PinRequest("PIN", pin_source=str(empty_file), prompt=_no_prompt), PinSourceKind.URI_PIN_SOURCE),
+        (PinRequest("PIN", pin_source=f"file:{newline_file}", prompt=_no_prompt), PinSourceKind.URI_PIN_SOURCE),
+        (PinRequest("PIN", pin_source="env:EMPTY_PIN", environ={"EMPTY_PIN": ""}, prompt=_no_prompt),
+         PinSourceKind.URI_PIN_SOURCE),
+        (PinRequest("PIN", pin_source=command, prompt=_no_prompt), PinSourceKind.URI_PIN_SOURCE),
+        (PinRequest("PIN", environ={PIN_ENV_VAR: ""}, prompt=_no_prompt), PinSourceKind.ENVIRONMENT),
+        (PinRequest("PIN", environ={}, callback=lambda d: "", prompt=_no_prompt), PinSourceKind.CALLBACK),
+        (PinRequest("PIN", environ={}, prompt=lambda d: ""), PinSourceKind.PROMPT),  # Enter at the prompt
+    ]
+
+
+def test_an_empty_pin_from_any_source_is_refused_before_login(tmp_path: Path) -> None:
+    for request, kind in _empty_requests(tmp_path):
+        with pytest.raises(PinUnavailableError) as info:
+            resolve_pin(request)
+        assert "The PIN is empty" in info.value.message, kind
+        assert kind.value in info.value.message
+        assert info.value.exit_code == 5 and info.value.hint
+
+
+def test_an_empty_environment_pin_does_not_fall_through_to_the_prompt() -> None:
+    """An empty RAH_PKCS11_PIN is a mistake to report, not "no PIN given": asking on the
+    terminal instead would hide it (and hang an unattended run until the prompt fails)."""
+    with pytest.raises(PinUnavailableError, match="empty"):
+        resolve_pin(PinRequest("PIN", environ={PIN_ENV_VAR: ""}, prompt=_no_prompt))
+
+
+def test_a_pin_of_spaces_is_a_pin() -> None:
+    assert resolve_pin(PinRequest("PIN", pin_value=" "))[0] == " "
+
+
+# -- pin-source values are quoted through redact() ---------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["4815162342", "env:4815162342",
+                                    "4815162342 file:/x"])
+def test_a_pin_typed_where_the_pin_source_goes_is_not_shown(source: str) -> None:
+    with pytest.raises(PinUnavailableError) as info:
+        read_pin_source(source, {})
+    assert "4815162342" not in info.value.diagnostics()
+    assert "4815162342" not in str(info.value)
+
+
+# -- PIN file permissions ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o600, False), (0o400, False), (0o620, False), (0o640, True),
+                                              (0o604, True), (0o644, True)])
+def test_a_pin_file_readable_by_others_gets_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
+) -> None:
+    path = tmp_path / "pin"
+    path.write_text("4815\n")
+    path.chmod(mode)
+    with caplog.at_level("WARNING", logger="rolesanywhere_hsm.pin"):
+        assert read_pin_source(f"file:{path}") == "4815"  # a warning, not a refusal
+    text = caplog.text
+    assert ("chmod 600" in text) is warned
+    assert "4815" not in text
+    if warned:
+        assert f"{mode:04o}" in text and str(path) in text
+
+
+# -- the terminal is restored when the process is stopped at the prompt ------------------------
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_terminal_echo_is_restored_when_stopped_at_the_prompt(signum: str) -> None:
+    import signal
+    import termios
+
+    child, master, slave = _start_prompt_on_pty()
+    try:
+        # The prompt was written after echo was switched off.
+        assert not termios.tcgetattr(slave)[3] & termios.ECHO
+        child.send_signal(getattr(signal, signum))
+        child.communicate(timeout=20)
+        # The signal still ends the process as it would have (no handler of ours is left)...
+        assert child.returncode == -getattr(signal, signum)
+        # ...and the terminal has its echo back.
+        assert termios.tcgetattr(slave)[3] & termios.ECHO
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        os.close(master)
+        os.close(slave)
+
+
+def test_request_repr_hides_a_pin_typed_as_pin_source() -> None:
+    assert "48151623" not in repr(PinRequest("PIN", pin_source="48151623"))
+    assert "env:TOKEN_PIN" in repr(PinRequest("PIN", pin_source="env:TOKEN_PIN"))
