@@ -31,6 +31,7 @@ import asyncio
 import concurrent.futures
 import inspect
 import logging
+import re
 import socket
 import threading
 import time
@@ -95,7 +96,8 @@ class Response:
 
 Application = Callable[[Request], Union["Response | None", Awaitable["Response | None"]]]
 # (client address, method, target, status, body bytes, seconds) after every answer; method and
-# target are "-" when the request could not be parsed.
+# target are "-" when the request could not be parsed. If it has a `flush()`, the server calls
+# it on every sweep (a quarter second) and when it closes, so it may batch its writes.
 AccessLog = Callable[[tuple[str, int], str, str, int, int, float], None]
 
 
@@ -185,11 +187,23 @@ def _date_header() -> bytes:
     return _date_cache[1]  # type: ignore[no-any-return]
 
 
+_header_cache: dict[tuple[str, str], bytes] = {}
+
+
+def _header_line(header: tuple[str, str]) -> bytes:
+    line = _header_cache.get(header)
+    if line is None:
+        name, value = header
+        line = f"{clean_header_value(name)}: {clean_header_value(value)}\r\n".encode("latin-1", "replace")
+        if len(_header_cache) < 512:  # constant headers repeat; per-request ones must not pile up
+            _header_cache[header] = line
+    return line
+
+
 def _serialize(response: Response, close: bool, head_only: bool = False) -> bytes:
-    reason = _REASONS.get(response.status, "Unknown")
-    parts = [f"HTTP/1.1 {response.status} {reason}\r\n".encode(), _date_header()]
-    for name, value in response.headers:
-        parts.append(f"{clean_header_value(name)}: {clean_header_value(value)}\r\n".encode("latin-1", "replace"))
+    status = response.status
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()), _date_header()]
+    parts += map(_header_line, response.headers)
     parts.append(b"Content-Length: %d\r\n" % len(response.body))
     if close:
         parts.append(b"Connection: close\r\n")
@@ -216,33 +230,35 @@ def _split_target(target: str) -> tuple[str, str]:
     raise _Refusal(400, "Malformed request target")
 
 
+# Control characters other than tab, CR and LF (those are checked by counting CRLFs).
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, list[tuple[str, str]]]:
     """(method, target, version, headers) from the bytes before the blank line."""
-    line_end = head.find(b"\r\n")
-    request_line = head if line_end < 0 else head[:line_end]
-    parts = request_line.split(b" ")
+    crlf = head.count(b"\r\n")
+    if _CONTROL_BYTES.search(head) or head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        raise _Refusal(400, "Control character in the request head")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
     if len(parts) != 3:
         raise _Refusal(400, "Malformed request line")
     method, target, version = parts
     if not method or not _TCHAR.issuperset(method):
         raise _Refusal(400, "Malformed method")
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+    if version != b"HTTP/1.1" and version != b"HTTP/1.0":
         raise _Refusal(400, "Unsupported HTTP version")
-    if not target or any(c <= 0x20 or c == 0x7F for c in target):
+    if not target or b"\t" in target:
         raise _Refusal(400, "Malformed request target")
+    if len(lines) - 1 > limits.max_headers:
+        raise _Refusal(431, "Too many header fields")
     headers: list[tuple[str, str]] = []
-    if line_end >= 0:
-        for line in head[line_end + 2:].split(b"\r\n"):
-            name, colon, value = line.partition(b":")
-            if not colon or not name or not _TCHAR.issuperset(name):
-                # Also obs-fold (a line starting with whitespace) and "Name : value".
-                raise _Refusal(400, "Malformed header line")
-            value = value.strip(b" \t")
-            if any((c < 0x20 and c != 0x09) or c == 0x7F for c in value):
-                raise _Refusal(400, "Control character in a header value")
-            headers.append((name.decode("ascii"), value.decode("latin-1")))
-        if len(headers) > limits.max_headers:
-            raise _Refusal(431, "Too many header fields")
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _TCHAR.issuperset(name):
+            # Also obs-fold (a line starting with whitespace) and "Name : value".
+            raise _Refusal(400, "Malformed header line")
+        headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers
 
 
@@ -694,10 +710,16 @@ class HttpServer:
         # stores a number.
         while True:
             await asyncio.sleep(min(0.25, self.limits.request_timeout / 4, self.limits.keep_alive_timeout / 4))
+            self._flush_log()
             now = self._loop_time()
             for connection in list(self._connections):
                 if connection.deadline and connection.deadline <= now:
                     connection._expire()
+
+    def _flush_log(self) -> None:
+        flush = getattr(self.access_log, "flush", None)
+        if flush is not None:
+            flush()
 
     def stop_accepting(self) -> None:
         if self._server is not None:
@@ -716,6 +738,7 @@ class HttpServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        self._flush_log()
         if self._server is not None:
             try:
                 await asyncio.wait_for(self._server.wait_closed(), timeout=grace)
