@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "credential_process",
     "certificate",
     "emulator",
+    "serve",
     "demo",
 )
 
