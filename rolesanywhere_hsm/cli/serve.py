@@ -22,7 +22,9 @@ from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.redact import redact
 
 if TYPE_CHECKING:
+    from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.httpserver import HttpServer
+    from rolesanywhere_hsm.refresh import RefreshingCredentials
 
 __all__ = ["register"]
 
@@ -213,10 +215,10 @@ class _Deferred:
     """`current()` of the refreshing credentials once they exist (the app is built before the
     first fetch so that the port is bound before any PIN is asked)."""
 
-    def __init__(self, holder: list) -> None:  # type: ignore[type-arg]
+    def __init__(self, holder: list[RefreshingCredentials]) -> None:
         self._holder = holder
 
-    def current(self):  # type: ignore[no-untyped-def]
+    def current(self) -> Credentials:
         if not self._holder:
             from rolesanywhere_hsm.errors import CredentialsUnavailableError
 
@@ -224,14 +226,13 @@ class _Deferred:
         return self._holder[0].current()
 
 
-def _log_refresh(credentials: object) -> None:
+def _log_refresh(credentials: Credentials) -> None:
     import logging
 
     from rolesanywhere_hsm.credentials import format_expiration
 
-    expiration = getattr(credentials, "expiration", None)
     logging.getLogger("rolesanywhere_hsm.servers").info(
-        "new credentials, valid until %s", format_expiration(expiration) if expiration else "?")
+        "new credentials, valid until %s", format_expiration(credentials.expiration))
 
 
 def register(app: typer.Typer) -> None:

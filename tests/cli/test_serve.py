@@ -196,6 +196,7 @@ def test_hostile_requests_get_4xx_and_serve_stays_up(server: Emulator, start_ser
     assert running.stop() == 0
 
 
+@pytest.mark.slow
 def test_serve_rides_out_an_outage_and_never_serves_unusable_credentials(
     server: Emulator, start_serve: Callable[..., Serve]
 ) -> None:
@@ -233,6 +234,7 @@ def test_serve_rides_out_an_outage_and_never_serves_unusable_credentials(
     assert "refresh failed" in running.stderr
 
 
+@pytest.mark.slow
 def test_one_login_and_one_signature_per_refresh_and_sigterm_closes_the_session(
     server: Emulator, start_serve: Callable[..., Serve], spy: tuple[dict[str, str], Path],  # noqa: F811
 ) -> None:

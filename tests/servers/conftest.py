@@ -12,15 +12,10 @@ from typing import Any
 import pytest
 
 from rolesanywhere_hsm.credentials import Credentials
-from rolesanywhere_hsm.errors import TransportError
+from rolesanywhere_hsm.errors import CredentialsUnavailableError
 from rolesanywhere_hsm.httpserver import HttpServer
 from rolesanywhere_hsm.servers.app import ServeApp
 from rolesanywhere_hsm.servers.imds import ImdsTokens
-
-try:  # the session layer's error, once it is merged; a TransportError either way
-    from rolesanywhere_hsm.errors import CredentialsUnavailableError as Unavailable  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover
-    Unavailable = TransportError
 
 ROLE_ARN = "arn:aws:iam::111122223333:role/path/serve-role"
 CONTAINER_TOKEN = "test-container-token-0123456789"
@@ -41,7 +36,8 @@ def make_credentials(seconds: float = 3600, now: dt.datetime | None = None, **ch
 
 @dataclass
 class Holder:
-    """`current()` as the refresh engine offers it: the held credentials, or Unavailable."""
+    """`current()` as the refresh engine offers it: the held credentials, or
+    CredentialsUnavailableError."""
 
     credentials: Credentials | None = None
     calls: int = 0
@@ -49,7 +45,7 @@ class Holder:
     def current(self) -> Credentials:
         self.calls += 1
         if self.credentials is None:
-            raise Unavailable("no valid credentials now (test holder)")
+            raise CredentialsUnavailableError("no valid credentials now (test holder)")
         return self.credentials
 
 
