@@ -104,6 +104,8 @@ def serve(
     allow_non_loopback: Annotated[bool, typer.Option(
         "--allow-non-loopback", help="Allow a non-loopback --address: IMDS is then off and only the "
         "container endpoint (token required) answers.")] = False,
+    no_imds: Annotated[bool, typer.Option(
+        "--no-imds", help="Serve only the token-protected container endpoint, also on loopback.")] = False,
     hop_limit: Annotated[int, typer.Option(
         "--hop-limit", metavar="N", help="IP TTL / hop limit of the answers (1..255), so that they "
         "do not travel further than meant.", min=1, max=255)] = DEFAULT_HOP_LIMIT,
@@ -166,7 +168,7 @@ def serve(
             logging.getLogger(name).setLevel(logging.INFO)
 
     holder: list[RefreshingCredentials] = []
-    app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback,
+    app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
                    container_token=token)
     server = HttpServer(app, host=host, port=port, tls=tls, hop_limit=hop_limit,
                         access_log=access_logger(sys.stderr))
@@ -196,7 +198,7 @@ def serve(
                 except OSError as exc:
                     raise UsageError(f"cannot write --port-file {redact(str(port_file))}: "
                                      f"{exc.strerror or exc}") from None
-            _announce(server, host, "https" if tls else "http", loopback, token, container_token_file,
+            _announce(server, host, "https" if tls else "http", app.imds is not None, token, container_token_file,
                       format_expiration(first.expiration))
             await stop.wait()
             await server.close()

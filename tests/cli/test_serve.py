@@ -309,14 +309,17 @@ def test_listen_address_rules() -> None:
         _listen_address("0.0.0.0", False)
 
 
-def test_export_lines_name_the_token_file_instead_of_the_token(
+def test_export_lines_name_the_token_file_and_imds_can_be_off(
     server: Emulator, start_serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
     token_file = tmp_path / "container-token"
     token_file.write_text("token-from-a-file-0123456789abcdef\n")
-    running = start_serve(server, "--container-token-file", str(token_file))
+    running = start_serve(server, "--container-token-file", str(token_file), "--no-imds")
     assert running.exports["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == str(token_file.resolve())
     assert "AWS_CONTAINER_AUTHORIZATION_TOKEN" not in running.exports
+    assert "AWS_EC2_METADATA_SERVICE_ENDPOINT" not in running.exports
+    imds = httpx.put(running.url + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    assert imds.status_code == 404
     assert "token-from-a-file" not in running.stderr
     response = httpx.get(running.exports["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
                          headers={"Authorization": "token-from-a-file-0123456789abcdef"})
