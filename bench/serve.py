@@ -5,7 +5,9 @@ the shared HTTP layer, access log on, written to /dev/null) holding one credenti
 memory, and the floor: a bare asyncio Protocol that answers every request with a fixed 200.
 The load comes from `wrk` when installed (`apt-get install wrk`), else from a small asyncio
 load generator in this process (slower: it shares the CPU with the server; compare within one
-run only). Prints requests/s and p50/p99 for 1, 10 and 50 keep-alive clients.
+run only). Prints requests/s and p50/p99 for 1, 10 and 50 keep-alive clients, and the server's
+own CPU time per request (from /proc: robust when other work shares the machine, and 1e6 divided
+by it is what one core could answer).
 
     python bench/serve.py [--seconds 5] [--clients 1,10,50] [--python-load]
 """
@@ -89,7 +91,12 @@ def _start(kind: str) -> tuple[subprocess.Popen[str], int]:
 # -- the load -----------------------------------------------------------------------------------
 
 
-def _wrk(port: int, path: str, headers: dict[str, str], clients: int, seconds: int) -> tuple[float, float, float]:
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(port: int, path: str, headers: dict[str, str], clients: int, seconds: int) -> tuple[float, float, float, int]:
     args = ["wrk", "--latency", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{seconds}s"]
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
@@ -97,15 +104,16 @@ def _wrk(port: int, path: str, headers: dict[str, str], clients: int, seconds: i
     if re.search(r"Non-2xx", out):
         raise SystemExit(f"non-2xx answers:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
     def percentile(p: str) -> float:
         value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
-    return rate, percentile("50"), percentile("99")
+    return rate, percentile("50"), percentile("99"), total
 
 
-def _python_load(port: int, path: str, headers: dict[str, str], clients: int, seconds: int) -> tuple[float, float, float]:
+def _python_load(port: int, path: str, headers: dict[str, str], clients: int, seconds: int) -> tuple[float, float, float, int]:
     request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
     latencies: list[float] = []
@@ -131,7 +139,7 @@ def _python_load(port: int, path: str, headers: dict[str, str], clients: int, se
     elapsed = asyncio.run(main())
     latencies.sort()
     return (len(latencies) / elapsed, statistics.median(latencies) * 1000,
-            latencies[int(len(latencies) * 0.99)] * 1000)
+            latencies[int(len(latencies) * 0.99)] * 1000, len(latencies))
 
 
 def _imds_token(port: int) -> str:
@@ -156,22 +164,24 @@ def main() -> None:
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     load = _wrk if use_wrk else _python_load
     print(f"load generator: {'wrk' if use_wrk else 'python asyncio (shares the CPU: numbers are low)'}")
-    print(f"{'target':<34}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'target':<34}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'server CPU us/req':>19}")
     started = [_start("serve"), _start("floor")]
     try:
-        (_, serve_port), (_, floor_port) = started
+        (serve_process, serve_port), (floor_process, floor_port) = started
         token = _imds_token(serve_port)
         targets = [
-            ("floor (bare asyncio)", floor_port, "/", {}),
-            ("serve IMDS credential GET", serve_port, "/latest/meta-data/iam/security-credentials/bench",
-             {"X-aws-ec2-metadata-token": token}),
-            ("serve container credential GET", serve_port, "/container/credentials",
+            ("floor (bare asyncio)", floor_process.pid, floor_port, "/", {}),
+            ("serve IMDS credential GET", serve_process.pid, serve_port,
+             "/latest/meta-data/iam/security-credentials/bench", {"X-aws-ec2-metadata-token": token}),
+            ("serve container credential GET", serve_process.pid, serve_port, "/container/credentials",
              {"Authorization": CONTAINER_TOKEN}),
         ]
         for clients in (int(c) for c in args.clients.split(",")):
-            for name, port, path, headers in targets:
-                rate, p50, p99 = load(port, path, headers, clients, args.seconds)
-                print(f"{name:<34}{clients:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}", flush=True)
+            for name, pid, port, path, headers in targets:
+                cpu = _cpu_seconds(pid)
+                rate, p50, p99, total = load(port, path, headers, clients, args.seconds)
+                per_request = (_cpu_seconds(pid) - cpu) / max(total, 1) * 1e6
+                print(f"{name:<34}{clients:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}{per_request:>19.1f}", flush=True)
     finally:
         for process, _ in started:
             process.terminate()

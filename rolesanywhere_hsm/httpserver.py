@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -71,19 +71,23 @@ class Request:
     headers: tuple[tuple[str, str], ...]  # as sent, in order, repeated ones kept
     body: bytes
     client: tuple[str, int]
+    # The header names in lowercase, parallel to `headers` (the parser has them anyway).
+    names: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def _names(self) -> tuple[str, ...]:
+        return self.names or tuple(key.lower() for key, _ in self.headers)
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
-        name = name.lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        try:
+            return self.headers[self._names().index(name.lower())][1]
+        except ValueError:
+            return None
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name`, in the order sent."""
         name = name.lower()
-        return [value for key, value in self.headers if key.lower() == name]
+        return [header[1] for key, header in zip(self._names(), self.headers) if key == name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +238,8 @@ def _split_target(target: str) -> tuple[str, str]:
 _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def _parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, list[tuple[str, str]]]:
-    """(method, target, version, headers) from the bytes before the blank line."""
+def _parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, list[tuple[str, str]], list[str]]:
+    """(method, target, version, headers, lowercase names) from the bytes before the blank line."""
     crlf = head.count(b"\r\n")
     if _CONTROL_BYTES.search(head) or head.count(b"\r") != crlf or head.count(b"\n") != crlf:
         raise _Refusal(400, "Control character in the request head")
@@ -253,19 +257,24 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, list[tuple[
     if len(lines) - 1 > limits.max_headers:
         raise _Refusal(431, "Too many header fields")
     headers: list[tuple[str, str]] = []
+    names: list[str] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not name or not _TCHAR.issuperset(name):
             # Also obs-fold (a line starting with whitespace) and "Name : value".
             raise _Refusal(400, "Malformed header line")
-        headers.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
-    return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers
+        text = name.decode("ascii")
+        headers.append((text, value.strip(b" \t").decode("latin-1")))
+        names.append(text.lower())
+    return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers, names
 
 
-def _body_framing(headers: list[tuple[str, str]], max_body: int) -> int | None:
+def _body_framing(headers: list[tuple[str, str]], names: list[str], max_body: int) -> int | None:
     """Content length to read, or None for a chunked body."""
-    encodings = [v for k, v in headers if k.lower() == "transfer-encoding"]
-    lengths = [v for k, v in headers if k.lower() == "content-length"]
+    if "transfer-encoding" not in names and "content-length" not in names:
+        return 0
+    encodings = [v for k, (_, v) in zip(names, headers) if k == "transfer-encoding"]
+    lengths = [v for k, (_, v) in zip(names, headers) if k == "content-length"]
     if encodings:
         if lengths:
             raise _Refusal(400, "Both Content-Length and Transfer-Encoding")  # smuggling
@@ -332,7 +341,7 @@ class _Connection(asyncio.Protocol):
                         sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, server.hop_limit)
             except OSError:  # the peer may already be gone
                 pass
-        self.deadline = server._loop_time() + self.limits.keep_alive_timeout
+        self.deadline = time.monotonic() + self.limits.keep_alive_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = _CLOSED
@@ -355,7 +364,7 @@ class _Connection(asyncio.Protocol):
         if not self.in_request:
             self.in_request = True
             self.started = time.perf_counter()
-            self.deadline = self.server._loop_time() + self.limits.request_timeout
+            self.deadline = time.monotonic() + self.limits.request_timeout
         if self.state == _BUSY or self.writing_paused:
             if len(self.buffer) > self.limits.max_pipelined and self.transport is not None:
                 self.transport.pause_reading()
@@ -379,6 +388,7 @@ class _Connection(asyncio.Protocol):
     def _reset_request(self) -> None:
         self.method = self.target = self.version = ""
         self.headers: list[tuple[str, str]] = []
+        self.names: list[str] = []
         self.body = bytearray()
         self.remaining = 0
         self.task: asyncio.Future[Any] | None = None
@@ -417,8 +427,8 @@ class _Connection(asyncio.Protocol):
                 raise _Refusal(431, "Request header fields too large")
             head = bytes(buffer[:end])
             del buffer[:end + 4]
-            self.method, self.target, self.version, self.headers = _parse_head(head, limits)
-            length = _body_framing(self.headers, limits.max_body)
+            self.method, self.target, self.version, self.headers, self.names = _parse_head(head, limits)
+            length = _body_framing(self.headers, self.names, limits.max_body)
             if length is None or length > 0:
                 self._maybe_continue()
             if length is None:
@@ -497,7 +507,7 @@ class _Connection(asyncio.Protocol):
         return False
 
     def _maybe_continue(self) -> None:
-        expect = [v for k, v in self.headers if k.lower() == "expect"]
+        expect = [v for k, (_, v) in zip(self.names, self.headers) if k == "expect"]
         if expect and self.version == "HTTP/1.1" and self.transport is not None:
             if [v.strip().lower() for v in expect] != ["100-continue"]:
                 raise _Refusal(417, "Unsupported Expect")
@@ -506,7 +516,10 @@ class _Connection(asyncio.Protocol):
     # -- answering ------------------------------------------------------------------------------
 
     def _keep_alive(self) -> bool:
-        tokens = {t.strip().lower() for k, v in self.headers if k.lower() == "connection" for t in v.split(",")}
+        if "connection" not in self.names:
+            return self.version == "HTTP/1.1"
+        tokens = {t.strip().lower() for k, (_, v) in zip(self.names, self.headers) if k == "connection"
+                  for t in v.split(",")}
         if self.version == "HTTP/1.0":
             return "keep-alive" in tokens
         return "close" not in tokens
@@ -514,7 +527,7 @@ class _Connection(asyncio.Protocol):
     def _dispatch(self) -> None:
         path, query = _split_target(self.target)
         request = Request(self.method, self.target, path, query, self.version, tuple(self.headers),
-                          bytes(self.body), self.client)
+                          bytes(self.body), self.client, tuple(self.names))
         self.state = _BUSY
         server = self.server
         try:
@@ -561,7 +574,7 @@ class _Connection(asyncio.Protocol):
         self.state = _HEAD
         self._reset_request()
         self.in_request = bool(self.buffer)
-        now = self.server._loop_time()
+        now = time.monotonic()
         if self.in_request:
             self.started = time.perf_counter()
             self.deadline = now + self.limits.request_timeout
@@ -687,10 +700,6 @@ class HttpServer:
 
     # -- running in an event loop ---------------------------------------------------------------
 
-    def _loop_time(self) -> float:
-        assert self._loop is not None
-        return self._loop.time()
-
     async def start(self) -> None:
         """Serve on the running loop (binds first if needed)."""
         self.bind()
@@ -711,7 +720,7 @@ class HttpServer:
         while True:
             await asyncio.sleep(min(0.25, self.limits.request_timeout / 4, self.limits.keep_alive_timeout / 4))
             self._flush_log()
-            now = self._loop_time()
+            now = time.monotonic()
             for connection in list(self._connections):
                 if connection.deadline and connection.deadline <= now:
                     connection._expire()
