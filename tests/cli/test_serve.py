@@ -325,3 +325,18 @@ def test_export_lines_name_the_token_file_and_imds_can_be_off(
                          headers={"Authorization": "token-from-a-file-0123456789abcdef"})
     assert response.status_code == 200 and json.loads(response.text)["AccessKeyId"]
     assert running.stop() == 0
+
+
+def test_serves_https(server: Emulator, start_serve: Callable[..., Serve],
+                      emulator_tls_files: tuple[Path, Path, Path]) -> None:
+    import ssl
+
+    cert, key, ca = emulator_tls_files
+    running = start_serve(server, "--tls-cert", str(cert), "--tls-key", str(key))
+    uri = running.exports["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+    assert uri.startswith("https://127.0.0.1:")
+    response = httpx.get(uri, headers={"Authorization": running.exports["AWS_CONTAINER_AUTHORIZATION_TOKEN"]},
+                         verify=ssl.create_default_context(cafile=str(ca)))
+    assert response.status_code == 200
+    assert response.json()["AccessKeyId"] == server.last_issued.access_key_id
+    assert running.stop() == 0
