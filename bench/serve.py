@@ -1,8 +1,9 @@
 """Throughput and latency of `serve`'s credential GETs, against a bare asyncio floor.
 
-Two servers, each in its own process: `serve`'s application (IMDSv2 and container endpoints on
+Three servers, each in its own process: `serve`'s application (IMDSv2 and container endpoints on
 the shared HTTP layer, access log on, written to /dev/null) holding one credential set in
-memory, and the floor: a bare asyncio Protocol that answers every request with a fixed 200.
+memory; the HTTP layer alone with an application that returns a constant; and the floor: a
+bare asyncio Protocol that answers every request with a fixed 200.
 The load comes from `wrk` when installed (`apt-get install wrk`), else from a small asyncio
 load generator in this process (slower: it shares the CPU with the server; compare within one
 run only). Prints requests/s and p50/p99 for 1, 10 and 50 keep-alive clients, and the server's
@@ -48,6 +49,20 @@ def _run_serve_app() -> None:
 
     app = ServeApp(Holder(), role_name="bench", container_token=CONTAINER_TOKEN)
     server = HttpServer(app, access_log=access_logger()).bind()
+    print(server.port, flush=True)
+
+    async def main() -> None:
+        await server.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _run_layer() -> None:
+    from rolesanywhere_hsm.httpserver import HttpServer, Response
+
+    answer = Response(200, b"ok", [("Content-Type", "text/plain")])
+    server = HttpServer(lambda request: answer).bind()
     print(server.port, flush=True)
 
     async def main() -> None:
@@ -161,16 +176,19 @@ def main() -> None:
         return _run_serve_app()
     if args.child == "floor":
         return _run_floor()
+    if args.child == "layer":
+        return _run_layer()
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     load = _wrk if use_wrk else _python_load
     print(f"load generator: {'wrk' if use_wrk else 'python asyncio (shares the CPU: numbers are low)'}")
     print(f"{'target':<34}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'server CPU us/req':>19}")
-    started = [_start("serve"), _start("floor")]
+    started = [_start("serve"), _start("floor"), _start("layer")]
     try:
-        (serve_process, serve_port), (floor_process, floor_port) = started
+        (serve_process, serve_port), (floor_process, floor_port), (layer_process, layer_port) = started
         token = _imds_token(serve_port)
         targets = [
             ("floor (bare asyncio)", floor_process.pid, floor_port, "/", {}),
+            ("HTTP layer, trivial app", layer_process.pid, layer_port, "/", {}),
             ("serve IMDS credential GET", serve_process.pid, serve_port,
              "/latest/meta-data/iam/security-credentials/bench", {"X-aws-ec2-metadata-token": token}),
             ("serve container credential GET", serve_process.pid, serve_port, "/container/credentials",
