@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINER_TOKEN = "bench-container-token-0123456789"
@@ -48,7 +49,11 @@ def _run_serve_app() -> None:
             return self.credentials
 
     app = ServeApp(Holder(), role_name="bench", container_token=CONTAINER_TOKEN)
-    server = HttpServer(app, access_log=access_logger()).bind()
+    _serve_forever(HttpServer(app, access_log=access_logger()))
+
+
+def _serve_forever(server: Any) -> None:
+    server.bind()
     print(server.port, flush=True)
 
     async def main() -> None:
@@ -62,14 +67,7 @@ def _run_layer() -> None:
     from rolesanywhere_hsm.httpserver import HttpServer, Response
 
     answer = Response(200, b"ok", [("Content-Type", "text/plain")])
-    server = HttpServer(lambda request: answer).bind()
-    print(server.port, flush=True)
-
-    async def main() -> None:
-        await server.start()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    _serve_forever(HttpServer(lambda request: answer))
 
 
 def _run_floor() -> None:
