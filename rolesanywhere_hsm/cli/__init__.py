@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "update",
     "certificate",
     "emulator",
+    "serve",
     "demo",
 )
 
