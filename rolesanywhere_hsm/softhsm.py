@@ -253,9 +253,12 @@ class SoftHsmToken:
         """A logged-in R/W session on this token in this process, with SOFTHSM2_CONF pointing
         here for the C_Initialize; finalised on exit so that a later signer reads its own
         SOFTHSM2_CONF (python-pkcs11 trap 1)."""
-        import pkcs11
-
-        from rolesanywhere_hsm.signers.pkcs11 import module_in_use
+        from rolesanywhere_hsm.signers.pkcs11.modules import (
+            acquire_module,
+            finalize_module,
+            module_in_use,
+            release_module,
+        )
 
         if module_in_use(self.module):
             raise SoftHsmError("A PKCS#11 signer on SoftHSM is open in this process; close it "
@@ -263,30 +266,32 @@ class SoftHsmToken:
                                "at C_Initialize).")
         old = os.environ.get("SOFTHSM2_CONF")
         os.environ["SOFTHSM2_CONF"] = str(self.conf)
-        lib = pkcs11.lib(self.module)
         try:
-            lib.reinitialize()  # read our SOFTHSM2_CONF even if someone initialised before
-            token = self._find_token(lib, slot_id)
-            session = token.open(rw=True, user_pin=self.pin)
+            finalize_module(self.module)  # the next C_Initialize reads our SOFTHSM2_CONF
+            lib = acquire_module(self.module)
             try:
-                yield session
+                token = self._find_token(lib, slot_id)
+                session = token.open(rw=True, user_pin=self.pin)
+                try:
+                    yield session
+                finally:
+                    session.close()
             finally:
-                session.close()
+                release_module(self.module)  # the last user: C_Finalize
         finally:
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                lib.finalize()
             if old is None:
                 os.environ.pop("SOFTHSM2_CONF", None)
             else:
                 os.environ["SOFTHSM2_CONF"] = old
 
     def _find_token(self, lib: Any, slot_id: int | None) -> Any:
+        from rolesanywhere_hsm.signers.pkcs11.inventory import token_serial
+
         for slot in lib.get_slots(token_present=True):
             token = slot.get_token()
             if slot_id is not None and slot.slot_id == slot_id:
                 return token
-            serial = token.serial.decode() if isinstance(token.serial, bytes) else token.serial
-            if slot_id is None and serial == self.serial:
+            if slot_id is None and token_serial(token) == self.serial:
                 return token
         raise SoftHsmError(f"token {self.label!r} (serial {self.serial}) not found in {self.directory}")
 
@@ -298,9 +303,9 @@ def reset_softhsm_in_process(module: str | None = None) -> None:
     module = module or find_softhsm_module()
     if module is None:
         return
-    from rolesanywhere_hsm.signers.pkcs11 import _forget_module
+    from rolesanywhere_hsm.signers.pkcs11 import forget_module
 
-    _forget_module(module)
+    forget_module(module)
 
 
 def _write_conf(conf: Path, tokendir: Path) -> None:

@@ -1,0 +1,234 @@
+"""Open the token key a `SignerConfig` names: parse, load the module, select, log in, check.
+
+The steps, in order, each in its own module: `modules` (which module, loaded once),
+`inventory` (snapshots of tokens and certificates), `selection` (pure: exactly one token and
+certificate, or an error listing the candidates), then the login and the key, checked against
+the certificate (`pairing`) and the acceptance rules every signer shares
+(`x509.ensure_leaf_usable`); the result is one `OpenedKey` for the `Pkcs11Signer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, ObjectClass, TokenFlag
+from pkcs11 import exceptions as p11
+
+from rolesanywhere_hsm import x509 as _x509
+from rolesanywhere_hsm.errors import (
+    KeyLoadError,
+    PinLockedError,
+    Pkcs11UriError,
+    SelectionError,
+    TokenSigningError,
+    UsageError,
+)
+from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
+from rolesanywhere_hsm.signers.mechanisms import SigningSpec, choose_signing_spec
+from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pkcs11.error_mapping import login, mapped_errors
+from rolesanywhere_hsm.signers.pkcs11.inventory import (
+    LiveToken,
+    check_library,
+    parse_if_uri,
+    read_objects,
+    read_tokens,
+)
+from rolesanywhere_hsm.signers.pkcs11.modules import acquire_module, release_module, resolve_module_path
+from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH, same_public_key, token_public_value
+from rolesanywhere_hsm.signers.pkcs11.selection import (
+    format_id,
+    object_matches,
+    select_object,
+    select_token,
+)
+from rolesanywhere_hsm.signers.pkcs11.signer import OpenedKey, Pkcs11Signer, find_one_key
+from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
+
+__all__ = ["open_pkcs11_signer"]
+
+# --debug shows the steps: module, token, key, mechanism, where the PIN came from (never the PIN).
+log = logging.getLogger("rolesanywhere_hsm.pkcs11")
+
+
+def _checked_uris(config: SignerConfig) -> tuple[Pkcs11Uri | None, Pkcs11Uri | None]:
+    cert_uri = parse_if_uri(config.certificate, "--certificate")
+    key_uri = parse_if_uri(config.private_key, "--private-key") if config.private_key else None
+    if config.private_key and key_uri is None:
+        raise UsageError(
+            "The PKCS#11 signer needs --private-key as a pkcs11: URI (or left out).",
+            hint="Give --private-key pkcs11:token=...;object=... or use a key file.",
+        )
+    if cert_uri is None and key_uri is None:
+        raise UsageError("Neither --certificate nor --private-key is a pkcs11: URI.",
+                         hint="Name the key on the token with --private-key pkcs11:...")
+    for uri, what in ((cert_uri, "certificate"), (key_uri, "private key")):
+        expected = "cert" if what == "certificate" else "private"
+        if uri is not None and uri.type is not None and uri.type != expected:
+            raise Pkcs11UriError(
+                f"The {what} URI says type={uri.type}; it must be type={expected} or none.",
+                hint=f"Drop type= or write type={expected}.",
+            )
+    return cert_uri, key_uri
+
+
+def _object_template(uri: Pkcs11Uri, object_class: Any) -> dict[Any, Any]:
+    template: dict[Any, Any] = {Attribute.CLASS: object_class}
+    if uri.object is not None:
+        template[Attribute.LABEL] = uri.object
+    if uri.id is not None:
+        template[Attribute.ID] = uri.id
+    return template
+
+
+def _key_template(key_uri: Pkcs11Uri | None, cert_uri: Pkcs11Uri | None,
+                  cert_id: bytes | None) -> tuple[dict[Any, Any], str]:
+    """How to find the private key, and how to name that in messages: the key URI's object
+    or id, else the certificate's CKA_ID, else the certificate URI's object and id."""
+    if key_uri is not None and (key_uri.object is not None or key_uri.id is not None):
+        return _object_template(key_uri, ObjectClass.PRIVATE_KEY), key_uri.object_criteria()
+    if cert_id:
+        return ({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: cert_id},
+                f"id={format_id(cert_id)} (the certificate's CKA_ID)")
+    if cert_uri is not None:
+        return _object_template(cert_uri, ObjectClass.PRIVATE_KEY), cert_uri.object_criteria()
+    return {Attribute.CLASS: ObjectClass.PRIVATE_KEY}, ""
+
+
+def _select_live_token(tokens: list[LiveToken], uri: Pkcs11Uri, module_path: str) -> LiveToken:
+    chosen = select_token([t.snapshot for t in tokens], uri, module_path)
+    return next(t for t in tokens if t.snapshot == chosen)
+
+
+def open_pkcs11_signer(
+    config: SignerConfig, *, spec: SigningSpec | None = None,
+    environ: Mapping[str, str] | None = None, prompt: SecretCallback | None = None,
+) -> Pkcs11Signer:
+    """Open the token key that `config` names (see docs/pkcs11.md).
+
+    `config.certificate` is a `pkcs11:` URI (the certificate on the token) or a file;
+    `config.private_key` a `pkcs11:` URI or None (then the key with the certificate's CKA_ID).
+    `spec` forces a mechanism choice (tests, or a token that lists mechanisms it lacks);
+    `environ` and `prompt` replace os.environ and the /dev/tty prompt (tests).
+    """
+    cert_uri, key_uri = _checked_uris(config)
+    module_path = resolve_module_path((key_uri, cert_uri), config.pkcs11_lib, environ)
+    main_uri = key_uri or cert_uri
+    assert main_uri is not None
+    lib = acquire_module(module_path)
+    session = None
+    try:
+        check_library(lib, main_uri, module_path)
+        tokens = read_tokens(lib)
+        live = _select_live_token(tokens, main_uri, module_path)
+        if key_uri is not None and cert_uri is not None and cert_uri.token_criteria():
+            cert_live = _select_live_token(tokens, cert_uri, module_path)
+            if cert_live.snapshot.slot_id != live.snapshot.slot_id:
+                raise SelectionError(
+                    f"The certificate URI selects {cert_live.snapshot.describe()} but the key "
+                    f"URI selects {live.snapshot.describe()}.",
+                    hint="Both must name the same token.",
+                )
+        token = live.token
+        flags = token.flags
+        if flags & TokenFlag.USER_PIN_LOCKED:
+            raise PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
+                                 hint="Unblock it with the PUK or security officer PIN.")
+        pin_request = PinRequest(
+            description=f"PIN for token {token.label!r}",
+            pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
+                cert_uri.pin_value if cert_uri else None),
+            pin_source=main_uri.pin_source if main_uri.pin_source is not None else (
+                cert_uri.pin_source if cert_uri else None),
+            protected_authentication_path=bool(flags & TokenFlag.PROTECTED_AUTHENTICATION_PATH),
+            callback=config.secret_callback,
+            environ=environ,
+            prompt=prompt,
+        )
+        login_required = bool(flags & TokenFlag.LOGIN_REQUIRED)
+        user_pin: Any = None
+        if login_required:
+            user_pin, source = resolve_pin(pin_request)
+            log.debug("PIN for token %r from %s", token.label, source.value)
+        session = login(token, user_pin)
+        if user_pin is ProtectedAuthentication:
+            user_pin = None
+
+        with mapped_errors(f"reading objects on token {token.label!r}"):
+            cert_obj_id: bytes | None = None
+            chain_candidates: list[bytes] = []
+            if cert_uri is not None:
+                certs = [c for c in read_objects(session, live.snapshot, ObjectClass.CERTIFICATE,
+                                                 "cert", with_value=True)
+                         if object_matches(c, cert_uri)]
+                cert = select_object(
+                    certs, "certificate", cert_uri.object_criteria(), f"token {token.label!r}",
+                    "List the token's certificates with `rolesanywhere-hsm tokens`.")
+                certificate = cert.value
+                cert_obj_id = cert.id or None
+            else:
+                from_file = _x509.load_certificates(config.certificate)
+                certificate, chain_candidates = from_file[0], from_file[1:]
+            info = _x509.certificate_info(certificate)
+            _x509.ensure_leaf_usable(info)  # the rules every signer applies: not a CA, a key type we sign with
+            algorithm = info.algorithm
+
+            key_template, criteria = _key_template(key_uri, cert_uri, cert_obj_id)
+            key = find_one_key(session, key_template, criteria, token.label,
+                               "Private keys are listed only after login: `rolesanywhere-hsm "
+                               "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
+            key_type = {KeyType.RSA: "RSA", KeyType.EC: "EC"}.get(key[Attribute.KEY_TYPE], "other")
+            if key_type != info.key_type:
+                raise KeyLoadError(
+                    f"The key {criteria or ''} on token {token.label!r} is {key_type} but the "
+                    f"certificate holds an {info.key_type} key.",
+                    hint="Select the key that belongs to the certificate (same id=).",
+                )
+            if not hasattr(key, "sign"):
+                raise TokenSigningError(
+                    f"The key {criteria} on token {token.label!r} may not sign (CKA_SIGN is false).",
+                    hint="Use a signing key.",
+                )
+            token_public = token_public_value(session, key, key_type)
+            verify_pending = token_public is None
+            if token_public is not None and not same_public_key(token_public, info):
+                raise KeyLoadError(*MISMATCH[:1],
+                                   hint="Select the key with the certificate's id=, or the "
+                                   "certificate of this key.")
+            always_auth = False
+            with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
+                always_auth = bool(key[Attribute.ALWAYS_AUTHENTICATE])
+            if spec is None:
+                mechanisms = token.slot.get_mechanisms()
+                spec = choose_signing_spec(key_type, mechanisms, key_bits=info.key_bits,
+                                           curve=info.curve)
+            elif spec.key_type != key_type:
+                raise UsageError(f"The forced signing spec is for {spec.key_type}, the key is {key_type}.",
+                                 hint="Pass a spec for the key's type.")
+
+        log.debug("module %s, token %r, key %s, mechanism %s%s", module_path, token.label,
+                  criteria or "(the only key)", spec.mechanism_name,
+                  ", always-authenticate" if always_auth else "")
+        if config.intermediates:
+            chain_candidates += _x509.load_certificates(config.intermediates)
+        chain = _x509.order_chain(certificate, chain_candidates) if chain_candidates else ()
+
+        opened = OpenedKey(
+            module_path=module_path, token=token, session=session, key=key,
+            key_template=tuple(key_template.items()), key_criteria=criteria or "(the only key)",
+            certificate=certificate, chain=chain, algorithm=algorithm, spec=spec,
+            always_authenticate=always_auth, pin_request=pin_request,
+            login_required=login_required, verify_pending=verify_pending,
+        )
+        return Pkcs11Signer(opened, reuse_pin=config.reuse_pin,
+                            user_pin=user_pin if isinstance(user_pin, str) else None)
+    except BaseException:
+        if session is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                session.close()
+        release_module(module_path)
+        raise
