@@ -174,7 +174,7 @@ class SoftHsmToken:
     def add_key(
         self, kind: str, label: str, key_id: bytes, ca: CertificateAuthority | None = None, *,
         always_authenticate: bool = False, store_certificate: bool = True,
-        keep_public_key: bool = True, common_name: str | None = None,
+        keep_public_key: bool = True, common_name: str | None = None, needs_login: bool = True,
     ) -> tuple[Any, str]:
         """Generate a `kind` key (rsa2048/3072/4096, p256/p384/p521) on the token, have `ca`
         (default: a CA made for this token) certify it, store the certificate with the same
@@ -182,7 +182,9 @@ class SoftHsmToken:
 
         `keep_public_key=False` deletes the public key object, like tokens that keep none:
         SoftHSM EC private keys have no CKA_EC_POINT, so the signer must then check the pairing
-        with the first real signature.
+        with the first real signature. `needs_login=False` stores the private key with
+        CKA_PRIVATE false (visible and usable without login, as a YubiKey's 9e slot is
+        through OpenSC).
         """
         if kind not in KEY_KINDS:
             raise ValueError(f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS)}")
@@ -190,13 +192,12 @@ class SoftHsmToken:
             if self.ca is None:
                 self.ca = CertificateAuthority.create(f"SoftHSM demo CA for {self.label}")
             ca = self.ca
-        from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectClass
+        from pkcs11 import Attribute, KeyType, MechanismFlag
         from pkcs11.util.ec import encode_named_curve_parameters
-        from pkcs11.util.x509 import decode_x509_certificate
 
         private_template = {
             Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
+            Attribute.PRIVATE: needs_login,
             Attribute.SENSITIVE: True,
             Attribute.EXTRACTABLE: False,
             Attribute.SIGN: True,
@@ -224,18 +225,7 @@ class SoftHsmToken:
                 public_key = _ec_public_key(kind, public[Attribute.EC_POINT])
             certificate = ca.issue_leaf(public_key, common_name=common_name or label)
             if store_certificate:
-                from cryptography.hazmat.primitives.serialization import Encoding
-
-                attrs = decode_x509_certificate(certificate.public_bytes(Encoding.DER))
-                attrs.update({
-                    Attribute.CLASS: ObjectClass.CERTIFICATE,
-                    Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
-                    Attribute.TOKEN: True,
-                    Attribute.PRIVATE: False,
-                    Attribute.ID: key_id,
-                    Attribute.LABEL: label,
-                })
-                session.create_object(attrs)
+                _store_certificate(session, certificate, label, key_id)
             if not keep_public_key:
                 public.destroy()
         name = label if label not in self.keys else f"{label}@{key_id.hex()}"
@@ -245,6 +235,12 @@ class SoftHsmToken:
             always_authenticate=always_authenticate,
         )
         return certificate, self.uri_for(label, type="private")
+
+    def add_certificate(self, certificate: Any, label: str, key_id: bytes) -> None:
+        """Store a certificate without a key (a CA certificate beside the leaf, as HSM
+        partitions and smart cards often hold)."""
+        with self._session() as session:
+            _store_certificate(session, certificate, label, key_id)
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -306,6 +302,24 @@ def reset_softhsm_in_process(module: str | None = None) -> None:
     from rolesanywhere_hsm.signers.pkcs11 import forget_module
 
     forget_module(module)
+
+
+def _store_certificate(session: Any, certificate: Any, label: str, key_id: bytes) -> None:
+    """A public X.509 certificate object (cryptography certificate) with this label and id."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from pkcs11 import Attribute, CertificateType, ObjectClass
+    from pkcs11.util.x509 import decode_x509_certificate
+
+    attrs = decode_x509_certificate(certificate.public_bytes(Encoding.DER))
+    attrs.update({
+        Attribute.CLASS: ObjectClass.CERTIFICATE,
+        Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: False,
+        Attribute.ID: key_id,
+        Attribute.LABEL: label,
+    })
+    session.create_object(attrs)
 
 
 def _write_conf(conf: Path, tokendir: Path) -> None:

@@ -23,7 +23,6 @@ from rolesanywhere_hsm.errors import (
     KeyLoadError,
     PinLockedError,
     Pkcs11UriError,
-    SelectionError,
     TokenSigningError,
     UsageError,
 )
@@ -35,15 +34,18 @@ from rolesanywhere_hsm.signers.pkcs11.inventory import (
     LiveToken,
     check_library,
     parse_if_uri,
+    read_certificates,
     read_objects,
     read_tokens,
 )
 from rolesanywhere_hsm.signers.pkcs11.modules import acquire_module, release_module, resolve_module_path
 from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH, same_public_key, token_public_value
 from rolesanywhere_hsm.signers.pkcs11.selection import (
+    ObjectSnapshot,
+    TokenSnapshot,
     format_id,
-    object_matches,
-    select_object,
+    matching_tokens,
+    select_certificate,
     select_token,
 )
 from rolesanywhere_hsm.signers.pkcs11.signer import OpenedKey, Pkcs11Signer, find_one_key
@@ -99,9 +101,56 @@ def _key_template(key_uri: Pkcs11Uri | None, cert_uri: Pkcs11Uri | None,
     return {Attribute.CLASS: ObjectClass.PRIVATE_KEY}, ""
 
 
-def _select_live_token(tokens: list[LiveToken], uri: Pkcs11Uri, module_path: str) -> LiveToken:
-    chosen = select_token([t.snapshot for t in tokens], uri, module_path)
+def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
+                        module_path: str) -> tuple[LiveToken, ObjectSnapshot, Any]:
+    """The one certificate the URI selects, searched on every token the URIs allow (all of
+    them when they name none), read in public sessions; returns the chosen token's public
+    session open (the key is looked for there first), the others closed."""
+    snapshots = [t.snapshot for t in tokens]
+    searched = matching_tokens(snapshots, cert_uri, key_uri)
+    sessions: dict[TokenSnapshot, Any] = {}
+    try:
+        certificates: list[ObjectSnapshot] = []
+        for live in tokens:
+            if live.snapshot in searched:
+                with mapped_errors(f"listing certificates on token {live.snapshot.label!r}"):
+                    sessions[live.snapshot] = live.token.open()
+                    certificates += read_objects(sessions[live.snapshot], live.snapshot,
+                                                 ObjectClass.CERTIFICATE, "cert", with_value=True)
+        chosen = select_certificate(snapshots, certificates, cert_uri, module_path, key_uri=key_uri)
+        log.debug("certificate %s on %s", chosen.describe(), chosen.token.describe())
+        return (next(t for t in tokens if t.snapshot == chosen.token), chosen,
+                sessions.pop(chosen.token))
+    finally:
+        for other in sessions.values():
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                other.close()
+
+
+def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
+                   module_path: str) -> LiveToken:
+    """The token for a key URI when the certificate is a file: the one the URI selects, or,
+    when it selects several, the single one that holds this certificate."""
+    snapshots = [t.snapshot for t in tokens]
+    matching = matching_tokens(snapshots, key_uri)
+    if len(matching) > 1:
+        holders = {c.token for c in read_certificates([t for t in tokens if t.snapshot in matching])
+                   if c.value == certificate}
+        if len(holders) == 1:
+            return next(t for t in tokens if t.snapshot in holders)
+    chosen = select_token(snapshots, key_uri, module_path)
     return next(t for t in tokens if t.snapshot == chosen)
+
+
+def _usable_without_login(session: Any, key_template: dict[Any, Any]) -> bool:
+    """Whether exactly one key matches in a public session and it is not a private object
+    (CKA_PRIVATE false: PKCS#11 lets it be used without C_Login)."""
+    keys = list(session.get_objects(key_template))
+    if len(keys) != 1:
+        return False
+    with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
+        return not bool(keys[0][Attribute.PRIVATE])
+    return False
 
 
 def open_pkcs11_signer(
@@ -122,22 +171,28 @@ def open_pkcs11_signer(
     lib = acquire_module(module_path)
     session = None
     try:
-        check_library(lib, main_uri, module_path)
+        for uri in (key_uri, cert_uri):
+            if uri is not None:
+                check_library(lib, uri, module_path)
         tokens = read_tokens(lib)
-        live = _select_live_token(tokens, main_uri, module_path)
-        if key_uri is not None and cert_uri is not None and cert_uri.token_criteria():
-            cert_live = _select_live_token(tokens, cert_uri, module_path)
-            if cert_live.snapshot.slot_id != live.snapshot.slot_id:
-                raise SelectionError(
-                    f"The certificate URI selects {cert_live.snapshot.describe()} but the key "
-                    f"URI selects {live.snapshot.describe()}.",
-                    hint="Both must name the same token.",
-                )
+        # 1. The certificate, before any PIN: certificates are public objects, so an empty or
+        #    ambiguous selection is reported without spending a PIN (even a wrong one).
+        chain_candidates: list[bytes] = []
+        if cert_uri is not None:
+            live, cert, session = _select_certificate(tokens, cert_uri, key_uri, module_path)
+            certificate, cert_obj_id = cert.value, cert.id or None
+        else:
+            from_file = _x509.load_certificates(config.certificate)
+            certificate, chain_candidates = from_file[0], from_file[1:]
+            cert_obj_id = None
+            assert key_uri is not None
+            live = _token_for_key(tokens, key_uri, certificate, module_path)
+        info = _x509.certificate_info(certificate)
+        _x509.ensure_leaf_usable(info)  # the rules every signer applies: not a CA, a key type we sign with
+        algorithm = info.algorithm
+        key_template, criteria = _key_template(key_uri, cert_uri, cert_obj_id)
         token = live.token
         flags = token.flags
-        if flags & TokenFlag.USER_PIN_LOCKED:
-            raise PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
-                                 hint="Unblock it with the PUK or security officer PIN.")
         pin_request = PinRequest(
             description=f"PIN for token {token.label!r}",
             pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
@@ -149,35 +204,31 @@ def open_pkcs11_signer(
             environ=environ,
             prompt=prompt,
         )
-        login_required = bool(flags & TokenFlag.LOGIN_REQUIRED)
+        # 2. The key: a token that needs no login, or a key it shows without one (a YubiKey's
+        #    9e slot through OpenSC: CKA_PRIVATE false), is used in a public session and no
+        #    PIN is asked. Otherwise the PIN is resolved once and presented once.
+        if session is None:
+            session = login(token, None)
+        with mapped_errors(f"reading objects on token {token.label!r}"):
+            login_required = bool(flags & TokenFlag.LOGIN_REQUIRED) and not _usable_without_login(
+                session, key_template)
         user_pin: Any = None
         if login_required:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                session.close()
+            session = None
+            if token.flags & TokenFlag.USER_PIN_LOCKED:
+                raise PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
+                                     hint="Unblock it with the PUK or security officer PIN.")
             user_pin, source = resolve_pin(pin_request)
             log.debug("PIN for token %r from %s", token.label, source.value)
-        session = login(token, user_pin)
-        if user_pin is ProtectedAuthentication:
-            user_pin = None
+            session = login(token, user_pin)
+            if user_pin is ProtectedAuthentication:
+                user_pin = None
+        else:
+            log.debug("token %r: the key is used without login (no PIN asked)", token.label)
 
         with mapped_errors(f"reading objects on token {token.label!r}"):
-            cert_obj_id: bytes | None = None
-            chain_candidates: list[bytes] = []
-            if cert_uri is not None:
-                certs = [c for c in read_objects(session, live.snapshot, ObjectClass.CERTIFICATE,
-                                                 "cert", with_value=True)
-                         if object_matches(c, cert_uri)]
-                cert = select_object(
-                    certs, "certificate", cert_uri.object_criteria(), f"token {token.label!r}",
-                    "List the token's certificates with `rolesanywhere-hsm tokens`.")
-                certificate = cert.value
-                cert_obj_id = cert.id or None
-            else:
-                from_file = _x509.load_certificates(config.certificate)
-                certificate, chain_candidates = from_file[0], from_file[1:]
-            info = _x509.certificate_info(certificate)
-            _x509.ensure_leaf_usable(info)  # the rules every signer applies: not a CA, a key type we sign with
-            algorithm = info.algorithm
-
-            key_template, criteria = _key_template(key_uri, cert_uri, cert_obj_id)
             key = find_one_key(session, key_template, criteria, token.label,
                                "Private keys are listed only after login: `rolesanywhere-hsm "
                                "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
