@@ -22,6 +22,7 @@ __all__ = ["app", "main"]
 _COMMAND_MODULES = (
     "credential_process",
     "certificate",
+    "tokens",
     "emulator",
     "demo",
 )

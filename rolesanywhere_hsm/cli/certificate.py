@@ -35,7 +35,7 @@ def read_certificate_data(
     if certificate.lower().startswith("pkcs11:"):
         from rolesanywhere_hsm.signers.pkcs11 import list_certificates
 
-        print(json.dumps(list_certificates(certificate, pkcs11_lib), indent=2))
+        print(json.dumps(list_certificates(certificate, pkcs11_lib, require_match=True), indent=2))
         return
     print(json.dumps(certificate_data(load_certificates(certificate)[0]), indent=2))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import sys
 import threading
 from collections.abc import Iterator, Mapping
@@ -26,7 +25,9 @@ __all__ = [
     "MODULE_DIRS",
     "MODULE_ENV_VAR",
     "acquire_module",
+    "captured_stderr",
     "finalize_module",
+    "find_module_by_name",
     "forget_module",
     "known_module_paths",
     "loaded_module",
@@ -131,7 +132,8 @@ def _find_module_by_name(name: str, where: str) -> str:
 
 
 def _p11kit_registered_modules(environ: Mapping[str, str]) -> list[str]:
-    """Module paths named by p11-kit's `*.module` files (system config, then the user's)."""
+    """Module paths named by p11-kit's `*.module` files (system config, then the user's),
+    leaving out trust-policy modules (p11-kit-trust: the system's CA store, no keys)."""
     home = environ.get("HOME", "")
     config_home = environ.get("XDG_CONFIG_HOME") or (os.path.join(home, ".config") if home else "")
     directories = ["/usr/share/p11-kit/modules", "/etc/pkcs11/modules"]
@@ -143,12 +145,14 @@ def _p11kit_registered_modules(environ: Mapping[str, str]) -> list[str]:
             for entry in sorted(os.listdir(directory)):
                 if not entry.endswith(".module"):
                     continue
+                settings: dict[str, str] = {}
                 with contextlib.suppress(OSError, UnicodeDecodeError):
                     with open(os.path.join(directory, entry), encoding="utf-8") as handle:
                         for line in handle:
                             key, _, value = line.partition(":")
-                            if key.strip() == "module" and value.strip():
-                                found.append(value.strip())
+                            settings[key.strip()] = value.strip()
+                if settings.get("module") and settings.get("trust-policy") != "yes":
+                    found.append(settings["module"])
     return found
 
 
@@ -182,9 +186,28 @@ def known_module_paths(configured: str | None = None,
     return list(result.items())
 
 
-def machine_architecture() -> str:
-    """x86_64 or aarch64 (for messages about module directories)."""
-    return platform.machine() or sys.platform
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Send file descriptor 2 to a temporary file for the duration, and hand back what was
+    written there (as lines, in the yielded list, once the block ends). For C_Initialize and
+    slot listing of modules the user did not name: tpm2-pkcs11 on a machine without a TPM
+    prints several lines of ERROR that say nothing about the user's token."""
+    import tempfile
+
+    captured: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(64 * 1024).decode("utf-8", "replace")
+            captured.extend(line for line in text.splitlines() if line.strip())
 
 
 # ---------------------------------------------------------------------------------------------
