@@ -100,3 +100,32 @@ def test_the_printed_uri_is_the_shortest() -> None:
     assert selecting_uri(CERTS[0], CERTS, TOKENS).to_string() == "pkcs11:token=alpha;type=cert;id=%01"
     assert "serial=3333" in selecting_uri(CERTS[3], CERTS, TOKENS).to_string()
     assert "object=ci-attestation" in selecting_uri(CERTS[4], CERTS, TOKENS).to_string()
+
+
+def test_pairing_by_id_and_public_key() -> None:
+    """pair_certificate on plain data: CKA_ID first, then the public value when the token
+    shows one; private keys hidden before login are 'not listed', not 'none'."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from rolesanywhere_hsm.devpki import CertificateAuthority
+    from rolesanywhere_hsm.signers.pkcs11.inventory import KeyEntry, pair_certificate
+    from rolesanywhere_hsm.x509 import certificate_info
+
+    ca = CertificateAuthority.create("pairing test CA", "p256")
+    key, other = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    info = certificate_info(ca.issue_leaf(key.public_key(), common_name="leaf").public_bytes(Encoding.DER))
+    point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    wrong = other.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    private = KeyEntry("private", "k", b"\x01", "EC", None, always_authenticate=True, needs_login=True)
+    public = KeyEntry("public", "k", b"\x01", "EC", b"\x04\x41" + point)  # DER OCTET STRING form
+
+    paired = pair_certificate(info, b"\x01", [private, public], private_keys_listed=True)
+    assert (paired.private_key, paired.public_key, paired.always_authenticate) == ("paired", "paired", True)
+    hidden = pair_certificate(info, b"\x01", [public], private_keys_listed=False)
+    assert (hidden.private_key, hidden.public_key) == ("not listed", "paired")
+    mismatched = pair_certificate(info, b"\x01", [KeyEntry("public", "k", b"\x01", "EC", wrong)], True)
+    assert (mismatched.private_key, mismatched.public_key) == ("none", "mismatch")
+    assert pair_certificate(info, b"\x02", [private, public], True).private_key == "none"
+    assert pair_certificate(info, b"\x01", [KeyEntry("private", "k", b"\x01", "RSA", None)],
+                            True).private_key == "mismatch"
