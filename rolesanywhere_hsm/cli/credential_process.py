@@ -32,6 +32,7 @@ def credential_process(
     pkcs8_password: o.Pkcs8Password = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     reuse_pin: o.ReusePin = False,
+    no_token_chain: o.NoTokenChain = False,
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
@@ -45,6 +46,7 @@ def credential_process(
         pkcs8_password=pkcs8_password,
         pkcs11_lib=pkcs11_lib,
         reuse_pin=reuse_pin,
+        token_chain=not no_token_chain,
     )
     credentials = create_session(
         config,

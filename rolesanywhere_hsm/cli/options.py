@@ -82,6 +82,15 @@ Pkcs11Lib = Annotated[
     Optional[str],
     typer.Option("--pkcs11-lib", help="PKCS#11 module when the URI has no module-path.", envvar="RAH_PKCS11_MODULE"),
 ]
+NoTokenChain = Annotated[
+    bool,
+    typer.Option(
+        "--no-token-chain",
+        help="With a certificate on a token and no --intermediates, send no chain (by default the "
+        "issuer path is built from the CA certificates on the same token).",
+        envvar="RAH_NO_TOKEN_CHAIN",
+    ),
+]
 ReusePin = Annotated[
     bool,
     typer.Option("--reuse-pin", help="Use the user PIN again for keys that need a PIN before every signature."),

@@ -118,6 +118,9 @@ class SignerConfig:
     pkcs11_lib: str | None = None
     reuse_pin: bool = False
     secret_callback: SecretCallback | None = None
+    # A certificate on a token: send its issuer path from the token's CA certificates when
+    # no `intermediates` are given (docs/pkcs11.md, "Chain"). Off: send no chain.
+    token_chain: bool = True
 
     def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
         return (

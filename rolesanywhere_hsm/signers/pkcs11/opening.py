@@ -102,10 +102,11 @@ def _key_template(key_uri: Pkcs11Uri | None, cert_uri: Pkcs11Uri | None,
 
 
 def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
-                        module_path: str) -> tuple[LiveToken, ObjectSnapshot, Any]:
+                        module_path: str) -> tuple[LiveToken, ObjectSnapshot, Any, list[ObjectSnapshot]]:
     """The one certificate the URI selects, searched on every token the URIs allow (all of
     them when they name none), read in public sessions; returns the chosen token's public
-    session open (the key is looked for there first), the others closed."""
+    session open (the key is looked for there first), the others closed, and every
+    certificate on the chosen token (where its issuers may be)."""
     snapshots = [t.snapshot for t in tokens]
     searched = matching_tokens(snapshots, cert_uri, key_uri)
     sessions: dict[TokenSnapshot, Any] = {}
@@ -120,7 +121,7 @@ def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: P
         chosen = select_certificate(snapshots, certificates, cert_uri, module_path, key_uri=key_uri)
         log.debug("certificate %s on %s", chosen.describe(), chosen.token.describe())
         return (next(t for t in tokens if t.snapshot == chosen.token), chosen,
-                sessions.pop(chosen.token))
+                sessions.pop(chosen.token), [c for c in certificates if c.token == chosen.token])
     finally:
         for other in sessions.values():
             with contextlib.suppress(pkcs11.PKCS11Error):
@@ -153,6 +154,25 @@ def _usable_without_login(session: Any, key_template: dict[Any, Any]) -> bool:
     return False
 
 
+def _chain(config: SignerConfig, certificate: bytes, from_file: list[bytes],
+           on_token: list[ObjectSnapshot], token_label: str) -> tuple[bytes, ...]:
+    """The intermediates to send: from --intermediates (and a certificate file's extras),
+    which win; else, for a certificate on the token, its issuer path among the token's CA
+    certificates (unless `config.token_chain` is off)."""
+    if config.intermediates:
+        from_file = from_file + _x509.load_certificates(config.intermediates)
+    if from_file:
+        return _x509.order_chain(certificate, from_file)
+    if not on_token or not config.token_chain:
+        return ()
+    from rolesanywhere_hsm.issuer_path import build_issuer_path
+
+    path = build_issuer_path(certificate, [c.value for c in on_token])
+    log.debug("chain from token %r: %s", token_label,
+              " <- ".join(path.subjects) if path.subjects else "no issuer of the leaf on the token")
+    return path.intermediates
+
+
 def open_pkcs11_signer(
     config: SignerConfig, *, spec: SigningSpec | None = None,
     environ: Mapping[str, str] | None = None, prompt: SecretCallback | None = None,
@@ -178,8 +198,9 @@ def open_pkcs11_signer(
         # 1. The certificate, before any PIN: certificates are public objects, so an empty or
         #    ambiguous selection is reported without spending a PIN (even a wrong one).
         chain_candidates: list[bytes] = []
+        on_token: list[ObjectSnapshot] = []
         if cert_uri is not None:
-            live, cert, session = _select_certificate(tokens, cert_uri, key_uri, module_path)
+            live, cert, session, on_token = _select_certificate(tokens, cert_uri, key_uri, module_path)
             certificate, cert_obj_id = cert.value, cert.id or None
         else:
             from_file = _x509.load_certificates(config.certificate)
@@ -264,9 +285,7 @@ def open_pkcs11_signer(
         log.debug("module %s, token %r, key %s, mechanism %s%s", module_path, token.label,
                   criteria or "(the only key)", spec.mechanism_name,
                   ", always-authenticate" if always_auth else "")
-        if config.intermediates:
-            chain_candidates += _x509.load_certificates(config.intermediates)
-        chain = _x509.order_chain(certificate, chain_candidates) if chain_candidates else ()
+        chain = _chain(config, certificate, chain_candidates, on_token, token.label)
 
         opened = OpenedKey(
             module_path=module_path, token=token, session=session, key=key,
