@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
@@ -179,7 +178,6 @@ def test_yubikey_printed_uris_select_their_certificates(yubikey: VirtualYubiKey,
     env = yubikey.subprocess_env(module, pin=True)
     entry = listed(env, module)
     found = certificates(entry)
-    slots = {s.certificate.public_bytes(Encoding.DER): name for name, s in yubikey.slots.items()}
     serials = {format(s.certificate.serial_number, "x"): name for name, s in yubikey.slots.items()}
     assert set(serials) <= {c["serialNumber"] for _, c in found}
     attestation = [c for _, c in found if c["attestation"]]
@@ -193,7 +191,30 @@ def test_yubikey_printed_uris_select_their_certificates(yubikey: VirtualYubiKey,
             result = credential_process(server, env, cert["uri"])
             assert result.returncode == 0, (cert["uri"], result.stderr)
             assert format(server.last_issued.leaf_serial, "x") == cert["serialNumber"]
-    assert slots  # (the card's own certificates, for the reader of this test)
     if which == "opensc":
         nine_e = next(c for _, c in found if serials.get(c["serialNumber"]) == "9e")
         assert nine_e["privateKey"] == "paired" and nine_e["keyNeedsLogin"] is False
+
+
+@pytest.mark.softhsm
+def test_softhsm_login_with_a_wrong_pin_is_reported_once_and_the_listing_goes_on(
+    three_tokens: list[SoftHsmToken],
+) -> None:
+    token = three_tokens[2]
+    env = dict(os.environ, **token.env, RAH_PKCS11_PIN="not-the-pin")
+    entry = listed(env, token.module, "--login", "--token", "solo")
+    [tok] = entry["tokens"]
+    assert not tok["loggedIn"] and "refused the PIN" in tok["error"] and "not-the-pin" not in tok["error"]
+    assert [k["class"] for k in tok["keys"]] == ["public"]  # private keys stay hidden
+    assert {c["label"] for c in tok["certificates"]} == {"only", "issuing-ca"}
+
+
+@pytest.mark.softhsm
+def test_softhsm_pin_from_the_environment_goes_to_one_token_only(three_tokens: list[SoftHsmToken]) -> None:
+    token = three_tokens[0]
+    env = dict(os.environ, **token.env, RAH_PKCS11_PIN=SOFTHSM_PIN)
+    entry = listed(env, token.module, "--login")
+    logged = [t for t in entry["tokens"] if t["loggedIn"]]
+    refused = [t for t in entry["tokens"] if t["error"]]
+    assert len(logged) == 1 and len(refused) == 2
+    assert all("--token" in t["error"] for t in refused)
