@@ -63,6 +63,8 @@ KNOWN_MODULES = (
     "opensc-pkcs11.so",
     "libtpm2_pkcs11.so",
     "libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
     "/opt/cloudhsm/lib/libcloudhsm_pkcs11.so",
     "/opt/safenet/lunaclient/lib/libCryptoki2_64.so",
     "/usr/safenet/lunaclient/lib/libCryptoki2_64.so",
