@@ -599,6 +599,7 @@ def create_session(
         no_tpm_key_password=config.no_tpm_key_password if config else False,
         cert_selector=config.cert_selector if config else None,
         use_latest_expiring_certificate=config.use_latest_expiring_certificate if config else False,
+        token_chain=config.token_chain if config else True,
     )
     with CredentialSession(
         spec,

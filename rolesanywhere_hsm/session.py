@@ -89,6 +89,7 @@ class CredentialSpec:
     no_tpm_key_password: bool = False
     cert_selector: Any = None  # the official helper's --cert-selector text (or a parsed one)
     use_latest_expiring_certificate: bool = False
+    token_chain: bool = True  # a certificate on a token: send its issuer path from the token
     arns: SessionArns = field(init=False, repr=False, compare=False)
     selector: Any = field(init=False, repr=False, compare=False)  # cert_selector, parsed
 
@@ -149,6 +150,7 @@ class CredentialSpec:
             no_tpm_key_password=self.no_tpm_key_password,
             cert_selector=self.selector,
             use_latest_expiring_certificate=self.use_latest_expiring_certificate,
+            token_chain=self.token_chain,
         )
 
     def cache_key(self) -> str:
@@ -177,6 +179,7 @@ class CredentialSpec:
             "no_tpm_key_password": self.no_tpm_key_password,
             "cert_selector": _selector_reference(self.cert_selector),
             "use_latest_expiring_certificate": self.use_latest_expiring_certificate,
+            "token_chain": self.token_chain,
         }
         blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()

@@ -174,7 +174,7 @@ class SoftHsmToken:
     def add_key(
         self, kind: str, label: str, key_id: bytes, ca: CertificateAuthority | None = None, *,
         always_authenticate: bool = False, store_certificate: bool = True,
-        keep_public_key: bool = True, common_name: str | None = None,
+        keep_public_key: bool = True, common_name: str | None = None, needs_login: bool = True,
     ) -> tuple[Any, str]:
         """Generate a `kind` key (rsa2048/3072/4096, p256/p384/p521) on the token, have `ca`
         (default: a CA made for this token) certify it, store the certificate with the same
@@ -182,7 +182,9 @@ class SoftHsmToken:
 
         `keep_public_key=False` deletes the public key object, like tokens that keep none:
         SoftHSM EC private keys have no CKA_EC_POINT, so the signer must then check the pairing
-        with the first real signature.
+        with the first real signature. `needs_login=False` stores the private key with
+        CKA_PRIVATE false (visible and usable without login, as a YubiKey's 9e slot is
+        through OpenSC).
         """
         if kind not in KEY_KINDS:
             raise ValueError(f"unknown key kind {kind!r}; use one of {', '.join(KEY_KINDS)}")
@@ -190,13 +192,12 @@ class SoftHsmToken:
             if self.ca is None:
                 self.ca = CertificateAuthority.create(f"SoftHSM demo CA for {self.label}")
             ca = self.ca
-        from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectClass
+        from pkcs11 import Attribute, KeyType, MechanismFlag
         from pkcs11.util.ec import encode_named_curve_parameters
-        from pkcs11.util.x509 import decode_x509_certificate
 
         private_template = {
             Attribute.TOKEN: True,
-            Attribute.PRIVATE: True,
+            Attribute.PRIVATE: needs_login,
             Attribute.SENSITIVE: True,
             Attribute.EXTRACTABLE: False,
             Attribute.SIGN: True,
@@ -224,18 +225,7 @@ class SoftHsmToken:
                 public_key = _ec_public_key(kind, public[Attribute.EC_POINT])
             certificate = ca.issue_leaf(public_key, common_name=common_name or label)
             if store_certificate:
-                from cryptography.hazmat.primitives.serialization import Encoding
-
-                attrs = decode_x509_certificate(certificate.public_bytes(Encoding.DER))
-                attrs.update({
-                    Attribute.CLASS: ObjectClass.CERTIFICATE,
-                    Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
-                    Attribute.TOKEN: True,
-                    Attribute.PRIVATE: False,
-                    Attribute.ID: key_id,
-                    Attribute.LABEL: label,
-                })
-                session.create_object(attrs)
+                _store_certificate(session, certificate, label, key_id)
             if not keep_public_key:
                 public.destroy()
         name = label if label not in self.keys else f"{label}@{key_id.hex()}"
@@ -246,6 +236,12 @@ class SoftHsmToken:
         )
         return certificate, self.uri_for(label, type="private")
 
+    def add_certificate(self, certificate: Any, label: str, key_id: bytes) -> None:
+        """Store a certificate without a key (a CA certificate beside the leaf, as HSM
+        partitions and smart cards often hold)."""
+        with self._session() as session:
+            _store_certificate(session, certificate, label, key_id)
+
     # -- internals -------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -253,9 +249,12 @@ class SoftHsmToken:
         """A logged-in R/W session on this token in this process, with SOFTHSM2_CONF pointing
         here for the C_Initialize; finalised on exit so that a later signer reads its own
         SOFTHSM2_CONF (python-pkcs11 trap 1)."""
-        import pkcs11
-
-        from rolesanywhere_hsm.signers.pkcs11 import module_in_use
+        from rolesanywhere_hsm.signers.pkcs11.modules import (
+            acquire_module,
+            finalize_module,
+            module_in_use,
+            release_module,
+        )
 
         if module_in_use(self.module):
             raise SoftHsmError("A PKCS#11 signer on SoftHSM is open in this process; close it "
@@ -263,30 +262,32 @@ class SoftHsmToken:
                                "at C_Initialize).")
         old = os.environ.get("SOFTHSM2_CONF")
         os.environ["SOFTHSM2_CONF"] = str(self.conf)
-        lib = pkcs11.lib(self.module)
         try:
-            lib.reinitialize()  # read our SOFTHSM2_CONF even if someone initialised before
-            token = self._find_token(lib, slot_id)
-            session = token.open(rw=True, user_pin=self.pin)
+            finalize_module(self.module)  # the next C_Initialize reads our SOFTHSM2_CONF
+            lib = acquire_module(self.module)
             try:
-                yield session
+                token = self._find_token(lib, slot_id)
+                session = token.open(rw=True, user_pin=self.pin)
+                try:
+                    yield session
+                finally:
+                    session.close()
             finally:
-                session.close()
+                release_module(self.module)  # the last user: C_Finalize
         finally:
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                lib.finalize()
             if old is None:
                 os.environ.pop("SOFTHSM2_CONF", None)
             else:
                 os.environ["SOFTHSM2_CONF"] = old
 
     def _find_token(self, lib: Any, slot_id: int | None) -> Any:
+        from rolesanywhere_hsm.signers.pkcs11.inventory import token_serial
+
         for slot in lib.get_slots(token_present=True):
             token = slot.get_token()
             if slot_id is not None and slot.slot_id == slot_id:
                 return token
-            serial = token.serial.decode() if isinstance(token.serial, bytes) else token.serial
-            if slot_id is None and serial == self.serial:
+            if slot_id is None and token_serial(token) == self.serial:
                 return token
         raise SoftHsmError(f"token {self.label!r} (serial {self.serial}) not found in {self.directory}")
 
@@ -298,9 +299,27 @@ def reset_softhsm_in_process(module: str | None = None) -> None:
     module = module or find_softhsm_module()
     if module is None:
         return
-    from rolesanywhere_hsm.signers.pkcs11 import _forget_module
+    from rolesanywhere_hsm.signers.pkcs11 import forget_module
 
-    _forget_module(module)
+    forget_module(module)
+
+
+def _store_certificate(session: Any, certificate: Any, label: str, key_id: bytes) -> None:
+    """A public X.509 certificate object (cryptography certificate) with this label and id."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from pkcs11 import Attribute, CertificateType, ObjectClass
+    from pkcs11.util.x509 import decode_x509_certificate
+
+    attrs = decode_x509_certificate(certificate.public_bytes(Encoding.DER))
+    attrs.update({
+        Attribute.CLASS: ObjectClass.CERTIFICATE,
+        Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: False,
+        Attribute.ID: key_id,
+        Attribute.LABEL: label,
+    })
+    session.create_object(attrs)
 
 
 def _write_conf(conf: Path, tokendir: Path) -> None:

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "credential_process",
     "update",
     "certificate",
+    "tokens",
     "emulator",
     "serve",
     "demo",

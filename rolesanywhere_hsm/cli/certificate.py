@@ -129,7 +129,7 @@ def read_certificate_data(
     if certificate.lower().startswith("pkcs11:"):
         from rolesanywhere_hsm.signers.pkcs11 import list_certificates
 
-        print(json.dumps(list_certificates(certificate, pkcs11_lib), indent=2))
+        print(json.dumps(list_certificates(certificate, pkcs11_lib, require_match=True), indent=2))
         return
     certificates = load_certificates(certificate)
     der = certificates[0]

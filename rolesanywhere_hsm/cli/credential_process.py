@@ -39,6 +39,7 @@ def credential_process(
     system_store_name: o.SystemStoreName = None,
     system_store_location: o.SystemStoreLocation = None,
     timeout: o.Timeout = 20.0,
+    no_token_chain: o.NoTokenChain = False,
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
@@ -60,6 +61,7 @@ def credential_process(
         cert_selector=cert_selector,
         use_latest_expiring_certificate=use_latest_expiring_certificate,
         timeout=timeout,
+        token_chain=not no_token_chain,
     )
     with CredentialSession(spec, pkcs8_password=pkcs8_password,
                            tpm_key_password=tpm_key_password) as session:

@@ -108,6 +108,15 @@ NoTpmKeyPassword = Annotated[
     bool,
     typer.Option("--no-tpm-key-password", help="The TPM key file's key has no password: do not ask for one."),
 ]
+NoTokenChain = Annotated[
+    bool,
+    typer.Option(
+        "--no-token-chain",
+        help="With a certificate on a token and no --intermediates, send no chain (by default the "
+        "issuer path is built from the CA certificates on the same token).",
+        envvar="RAH_NO_TOKEN_CHAIN",
+    ),
+]
 ReusePin = Annotated[
     bool,
     typer.Option("--reuse-pin", help="Use the user PIN again for keys that need a PIN before every signature."),
@@ -189,6 +198,7 @@ def credential_spec(
     no_tpm_key_password: bool = False,
     cert_selector: str | None = None,
     use_latest_expiring_certificate: bool = False,
+    token_chain: bool = True,
 ) -> CredentialSpec:
     """The credential options above, checked once, as the session layer's spec."""
     from rolesanywhere_hsm.session import CredentialSpec
@@ -212,4 +222,5 @@ def credential_spec(
         no_tpm_key_password=no_tpm_key_password,
         cert_selector=cert_selector,
         use_latest_expiring_certificate=use_latest_expiring_certificate,
+        token_chain=token_chain,
     )

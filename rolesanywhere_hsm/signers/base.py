@@ -125,6 +125,9 @@ class SignerConfig:
     # the leaf among the certificates of the file (or, once wired, of the tokens).
     cert_selector: Any = None
     use_latest_expiring_certificate: bool = False
+    # A certificate on a token: send its issuer path from the token's CA certificates when
+    # no `intermediates` are given (docs/pkcs11.md, "Chain"). Off: send no chain.
+    token_chain: bool = True
 
     def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
         return (

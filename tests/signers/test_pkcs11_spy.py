@@ -103,11 +103,13 @@ def test_open_and_sign_once_costs_one_login_and_one_signature(
     assert outcome == "OK"
     n = counts(calls)
     assert n["C_Initialize"] == 1
-    assert n["C_OpenSession"] == 1
+    # One public session reads the certificate before any PIN is asked, one logged-in session
+    # signs; only the second logs in (and out).
+    assert n["C_OpenSession"] == 2
     assert n["C_Login"] == 1
     assert n["C_SignInit"] == 1
     assert n["C_Sign(real)"] == 1
-    assert n["C_Logout"] == 1 and n["C_CloseSession"] == 1 and n["C_Finalize"] == 1
+    assert n["C_Logout"] == 1 and n["C_CloseSession"] == 2 and n["C_Finalize"] == 1
     for forbidden in ("C_WrapKey", "C_CopyObject", "C_SetAttributeValue", "C_DigestKey",
                       "C_Verify", "C_VerifyInit"):
         assert n[forbidden] == 0, forbidden
@@ -128,7 +130,7 @@ def test_many_signatures_one_login(softhsm_token: SoftHsmToken, tmp_path: Path) 
                                   softhsm_token.uri_for("ec-p256", type="cert"), count=25)
     assert outcome == "OK"
     n = counts(calls)
-    assert (n["C_Initialize"], n["C_OpenSession"], n["C_Login"]) == (1, 1, 1)
+    assert (n["C_Initialize"], n["C_OpenSession"], n["C_Login"]) == (1, 2, 1)  # public + logged in
     assert n["C_Sign(real)"] == 25
 
 

@@ -1,0 +1,314 @@
+"""Open the token key a `SignerConfig` names: parse, load the module, select, log in, check.
+
+The steps, in order, each in its own module: `modules` (which module, loaded once),
+`inventory` (snapshots of tokens and certificates), `selection` (pure: exactly one token and
+certificate, or an error listing the candidates), then the login and the key, checked against
+the certificate (`pairing`) and the acceptance rules every signer shares
+(`x509.ensure_leaf_usable`); the result is one `OpenedKey` for the `Pkcs11Signer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, ObjectClass, TokenFlag
+from pkcs11 import exceptions as p11
+
+from rolesanywhere_hsm import x509 as _x509
+from rolesanywhere_hsm.errors import (
+    KeyLoadError,
+    PinLockedError,
+    Pkcs11UriError,
+    TokenSigningError,
+    UsageError,
+)
+from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
+from rolesanywhere_hsm.signers.mechanisms import SigningSpec, choose_signing_spec
+from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pkcs11.error_mapping import login, mapped_errors
+from rolesanywhere_hsm.signers.pkcs11.inventory import (
+    KEY_TYPES,
+    LiveToken,
+    check_library,
+    parse_if_uri,
+    read_certificates,
+    read_objects,
+    read_tokens,
+)
+from rolesanywhere_hsm.signers.pkcs11.modules import acquire_module, release_module, resolve_module_path
+from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH, same_public_key, token_public_value
+from rolesanywhere_hsm.signers.pkcs11.selection import (
+    ObjectSnapshot,
+    TokenSnapshot,
+    format_id,
+    matching_tokens,
+    select_certificate,
+    select_token,
+)
+from rolesanywhere_hsm.signers.pkcs11.signer import OpenedKey, Pkcs11Signer, find_one_key
+from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
+
+__all__ = ["open_pkcs11_signer"]
+
+# --debug shows the steps: module, token, key, mechanism, where the PIN came from (never the PIN).
+log = logging.getLogger("rolesanywhere_hsm.pkcs11")
+
+
+def _checked_uris(config: SignerConfig) -> tuple[Pkcs11Uri | None, Pkcs11Uri | None]:
+    cert_uri = parse_if_uri(config.certificate, "--certificate")
+    key_uri = parse_if_uri(config.private_key, "--private-key") if config.private_key else None
+    if config.private_key and key_uri is None:
+        raise UsageError(
+            "The PKCS#11 signer needs --private-key as a pkcs11: URI (or left out).",
+            hint="Give --private-key pkcs11:token=...;object=... or use a key file.",
+        )
+    if cert_uri is None and key_uri is None:
+        raise UsageError("Neither --certificate nor --private-key is a pkcs11: URI.",
+                         hint="Name the key on the token with --private-key pkcs11:...")
+    for uri, what in ((cert_uri, "certificate"), (key_uri, "private key")):
+        expected = "cert" if what == "certificate" else "private"
+        if uri is not None and uri.type is not None and uri.type != expected:
+            raise Pkcs11UriError(
+                f"The {what} URI says type={uri.type}; it must be type={expected} or none.",
+                hint=f"Drop type= or write type={expected}.",
+            )
+    return cert_uri, key_uri
+
+
+def _object_template(uri: Pkcs11Uri, object_class: Any) -> dict[Any, Any]:
+    template: dict[Any, Any] = {Attribute.CLASS: object_class}
+    if uri.object is not None:
+        template[Attribute.LABEL] = uri.object
+    if uri.id is not None:
+        template[Attribute.ID] = uri.id
+    return template
+
+
+def _key_template(key_uri: Pkcs11Uri | None, cert_uri: Pkcs11Uri | None,
+                  cert_id: bytes | None) -> tuple[dict[Any, Any], str]:
+    """How to find the private key, and how to name that in messages: the key URI's object
+    or id, else the certificate's CKA_ID, else the certificate URI's object and id."""
+    if key_uri is not None and (key_uri.object is not None or key_uri.id is not None):
+        return _object_template(key_uri, ObjectClass.PRIVATE_KEY), key_uri.object_criteria()
+    if cert_id:
+        return ({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: cert_id},
+                f"id={format_id(cert_id)} (the certificate's CKA_ID)")
+    if cert_uri is not None:
+        return _object_template(cert_uri, ObjectClass.PRIVATE_KEY), cert_uri.object_criteria()
+    return {Attribute.CLASS: ObjectClass.PRIVATE_KEY}, ""
+
+
+def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
+                        module_path: str) -> tuple[LiveToken, ObjectSnapshot, Any, list[ObjectSnapshot]]:
+    """The one certificate the URI selects, searched on every token the URIs allow (all of
+    them when they name none), read in public sessions; returns the chosen token's public
+    session open (the key is looked for there first), the others closed, and every
+    certificate on the chosen token (where its issuers may be)."""
+    snapshots = [t.snapshot for t in tokens]
+    searched = matching_tokens(snapshots, cert_uri, key_uri)
+    sessions: dict[TokenSnapshot, Any] = {}
+    try:
+        certificates: list[ObjectSnapshot] = []
+        for live in tokens:
+            if live.snapshot in searched:
+                with mapped_errors(f"listing certificates on token {live.snapshot.label!r}"):
+                    sessions[live.snapshot] = live.token.open()
+                    certificates += read_objects(sessions[live.snapshot], live.snapshot,
+                                                 ObjectClass.CERTIFICATE, "cert", with_value=True)
+        chosen = select_certificate(snapshots, certificates, cert_uri, module_path, key_uri=key_uri)
+        log.debug("certificate %s on %s", chosen.describe(), chosen.token.describe())
+        return (next(t for t in tokens if t.snapshot == chosen.token), chosen,
+                sessions.pop(chosen.token), [c for c in certificates if c.token == chosen.token])
+    finally:
+        for other in sessions.values():
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                other.close()
+
+
+def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
+                   module_path: str) -> LiveToken:
+    """The token for a key URI when the certificate is a file: the one the URI selects, or,
+    when it selects several, the single one that holds this certificate."""
+    snapshots = [t.snapshot for t in tokens]
+    matching = matching_tokens(snapshots, key_uri)
+    if len(matching) > 1:
+        holders = {c.token for c in read_certificates([t for t in tokens if t.snapshot in matching])
+                   if c.value == certificate}
+        if len(holders) == 1:
+            return next(t for t in tokens if t.snapshot in holders)
+    chosen = select_token(snapshots, key_uri, module_path)
+    return next(t for t in tokens if t.snapshot == chosen)
+
+
+def _usable_without_login(session: Any, key_template: dict[Any, Any]) -> bool:
+    """Whether exactly one key matches in a public session and it is not a private object
+    (CKA_PRIVATE false: PKCS#11 lets it be used without C_Login)."""
+    keys = list(session.get_objects(key_template))
+    if len(keys) != 1:
+        return False
+    with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
+        return not bool(keys[0][Attribute.PRIVATE])
+    return False
+
+
+def _checked_key(session: Any, token: Any, key_template: dict[Any, Any], criteria: str,
+                 info: _x509.CertificateInfo, spec: SigningSpec | None,
+                 ) -> tuple[Any, bool, bool, SigningSpec]:
+    """The one private key `key_template` finds, checked against the certificate: its type,
+    CKA_SIGN, its public value where the token shows one (else `verify_pending`: the first
+    signature is checked), CKA_ALWAYS_AUTHENTICATE, and the mechanism to sign with."""
+    key = find_one_key(session, key_template, criteria, token.label,
+                       "Private keys are listed only after login: `rolesanywhere-hsm "
+                       "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
+    key_type = KEY_TYPES.get(key[Attribute.KEY_TYPE], "other")
+    if key_type != info.key_type:
+        raise KeyLoadError(
+            f"The key {criteria or ''} on token {token.label!r} is {key_type} but the "
+            f"certificate holds an {info.key_type} key.",
+            hint="Select the key that belongs to the certificate (same id=).",
+        )
+    if not hasattr(key, "sign"):
+        raise TokenSigningError(
+            f"The key {criteria} on token {token.label!r} may not sign (CKA_SIGN is false).",
+            hint="Use a signing key.",
+        )
+    token_public = token_public_value(session, key, key_type)
+    if token_public is not None and not same_public_key(token_public, info):
+        raise KeyLoadError(*MISMATCH[:1],
+                           hint="Select the key with the certificate's id=, or the "
+                           "certificate of this key.")
+    always_auth = False
+    with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
+        always_auth = bool(key[Attribute.ALWAYS_AUTHENTICATE])
+    if spec is None:
+        spec = choose_signing_spec(key_type, token.slot.get_mechanisms(), key_bits=info.key_bits,
+                                   curve=info.curve, parameter_set=info.parameter_set)
+    elif spec.key_type != key_type:
+        raise UsageError(f"The forced signing spec is for {spec.key_type}, the key is {key_type}.",
+                         hint="Pass a spec for the key's type.")
+    return key, token_public is None, always_auth, spec
+
+
+def _chain(config: SignerConfig, certificate: bytes, from_file: list[bytes],
+           on_token: list[ObjectSnapshot], token_label: str) -> tuple[bytes, ...]:
+    """The intermediates to send: from --intermediates (and a certificate file's extras),
+    which win; else, for a certificate on the token, its issuer path among the token's CA
+    certificates (unless `config.token_chain` is off)."""
+    if config.intermediates:
+        from_file = from_file + _x509.load_certificates(config.intermediates)
+    if from_file:
+        return _x509.order_chain(certificate, from_file)
+    if not on_token or not config.token_chain:
+        return ()
+    from rolesanywhere_hsm.issuer_path import build_issuer_path
+
+    path = build_issuer_path(certificate, [c.value for c in on_token])
+    log.debug("chain from token %r: %s", token_label,
+              " <- ".join(path.subjects) if path.subjects else "no issuer of the leaf on the token")
+    return path.intermediates
+
+
+def open_pkcs11_signer(
+    config: SignerConfig, *, spec: SigningSpec | None = None,
+    environ: Mapping[str, str] | None = None, prompt: SecretCallback | None = None,
+) -> Pkcs11Signer:
+    """Open the token key that `config` names (see docs/pkcs11.md).
+
+    `config.certificate` is a `pkcs11:` URI (the certificate on the token) or a file;
+    `config.private_key` a `pkcs11:` URI or None (then the key with the certificate's CKA_ID).
+    `spec` forces a mechanism choice (tests, or a token that lists mechanisms it lacks);
+    `environ` and `prompt` replace os.environ and the /dev/tty prompt (tests).
+    """
+    cert_uri, key_uri = _checked_uris(config)
+    module_path = resolve_module_path((key_uri, cert_uri), config.pkcs11_lib, environ)
+    main_uri = key_uri or cert_uri
+    assert main_uri is not None
+    lib = acquire_module(module_path)
+    session = None
+    try:
+        for uri in (key_uri, cert_uri):
+            if uri is not None:
+                check_library(lib, uri, module_path)
+        tokens = read_tokens(lib)
+        # 1. The certificate, before any PIN: certificates are public objects, so an empty or
+        #    ambiguous selection is reported without spending a PIN (even a wrong one).
+        chain_candidates: list[bytes] = []
+        on_token: list[ObjectSnapshot] = []
+        if cert_uri is not None:
+            live, cert, session, on_token = _select_certificate(tokens, cert_uri, key_uri, module_path)
+            certificate, cert_obj_id = cert.value, cert.id or None
+        else:
+            from_file = _x509.load_certificates(config.certificate)
+            certificate, chain_candidates = from_file[0], from_file[1:]
+            cert_obj_id = None
+            assert key_uri is not None
+            live = _token_for_key(tokens, key_uri, certificate, module_path)
+        info = _x509.certificate_info(certificate)
+        _x509.ensure_leaf_usable(info)  # the rules every signer applies: not a CA, a key type we sign with
+        algorithm = info.algorithm
+        key_template, criteria = _key_template(key_uri, cert_uri, cert_obj_id)
+        token = live.token
+        flags = token.flags
+        pin_request = PinRequest(
+            description=f"PIN for token {token.label!r}",
+            pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
+                cert_uri.pin_value if cert_uri else None),
+            pin_source=main_uri.pin_source if main_uri.pin_source is not None else (
+                cert_uri.pin_source if cert_uri else None),
+            protected_authentication_path=bool(flags & TokenFlag.PROTECTED_AUTHENTICATION_PATH),
+            callback=config.secret_callback,
+            environ=environ,
+            prompt=prompt,
+        )
+        # 2. The key: a token that needs no login, or a key it shows without one (a YubiKey's
+        #    9e slot through OpenSC: CKA_PRIVATE false), is used in a public session and no
+        #    PIN is asked. Otherwise the PIN is resolved once and presented once.
+        if session is None:
+            session = login(token, None)
+        with mapped_errors(f"reading objects on token {token.label!r}"):
+            login_required = bool(flags & TokenFlag.LOGIN_REQUIRED) and not _usable_without_login(
+                session, key_template)
+        user_pin: Any = None
+        if login_required:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                session.close()
+            session = None
+            if token.flags & TokenFlag.USER_PIN_LOCKED:
+                raise PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
+                                     hint="Unblock it with the PUK or security officer PIN.")
+            user_pin, source = resolve_pin(pin_request)
+            log.debug("PIN for token %r from %s", token.label, source.value)
+            session = login(token, user_pin)
+            if user_pin is ProtectedAuthentication:
+                user_pin = None
+        else:
+            log.debug("token %r: the key is used without login (no PIN asked)", token.label)
+
+        with mapped_errors(f"reading objects on token {token.label!r}"):
+            key, verify_pending, always_auth, spec = _checked_key(
+                session, token, key_template, criteria, info, spec)
+
+        log.debug("module %s, token %r, key %s, mechanism %s%s", module_path, token.label,
+                  criteria or "(the only key)", spec.mechanism_name,
+                  ", always-authenticate" if always_auth else "")
+        chain = _chain(config, certificate, chain_candidates, on_token, token.label)
+
+        opened = OpenedKey(
+            module_path=module_path, token=token, session=session, key=key,
+            key_template=tuple(key_template.items()), key_criteria=criteria or "(the only key)",
+            certificate=certificate, chain=chain, algorithm=algorithm, spec=spec,
+            always_authenticate=always_auth, pin_request=pin_request,
+            login_required=login_required, verify_pending=verify_pending,
+        )
+        return Pkcs11Signer(opened, reuse_pin=config.reuse_pin,
+                            user_pin=user_pin if isinstance(user_pin, str) else None)
+    except BaseException:
+        if session is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                session.close()
+        release_module(module_path)
+        raise

@@ -1,0 +1,260 @@
+"""The PKCS#11 signer: one logged-in (or public) session on one token key.
+
+Built from an `OpenedKey` (what `opening.open_pkcs11_signer` found and checked); `sign()` is
+one C_Sign (plus a context login for CKA_ALWAYS_AUTHENTICATE keys); `close()` logs out and
+releases the module. The private key never leaves the token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pkcs11 import Attribute, Mechanism
+from pkcs11 import exceptions as p11
+
+from rolesanywhere_hsm.errors import (
+    KeyLoadError,
+    PinIncorrectError,
+    PinLockedError,
+    RolesAnywhereError,
+    TokenError,
+    TokenSigningError,
+)
+from rolesanywhere_hsm.signers.base import CertifiedKeySigner
+from rolesanywhere_hsm.signers.mechanisms import SigningSpec
+from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pkcs11.error_mapping import login, mapped_errors, pin_refused
+from rolesanywhere_hsm.signers.pkcs11.modules import release_module
+from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH
+
+__all__ = ["OpenedKey", "Pkcs11Signer", "find_one_key"]
+
+
+@dataclass(frozen=True)
+class OpenedKey:
+    """Everything the signer needs about one key, found and checked by the opening step.
+
+    `key_template` and `key_criteria` find the key again in a new session (after a signing
+    error); `verify_pending` says the token showed no public key, so the first signature is
+    checked against the certificate; `login_required` says whether sessions need a PIN.
+    """
+
+    module_path: str
+    token: Any
+    session: Any
+    key: Any
+    key_template: tuple[tuple[Any, Any], ...]
+    key_criteria: str
+    certificate: bytes
+    chain: tuple[bytes, ...]
+    algorithm: str
+    spec: SigningSpec
+    always_authenticate: bool
+    pin_request: PinRequest
+    login_required: bool
+    verify_pending: bool
+
+
+def find_one_key(session: Any, template: dict[Any, Any], criteria: str, token_label: str,
+                 hint: str) -> Any:
+    """The one private key `template` finds in `session`, or a SelectionError listing them."""
+    from rolesanywhere_hsm.signers.pkcs11.selection import ObjectSnapshot, TokenSnapshot, select_object
+
+    objects = list(session.get_objects(template))
+    if len(objects) == 1:
+        return objects[0]
+    here = TokenSnapshot(slot_id=-1, label=token_label)
+    snapshots = [ObjectSnapshot(here, "private", o[Attribute.LABEL] or "", bytes(o[Attribute.ID] or b""))
+                 for o in objects]
+    select_object(snapshots, "private key", criteria, f"token {token_label!r}", hint)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Pkcs11Signer(CertifiedKeySigner):
+    """A logged-in session on one token key; see the module docstring for the costs.
+
+    Thread-safe: one sign at a time per signer (a PKCS#11 session runs one operation at a
+    time). Build it with `open_pkcs11_signer`; the constructor only stores what that found.
+    `sign_count` (signatures made) and `login_count` (user logins, not context logins) are
+    there for diagnostics and tests.
+    """
+
+    def __init__(self, opened: OpenedKey, *, reuse_pin: bool = False,
+                 user_pin: str | None = None) -> None:
+        self._module_path = opened.module_path
+        self._token = opened.token
+        self._session: Any | None = opened.session
+        self._key = opened.key
+        self._key_template = opened.key_template
+        self._key_criteria = opened.key_criteria
+        super().__init__(opened.certificate, opened.chain, opened.algorithm)
+        self._spec = opened.spec
+        self._always_authenticate = opened.always_authenticate
+        self._pin_request = opened.pin_request
+        self._reuse_pin = reuse_pin
+        # Kept only with --reuse-pin (the context PIN of an always-authenticate key): that is
+        # what the user asked for. Never shown: see __repr__.
+        self._kept_pin = user_pin if reuse_pin else None
+        self._verify_pending = opened.verify_pending
+        self._login_required = opened.login_required
+        self._key_mismatch = False
+        # Set when the token refused a PIN (a re-login or a context login): from then on this
+        # signer refuses to sign rather than present any PIN again (never retry a PIN).
+        self._pin_refused: type[PinIncorrectError] | type[PinLockedError] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self.sign_count = 0
+        self.login_count = 1 if opened.login_required else 0
+
+    # -- Signer protocol ---------------------------------------------------------------------
+
+    @property
+    def spec(self) -> SigningSpec:
+        """The mechanism choice, for diagnostics (`--debug`) and tests."""
+        return self._spec
+
+    @property
+    def token_label(self) -> str:
+        return self._token.label
+
+    @property
+    def always_authenticate(self) -> bool:
+        return self._always_authenticate
+
+    def sign(self, message: bytes) -> bytes:
+        """One C_Sign (after a context login for always-authenticate keys). A failure discards
+        the session (a failed C_Sign can leave it with an operation active or logged out) and
+        the next call opens a new one."""
+        with self._lock:
+            if self._closed:
+                raise TokenError("The PKCS#11 signer is closed.", hint="Open a new signer.")
+            if self._key_mismatch:
+                raise KeyLoadError(*MISMATCH)
+            if self._pin_refused is not None:
+                raise self._pin_refused(
+                    f"The token {self._token.label!r} refused a PIN earlier; this signer does "
+                    "not present a PIN again.",
+                    hint="Fix the PIN source and open a new signer (restart the server).",
+                )
+            try:
+                if self._session is None:
+                    self._reopen()
+            except (PinIncorrectError, PinLockedError) as exc:
+                self._pin_refused = type(exc)
+                raise
+            data = self._spec.data_to_sign(message)
+            context_pin = self._context_pin() if self._always_authenticate else None
+            try:
+                with mapped_errors(f"signing with key {self._key_criteria}", TokenSigningError):
+                    try:
+                        raw = self._key.sign(data, mechanism=Mechanism(self._spec.mechanism),
+                                             pin=context_pin)
+                    except p11.PinIncorrect:
+                        raise self._pin_incorrect(context=True) from None
+                    except (p11.PinLenRange, p11.PinInvalid):
+                        raise PinIncorrectError(
+                            "The token refused the context PIN's length or characters.",
+                            hint="Give the key's PIN; it was tried once and is not retried.",
+                        ) from None
+            except RolesAnywhereError as exc:
+                if isinstance(exc, (PinIncorrectError, PinLockedError)):
+                    self._pin_refused = type(exc)
+                self._discard_session()
+                raise
+            finally:
+                context_pin = None
+            signature = self._spec.wire_signature(raw)
+            self.sign_count += 1
+            if self._verify_pending:
+                self._verify_pairing(message, signature)
+            return signature
+
+    def close(self) -> None:
+        """Log out, close the session and C_Finalize (when no other signer uses the module)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._kept_pin = None
+            self._discard_session()
+            release_module(self._module_path)
+
+    def __repr__(self) -> str:
+        return (f"Pkcs11Signer(module={self._module_path!r}, token={self._token.label!r}, "
+                f"key={self._key_criteria}, mechanism={self._spec.mechanism_name}, "
+                f"closed={self._closed})")
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _context_pin(self) -> str:
+        if self._reuse_pin and self._kept_pin is not None:
+            return self._kept_pin
+        request = PinRequest(
+            description=f"PIN to sign with key {self._key_criteria} on token "
+            f"{self._token.label!r}",
+            pin_value=self._pin_request.pin_value,
+            pin_source=self._pin_request.pin_source,
+            callback=self._pin_request.callback,
+            environ=self._pin_request.environ,
+            prompt=self._pin_request.prompt,
+        )
+        pin, _ = resolve_pin(request)
+        if pin is ProtectedAuthentication:  # pragma: no cover (no such token here)
+            raise TokenSigningError(
+                "This always-authenticate key needs a context PIN, which a PIN pad cannot give "
+                "through this program.", hint="Use a key without CKA_ALWAYS_AUTHENTICATE.")
+        assert isinstance(pin, str)
+        return pin
+
+    def _pin_incorrect(self, *, context: bool) -> PinIncorrectError | PinLockedError:
+        return pin_refused(self._token, "context PIN" if context else "PIN")
+
+    def _discard_session(self) -> None:
+        session, self._session, self._key = self._session, None, None
+        if session is not None:
+            with contextlib.suppress(p11.PKCS11Error, RolesAnywhereError):
+                session.close()
+
+    def _reopen(self) -> None:
+        """A new session after a signing error: the PIN source is asked again (the PIN is not
+        kept unless --reuse-pin), and the key is looked up again with the same criteria."""
+        pin: Any = None
+        if self._login_required:
+            if self._kept_pin is not None:
+                pin = self._kept_pin
+            else:
+                pin, _ = resolve_pin(self._pin_request)
+        session = login(self._token, pin)
+        self.login_count += 1 if self._login_required else 0
+        try:
+            with mapped_errors("finding the key again"):
+                self._key = find_one_key(session, dict(self._key_template), self._key_criteria,
+                                         self._token.label, "The key disappeared from the token.")
+        except RolesAnywhereError:
+            with contextlib.suppress(p11.PKCS11Error):
+                session.close()
+            raise
+        self._session = session
+
+    def _verify_pairing(self, message: bytes, signature: bytes) -> None:
+        """The token exposed no public key: check the first real signature against the
+        certificate, once. No extra test signature is ever made (one C_Sign per sign())."""
+        from cryptography import x509 as cx509
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+        public_key = cx509.load_der_x509_certificate(self._certificate).public_key()
+        try:
+            if isinstance(public_key, rsa.RSAPublicKey):
+                public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            elif isinstance(public_key, ec.EllipticCurvePublicKey):
+                public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            self._key_mismatch = True
+            raise KeyLoadError(*MISMATCH) from None
+        self._verify_pending = False
+

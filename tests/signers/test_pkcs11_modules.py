@@ -1,0 +1,51 @@
+"""Which modules `tokens` looks at: named ones first, p11-kit's registered ones (trust-policy
+modules left out), the usual paths; each file once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rolesanywhere_hsm.errors import ModuleLoadError
+from rolesanywhere_hsm.signers.pkcs11.modules import known_module_paths
+
+
+@pytest.fixture
+def fake_module(tmp_path: Path) -> Path:
+    """Any existing file stands for a module here: nothing is loaded."""
+    path = tmp_path / "libvendor-pkcs11.so"
+    path.write_bytes(b"\x7fELF")
+    return path
+
+
+def test_named_then_registered_then_usual_each_once(tmp_path: Path, fake_module: Path) -> None:
+    config = tmp_path / "config" / "pkcs11" / "modules"
+    config.mkdir(parents=True)
+    (config / "vendor.module").write_text(f"module: {fake_module}\ncritical: no\n")
+    (config / "trust.module").write_text(f"module: {fake_module.with_name('trust.so')}\ntrust-policy: yes\n")
+    fake_module.with_name("trust.so").write_bytes(b"")
+    environ = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}
+    found = known_module_paths(None, environ)
+    assert (str(fake_module), "registered with p11-kit") in found
+    assert all(not path.endswith("trust.so") for path, _ in found)
+    named = known_module_paths(str(fake_module), environ)
+    assert named[0] == (str(fake_module), "--pkcs11-lib")
+    assert [p for p, _ in named].count(str(fake_module)) == 1  # once, as the user named it
+    paths = [os.path.realpath(p) for p, _ in named]
+    assert len(paths) == len(set(paths))
+
+
+def test_a_named_module_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ModuleLoadError, match="does not exist"):
+        known_module_paths(str(tmp_path / "missing.so"), {})
+    with pytest.raises(ModuleLoadError, match="not found"):
+        known_module_paths(None, {"RAH_PKCS11_MODULE": "no-such-module-name"})
+
+
+@pytest.mark.skipif(shutil.which("softhsm2-util") is None, reason="SoftHSM2 is not installed")
+def test_softhsm_is_found_at_its_usual_path() -> None:
+    found = [os.path.realpath(p) for p, _ in known_module_paths(None, {})]
+    assert any(p.endswith("libsofthsm2.so") for p in found)
