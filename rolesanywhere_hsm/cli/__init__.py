@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "certificate",
     "emulator",
     "demo",
+    "provision",
 )
 
 app = typer.Typer(
