@@ -30,9 +30,6 @@ log = logging.getLogger("rolesanywhere_hsm.provision")
 
 __all__ = ["GeneratedKey", "generate_key"]
 
-_GENERATE_MECHANISM = {"RSA": Mechanism.RSA_PKCS_KEY_PAIR_GEN, "EC": Mechanism.EC_KEY_PAIR_GEN}
-
-
 @dataclass(frozen=True)
 class GeneratedKey:
     """What keygen made: the URI of the private key (with module-path) and its public half."""
@@ -69,26 +66,17 @@ def _public_template() -> dict[Any, Any]:
 
 def _check_can_generate(token: ProvisioningSession, spec: keyspec.KeySpec) -> None:
     """Refuse before touching the token when the module cannot make this key."""
-    mechanism = _GENERATE_MECHANISM[spec.key_type]
-    if int(mechanism) not in token.mechanisms():
-        raise TokenError(
-            f"The token {token.label!r} cannot generate {spec.key_type} keys (its module offers no "
-            f"{mechanism.name} mechanism).",
-            hint="Generate the key with the token's own tool and use `csr` and "
-            "`import-certificate` from there (docs/onboarding.md), or choose another --key-type.",
-        )
-    with _mapped_errors(f"reading the key sizes of token {token.label!r}"):
-        try:
-            info = token.token.slot.get_mechanism_info(mechanism)
-            low, high = int(info.min_key_length), int(info.max_key_length)
-        except (p11.MechanismInvalid, p11.FunctionFailed, AttributeError):
-            return
-    if high and not low <= spec.bits <= high:
-        raise TokenError(
-            f"The token {token.label!r} generates {spec.key_type} keys of {low} to {high} bits, "
-            f"not {spec.bits} ({spec.name}).",
-            hint="Choose a --key-type the token supports.",
-        )
+    mechanism = keyspec.GENERATE_MECHANISMS[spec.key_type]
+    offered = token.mechanisms()
+    size_range = None
+    if mechanism in offered:
+        with _mapped_errors(f"reading the key sizes of token {token.label!r}"):
+            try:
+                info = token.token.slot.get_mechanism_info(Mechanism(mechanism))
+                size_range = (int(info.min_key_length), int(info.max_key_length))
+            except (p11.MechanismInvalid, p11.FunctionFailed):
+                pass
+    keyspec.check_generation(spec, offered, size_range, token.label)
 
 
 def _ensure_unused(token: ProvisioningSession, label: str, key_id: bytes | None) -> None:

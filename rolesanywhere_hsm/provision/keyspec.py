@@ -7,15 +7,17 @@ The token code reads raw attributes (CKA_MODULUS, CKA_EC_POINT...) and hands the
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from rolesanywhere_hsm.errors import TokenError, UsageError
 
 __all__ = [
+    "GENERATE_MECHANISMS",
     "KEY_TYPES",
     "MAX_KEY_ID_BYTES",
     "KeySpec",
+    "check_generation",
     "ec_point_from_attribute",
     "ec_spki",
     "new_key_id",
@@ -66,6 +68,35 @@ def parse_key_type(name: str) -> KeySpec:
             f"Unknown key type {name!r}.",
             hint=f"Use one of: {', '.join(KEY_TYPES)} (Roles Anywhere takes RSA and EC P-256/P-384).",
         ) from None
+
+
+# PKCS#11 v2.40 section 2: CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN (plain ints: no
+# python-pkcs11 import here).
+GENERATE_MECHANISMS = {"RSA": 0x0000, "EC": 0x1040}
+_GENERATE_NAMES = {"RSA": "CKM_RSA_PKCS_KEY_PAIR_GEN", "EC": "CKM_EC_KEY_PAIR_GEN"}
+
+
+def check_generation(spec: KeySpec, offered: Iterable[int], size_range: tuple[int, int] | None,
+                     token_label: str) -> None:
+    """Refuse, naming the missing capability, a key the token's mechanisms cannot make.
+    `size_range` is the mechanism's (ulMinKeySize, ulMaxKeySize) in bits; (0, 0) or None
+    when the module does not say."""
+    if GENERATE_MECHANISMS[spec.key_type] not in set(offered):
+        raise TokenError(
+            f"The token {token_label!r} cannot generate {spec.key_type} keys (its module offers "
+            f"no {_GENERATE_NAMES[spec.key_type]} mechanism).",
+            hint="Generate the key with the token's own tool, then use csr and import-certificate "
+            "(docs/onboarding.md); or choose another --key-type.",
+        )
+    if size_range is None:
+        return
+    low, high = size_range
+    if high and not low <= spec.bits <= high:
+        raise TokenError(
+            f"The token {token_label!r} generates {spec.key_type} keys of {low} to {high} bits, "
+            f"not {spec.bits} ({spec.name}).",
+            hint="Choose a --key-type the token supports.",
+        )
 
 
 def parse_key_id(text: str) -> bytes:
