@@ -144,7 +144,7 @@ def generate_key(
         raise UsageError("--label must not be empty.", hint="Name the key, e.g. --label workload.")
     wanted_id = keyspec.parse_key_id(key_id) if isinstance(key_id, str) else key_id
     with open_token(selector, pkcs11_lib=pkcs11_lib, environ=environ, prompt=prompt,
-                    callback=callback) as opened:
+                    callback=callback, piv_refusal="generating a key") as opened:
         _check_can_generate(opened, spec)
         _ensure_unused(opened, label, wanted_id)
         new_id = wanted_id or keyspec.new_key_id(

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_KEY_ID_BYTES",
     "KeySpec",
     "check_generation",
+    "is_piv_card",
     "ec_point_from_attribute",
     "ec_spki",
     "new_key_id",
@@ -97,6 +98,13 @@ def check_generation(spec: KeySpec, offered: Iterable[int], size_range: tuple[in
             f"not {spec.bits} ({spec.name}).",
             hint="Choose a --key-type the token supports.",
         )
+
+
+def is_piv_card(library_manufacturer: str, token_manufacturer: str) -> bool:
+    """Whether a token is a PIV card (YubiKey through ykcs11, any PIV card through OpenSC):
+    fixed key slots written with the card's management key, not the user PIN."""
+    return (library_manufacturer.strip().startswith("Yubico")
+            or token_manufacturer.strip() == "piv_II")
 
 
 def parse_key_id(text: str) -> bytes:

@@ -116,7 +116,7 @@ def import_certificate(
     leaf_info = _x509.certificate_info(leaf)
     _check_chain(chain_ders)
     with open_token(key_uri, pkcs11_lib=pkcs11_lib, environ=environ, prompt=prompt,
-                    callback=callback) as opened:
+                    callback=callback, piv_refusal="storing a certificate") as opened:
         key = opened.find_private_key(key_uri)
         if not keyspec.same_public_key(key.public_key_info, leaf_info.public_key_info):
             raise CertificateError(

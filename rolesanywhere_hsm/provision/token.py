@@ -222,14 +222,27 @@ def _login_rw(token: Any, pin: Any) -> Any:
 def open_token(
     selector: Pkcs11Uri, *, pkcs11_lib: str | None = None, environ: Mapping[str, str] | None = None,
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
+    piv_refusal: str | None = None,
 ) -> Iterator[ProvisioningSession]:
     """Load the module, select the one token `selector` names, open a read/write session and
-    log in (if the token requires it); on exit log out, close and finalise."""
+    log in (if the token requires it); on exit log out, close and finalise.
+
+    `piv_refusal` (what the caller would write, e.g. "generating a key") refuses PIV cards
+    before any PIN is used: their slots are written with the management key, which this
+    session does not log in with."""
     module_path = resolve_module_path((selector,), pkcs11_lib, environ)
     lib = _acquire_module(module_path)
     session = None
     try:
         token = _select_token(lib, selector, module_path)
+        if piv_refusal and keyspec.is_piv_card(lib.manufacturer_id, token.manufacturer_id):
+            raise TokenError(
+                f"The token {token.label!r} is a PIV card: {piv_refusal} there needs the card's "
+                "management key, which rolesanywhere-hsm does not use.",
+                hint="Use the card's tool (e.g. `ykman piv keys generate` / `ykman piv "
+                "certificates import`) for that step; `rolesanywhere-hsm csr` works with the "
+                "card's keys (docs/onboarding.md, YubiKey).",
+            )
         if token.flags & TokenFlag.USER_PIN_LOCKED:
             raise PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
                                  hint="Unblock it with the PUK or security officer PIN.")

@@ -116,3 +116,13 @@ def test_ec_point_attribute_is_a_point_or_an_error(value: bytes) -> None:
 def test_public_key_description() -> None:
     assert keyspec.public_key_description(spki(new_private_key("p384"))) == "EC secp384r1"
     assert keyspec.public_key_description(spki(ec.generate_private_key(ec.SECP256R1()))) == "EC secp256r1"
+
+
+@pytest.mark.parametrize(("library", "token", "piv"), [
+    ("Yubico (www.yubico.com)", "Yubico (www.yubico.com)", True),
+    ("OpenSC Project", "piv_II", True),
+    ("SoftHSM", "SoftHSM project", False),
+    ("tpm2-software.github.io", "IBM", False),
+])
+def test_piv_cards_are_recognised(library: str, token: str, piv: bool) -> None:
+    assert keyspec.is_piv_card(library.ljust(32), token.ljust(32)) is piv
