@@ -25,6 +25,13 @@ TokenUri = Annotated[
     typer.Option("--token", help="The token, as a pkcs11: URI (e.g. 'pkcs11:token=mytoken'; add "
                  "serial= or slot-id= when labels repeat, module-path= or --pkcs11-lib for the module)."),
 ]
+ManagementKeySource = Annotated[
+    Optional[str],
+    typer.Option("--management-key-source",
+                 help="PIV cards (YubiKey through ykcs11) only: where the card's management key "
+                 "(48 hex digits) is read: file:/path, env:NAME or cmd:program args. No default "
+                 "key is ever assumed.", envvar="RAH_PIV_MANAGEMENT_KEY_SOURCE"),
+]
 KeyUri = Annotated[
     str,
     typer.Option("--private-key", help="The key on the token, as the pkcs11: URI that keygen printed."),
@@ -38,6 +45,7 @@ def keygen(
     key_id: Annotated[
         Optional[str], typer.Option("--id", help="CKA_ID in hex (e.g. 01); default: 8 fresh random bytes.")
     ] = None,
+    management_key_source: ManagementKeySource = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     debug: o.Debug = False,
 ) -> None:
@@ -46,7 +54,8 @@ def keygen(
     o.configure_logging(debug)
     from rolesanywhere_hsm.provision.keygen import generate_key
 
-    generated = generate_key(token, key_type.value, label, key_id, pkcs11_lib=pkcs11_lib)
+    generated = generate_key(token, key_type.value, label, key_id, pkcs11_lib=pkcs11_lib,
+                             management_key_source=management_key_source)
     print(generated.uri)
 
 
@@ -101,6 +110,7 @@ def import_certificate(
     replace: Annotated[
         bool, typer.Option("--replace", help="Replace another certificate stored with the key's id (renewal).")
     ] = False,
+    management_key_source: ManagementKeySource = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     debug: o.Debug = False,
 ) -> None:
@@ -109,7 +119,8 @@ def import_certificate(
     o.configure_logging(debug)
     from rolesanywhere_hsm.provision.store import import_certificate as store
 
-    imported = store(private_key, certificate, chain, replace=replace, pkcs11_lib=pkcs11_lib)
+    imported = store(private_key, certificate, chain, replace=replace, pkcs11_lib=pkcs11_lib,
+                     management_key_source=management_key_source)
     if imported.already_present:
         print("rolesanywhere-hsm: the certificate was already on the token.", file=sys.stderr)
     print(imported.uri)

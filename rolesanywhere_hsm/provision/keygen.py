@@ -42,12 +42,14 @@ class GeneratedKey:
     token: str
 
 
-def _private_template() -> dict[Any, Any]:
+def _private_template(piv: bool) -> dict[Any, Any]:
     return {
         Attribute.TOKEN: True,
         Attribute.PRIVATE: True,
         Attribute.SENSITIVE: True,
-        Attribute.EXTRACTABLE: False,
+        # ykcs11 refuses a template naming CKA_EXTRACTABLE (CKR_ATTRIBUTE_TYPE_INVALID); a PIV
+        # key can never leave its slot, and _check_policy reads the attribute back anyway.
+        Attribute.EXTRACTABLE: _OMIT if piv else False,
         Attribute.SIGN: True,
         Attribute.DECRYPT: False,
         Attribute.UNWRAP: False,
@@ -79,8 +81,8 @@ def _check_can_generate(token: ProvisioningSession, spec: keyspec.KeySpec) -> No
     keyspec.check_generation(spec, offered, size_range, token.label)
 
 
-def _ensure_unused(token: ProvisioningSession, label: str, key_id: bytes | None) -> None:
-    for template, what in (({Attribute.LABEL: label}, f"label {label!r}"),
+def _ensure_unused(token: ProvisioningSession, label: str | None, key_id: bytes | None) -> None:
+    for template, what in (({Attribute.LABEL: label}, f"label {label!r}") if label else (None, ""),
                            ({Attribute.ID: key_id}, f"id {_hex_id(key_id)}") if key_id else (None, "")):
         if template is None:
             continue
@@ -99,7 +101,7 @@ def _ensure_unused(token: ProvisioningSession, label: str, key_id: bytes | None)
 def _generate(token: ProvisioningSession, spec: keyspec.KeySpec, label: str, key_id: bytes) -> tuple[Any, Any]:
     common = dict(id=key_id, label=label, store=True,
                   capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-                  private_template=_private_template(), public_template=_public_template())
+                  private_template=_private_template(token.piv), public_template=_public_template())
     with _mapped_errors(f"generating a {spec.name} key on token {token.label!r}"):
         if spec.key_type == "RSA":
             return token.session.generate_keypair(KeyType.RSA, spec.bits, **common)
@@ -132,9 +134,13 @@ def generate_key(
     token: str, key_type: str, label: str, key_id: str | bytes | None = None, *,
     pkcs11_lib: str | None = None, environ: Mapping[str, str] | None = None,
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
+    management_key_source: str | None = None,
 ) -> GeneratedKey:
     """Generate a `key_type` key pair labelled `label` on the token that the `pkcs11:` URI
-    `token` selects; `key_id` (hex or bytes) or a fresh random CKA_ID."""
+    `token` selects; `key_id` (hex or bytes) or a fresh random CKA_ID.
+
+    On a YubiKey (ykcs11) the key goes into the PIV slot that `key_id` names (required), with
+    the card's management key from `management_key_source`; the module chooses the labels."""
     spec = keyspec.parse_key_type(key_type)
     selector = parse_token_uri(token, "--token")
     if selector.object is not None or selector.id is not None or selector.type is not None:
@@ -144,15 +150,21 @@ def generate_key(
         raise UsageError("--label must not be empty.", hint="Name the key, e.g. --label workload.")
     wanted_id = keyspec.parse_key_id(key_id) if isinstance(key_id, str) else key_id
     with open_token(selector, pkcs11_lib=pkcs11_lib, environ=environ, prompt=prompt,
-                    callback=callback, piv_refusal="generating a key") as opened:
+                    callback=callback, writes="generating a key",
+                    management_key_source=management_key_source) as opened:
+        if opened.piv:
+            slot = keyspec.piv_slot(wanted_id)
+            log.debug("PIV slot %s; the module labels the key itself", slot)
         _check_can_generate(opened, spec)
-        _ensure_unused(opened, label, wanted_id)
+        _ensure_unused(opened, None if opened.piv else label, wanted_id)
         new_id = wanted_id or keyspec.new_key_id(
             lambda candidate: bool(opened.objects({Attribute.ID: candidate})))
         public, private = _generate(opened, spec, label, new_id)
         _check_policy(opened, public, private, spec)
         spki = opened.public_key_info(private, spec.key_type, new_id)
+        with _mapped_errors("reading the new key's label"):
+            actual_label = private[Attribute.LABEL] or label
         log.debug("generated %s key id %s on token %r", spec.name, _hex_id(new_id), opened.label)
-        return GeneratedKey(uri=opened.uri(label=label, key_id=new_id, type="private"),
-                            label=label, id=new_id, key_type=spec.name, public_key_info=spki,
-                            token=opened.label)
+        return GeneratedKey(uri=opened.uri(label=actual_label, key_id=new_id, type="private"),
+                            label=actual_label, id=new_id, key_type=spec.name,
+                            public_key_info=spki, token=opened.label)

@@ -19,6 +19,8 @@ __all__ = [
     "KeySpec",
     "check_generation",
     "is_piv_card",
+    "parse_management_key",
+    "piv_slot",
     "ec_point_from_attribute",
     "ec_spki",
     "new_key_id",
@@ -105,6 +107,47 @@ def is_piv_card(library_manufacturer: str, token_manufacturer: str) -> bool:
     fixed key slots written with the card's management key, not the user PIN."""
     return (library_manufacturer.strip().startswith("Yubico")
             or token_manufacturer.strip() == "piv_II")
+
+
+# ykcs11 logs the security officer in with the management key as 48 hex digits (3DES, the
+# only length ykcs11 2.2 accepts there).
+MANAGEMENT_KEY_HEX_DIGITS = (48,)
+
+
+def parse_management_key(text: str) -> str:
+    """The management key from its source (hex, spaces and colons allowed) as ykcs11 wants
+    it: lowercase hex. Errors never quote the value: it is a secret."""
+    cleaned = "".join(text.split()).replace(":", "").lower()
+    try:
+        bytes.fromhex(cleaned)
+        valid = len(cleaned) in MANAGEMENT_KEY_HEX_DIGITS
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(
+            f"The management key from --management-key-source is not {MANAGEMENT_KEY_HEX_DIGITS[0]} "
+            f"hex digits (it has {len(cleaned)} characters; its value is not shown).",
+            hint="Give the card's 3DES management key in hex, on the first line of the file or "
+            "in the variable.",
+        )
+    return cleaned
+
+
+# PIV slots as CKA_IDs in ykcs11 (and OpenSC): 01..04 are 9a, 9c, 9d, 9e; 05..18 the
+# retired key management slots 82..95.
+PIV_SLOT_IDS = {bytes([1]): "9a", bytes([2]): "9c", bytes([3]): "9d", bytes([4]): "9e",
+                **{bytes([5 + i]): f"{0x82 + i:02x}" for i in range(20)}}
+
+
+def piv_slot(key_id: bytes | None) -> str:
+    """The PIV slot that `--id` names on a PIV card (required there: slots are fixed)."""
+    if key_id is None or key_id not in PIV_SLOT_IDS:
+        raise UsageError(
+            "On a PIV card --id names the key slot: 01 = 9a (PIV Authentication), 02 = 9c, "
+            "03 = 9d, 04 = 9e, 05..18 = retired slots 82..95.",
+            hint="Give e.g. --id 01 for slot 9a.",
+        )
+    return PIV_SLOT_IDS[key_id]
 
 
 def parse_key_id(text: str) -> bytes:

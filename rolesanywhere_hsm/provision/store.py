@@ -101,22 +101,52 @@ def _store_chain(token: ProvisioningSession, chain: Sequence[bytes]) -> list[str
     return uris
 
 
+def _is_ca_issued(obj: Any) -> bool:
+    """A certificate object that a CA issued (issuer differs from subject), as opposed to the
+    self-made placeholder that ykcs11 writes into a PIV slot at key generation."""
+    from asn1crypto import x509
+
+    cert = x509.Certificate.load(bytes(obj[Attribute.VALUE]))
+    return cert.issuer != cert.subject
+
+
+def _slot_certificates(token: ProvisioningSession, ident: bytes) -> list[Any]:
+    """Certificates stored with `ident`; on a PIV card without the slot's attestation
+    certificate, which ykcs11 shows under the same CKA_ID but which is not stored there."""
+    found = _certificates_with_id(token, ident)
+    if token.piv:
+        found = [o for o in found if "attestation" not in (o[Attribute.LABEL] or "").lower()]
+    return found
+
+
 def import_certificate(
     private_key: str, certificate: str | Path, chain: str | Path | None = None, *,
     replace: bool = False, pkcs11_lib: str | None = None, environ: Mapping[str, str] | None = None,
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
+    management_key_source: str | None = None,
 ) -> ImportedCertificates:
     """Store the first certificate of the file `certificate` (PEM or DER) with the CKA_ID and
     label of the token key `private_key` (a `pkcs11:` URI); further certificates in that file
     and those in `chain` are stored as CA certificates. `replace` deletes other certificates
-    that carry the key's id (after the new one is written)."""
+    that carry the key's id (after the new one is written).
+
+    On a YubiKey (ykcs11, with the management key from `management_key_source`) the
+    certificate goes into the key's PIV slot, replacing the placeholder ykcs11 wrote at key
+    generation; a PIV card has no room for CA certificates."""
     key_uri = parse_token_uri(private_key, "--private-key")
     leaf, *extra = _x509.load_certificates(certificate)
     chain_ders = [*extra, *(_x509.load_certificates(chain) if chain else [])]
     leaf_info = _x509.certificate_info(leaf)
     _check_chain(chain_ders)
     with open_token(key_uri, pkcs11_lib=pkcs11_lib, environ=environ, prompt=prompt,
-                    callback=callback, piv_refusal="storing a certificate") as opened:
+                    callback=callback, writes="storing a certificate",
+                    management_key_source=management_key_source) as opened:
+        if opened.piv and chain_ders:
+            raise UsageError(
+                f"The token {opened.label!r} is a PIV card: it has no room for CA certificates; "
+                "nothing was written.",
+                hint="Keep the chain in a file and give it to credential-process with "
+                "--intermediates; import the leaf certificate alone.")
         key = opened.find_private_key(key_uri)
         if not keyspec.same_public_key(key.public_key_info, leaf_info.public_key_info):
             raise CertificateError(
@@ -131,10 +161,11 @@ def import_certificate(
             raise UsageError(f"The key on token {opened.label!r} has an empty CKA_ID, so a "
                              "certificate cannot be paired with it.",
                              hint="Generate keys with keygen, which always sets an id.")
-        existing = _certificates_with_id(opened, key.id)
+        existing = _slot_certificates(opened, key.id)
         same = [o for o in existing if bytes(o[Attribute.VALUE]) == leaf]
         others = [o for o in existing if bytes(o[Attribute.VALUE]) != leaf]
-        if others and not replace:
+        blocking = [o for o in others if _is_ca_issued(o)] if opened.piv else others
+        if blocking and not replace:
             raise UsageError(
                 f"The token {opened.label!r} already holds another certificate with the key's id "
                 f"{_hex_id(key.id)}; nothing was written.",
@@ -144,11 +175,13 @@ def import_certificate(
             with _mapped_errors(f"storing the certificate on token {opened.label!r}"):
                 opened.session.create_object(_certificate_attributes(leaf, key.label, key.id))
         chain_uris = _store_chain(opened, chain_ders)
-        if others:
+        if others and not opened.piv:  # a PIV slot holds one certificate: it was overwritten
             with _mapped_errors(f"deleting the replaced certificate on token {opened.label!r}"):
                 for old in others:
                     old.destroy()
+        stored = [o for o in _slot_certificates(opened, key.id) if bytes(o[Attribute.VALUE]) == leaf]
+        label = (stored[0][Attribute.LABEL] if stored else None) or key.label
         log.debug("certificate serial %x stored with id %s on token %r", leaf_info.serial,
                   _hex_id(key.id), opened.label)
-        uri = opened.uri(label=key.label, key_id=key.id, type="cert")
+        uri = opened.uri(label=label, key_id=key.id, type="cert")
     return ImportedCertificates(uri=uri, chain_uris=tuple(chain_uris), already_present=bool(same))

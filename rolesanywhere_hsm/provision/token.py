@@ -28,6 +28,7 @@ from rolesanywhere_hsm.errors import (
     RolesAnywhereError,
     TokenError,
     TokenSigningError,
+    UsageError,
 )
 from rolesanywhere_hsm.provision import keyspec
 from rolesanywhere_hsm.signers.base import SecretCallback
@@ -86,8 +87,9 @@ class ProvisioningSession:
     pin-source the user gave (never a pin-value)."""
 
     def __init__(self, *, module_path: str, token: Any, session: Any, selector: Pkcs11Uri,
-                 pin: str | None) -> None:
+                 pin: str | None, piv: bool = False) -> None:
         self.module_path = module_path
+        self.piv = piv  # a PIV card: fixed slots (CKA_ID), labels chosen by the module
         self.token = token
         self.session = session
         self._selector = selector
@@ -218,31 +220,76 @@ def _login_rw(token: Any, pin: Any) -> Any:
                              hint="Initialise the user PIN (e.g. `pkcs11-tool --init-pin`).") from None
 
 
+def _login_management_key(token: Any, key_hex: str) -> Any:
+    """C_OpenSession(RW) + C_Login as CKU_SO with the PIV management key in hex (ykcs11's
+    convention), once."""
+    with _mapped_errors(f"authenticating to token {token.label!r} with the management key"):
+        try:
+            return token.open(rw=True, so_pin=key_hex)
+        except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange, p11.ArgumentsBad):
+            raise PinIncorrectError(
+                f"The token {token.label!r} refused the management key; it was tried once.",
+                hint="Check the --management-key-source content (the card's current management "
+                "key, in hex).",
+            ) from None
+
+
+def _management_key(source: str, environ: Mapping[str, str] | None) -> str:
+    from rolesanywhere_hsm.signers.pin import read_pin_source
+
+    return keyspec.parse_management_key(read_pin_source(source, environ))
+
+
+def _piv_write_refusal(token: Any, writes: str, hint: str) -> TokenError:
+    return TokenError(f"The token {token.label!r} is a PIV card: {writes} there {hint}",
+                      hint="See docs/onboarding.md, YubiKey: `ykman piv keys generate` and `ykman piv "
+                      "certificates import` do the same; `rolesanywhere-hsm csr` works with the "
+                      "card's keys.")
+
+
 @contextlib.contextmanager
 def open_token(
     selector: Pkcs11Uri, *, pkcs11_lib: str | None = None, environ: Mapping[str, str] | None = None,
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
-    piv_refusal: str | None = None,
+    writes: str | None = None, management_key_source: str | None = None,
 ) -> Iterator[ProvisioningSession]:
     """Load the module, select the one token `selector` names, open a read/write session and
-    log in (if the token requires it); on exit log out, close and finalise.
+    log in; on exit log out, close and finalise.
 
-    `piv_refusal` (what the caller would write, e.g. "generating a key") refuses PIV cards
-    before any PIN is used: their slots are written with the management key, which this
-    session does not log in with."""
+    `writes` (what the caller will write, e.g. "generating a key") matters for PIV cards:
+    their slots are written with the card's management key, not the PIN, so the session logs in
+    as the security officer with the key that `management_key_source` (file:, env:, cmd:)
+    gives, through ykcs11 only. Without a source, or through another module, a PIV card is
+    refused before any secret is used. Every other token gets the user PIN."""
     module_path = resolve_module_path((selector,), pkcs11_lib, environ)
     lib = _acquire_module(module_path)
     session = None
     try:
         token = _select_token(lib, selector, module_path)
-        if piv_refusal and keyspec.is_piv_card(lib.manufacturer_id, token.manufacturer_id):
-            raise TokenError(
-                f"The token {token.label!r} is a PIV card: {piv_refusal} there needs the card's "
-                "management key, which rolesanywhere-hsm does not use.",
-                hint="Use the card's tool (e.g. `ykman piv keys generate` / `ykman piv "
-                "certificates import`) for that step; `rolesanywhere-hsm csr` works with the "
-                "card's keys (docs/onboarding.md, YubiKey).",
-            )
+        piv = keyspec.is_piv_card(lib.manufacturer_id, token.manufacturer_id)
+        if management_key_source is not None and not (piv and writes):
+            raise UsageError(
+                "--management-key-source is only for writing to PIV cards (keygen and "
+                f"import-certificate on a YubiKey); token {token.label!r} "
+                + ("is not one." if not piv else "is only read here."),
+                hint="Leave it out; the user PIN is used.")
+        if piv and writes:
+            if not lib.manufacturer_id.strip().startswith("Yubico"):
+                raise _piv_write_refusal(token, writes, "is supported through Yubico's ykcs11 "
+                                         "module only (libykcs11.so), with the management key.")
+            if management_key_source is None:
+                raise _piv_write_refusal(
+                    token, writes, "needs the card's management key, which is never assumed "
+                    "(not even the factory default): give --management-key-source file:/path or "
+                    "env:NAME.")
+            key_hex = _management_key(management_key_source, environ)
+            session = _login_management_key(token, key_hex)
+            del key_hex
+            log.debug("module %s, token %r, read/write session as security officer (management "
+                      "key)", module_path, token.label)
+            yield ProvisioningSession(module_path=module_path, token=token, session=session,
+                                      selector=selector, pin=None, piv=True)
+            return
         if token.flags & TokenFlag.USER_PIN_LOCKED:
             raise PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
                                  hint="Unblock it with the PUK or security officer PIN.")
@@ -253,7 +300,8 @@ def open_token(
         log.debug("module %s, token %r, read/write session%s", module_path, token.label,
                   ", logged in" if pin is not None else "")
         yield ProvisioningSession(module_path=module_path, token=token, session=session,
-                                  selector=selector, pin=pin if isinstance(pin, str) else None)
+                                  selector=selector, pin=pin if isinstance(pin, str) else None,
+                                  piv=piv)
     finally:
         if session is not None:
             with contextlib.suppress(p11.PKCS11Error, RolesAnywhereError):
