@@ -215,9 +215,18 @@ def _login_rw(token: Any, pin: Any) -> Any:
         except p11.TokenWriteProtected:
             raise TokenError(f"The token {token.label!r} is write-protected.",
                              hint="Provisioning writes to the token; use one that allows it.") from None
+        except p11.UserAlreadyLoggedIn:
+            raise _already_logged_in(token) from None
         except p11.UserPinNotInitialized:
             raise TokenError(f"The token {token.label!r} has no user PIN set.",
                              hint="Initialise the user PIN (e.g. `pkcs11-tool --init-pin`).") from None
+
+
+def _already_logged_in(token: Any) -> TokenError:
+    # python-pkcs11 trap 3: login state is per process, a signer open on the token holds it.
+    return TokenError(f"This process is already logged in to token {token.label!r} (a signer "
+                      "on the same token is open).",
+                      hint="Close the signer before provisioning the token.")
 
 
 def _login_management_key(token: Any, key_hex: str) -> Any:
@@ -232,6 +241,8 @@ def _login_management_key(token: Any, key_hex: str) -> Any:
                 hint="Check the --management-key-source content (the card's current management "
                 "key, in hex).",
             ) from None
+        except p11.UserAlreadyLoggedIn:
+            raise _already_logged_in(token) from None
 
 
 def _management_key(source: str, environ: Mapping[str, str] | None) -> str:

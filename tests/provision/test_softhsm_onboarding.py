@@ -178,3 +178,19 @@ def test_a_leaf_as_chain_is_refused_before_anything_is_written(
     with pytest.raises(CertificateError, match="not a CA certificate; nothing was written"):
         import_certificate(key.uri, both, environ=inproc)
     assert object_count(lib(), "onboard", SOFTHSM_PIN) == 2
+
+
+def test_a_signer_open_on_the_token_is_named_not_a_module_error(
+        inproc: dict[str, str], root_ca: CertificateAuthority, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rolesanywhere_hsm.errors import TokenError
+    from rolesanywhere_hsm.signers.base import SignerConfig, load_signer
+
+    key = generate_key(TOKEN, "ec-p256", "busy", environ=inproc)
+    request = x509.load_der_x509_csr(make_csr(key.uri, "CN=busy", environ=inproc))
+    import_certificate(key.uri, write_pem(tmp_path / "busy.crt", root_ca.issue_leaf(request.public_key(), "busy")),
+                       environ=inproc)
+    monkeypatch.setenv("RAH_PKCS11_PIN", SOFTHSM_PIN)
+    with load_signer(SignerConfig(certificate=key.uri.replace("type=private", "type=cert"))):
+        with pytest.raises(TokenError, match="already logged in"):
+            generate_key(TOKEN, "ec-p256", "second", environ=inproc)
