@@ -12,6 +12,11 @@ import typer
 from rolesanywhere_hsm.cli import options as o
 
 
+class CsrDigest(str, Enum):
+    sha256 = "sha256"
+    sha384 = "sha384"
+
+
 class KeyTypeChoice(str, Enum):
     ec_p256 = "ec-p256"
     ec_p384 = "ec-p384"
@@ -74,6 +79,9 @@ def csr(
     out: Annotated[
         Optional[str], typer.Option("--out", help="Write the PEM request to this file (atomically) instead of stdout.")
     ] = None,
+    digest: Annotated[
+        CsrDigest, typer.Option("--digest", help="Hash of the request's signature: sha256, or sha384 for EC keys.")
+    ] = CsrDigest.sha256,
     pkcs8_password: o.Pkcs8Password = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     debug: o.Debug = False,
@@ -83,7 +91,7 @@ def csr(
     from rolesanywhere_hsm.provision.csr import make_csr, to_pem
 
     pem = to_pem(make_csr(private_key, subject, san or (), pkcs11_lib=pkcs11_lib,
-                          pkcs8_password=pkcs8_password))
+                          pkcs8_password=pkcs8_password, digest=digest.value))
     if out is None:
         sys.stdout.write(pem)
         return

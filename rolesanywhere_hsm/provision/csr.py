@@ -41,6 +41,7 @@ SAN_KINDS = {
 _SIGNATURE_ALGORITHMS = {
     "RSA": ("sha256_rsa", True),  # (asn1crypto name or dotted OID, NULL parameters)
     "EC": ("sha256_ecdsa", False),
+    "EC-SHA384": ("sha384_ecdsa", False),
     "ML-DSA-44": ("2.16.840.1.101.3.4.3.17", False),
     "ML-DSA-65": ("2.16.840.1.101.3.4.3.18", False),
     "ML-DSA-87": ("2.16.840.1.101.3.4.3.19", False),
@@ -138,8 +139,8 @@ def to_pem(der: bytes) -> str:
     return pem.armor("CERTIFICATE REQUEST", der).decode("ascii")
 
 
-def _file_key_signer(path: str, pkcs8_password: str | None,
-                     prompt: SecretCallback | None) -> tuple[bytes, str, Callable[[bytes], bytes]]:
+def _file_key_signer(path: str, pkcs8_password: str | None, prompt: SecretCallback | None,
+                     digest: str) -> tuple[bytes, str, Callable[[bytes], bytes]]:
     """(SubjectPublicKeyInfo, key kind, sign) for a private key file."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -158,9 +159,13 @@ def _file_key_signer(path: str, pkcs8_password: str | None,
     key = _load_private_key(data, password, path)
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    if digest == "sha384" and not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise UsageError("--digest sha384 is for EC keys only.", hint="Leave --digest out.")
     if isinstance(key, rsa.RSAPrivateKey):
         return spki, "RSA", lambda m: key.sign(m, padding.PKCS1v15(), hashes.SHA256())
     if isinstance(key, ec.EllipticCurvePrivateKey):
+        if digest == "sha384":
+            return spki, "EC-SHA384", lambda m: key.sign(m, ec.ECDSA(hashes.SHA384()))
         return spki, "EC", lambda m: key.sign(m, ec.ECDSA(hashes.SHA256()))
     try:
         from cryptography.hazmat.primitives.asymmetric import mldsa
@@ -178,15 +183,19 @@ def make_csr(
     private_key: str, subject: str, sans: Sequence[str] = (), *, pkcs11_lib: str | None = None,
     pkcs8_password: str | None = None, environ: Mapping[str, str] | None = None,
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
+    digest: str = "sha256",
 ) -> bytes:
     """The DER of a request for `subject` (RFC 4514) and `sans`, signed by `private_key` (a
-    `pkcs11:` URI of a token key or a key file)."""
+    `pkcs11:` URI of a token key or a key file) with SHA-256, or SHA-384 for EC keys when
+    `digest` is "sha384"."""
+    if digest not in ("sha256", "sha384"):
+        raise UsageError(f"--digest {redact(digest)!r} is not offered.", hint="Use sha256 or sha384 (EC keys).")
     subject_der = parse_subject(subject)
     parsed_sans = parse_sans(sans)
     from rolesanywhere_hsm.signers.pkcs11_uri import is_pkcs11_uri
 
     if not is_pkcs11_uri(private_key):
-        spki, kind, sign = _file_key_signer(private_key, pkcs8_password, prompt)
+        spki, kind, sign = _file_key_signer(private_key, pkcs8_password, prompt, digest)
         info = certification_request_info(spki, subject_der, parsed_sans)
         return certification_request(info, kind, sign(info))
 
@@ -196,6 +205,8 @@ def make_csr(
     with open_token(key_uri, pkcs11_lib=pkcs11_lib, environ=environ, prompt=prompt,
                     callback=callback) as opened:
         key = opened.find_private_key(key_uri)
+        if digest == "sha384" and key.key_type != "EC":
+            raise UsageError("--digest sha384 is for EC keys only.", hint="Leave --digest out.")
         info = certification_request_info(key.public_key_info, subject_der, parsed_sans)
-        signature = opened.sign(key, info)
-    return certification_request(info, key.key_type, signature)
+        signature = opened.sign(key, info, ecdsa_sha384=digest == "sha384")
+    return certification_request(info, "EC-SHA384" if digest == "sha384" else key.key_type, signature)

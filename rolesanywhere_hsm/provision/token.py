@@ -11,9 +11,10 @@ CKA_EC_PARAMS and CKA_EC_POINT, of the private key or of the public key with its
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pkcs11
@@ -32,7 +33,7 @@ from rolesanywhere_hsm.errors import (
 )
 from rolesanywhere_hsm.provision import keyspec
 from rolesanywhere_hsm.signers.base import SecretCallback
-from rolesanywhere_hsm.signers.mechanisms import choose_signing_spec
+from rolesanywhere_hsm.signers.mechanisms import CKM_ECDSA, choose_signing_spec
 from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
 from rolesanywhere_hsm.signers.pkcs11 import resolve_module_path
 
@@ -165,10 +166,22 @@ class ProvisioningSession:
             "key with keygen, which keeps the public key.",
         )
 
-    def sign(self, key: TokenKey, message: bytes) -> bytes:
+    def sign(self, key: TokenKey, message: bytes, *, ecdsa_sha384: bool = False) -> bytes:
         """Sign `message` with SHA-256, as the signer does (same mechanism choice), and return
-        the signature in X.509 encoding (PKCS#1 v1.5, or DER ECDSA-Sig-Value)."""
-        spec = choose_signing_spec(key.key_type, self.mechanisms())
+        the signature in X.509 encoding (PKCS#1 v1.5, or DER ECDSA-Sig-Value).
+
+        `ecdsa_sha384` (EC keys): SHA-384 hashed on the host and raw CKM_ECDSA, for requests
+        that a CA expects signed with the hash matching a P-384 key."""
+        mechanisms = self.mechanisms()
+        spec = choose_signing_spec(key.key_type, mechanisms)
+        if ecdsa_sha384:
+            if key.key_type != "EC" or CKM_ECDSA not in mechanisms:
+                raise TokenSigningError(
+                    f"The token {self.label!r} cannot make an ECDSA signature over SHA-384 with "
+                    f"this {key.key_type} key (needs an EC key and the CKM_ECDSA mechanism).",
+                    hint="Use --digest sha256.")
+            spec = replace(spec, mechanism=CKM_ECDSA, hash_on_host=False)
+            message = hashlib.sha384(message).digest()
         context_pin = self._pin if key.always_authenticate else None
         with _mapped_errors(f"signing with the key with id {_hex_id(key.id)}", TokenSigningError):
             try:

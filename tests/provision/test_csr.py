@@ -120,3 +120,12 @@ def test_cli_bad_subject_is_one_line_and_exit_2(leaf_files: dict[str, LeafFiles]
     result = run_csr("--private-key", str(leaf_files["p256"].key), "--subject", "not a name")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("rolesanywhere-hsm: --subject") and "Traceback" not in result.stderr
+
+
+def test_ec_requests_can_be_signed_with_sha384(leaf_files: dict[str, LeafFiles]) -> None:
+    request = x509.load_der_x509_csr(make_csr(str(leaf_files["p384"].key), "CN=x", digest="sha384"))
+    assert request.is_signature_valid and request.signature_hash_algorithm.name == "sha384"
+    with pytest.raises(UsageError, match="EC keys only"):
+        make_csr(str(leaf_files["rsa2048"].key), "CN=x", digest="sha384")
+    with pytest.raises(UsageError, match="not offered"):
+        make_csr(str(leaf_files["p256"].key), "CN=x", digest="sha1")

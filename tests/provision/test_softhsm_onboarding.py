@@ -194,3 +194,12 @@ def test_a_signer_open_on_the_token_is_named_not_a_module_error(
     with load_signer(SignerConfig(certificate=key.uri.replace("type=private", "type=cert"))):
         with pytest.raises(TokenError, match="already logged in"):
             generate_key(TOKEN, "ec-p256", "second", environ=inproc)
+
+
+def test_token_ec_key_signs_a_sha384_request(inproc: dict[str, str]) -> None:
+    key = generate_key(TOKEN, "ec-p384", "p384", environ=inproc)
+    request = x509.load_der_x509_csr(make_csr(key.uri, "CN=p384", environ=inproc, digest="sha384"))
+    assert request.is_signature_valid and request.signature_hash_algorithm.name == "sha384"
+    rsa = generate_key(TOKEN, "rsa-2048", "rsa384", environ=inproc)
+    with pytest.raises(UsageError, match="EC keys only"):
+        make_csr(rsa.uri, "CN=x", environ=inproc, digest="sha384")
