@@ -30,6 +30,7 @@ log = logging.getLogger("rolesanywhere_hsm.provision")
 
 __all__ = ["GeneratedKey", "generate_key"]
 
+
 @dataclass(frozen=True)
 class GeneratedKey:
     """What keygen made: the URI of the private key (with module-path) and its public half."""
