@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "emulator",
     "serve",
     "demo",
+    "provision",
 )
 
 app = typer.Typer(

@@ -175,8 +175,10 @@ def start_tpm_token(
     token_label: str = "rah-tpm",
     user_pin: str = "123456",
     so_pin: str = "12345678",
+    with_keys: bool = True,
 ) -> TpmToken:
-    """Start swtpm under `directory` and build a token with an RSA-2048 and a P-256 key.
+    """Start swtpm under `directory` and build a token with an RSA-2048 and a P-256 key
+    (`with_keys=False`: an initialised token with a user PIN and no objects).
 
     On failure the swtpm started here is stopped before the exception propagates.
     """
@@ -195,7 +197,7 @@ def start_tpm_token(
             so_pin=so_pin, keys={}, ca=ca, ca_path=write_pem(directory / "ca.pem", ca.certificate),
             directory=directory, swtpm=swtpm, tools_env=tools_env,
         )
-        _build_token(token, setup_env)
+        _build_token(token, setup_env, _KEYS if with_keys else ())
     except BaseException:
         stop_process(swtpm)
         raise
@@ -263,7 +265,8 @@ def _accepts(path: Path) -> bool:
     return True
 
 
-def _build_token(token: TpmToken, setup_env: dict[str, str]) -> None:
+def _build_token(token: TpmToken, setup_env: dict[str, str],
+                 keys: tuple[tuple[str, bytes, str], ...]) -> None:
     tool = ["pkcs11-tool", "--module", token.module]
     user = [*tool, "--token-label", token.token_label, "--login", "--pin", token.user_pin]
 
@@ -277,7 +280,7 @@ def _build_token(token: TpmToken, setup_env: dict[str, str]) -> None:
           "--so-pin", token.so_pin])
     step([*tool, "--token-label", token.token_label, "--login", "--login-type", "so",
           "--so-pin", token.so_pin, "--init-pin", "--pin", token.user_pin])
-    for label, key_id, key_type in _KEYS:
+    for label, key_id, key_type in keys:
         # One key per process (= per C_Initialize): without abrmd more would not fit.
         step([*user, "--keypairgen", "--key-type", key_type, "--id", key_id.hex(), "--label", label])
         pub_path = token.directory / f"{label}.pub.der"

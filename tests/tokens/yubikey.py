@@ -216,6 +216,11 @@ class VirtualYubiKey:
         cancels refusals still pending from `fail_next_signatures`."""
         self._control("clear-counters")
 
+    def forget_provisioned(self) -> None:
+        """Remove the keys the card generated and the objects written with PUT DATA during
+        the session (keygen and import-certificate tests clean up with this)."""
+        self._control("forget-provisioned")
+
     def fail_next_signatures(self, count: int, sw: str = "6982") -> None:
         """Make the card answer `sw` (hex status word) instead of signing, for the next `count`
         signature commands it would otherwise have carried out; 0 cancels.

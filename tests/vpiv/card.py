@@ -5,8 +5,10 @@ blocks.
 Keys live in memory as `cryptography` objects (this is test infrastructure). What a real key does
 and this one does too: PIN policies per slot (9c needs the PIN before every signature, 9e never),
 raw RSA and prehashed ECDSA in GENERAL AUTHENTICATE, 61xx/GET RESPONSE for long answers, command
-chaining, GET VERSION/SERIAL/METADATA and attestation. What it leaves out: the management key,
-PUT DATA, key generation, PUK and PIN change, touch, secure messaging.
+chaining, GET VERSION/SERIAL/METADATA and attestation, and what provisioning needs: mutual
+authentication with the management key (3DES, or AES-128/192/256), GENERATE ASYMMETRIC KEY
+PAIR and PUT DATA, both refused without that authentication. What it leaves out: PUK and PIN
+change, management key change, touch, secure messaging.
 
 For the signer's error paths it can also misbehave on request: `refuse_next_signatures(n, sw)`
 makes the next n signatures it would have made answer an error status word instead, as a card
@@ -59,7 +61,9 @@ SW_INS_NOT_SUPPORTED = b"\x6d\x00"
 SW_CLA_NOT_SUPPORTED = b"\x6e\x00"
 
 INS_VERIFY = 0x20
+INS_GENERATE_ASYMMETRIC = 0x47
 INS_GENERAL_AUTHENTICATE = 0x87
+INS_PUT_DATA = 0xDB
 INS_SELECT = 0xA4
 INS_GET_RESPONSE = 0xC0
 INS_GET_DATA = 0xCB
@@ -77,6 +81,10 @@ MGM_REF = 0x9B
 ALG_RSA1024, ALG_RSA2048, ALG_RSA3072, ALG_RSA4096 = 0x06, 0x07, 0x05, 0x16
 ALG_P256, ALG_P384 = 0x11, 0x14
 ALG_3DES = 0x03
+ALG_AES128, ALG_AES192, ALG_AES256 = 0x08, 0x0A, 0x0C
+_MGM_KEY_LENGTHS = {ALG_3DES: 24, ALG_AES128: 16, ALG_AES192: 24, ALG_AES256: 32}
+# The factory default management key of every YubiKey (3DES): never to be used silently.
+DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
 _RSA_ALGS = {1024: ALG_RSA1024, 2048: ALG_RSA2048, 3072: ALG_RSA3072, 4096: ALG_RSA4096}
 _EC_ALGS = {"secp256r1": ALG_P256, "secp384r1": ALG_P384}
 
@@ -200,11 +208,18 @@ class PivCard:
     pin: str = "123456"
     pin_retries_total: int = 3
     attestation: tuple[Any, x509.Certificate] | None = None
+    management_key: bytes = DEFAULT_MANAGEMENT_KEY
+    management_algorithm: int = ALG_3DES
     pin_retries_left: int = field(init=False)
     pin_verified: bool = field(init=False, default=False)
     # PIN policy "always": a verification is consumed by the next signature.
     pin_fresh: bool = field(init=False, default=False)
     selected: bool = field(init=False, default=False)
+    management_authenticated: bool = field(init=False, default=False)
+    _witness: bytes | None = field(init=False, default=None)
+    # PUT DATA writes: data object tag -> its 53 TLV, served by GET DATA before the built-ins.
+    objects: dict[int, bytes] = field(init=False, default_factory=dict)
+    generated: list[int] = field(init=False, default_factory=list)
     verify_attempts: int = field(init=False, default=0)
     signatures: dict[int, int] = field(init=False, default_factory=dict)
     # Fault injection (refuse_next_signatures): pending refusals, their SW, and what was refused.
@@ -237,6 +252,8 @@ class PivCard:
         self.pin_verified = False
         self.pin_fresh = False
         self.selected = False
+        self.management_authenticated = False
+        self._witness = None
         self._chain = None
         self._pending = b""
 
@@ -260,6 +277,14 @@ class PivCard:
         self.refusals_pending = count
         self.refusal_sw = sw
 
+    def forget_provisioned(self) -> None:
+        """Drop the keys GENERATE made and the objects PUT DATA wrote (a test's cleanup)."""
+        for slot in self.generated:
+            self.keys.pop(slot, None)
+            self._attestations.pop(slot, None)
+        self.generated.clear()
+        self.objects.clear()
+
     def clear_counters(self) -> None:
         """Zero the counters and cancel pending refusals: a clean card for the next test."""
         self.verify_attempts = 0
@@ -276,6 +301,8 @@ class PivCard:
             "signatures": {f"{k:02x}": v for k, v in self.signatures.items()},
             "refused": {f"{k:02x}": v for k, v in self.refused.items()},
             "refusals_pending": self.refusals_pending,
+            "generated": [f"{slot:02x}" for slot in self.generated],
+            "objects": [f"{tag:06x}" for tag in self.objects],
         }
 
     # -- APDU dispatch ----------------------------------------------------------------------
@@ -320,6 +347,8 @@ class PivCard:
             INS_GET_SERIAL: self._get_serial,
             INS_GET_METADATA: self._get_metadata,
             INS_ATTEST: self._attest,
+            INS_GENERATE_ASYMMETRIC: self._generate,
+            INS_PUT_DATA: self._put_data,
         }.get(apdu.ins)
         if handler is None:
             return SW_INS_NOT_SUPPORTED
@@ -360,6 +389,8 @@ class PivCard:
         return self._respond(value, apdu.le)
 
     def _data_object(self, tag: int) -> bytes | None:
+        if tag in self.objects:
+            return self.objects[tag]
         if tag == OBJ_DISCOVERY:
             # PIN usage policy 40 00: the PIV application PIN only.
             return tlv.encode(0x7E, tlv.encode(0x4F, PIV_AID) + tlv.encode(0x5F2F, b"\x40\x00"))
@@ -427,7 +458,7 @@ class PivCard:
         slot = apdu.p2
         key = self.keys.get(slot)
         if slot == MGM_REF:
-            return SW_SECURITY_STATUS  # management key authentication is not emulated
+            return self._authenticate_management(apdu)
         if key is None:
             return SW_NOT_FOUND
         if apdu.p1 != key.algorithm:
@@ -454,6 +485,116 @@ class PivCard:
             self.pin_fresh = False
         self.signatures[slot] = self.signatures.get(slot, 0) + 1
         return self._respond(tlv.encode(0x7C, tlv.encode(0x82, signature)), apdu.le)
+
+    def _management_cipher(self, data: bytes, *, decrypt: bool = False) -> bytes:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        if self.management_algorithm == ALG_3DES:
+            from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+
+            algorithm: Any = TripleDES(self.management_key)
+        else:
+            algorithm = algorithms.AES(self.management_key)
+        cipher = Cipher(algorithm, modes.ECB())  # noqa: S305 (what PIV specifies for one block)
+        op = cipher.decryptor() if decrypt else cipher.encryptor()
+        return op.update(data) + op.finalize()
+
+    def _authenticate_management(self, apdu: _Apdu) -> bytes:
+        """SP 800-73-4 part 2, appendix A.1 mutual authentication: the card sends an encrypted
+        witness, the host returns it decrypted with a challenge of its own, the card answers
+        the challenge encrypted. Any failure clears the authentication."""
+        self.management_authenticated = False
+        if apdu.p1 != self.management_algorithm:
+            self._witness = None
+            return SW_INCORRECT_P1P2
+        block = 8 if self.management_algorithm == ALG_3DES else 16
+        try:
+            inner = tlv.parse_dict(tlv.parse_dict(apdu.data)[0x7C])
+        except (ValueError, KeyError):
+            self._witness = None
+            return SW_WRONG_DATA
+        if inner.get(0x80) == b"" and 0x81 not in inner:
+            import os
+
+            self._witness = os.urandom(block)
+            witness = self._management_cipher(self._witness)
+            return self._respond(tlv.encode(0x7C, tlv.encode(0x80, witness)), apdu.le)
+        witness, self._witness = self._witness, None
+        answer, challenge = inner.get(0x80), inner.get(0x81)
+        if witness is None or answer is None or challenge is None or len(challenge) != block:
+            return SW_WRONG_DATA
+        if answer != witness:
+            return SW_SECURITY_STATUS
+        self.management_authenticated = True
+        response = self._management_cipher(challenge)
+        return self._respond(tlv.encode(0x7C, tlv.encode(0x82, response)), apdu.le)
+
+    def _generate(self, apdu: _Apdu) -> bytes:
+        """GENERATE ASYMMETRIC KEY PAIR (SP 800-73-4 part 2, 3.3.2) into slot P2, with Yubico's
+        PIN policy tag AA; answers the public key (7F49)."""
+        if not self.management_authenticated:
+            return SW_SECURITY_STATUS
+        slot = apdu.p2
+        if slot not in CERT_OBJECTS or slot == 0xF9 or apdu.p1 != 0:
+            return SW_INCORRECT_P1P2
+        try:
+            template = tlv.parse_dict(tlv.parse_dict(apdu.data)[0xAC])
+            algorithm = template[0x80][0]
+        except (ValueError, KeyError, IndexError):
+            return SW_WRONG_DATA
+        rsa_bits = {v: k for k, v in _RSA_ALGS.items()}.get(algorithm)
+        curve = {ALG_P256: ec.SECP256R1(), ALG_P384: ec.SECP384R1()}.get(algorithm)
+        if rsa_bits is not None:
+            private: Any = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        elif curve is not None:
+            private = ec.generate_private_key(curve)
+        else:
+            return SW_WRONG_DATA
+        default_policy = {0x9C: PinPolicy.ALWAYS, 0x9E: PinPolicy.NEVER}.get(slot, PinPolicy.ONCE)
+        policy = template.get(0xAA, b"")
+        self.keys[slot] = SlotKey(slot, private, None,
+                                  PinPolicy(policy[0]) if policy and policy[0] else default_policy)
+        self._attestations.pop(slot, None)
+        self.objects.pop(CERT_OBJECTS[slot], None)
+        if slot not in self.generated:
+            self.generated.append(slot)
+        public = private.public_key()
+        if rsa_bits is not None:
+            numbers = public.public_numbers()
+            body = (tlv.encode(0x81, numbers.n.to_bytes((rsa_bits + 7) // 8, "big"))
+                    + tlv.encode(0x82, numbers.e.to_bytes(3, "big")))
+        else:
+            body = tlv.encode(0x86, public.public_bytes(serialization.Encoding.X962,
+                                                        serialization.PublicFormat.UncompressedPoint))
+        return self._respond(tlv.encode(0x7F49, body), apdu.le)
+
+    def _put_data(self, apdu: _Apdu) -> bytes:
+        """PUT DATA (SP 800-73-4 part 2, 3.3.3): 5C names the object, 53 is its new content
+        (an empty 53 deletes it)."""
+        if not self.management_authenticated:
+            return SW_SECURITY_STATUS
+        if (apdu.p1, apdu.p2) != (0x3F, 0xFF):
+            return SW_INCORRECT_P1P2
+        try:
+            fields = list(tlv.decode(apdu.data))
+        except ValueError:
+            return SW_WRONG_DATA
+        if len(fields) != 2 or fields[0][0] != 0x5C or fields[1][0] != 0x53:
+            return SW_WRONG_DATA
+        tag = int.from_bytes(fields[0][1], "big")
+        if fields[1][1]:
+            self.objects[tag] = tlv.encode(0x53, fields[1][1])
+        else:
+            self.objects.pop(tag, None)
+        for slot, obj in CERT_OBJECTS.items():
+            key = self.keys.get(slot)
+            if obj == tag and key is not None and fields[1][1]:
+                try:
+                    der = tlv.parse_dict(fields[1][1])[0x70]
+                    key.certificate = x509.load_der_x509_certificate(der)
+                except (ValueError, KeyError):
+                    key.certificate = None
+        return SW_OK
 
     @staticmethod
     def _sign(key: SlotKey, challenge: bytes) -> bytes | None:
@@ -494,8 +635,9 @@ class PivCard:
                     + tlv.encode(0x06, bytes([self.pin_retries_total if ref == PIN_REF else 3, retries])))
             return self._respond(body, apdu.le)
         if ref == MGM_REF:
-            body = (tlv.encode(0x01, bytes([ALG_3DES])) + tlv.encode(0x02, bytes([0, TOUCH_NEVER]))
-                    + tlv.encode(0x05, b"\x01"))
+            default = 1 if self.management_key == DEFAULT_MANAGEMENT_KEY else 0
+            body = (tlv.encode(0x01, bytes([self.management_algorithm]))
+                    + tlv.encode(0x02, bytes([0, TOUCH_NEVER])) + tlv.encode(0x05, bytes([default])))
             return self._respond(body, apdu.le)
         key = self.keys.get(ref)
         if key is None:

@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key
 from tests.vpiv import tlv
@@ -175,3 +175,67 @@ def test_clear_counters_cancels_pending_refusals(card: PivCard) -> None:
 def test_refusal_needs_an_error_sw_and_a_count(card: PivCard, count: int, sw: bytes) -> None:
     with pytest.raises(ValueError):
         card.refuse_next_signatures(count, sw)
+
+
+# -- provisioning: management key, GENERATE, PUT DATA ------------------------------------------
+
+MGM = bytes.fromhex("010203040506070801020304050607080102030405060708")
+
+
+def _ecb(key: bytes, data: bytes, *, decrypt: bool = False) -> bytes:
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    cipher = Cipher(TripleDES(key), modes.ECB())
+    op = cipher.decryptor() if decrypt else cipher.encryptor()
+    return op.update(data) + op.finalize()
+
+
+def _mutual_auth(card: PivCard, key: bytes, challenge: bytes = b"hostchal") -> bytes:
+    """The host side of SP 800-73-4 mutual authentication; returns the card's final R-APDU."""
+    step1 = bytes.fromhex("0087039b047c028000")
+    answer = card.transmit(step1)
+    assert answer[-2:] == b"\x90\x00"
+    witness = tlv.parse_dict(tlv.parse_dict(answer[:-2])[0x7C])[0x80]
+    body = tlv.encode(0x7C, tlv.encode(0x80, _ecb(key, witness, decrypt=True)) + tlv.encode(0x81, challenge))
+    return card.transmit(bytes([0x00, 0x87, 0x03, 0x9B, len(body)]) + body)
+
+
+def test_mutual_authentication_proves_both_sides(card: PivCard) -> None:
+    answer = _mutual_auth(card, MGM, b"12345678")
+    assert answer[-2:] == b"\x90\x00" and card.management_authenticated
+    assert tlv.parse_dict(tlv.parse_dict(answer[:-2])[0x7C])[0x82] == _ecb(MGM, b"12345678")
+
+
+def test_a_wrong_management_key_is_refused(card: PivCard) -> None:
+    assert _mutual_auth(card, bytes(24))[-2:] == b"\x69\x82"
+    assert not card.management_authenticated
+
+
+GENERATE_P256_82 = bytes.fromhex("0047008205ac03800111")
+
+
+def test_generate_needs_the_management_key_then_answers_the_public_key(card: PivCard) -> None:
+    assert card.transmit(GENERATE_P256_82)[-2:] == b"\x69\x82" and 0x82 not in card.keys
+    _mutual_auth(card, MGM)
+    answer = _get_all(card, GENERATE_P256_82)
+    assert answer[-2:] == b"\x90\x00"
+    point = tlv.parse_dict(tlv.parse_dict(answer[:-2])[0x7F49])[0x86]
+    public = card.keys[0x82].private_key.public_key()
+    assert point == public.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    assert card.generated == [0x82]
+    card.reset()  # the authentication ends with the card session
+    assert card.transmit(SELECT)[-2:] == b"\x90\x00"
+    assert card.transmit(GENERATE_P256_82)[-2:] == b"\x69\x82"
+
+
+def test_put_data_stores_what_get_data_returns(card: PivCard) -> None:
+    obj = tlv.encode(0x5C, bytes.fromhex("5fc10d")) + tlv.encode(0x53, tlv.encode(0x70, b"cert") + tlv.encode(0x71, b"\x00"))
+    put = bytes([0x00, 0xDB, 0x3F, 0xFF, len(obj)]) + obj
+    assert card.transmit(put)[-2:] == b"\x69\x82"
+    _mutual_auth(card, MGM)
+    assert card.transmit(put)[-2:] == b"\x90\x00"
+    got = card.transmit(bytes.fromhex("00cb3fff055c035fc10d00"))
+    assert got == tlv.encode(0x53, tlv.encode(0x70, b"cert") + tlv.encode(0x71, b"\x00")) + b"\x90\x00"
+    card.forget_provisioned()
+    assert card.transmit(bytes.fromhex("00cb3fff055c035fc10d00"))[-2:] == b"\x6a\x82"

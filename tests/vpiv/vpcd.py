@@ -178,6 +178,8 @@ class CardServer:
             self.card.reset_pin_retries()
         elif command == "clear-counters":
             self.card.clear_counters()
+        elif command == "forget-provisioned":
+            self.card.forget_provisioned()
         elif command == "refuse-signatures":
             try:
                 self.card.refuse_next_signatures(int(request["count"]), bytes.fromhex(request.get("sw", "6982")))
