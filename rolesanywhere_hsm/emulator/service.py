@@ -260,8 +260,20 @@ class Emulator:
     # -- the application ------------------------------------------------------------------------
 
     def handle(self, request: ReceivedRequest, client: tuple[str, int] | None = None) -> HttpResponse | None:
-        """Answer one request (the HTTP front calls this; tests may too, without a socket)."""
+        """Answer one request (the HTTP front calls this; tests may too, without a socket).
+
+        Every answer carries a `Date` header from the emulator's clock (not the host's), as a
+        real endpoint's Date is its own time: `doctor` compares it with the local clock, so a
+        shifted emulator clock shows as skew."""
         now = self.clock()
+        response = self._answer(request, now)
+        if response is not None:
+            from email.utils import format_datetime
+
+            response.headers.append(("Date", format_datetime(now.astimezone(dt.timezone.utc), usegmt=True)))
+        return response
+
+    def _answer(self, request: ReceivedRequest, now: dt.datetime) -> HttpResponse | None:
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
