@@ -32,6 +32,7 @@ from typing import Any
 from rolesanywhere_hsm.errors import (
     CertificateError,
     PinError,
+    PinUnavailableError,
     RolesAnywhereError,
     ServiceError,
 )
@@ -65,6 +66,7 @@ EXIT_CHECK_FAILED = 8
 # Bounded: doctor must end in bounded time even when the endpoint does not answer.
 PROBE_TIMEOUT = 10.0
 TEST_MESSAGE = b"rolesanywhere-hsm doctor: test signature"
+NO_PIN_SOURCE = "no PIN source and no terminal to ask on"
 
 Clock = Callable[[], dt.datetime]
 
@@ -294,7 +296,6 @@ def _token_check(snapshots: list[Any], cert_uri: Any, key_uri: Any, module_path:
 def _pin_check(token: Any, main_uri: Any, cert_uri: Any, environ: Mapping[str, str]) -> Check:
     """Where the PIN will come from, without logging in, running a command or prompting.
     A file or a variable is read (and dropped) to see that it holds a PIN."""
-    from rolesanywhere_hsm.errors import PinUnavailableError
     from rolesanywhere_hsm.signers.pin import PIN_ENV_VAR, TTY_PATH, read_pin_source
     from rolesanywhere_hsm.signers.pkcs11 import selection as s
 
@@ -331,7 +332,9 @@ def _pin_check(token: Any, main_uri: Any, cert_uri: Any, environ: Mapping[str, s
     try:
         os.close(os.open(TTY_PATH, os.O_RDWR | os.O_NOCTTY))
     except OSError:
-        return Check("pin", FAIL, "no PIN source and no terminal to ask on",
+        # Not final: a key that needs no login (a YubiKey's 9e slot through OpenSC) is used
+        # without a PIN; the key check settles it.
+        return Check("pin", FAIL, NO_PIN_SOURCE,
                      f"Add pin-source=file:/path to the URI or set {PIN_ENV_VAR}; an AWS SDK "
                      "runs credential-process without a terminal.")
     return Check("pin", WARN, "asked on the terminal",
@@ -361,10 +364,20 @@ def _key_check(run: _Run, cleanup: contextlib.ExitStack) -> None:
     needs = ("module", "token", "pin") if is_token else ()
     if is_token and run.options.signer.certificate[:7].lower() == "pkcs11:":
         needs += ("certificate",)
+    pin_check = next((c for c in run.checks if c.name == "pin"), None)
+    no_pin_source = pin_check is not None and pin_check.message == NO_PIN_SOURCE
+    if no_pin_source:
+        needs = tuple(n for n in needs if n != "pin")
     if run.skip_unless("key", *needs):
         return
     try:
         signer = load_signer(config)
+    except PinUnavailableError as exc:
+        if no_pin_source:
+            run.add(Check("key", SKIP, "not checked: pin did not pass"))
+        else:
+            run.add(_from_error("key", exc))
+        return
     except PinError as exc:
         run.add(Check("key", FAIL, f"login refused: {exc.message}", exc.hint or ""))
         return
@@ -375,6 +388,9 @@ def _key_check(run: _Run, cleanup: contextlib.ExitStack) -> None:
         return
     cleanup.callback(signer.close)
     run.signer = signer
+    if pin_check is not None and getattr(signer, "login_count", None) == 0:
+        run.checks[run.checks.index(pin_check)] = Check(
+            "pin", PASS, "no PIN needed: the token lets this key sign without a login")
     if run.pending_certificate_error is not None:
         run.certificate = signer.certificate
         run.add(Check("certificate", PASS, f"read from {redact(config.certificate)} with its key"))

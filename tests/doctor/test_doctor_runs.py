@@ -278,3 +278,45 @@ def test_locked_tpm_token(emulator_factory: Any, tpm: Any) -> None:
     key = checks["key"]
     assert key.status == FAIL and "locked" in key.message and "PUK" in key.fix
     assert tpm.lockout_counter() == before  # tried once, refused while locked: nothing counted
+
+
+@pytest.mark.tpm
+def test_tpm_passes_with_call(emulator_factory: Any, tpm: Any, monkeypatch: pytest.MonkeyPatch,
+                              tmp_path: Path) -> None:
+    monkeypatch.setenv("RAH_PKCS11_PIN", tpm.user_pin)
+    emulator = emulator_factory([tpm.ca.certificate])
+    checks = doctor(emulator, tpm.uri_for("rsa", type="cert"), call=True,
+                    trust_anchor_ca=str(write_pem(tmp_path / "ca.pem", tpm.ca.certificate)))
+    assert not [c for c in checks.values() if c.status not in (PASS, "skip")], checks
+    assert checks["call"].status == PASS and checks["signature"].status == PASS
+
+
+@pytest.mark.yubikey
+@pytest.mark.parametrize("module", ["ykcs11", "opensc"])
+def test_virtual_yubikey_passes_with_call(emulator_factory: Any, virtual_yubikey: Any, module: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    yk = virtual_yubikey
+    path = yk.ykcs11_module if module == "ykcs11" else yk.opensc_module
+    monkeypatch.setenv("RAH_PKCS11_MODULE", path)
+    monkeypatch.setenv("RAH_PKCS11_PIN", yk.pin)
+    yk.open_library(path)  # drop login state left by earlier tests
+    emulator = emulator_factory([yk.ca.certificate])
+    checks = doctor(emulator, yk.uri_for("9a", path, type="cert", by_label=True), call=True,
+                    trust_anchor_ca=str(yk.ca_path))
+    assert not [c for c in checks.values() if c.status not in (PASS, "skip")], checks
+    assert checks["call"].status == PASS
+
+
+@pytest.mark.yubikey
+def test_yubikey_9e_through_opensc_needs_no_pin(emulator_factory: Any, virtual_yubikey: Any,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    yk = virtual_yubikey
+    monkeypatch.setenv("RAH_PKCS11_MODULE", yk.opensc_module)
+    monkeypatch.delenv("RAH_PKCS11_PIN", raising=False)
+    yk.open_library(yk.opensc_module)
+    yk.clear_counters()
+    emulator = emulator_factory([yk.ca.certificate])
+    checks = doctor(emulator, yk.uri_for("9e", yk.opensc_module, type="cert", by_label=True), call=True)
+    assert checks["pin"].status == PASS and "no PIN needed" in checks["pin"].message, checks
+    assert checks["call"].status == PASS
+    assert yk.status()["verify_attempts"] == 0
