@@ -171,6 +171,6 @@ def make_server(
     tls = None
     if tls_cert is not None:
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.minimum_version = ssl.TLSVersion.TLSv1_2  # PROTOCOL.md section 1
+        tls.minimum_version = ssl.TLSVersion.TLSv1_2  # docs/protocol.md section 1
         tls.load_cert_chain(str(tls_cert), str(tls_key) if tls_key else None)
     return _Server((host, port), application, tls)

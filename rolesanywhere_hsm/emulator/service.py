@@ -30,7 +30,7 @@ log = logging.getLogger("rolesanywhere_hsm.emulator")
 
 DISCONNECT = "disconnect"
 
-# Failure answers shaped like AWS's (PROTOCOL.md section 5); other statuses get a generic one.
+# Failure answers shaped like AWS's (docs/protocol.md section 5); other statuses get a generic one.
 _FAULTS: dict[int, tuple[str, str]] = {
     429: (THROTTLING, "Rate exceeded"),
     500: ("InternalServerException", "An internal error occurred. Try again."),

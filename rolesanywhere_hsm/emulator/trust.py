@@ -1,5 +1,5 @@
 """Whether a signing certificate is trusted: the leaf's own requirements, a PKIX path to a
-trust anchor's CA certificate, and revocation by the anchor's imported CRLs (PROTOCOL.md
+trust anchor's CA certificate, and revocation by the anchor's imported CRLs (docs/protocol.md
 section 4, items 3 to 5).
 
 The path is built by hand rather than with `cryptography.x509.verification`: that verifier
@@ -24,7 +24,7 @@ from rolesanywhere_hsm.emulator.resources import TrustAnchor
 
 __all__ = ["MAX_PATH_INTERMEDIATES", "build_path", "check_leaf", "check_not_revoked", "leaf_problems"]
 
-# PROTOCOL.md section 4: the chain header carries at most 5 certificates, so no path is longer.
+# docs/protocol.md section 4: the chain header carries at most 5 certificates, so no path is longer.
 MAX_PATH_INTERMEDIATES = 5
 _STRONG_HASHES = (
     hashes.SHA256, hashes.SHA384, hashes.SHA512,

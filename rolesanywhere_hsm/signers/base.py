@@ -27,7 +27,7 @@ __all__ = [
     "signer_kind",
 ]
 
-# shared/PROTOCOL.md section 3: the algorithm depends on the key type only.
+# docs/protocol.md section 3: the algorithm depends on the key type only.
 ALGORITHM_RSA = "AWS4-X509-RSA-SHA256"
 ALGORITHM_ECDSA = "AWS4-X509-ECDSA-SHA256"
 
