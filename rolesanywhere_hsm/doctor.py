@@ -110,6 +110,7 @@ class DoctorOptions:
     call: bool = False
     clock: Clock = _utcnow
     environ: Mapping[str, str] | None = None
+    contain_module_noise: bool = True  # off with --debug: the module's stderr is shown
 
 
 def _from_error(name: str, exc: RolesAnywhereError) -> Check:
@@ -158,15 +159,16 @@ def run_doctor(options: DoctorOptions) -> list[Check]:
     run = _Run(options)
     with contextlib.ExitStack() as cleanup:
         if signer_kind(options.signer) == "pkcs11":
-            _token_checks(run, cleanup)
+            _contained(run, lambda: (_token_checks(run, cleanup), _key_check(run, cleanup),
+                                     _signature_check(run)))
         else:
             for name in ("module", "token"):
                 run.add(Check(name, SKIP, "the key is a file: no PKCS#11 module or token"))
             _file_certificate_check(run)
             run.add(Check("pin", SKIP, "the key is a file: no PIN (a key password is asked "
                           "for when the key is encrypted)"))
-        _key_check(run, cleanup)
-        _signature_check(run)
+            _key_check(run, cleanup)
+            _signature_check(run)
         _certificate_checks(run)
         _chain_checks(run)
         _arn_checks(run)
@@ -177,6 +179,30 @@ def run_doctor(options: DoctorOptions) -> list[Check]:
 
 # ---------------------------------------------------------------------------------------------
 # Where the key lives
+
+
+def _contained(run: _Run, steps: Callable[[], object]) -> None:
+    """Run the token steps with the module's stderr captured (unless `contain_module_noise` is
+    off, as with --debug), and tell about what it printed in the module check: p11-kit-proxy
+    loads every registered module, and tpm2-pkcs11 on a machine without a TPM prints a dozen
+    ERROR lines that have nothing to do with the user's token."""
+    if not run.options.contain_module_noise:
+        steps()
+        return
+    from rolesanywhere_hsm.signers.pkcs11.modules import captured_stderr
+
+    with captured_stderr() as noise:
+        steps()
+    module = next((c for c in run.checks if c.name == "module"), None)
+    if not noise or module is None or module.status != PASS:
+        return
+    first = redact(noise[0].strip())[:160]
+    run.checks[run.checks.index(module)] = Check(
+        "module", WARN, f"{module.message}; it printed {len(noise)} line(s) on stderr (hidden), "
+        f"the first: {first!r}",
+        "Harmless to this run, but another module is speaking: name yours with module-path= in "
+        "the URI (or --pkcs11-lib / RAH_PKCS11_MODULE) so that p11-kit-proxy does not load every "
+        "registered module; rerun with --debug to see the lines.")
 
 
 def _token_checks(run: _Run, cleanup: contextlib.ExitStack) -> None:
@@ -587,6 +613,9 @@ def _chain_checks(run: _Run) -> None:
     elif left_out:
         run.add(Check("chain-order", WARN, "not on the leaf's path, left out: " + "; ".join(left_out),
                       "Remove them from the bundle (a root is already in the trust anchor)."))
+    elif not sent:
+        run.add(Check("chain-order", PASS, "no intermediates sent (enough when the trust anchor's "
+                      "CA issued the leaf)"))
     else:
         run.add(Check("chain-order", PASS, f"{len(sent)} intermediate(s) {origin}, nearest first"))
     if len(sent) > _x509.MAX_CHAIN:

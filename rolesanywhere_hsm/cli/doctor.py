@@ -20,13 +20,13 @@ _MARKS = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
 def render(checks: list, *, color: bool = False) -> str:  # type: ignore[type-arg]
-    """The checks for a person: one line each, the fix indented under a warning or failure,
+    """The checks for a person: one line each, the fix indented under what did not pass,
     and a last line that says what to do first."""
     lines = []
     width = max((len(c.name) for c in checks), default=0)
     for check in checks:
         lines.append(f"[{_MARKS.get(check.status, check.status)}] {check.name:<{width}}  {check.message}")
-        if check.fix and check.status in ("warn", "fail"):
+        if check.fix and check.status != "pass":
             lines.append(f"       {'':<{width}}  fix: {check.fix}")
     failures = [c for c in checks if c.status == "fail"]
     warnings = [c for c in checks if c.status == "warn"]
@@ -83,6 +83,7 @@ def doctor(
         region=region, endpoint=endpoint, session_duration=session_duration,
         role_session_name=role_session_name, verify=o.tls_verify(no_verify_ssl, ca_bundle),
         trust_env=not no_proxy, trust_anchor_ca=trust_anchor_ca, call=call,
+        contain_module_noise=not debug,
     )
     checks = run_doctor(options)
     if as_json:
