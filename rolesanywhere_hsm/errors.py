@@ -25,6 +25,8 @@ secret key or a session token: messages are built from names and counts, never f
     │   ├── ResourceNotFoundError                404 ResourceNotFoundException
     │   └── ThrottlingError                      429 ThrottlingException (after retries)
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
+
+(`doctor` reports failures as checks, not exceptions, and exits 8 when one failed.)
 """
 
 from __future__ import annotations
