@@ -320,3 +320,43 @@ def test_yubikey_9e_through_opensc_needs_no_pin(emulator_factory: Any, virtual_y
     assert checks["pin"].status == PASS and "no PIN needed" in checks["pin"].message, checks
     assert checks["call"].status == PASS
     assert yk.status()["verify_attempts"] == 0
+
+
+def _wrong_pin_once(yk: Any, module: str) -> None:
+    import pkcs11
+
+    lib = yk.open_library(module)  # a fresh C_Initialize: a failed open() leaks its session
+    with pytest.raises(pkcs11.PinIncorrect):
+        lib.get_token(token_label=yk.token_label(module)).open(user_pin="000000")
+
+
+@pytest.mark.yubikey
+def test_yubikey_pin_flags_warn_then_lock_without_a_pin_tried(
+        emulator_factory: Any, virtual_yubikey: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card's own counter proves it: a locked PIN is reported from the token flags and no
+    PIN is sent to the card; one wrong try earlier shows as a warning."""
+    yk = virtual_yubikey
+    module = yk.ykcs11_module
+    monkeypatch.setenv("RAH_PKCS11_MODULE", module)
+    monkeypatch.setenv("RAH_PKCS11_PIN", yk.pin)
+    emulator = emulator_factory([yk.ca.certificate])
+    uri = yk.uri_for("9a", module, type="cert", by_label=True)
+    try:
+        _wrong_pin_once(yk, module)
+        yk.open_library(module)
+        counted = doctor(emulator, uri)
+        assert counted["token"].status == WARN and "wrong tries counted" in counted["token"].message
+        assert counted["signature"].status == PASS  # the right PIN, once, resets the counter
+        _wrong_pin_once(yk, module)
+        _wrong_pin_once(yk, module)
+        _wrong_pin_once(yk, module)
+        assert yk.pin_retries_left() == 0
+        yk.open_library(module)
+        yk.clear_counters()
+        locked = doctor(emulator, uri)
+        assert locked["token"].status == FAIL and "locked" in locked["token"].message
+        assert "unblock" in locked["token"].fix.lower() and locked["key"].status == "skip"
+        assert yk.status()["verify_attempts"] == 0
+    finally:
+        yk.reset_pin()
+        yk.open_library(module)
