@@ -6,7 +6,7 @@ each step's issuer is chosen by name (subject = issuer), by key identifier when 
 certificate has an authority key identifier (AKI = the issuer's SKI), and only if the
 issuer's key verifies the certificate's signature. The walk stops at a self-signed root (not
 sent: the trust anchor has it) or when nothing issues the last certificate; unrelated CA
-certificates are never sent. docs/protocol.md: at most 5 intermediates in X-Amz-X509-Chain.
+certificates are never sent. Roles Anywhere takes at most 5 intermediates in X-Amz-X509-Chain.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rolesanywhere_hsm.errors import CertificateError
+from rolesanywhere_hsm.x509 import MAX_CHAIN
 
 __all__ = ["IssuerPath", "build_issuer_path"]
-
-MAX_INTERMEDIATES = 5
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ def _is_self_signed(cert: Any) -> bool:
 
 
 def build_issuer_path(leaf: bytes, candidates: Iterable[bytes],
-                      max_intermediates: int = MAX_INTERMEDIATES) -> IssuerPath:
+                      max_intermediates: int = MAX_CHAIN) -> IssuerPath:
     """Walk from `leaf` up through the CA certificates among `candidates` (see the module
     docstring). Raises CertificateError when the path needs more than `max_intermediates`."""
     from cryptography import x509

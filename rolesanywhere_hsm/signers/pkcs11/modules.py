@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 MODULE_ENV_VAR = "RAH_PKCS11_MODULE"
-# docs/protocol.md (the official helper's command line): its default --pkcs11-lib.
+# The official aws_signing_helper loads this module when --pkcs11-lib is not given.
 DEFAULT_MODULE = "p11-kit-proxy.so"
 # Where a bare module name (module-name=, --pkcs11-lib NAME) is looked for, in order.
 MODULE_DIRS = (

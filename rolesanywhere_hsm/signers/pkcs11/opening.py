@@ -154,6 +154,44 @@ def _usable_without_login(session: Any, key_template: dict[Any, Any]) -> bool:
     return False
 
 
+def _checked_key(session: Any, token: Any, key_template: dict[Any, Any], criteria: str,
+                 info: _x509.CertificateInfo, spec: SigningSpec | None,
+                 ) -> tuple[Any, bool, bool, SigningSpec]:
+    """The one private key `key_template` finds, checked against the certificate: its type,
+    CKA_SIGN, its public value where the token shows one (else `verify_pending`: the first
+    signature is checked), CKA_ALWAYS_AUTHENTICATE, and the mechanism to sign with."""
+    key = find_one_key(session, key_template, criteria, token.label,
+                       "Private keys are listed only after login: `rolesanywhere-hsm "
+                       "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
+    key_type = {KeyType.RSA: "RSA", KeyType.EC: "EC"}.get(key[Attribute.KEY_TYPE], "other")
+    if key_type != info.key_type:
+        raise KeyLoadError(
+            f"The key {criteria or ''} on token {token.label!r} is {key_type} but the "
+            f"certificate holds an {info.key_type} key.",
+            hint="Select the key that belongs to the certificate (same id=).",
+        )
+    if not hasattr(key, "sign"):
+        raise TokenSigningError(
+            f"The key {criteria} on token {token.label!r} may not sign (CKA_SIGN is false).",
+            hint="Use a signing key.",
+        )
+    token_public = token_public_value(session, key, key_type)
+    if token_public is not None and not same_public_key(token_public, info):
+        raise KeyLoadError(*MISMATCH[:1],
+                           hint="Select the key with the certificate's id=, or the "
+                           "certificate of this key.")
+    always_auth = False
+    with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
+        always_auth = bool(key[Attribute.ALWAYS_AUTHENTICATE])
+    if spec is None:
+        spec = choose_signing_spec(key_type, token.slot.get_mechanisms(), key_bits=info.key_bits,
+                                   curve=info.curve)
+    elif spec.key_type != key_type:
+        raise UsageError(f"The forced signing spec is for {spec.key_type}, the key is {key_type}.",
+                         hint="Pass a spec for the key's type.")
+    return key, token_public is None, always_auth, spec
+
+
 def _chain(config: SignerConfig, certificate: bytes, from_file: list[bytes],
            on_token: list[ObjectSnapshot], token_label: str) -> tuple[bytes, ...]:
     """The intermediates to send: from --intermediates (and a certificate file's extras),
@@ -250,37 +288,8 @@ def open_pkcs11_signer(
             log.debug("token %r: the key is used without login (no PIN asked)", token.label)
 
         with mapped_errors(f"reading objects on token {token.label!r}"):
-            key = find_one_key(session, key_template, criteria, token.label,
-                               "Private keys are listed only after login: `rolesanywhere-hsm "
-                               "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
-            key_type = {KeyType.RSA: "RSA", KeyType.EC: "EC"}.get(key[Attribute.KEY_TYPE], "other")
-            if key_type != info.key_type:
-                raise KeyLoadError(
-                    f"The key {criteria or ''} on token {token.label!r} is {key_type} but the "
-                    f"certificate holds an {info.key_type} key.",
-                    hint="Select the key that belongs to the certificate (same id=).",
-                )
-            if not hasattr(key, "sign"):
-                raise TokenSigningError(
-                    f"The key {criteria} on token {token.label!r} may not sign (CKA_SIGN is false).",
-                    hint="Use a signing key.",
-                )
-            token_public = token_public_value(session, key, key_type)
-            verify_pending = token_public is None
-            if token_public is not None and not same_public_key(token_public, info):
-                raise KeyLoadError(*MISMATCH[:1],
-                                   hint="Select the key with the certificate's id=, or the "
-                                   "certificate of this key.")
-            always_auth = False
-            with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
-                always_auth = bool(key[Attribute.ALWAYS_AUTHENTICATE])
-            if spec is None:
-                mechanisms = token.slot.get_mechanisms()
-                spec = choose_signing_spec(key_type, mechanisms, key_bits=info.key_bits,
-                                           curve=info.curve)
-            elif spec.key_type != key_type:
-                raise UsageError(f"The forced signing spec is for {spec.key_type}, the key is {key_type}.",
-                                 hint="Pass a spec for the key's type.")
+            key, verify_pending, always_auth, spec = _checked_key(
+                session, token, key_template, criteria, info, spec)
 
         log.debug("module %s, token %r, key %s, mechanism %s%s", module_path, token.label,
                   criteria or "(the only key)", spec.mechanism_name,
