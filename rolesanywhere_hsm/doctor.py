@@ -592,6 +592,12 @@ def _chain_checks(run: _Run) -> None:
     except CertificateError as exc:
         run.add(_from_error("chain-order", exc))
         return
+    on_token = run.options.signer.certificate[:7].lower() == "pkcs11:"
+    if run.signer is None and on_token and not given and run.options.signer.token_chain:
+        reason = "not checked: the chain comes from the token's CA certificates and key did not pass"
+        for name in ("chain-order", "chain-length", "chain-path"):
+            run.add(Check(name, SKIP, reason))
+        return
     if run.signer is not None:
         sent = list(run.signer.chain)
         origin = "from --intermediates" if given else (

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from rolesanywhere_hsm.cli import options as o
 
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.doctor import Check
+
 _MARKS = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
-def render(checks: list, *, color: bool = False) -> str:  # type: ignore[type-arg]
+def render(checks: list[Check]) -> str:
     """The checks for a person: one line each, the fix indented under what did not pass,
     and a last line that says what to do first."""
     lines = []

@@ -301,10 +301,14 @@ def test_virtual_yubikey_passes_with_call(emulator_factory: Any, virtual_yubikey
     monkeypatch.setenv("RAH_PKCS11_PIN", yk.pin)
     yk.open_library(path)  # drop login state left by earlier tests
     emulator = emulator_factory([yk.ca.certificate])
+    yk.clear_counters()
     checks = doctor(emulator, yk.uri_for("9a", path, type="cert", by_label=True), call=True,
                     trust_anchor_ca=str(yk.ca_path))
     assert not [c for c in checks.values() if c.status not in (PASS, "skip")], checks
     assert checks["call"].status == PASS
+    status = yk.status()
+    assert status["verify_attempts"] == 1  # one login for the test signature and the call
+    assert status["signatures"]["9a"] == 2
 
 
 @pytest.mark.yubikey
