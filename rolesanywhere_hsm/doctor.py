@@ -850,12 +850,20 @@ def _call_check(run: _Run) -> None:
 
 def _service_fix(exc: ServiceError, checks: list[Check]) -> str:
     """The service's vague refusals, pointed at what the checks above found."""
-    failing = [c.name for c in checks if c.status in (FAIL, WARN, SKIP) and c.name != "call"]
+    status = {c.name: c.status for c in checks}
     if "Untrusted signing certificate" in exc.message:
-        return ("The certificate does not chain to the trust anchor (or is refused by its rules): "
-                "run with --trust-anchor-ca to check the path." if "chain-path" in failing
-                else exc.hint or "")
+        broken = [n for n in ("leaf", "validity", "chain-length", "chain-path") if status.get(n) == FAIL]
+        if broken:
+            return f"See the {', '.join(broken)} check(s) above."
+        if status.get("chain-path") == SKIP:
+            return ("Run with --trust-anchor-ca (the CA registered in the trust anchor) to check the "
+                    "path; check also that the trust anchor is the one of this CA and that no "
+                    "imported CRL revokes the certificate.")
+        return ("The path to --trust-anchor-ca is fine here: check that the trust anchor holds that "
+                "CA, is enabled, and that no CRL imported into it revokes the certificate.")
     if "Invalid signature" in exc.message:
-        return "Check the clock (within 5 minutes) and that the key belongs to the certificate."
+        if status.get("clock") == FAIL:
+            return "See the clock check above."
+        return ("Check the clock (within 5 minutes of the service's) and any proxy that rewrites "
+                "signed headers; the key and certificate pair here.")
     return exc.hint or ""
-

@@ -65,6 +65,7 @@ def test_expired_certificate(emulator: Emulator, root_ca: CertificateAuthority, 
     assert "Renew" in checks["validity"].fix
     assert checks["signature"].status == PASS  # the key itself is fine
     assert checks["call"].status == FAIL and "Untrusted" in checks["call"].message
+    assert checks["call"].fix == "See the validity check(s) above."
 
 
 def test_certificate_breaking_leaf_rules(emulator: Emulator, root_ca: CertificateAuthority,
@@ -91,6 +92,7 @@ def test_chain_missing_its_intermediate(emulator: Emulator, leaf_files: dict[str
     path = checks["chain-path"]
     assert path.status == FAIL and "Intermediate" in path.fix and "--intermediates" in path.fix
     assert checks["call"].status == FAIL  # the emulator agrees
+    assert checks["call"].fix == "See the chain-path check(s) above."
 
 
 def test_chain_in_the_wrong_order(emulator_factory: Any, root_ca: CertificateAuthority, tmp_path: Path,
@@ -135,6 +137,7 @@ def test_clock_skew_against_the_emulator(emulator: Emulator, leaf_files: dict[st
     assert clock.status == FAIL and re.search(r"60[01] s ahead of", clock.message)
     assert "time synchronisation" in clock.fix
     assert checks["call"].status == FAIL and "Invalid signature" in checks["call"].message
+    assert checks["call"].fix == "See the clock check above."
 
 
 def test_endpoint_not_answering(emulator: Emulator, leaf_files: dict[str, LeafFiles]) -> None:
@@ -364,3 +367,15 @@ def test_yubikey_pin_flags_warn_then_lock_without_a_pin_tried(
     finally:
         yk.reset_pin()
         yk.open_library(module)
+
+
+def test_trust_anchor_holding_another_ca(emulator_factory: Any, leaf_files: dict[str, LeafFiles],
+                                         ca_file: str) -> None:
+    """The path to the CA the user names is fine, but the service's trust anchor holds another
+    CA: the refusal's fix says where to look."""
+    other = CertificateAuthority.create("Some Other CA", "p256")
+    emulator = emulator_factory([other.certificate])
+    leaf = leaf_files["p256"]
+    checks = doctor(emulator, str(leaf.certificate), str(leaf.key), trust_anchor_ca=ca_file, call=True)
+    assert checks["chain-path"].status == PASS
+    assert checks["call"].status == FAIL and "trust anchor holds that CA" in checks["call"].fix
