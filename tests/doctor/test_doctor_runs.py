@@ -379,3 +379,16 @@ def test_trust_anchor_holding_another_ca(emulator_factory: Any, leaf_files: dict
     checks = doctor(emulator, str(leaf.certificate), str(leaf.key), trust_anchor_ca=ca_file, call=True)
     assert checks["chain-path"].status == PASS
     assert checks["call"].status == FAIL and "trust anchor holds that CA" in checks["call"].fix
+
+
+@pytest.mark.softhsm
+def test_softhsm_pin_value_warns_and_empty_pin_fails(emulator: Emulator, softhsm_token: Any,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = doctor(emulator, softhsm_token.uri_for("ec-p256", type="cert", pin=True))
+    assert shown["pin"].status == WARN and "pin-source" in shown["pin"].fix
+    assert shown["signature"].status == PASS
+    assert SOFTHSM_PIN not in " ".join(c.message + c.fix for c in shown.values())
+    monkeypatch.setenv("RAH_PKCS11_PIN", "")
+    empty = doctor(emulator, softhsm_token.uri_for("ec-p256", type="cert"))
+    assert empty["pin"].status == FAIL and "empty" in empty["pin"].message
+    assert empty["key"].status == "skip"  # an empty PIN is never sent
