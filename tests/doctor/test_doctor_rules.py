@@ -23,7 +23,7 @@ from rolesanywhere_hsm.doctor import (
     token_flags,
     validity_check,
 )
-from rolesanywhere_hsm.doctor import _token_check as token_check
+from rolesanywhere_hsm.doctor.key import token_check
 from rolesanywhere_hsm.signers.pkcs11 import selection as s
 from rolesanywhere_hsm.signers.pkcs11_uri import parse_pkcs11_uri
 
