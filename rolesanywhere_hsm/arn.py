@@ -1,7 +1,7 @@
 """ARNs of trust anchors, profiles and roles: parse, validate, and agree on region and account.
 
 We check shapes before signing anything, so that a typo costs a clear message instead of a
-token PIN entry and a 400 from the service. Shapes: shared/PROTOCOL.md section 2.
+token PIN entry and a 400 from the service. Shapes: docs/protocol.md section 2.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger("rolesanywhere_hsm.client")
 
-# shared/PROTOCOL.md section 2.
+# docs/protocol.md section 2.
 DEFAULT_DURATION = 3600
 MIN_DURATION, MAX_DURATION = 900, 43200
 SESSIONS_PATH = "/sessions"

@@ -2,7 +2,7 @@
 
 Secrets are kept out of `repr()` so that a `--debug` traceback or a log line never carries
 them; they leave this object only through the explicit output methods below.
-Formats: shared/PROTOCOL.md sections 5 and 6.
+Formats: docs/protocol.md sections 5 and 6.
 """
 
 from __future__ import annotations

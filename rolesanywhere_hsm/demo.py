@@ -21,7 +21,7 @@ from pathlib import Path
 from rolesanywhere_hsm.errors import RolesAnywhereError, UsageError
 from rolesanywhere_hsm.files import write_atomic
 
-__all__ = ["run_demo"]
+__all__ = ["reuse_lines", "run_demo"]
 
 Say = Callable[[str], None]
 
@@ -95,8 +95,28 @@ def run_demo(key_kind: str = "p256", keep: Path | None = None, say: Say = print)
         say("6. credential-process printed (this is what the AWS CLI reads):")
         say(json.dumps(output, indent=2))
         if keep is not None:
-            say(f"The token, CA and PIN file are kept in {workdir}.")
+            say(f"The token, CA and PIN file are kept in {workdir}. To use them again (the "
+                "emulator stopped with the demo; started again on the kept CA, it has the same "
+                "ARNs):")
+            for line in reuse_lines(workdir, token.env, command[3:]):
+                say("  " + line)
         return output
     finally:
         if workdir_context is not None:
             workdir_context.cleanup()
+
+
+def reuse_lines(workdir: Path, env: dict[str, str], credential_args: list[str]) -> list[str]:
+    """Shell lines that reuse a kept demo: the environment to export, an emulator on the kept
+    CA (its ARNs derive from the CA, so they are the demo's), and the credential-process
+    command line pointed at that emulator's port (read from its port file)."""
+    port_file = shlex.quote(str(workdir / "emulator.port"))
+    lines = [f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())]
+    lines.append(f"rolesanywhere-hsm emulator --ca {shlex.quote(str(workdir / 'ca.crt'))} "
+                 f"--port-file {port_file} &")
+    args = list(credential_args)
+    at = args.index("--endpoint")
+    endpoint = '"http://127.0.0.1:$(cat ' + port_file + ')"'
+    lines.append("rolesanywhere-hsm " + shlex.join(args[:at]) + f" --endpoint {endpoint}"
+                 + ("" if at + 2 >= len(args) else " " + shlex.join(args[at + 2:])))
+    return lines

@@ -1,6 +1,6 @@
 """Which URL to send CreateSession to: partitions, FIPS, dual-stack, and user overrides.
 
-Order of precedence (the official helper's, shared/PROTOCOL.md section 1): `--endpoint`, then
+Order of precedence (the official helper's, docs/protocol.md section 1): `--endpoint`, then
 `AWS_ENDPOINT_URL_ROLESANYWHERE`, then `AWS_ENDPOINT_URL`, then the regional default shaped by
 `AWS_USE_FIPS_ENDPOINT` / `AWS_USE_DUALSTACK_ENDPOINT`.
 """

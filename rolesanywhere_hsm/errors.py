@@ -27,6 +27,8 @@ secret key or a session token: messages are built from names and counts, never f
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
         ├── CredentialsUnavailableError          no valid credentials now (refreshes failing)
         └── DeadlineExceededError                the time budget (--timeout) ran out
+
+(`doctor` reports failures as checks, not exceptions, and exits 8 when one failed.)
 """
 
 from __future__ import annotations

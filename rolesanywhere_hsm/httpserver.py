@@ -206,7 +206,9 @@ def _header_line(header: tuple[str, str]) -> bytes:
 
 def _serialize(response: Response, close: bool, head_only: bool = False, http10: bool = False) -> bytes:
     status = response.status
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()), _date_header()]
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode())]
+    if not any(name.lower() == "date" for name, _ in response.headers):
+        parts.append(_date_header())  # else the application keeps its own clock (the emulator's)
     parts += map(_header_line, response.headers)
     parts.append(b"Content-Length: %d\r\n" % len(response.body))
     if close:

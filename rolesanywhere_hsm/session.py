@@ -53,7 +53,7 @@ __all__ = ["CredentialSession", "CredentialSpec", "RememberedSecret"]
 
 log = logging.getLogger("rolesanywhere_hsm.session")
 
-# shared/PROTOCOL.md section 2; the same bounds as client.MIN_DURATION/MAX_DURATION (which
+# docs/protocol.md section 2; the same bounds as client.MIN_DURATION/MAX_DURATION (which
 # importing would pull httpx into the fast path).
 MIN_DURATION, MAX_DURATION = 900, 43200
 DEFAULT_DURATION = 3600

@@ -3,7 +3,7 @@
 Everything here is deterministic text so that known-answer tests can pin it against an oracle
 we did not write (botocore's SigV4 canonicalisation). The private key is not involved: the
 caller hands `string_to_sign(...).encode()` to a Signer and passes the signature back to
-`authorization_header`. Reference: shared/PROTOCOL.md section 3.
+`authorization_header`. Reference: docs/protocol.md section 3.
 """
 
 from __future__ import annotations

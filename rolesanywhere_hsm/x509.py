@@ -32,7 +32,7 @@ __all__ = [
     "parse_certificates",
 ]
 
-# shared/PROTOCOL.md section 3: at most 5 intermediates in X-Amz-X509-Chain.
+# docs/protocol.md section 3: at most 5 intermediates in X-Amz-X509-Chain.
 MAX_CHAIN = 5
 
 _PEM_CERT = re.compile(rb"-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----")

@@ -1,5 +1,5 @@
 """One way for every test to check a signature in wire encoding against a certificate:
-PKCS#1 v1.5 for RSA, DER ECDSA for EC, SHA-256 as Roles Anywhere uses (PROTOCOL.md section 3)."""
+PKCS#1 v1.5 for RSA, DER ECDSA for EC, SHA-256 as Roles Anywhere uses (docs/protocol.md section 3)."""
 
 from __future__ import annotations
 

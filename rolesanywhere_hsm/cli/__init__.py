@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "serve",
     "demo",
     "provision",
+    "doctor",
 )
 
 app = typer.Typer(
@@ -43,6 +44,23 @@ app = typer.Typer(
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"rolesanywhere_hsm.cli.{_name}").register(app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rolesanywhere_hsm import __version__
+
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
+    """Temporary AWS credentials from IAM Roles Anywhere, signed inside a PKCS#11 token."""
 
 
 @app.command("version")

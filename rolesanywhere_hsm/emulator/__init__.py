@@ -1,5 +1,5 @@
 """The bundled IAM Roles Anywhere emulator: the server side of CreateSession, for tests and
-offline use. It checks what the real service checks (PROTOCOL.md section 4) with its own
+offline use. It checks what the real service checks (docs/protocol.md section 4) with its own
 canonicalisation, and answers as the service does (section 5). See docs/emulator.md.
 
     from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig

@@ -3,7 +3,7 @@
 It is written apart from `rolesanywhere_hsm.sigv4x509` (the client's) on purpose: if both
 shared one code path, a bug there would sign and verify the same wrong string and every test
 would pass. Known-answer tests against botocore (tests/oracle.py) pin both. The rules are
-PROTOCOL.md section 3.
+docs/protocol.md section 3.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = [
     "string_to_sign",
 ]
 
-# PROTOCOL.md section 3: the algorithm names and the key type each one requires.
+# docs/protocol.md section 3: the algorithm names and the key type each one requires.
 ALGORITHMS: dict[str, str] = {
     "AWS4-X509-RSA-SHA256": "RSA",
     "AWS4-X509-ECDSA-SHA256": "EC",

@@ -1,5 +1,5 @@
 """Make the temporary credentials for a verified request and the 201 body that carries them
-(PROTOCOL.md sections 4 item 7 and 5).
+(docs/protocol.md sections 4 item 7 and 5).
 
 The values are random and worthless outside the emulator, but shaped like STS's (an `ASIA`
 access key id, a 40-character secret, a long session token) so that clients which validate
@@ -67,7 +67,7 @@ class IssuedCredentials:
     instance_properties: dict[str, str] = field(default_factory=dict)
 
     def response_body(self) -> dict[str, Any]:
-        """The 201 JSON of PROTOCOL.md section 5."""
+        """The 201 JSON of docs/protocol.md section 5."""
         entry: dict[str, Any] = {
             "assumedRoleUser": {"arn": self.assumed_role_arn, "assumedRoleId": self.assumed_role_id},
             "credentials": {
@@ -131,7 +131,7 @@ def session_tags(leaf: x509.Certificate) -> dict[str, str]:
 
 
 def effective_duration(verified: VerifiedRequest, config: EmulatorConfig) -> int:
-    """PROTOCOL.md section 2: min(request, profile, role's MaxSessionDuration)."""
+    """docs/protocol.md section 2: min(request, profile, role's MaxSessionDuration)."""
     return min(
         verified.requested_duration,
         verified.profile.duration_seconds,

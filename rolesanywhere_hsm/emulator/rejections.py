@@ -1,4 +1,4 @@
-"""The refusals the emulator answers with, shaped like the service's own (PROTOCOL.md section 5).
+"""The refusals the emulator answers with, shaped like the service's own (docs/protocol.md section 5).
 
 The verification code raises `Rejection`; the HTTP front turns it into a status, an
 `X-Amzn-ErrorType` header and a `{"message": ...}` body. The `message` is what AWS would say

@@ -52,7 +52,7 @@ _RESOURCE_SHAPES = {
     "role": re.compile(r"role/(?:[\x21-\x7e]+/)?[\w+=,.@-]{1,64}"),
 }
 
-# PROTOCOL.md section 2: AssumeRole's own limits.
+# docs/protocol.md section 2: AssumeRole's own limits.
 MIN_DURATION = 900
 MAX_DURATION = 43200
 
@@ -137,7 +137,7 @@ class EmulatorConfig:
 
     `role_max_session_duration` is the MaxSessionDuration of roles not listed in `roles`
     (IAM's default is 3600). `skew_seconds` is how far X-Amz-Date may be from the server's
-    clock. `allow_p521` accepts ECDSA P-521 leaves (PROTOCOL.md marks it uncertain).
+    clock. `allow_p521` accepts ECDSA P-521 leaves (docs/protocol.md: not documented by AWS).
     `credential_lifetime` (seconds, for tests of refreshing) makes issued credentials expire
     that long after issue, whatever duration was granted: AWS never goes below 900 seconds,
     so tests of refresh loops would otherwise wait for a quarter of an hour.

@@ -8,6 +8,7 @@ a while) and moves its clock.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -32,7 +33,7 @@ log = logging.getLogger("rolesanywhere_hsm.emulator")
 
 DISCONNECT = "disconnect"
 
-# Failure answers shaped like AWS's (PROTOCOL.md section 5); other statuses get a generic one.
+# Failure answers shaped like AWS's (docs/protocol.md section 5); other statuses get a generic one.
 _FAULTS: dict[int, tuple[str, str]] = {
     429: (THROTTLING, "Rate exceeded"),
     500: ("InternalServerException", "An internal error occurred. Try again."),
@@ -274,8 +275,21 @@ class Emulator:
     # -- the application ------------------------------------------------------------------------
 
     def handle(self, request: ReceivedRequest, client: tuple[str, int] | None = None) -> HttpResponse | None:
-        """Answer one request (the HTTP front calls this; tests may too, without a socket)."""
+        """Answer one request (the HTTP front calls this; tests may too, without a socket).
+
+        Every answer carries a `Date` header from the emulator's clock (not the host's), as a
+        real endpoint's Date is its own time: `doctor` compares it with the local clock, so a
+        shifted emulator clock shows as skew."""
         now = self.clock()
+        response = self._answer(request, now)
+        if response is not None:
+            from email.utils import format_datetime
+
+            date = ("Date", format_datetime(now.astimezone(dt.timezone.utc), usegmt=True))
+            response = dataclasses.replace(response, headers=[*response.headers, date])
+        return response
+
+    def _answer(self, request: ReceivedRequest, now: dt.datetime) -> HttpResponse | None:
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
             if fault is None and self._refusing is not None:

@@ -1,5 +1,5 @@
 """Whether a signing certificate is trusted: the leaf's own requirements, a PKIX path to a
-trust anchor's CA certificate, and revocation by the anchor's imported CRLs (PROTOCOL.md
+trust anchor's CA certificate, and revocation by the anchor's imported CRLs (docs/protocol.md
 section 4, items 3 to 5).
 
 The path is built by hand rather than with `cryptography.x509.verification`: that verifier
@@ -22,9 +22,9 @@ from cryptography.x509.oid import ExtensionOID
 from rolesanywhere_hsm.emulator.rejections import untrusted_certificate
 from rolesanywhere_hsm.emulator.resources import TrustAnchor
 
-__all__ = ["MAX_PATH_INTERMEDIATES", "build_path", "check_leaf", "check_not_revoked"]
+__all__ = ["MAX_PATH_INTERMEDIATES", "build_path", "check_leaf", "check_not_revoked", "leaf_problems"]
 
-# PROTOCOL.md section 4: the chain header carries at most 5 certificates, so no path is longer.
+# docs/protocol.md section 4: the chain header carries at most 5 certificates, so no path is longer.
 MAX_PATH_INTERMEDIATES = 5
 _STRONG_HASHES = (
     hashes.SHA256, hashes.SHA384, hashes.SHA512,
@@ -52,28 +52,42 @@ def _strong_signature_hash(cert: x509.Certificate) -> bool:
     return algorithm is None or isinstance(algorithm, _STRONG_HASHES)
 
 
-def check_leaf(leaf: x509.Certificate, now: dt.datetime) -> None:
-    """The leaf's own requirements (section 4 item 3); raises Rejection when one fails."""
+def leaf_problems(leaf: x509.Certificate, now: dt.datetime) -> list[tuple[str, str]]:
+    """Every leaf requirement of section 4 item 3 that `leaf` breaks, as (rule, detail), in
+    the order the service checks them. Rules: "version", "extensions", "ca", "key-usage",
+    "weak-hash", "validity", "subject". The emulator refuses on the first; `doctor` reports
+    them all (one set of rules for both)."""
+    problems: list[tuple[str, str]] = []
     if leaf.version != x509.Version.v3:
-        raise untrusted_certificate("leaf is not an X.509 v3 certificate")
+        problems.append(("version", "leaf is not an X.509 v3 certificate"))
     try:
         constraints = _extension(leaf, ExtensionOID.BASIC_CONSTRAINTS)
         usage = _extension(leaf, ExtensionOID.KEY_USAGE)
     except (ValueError, x509.DuplicateExtension) as exc:
-        raise untrusted_certificate(f"leaf extensions do not parse: {exc}") from None
+        problems.append(("extensions", f"leaf extensions do not parse: {exc}"))
+        constraints = usage = None
     if isinstance(constraints, x509.BasicConstraints) and constraints.ca:
-        raise untrusted_certificate("leaf is a CA certificate (basicConstraints CA true)")
+        problems.append(("ca", "leaf is a CA certificate (basicConstraints CA true)"))
     if isinstance(usage, x509.KeyUsage) and not usage.digital_signature:
-        raise untrusted_certificate("leaf keyUsage lacks digitalSignature")
+        problems.append(("key-usage", "leaf keyUsage lacks digitalSignature"))
     if not _strong_signature_hash(leaf):
-        raise untrusted_certificate("leaf is signed with a weak hash (MD5 or SHA-1)")
+        problems.append(("weak-hash", "leaf is signed with a weak hash (MD5 or SHA-1)"))
     if not _within_validity(leaf, now):
-        raise untrusted_certificate(
+        problems.append((
+            "validity",
             f"leaf is outside its validity ({leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} .. "
-            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ})"
-        )
+            f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ})",
+        ))
     if len(leaf.subject) == 0:
-        raise untrusted_certificate("leaf has an empty subject")
+        problems.append(("subject", "leaf has an empty subject"))
+    return problems
+
+
+def check_leaf(leaf: x509.Certificate, now: dt.datetime) -> None:
+    """The leaf's own requirements (section 4 item 3); raises Rejection on the first broken."""
+    problems = leaf_problems(leaf, now)
+    if problems:
+        raise untrusted_certificate(problems[0][1])
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -1,4 +1,4 @@
-"""Every check CreateSession makes before it issues credentials (PROTOCOL.md section 4).
+"""Every check CreateSession makes before it issues credentials (docs/protocol.md section 4).
 
 The order is fixed and documented in docs/emulator.md, because a client test that breaks two
 rules at once must know which refusal to expect:
@@ -54,12 +54,12 @@ from rolesanywhere_hsm.emulator.trust import build_path, check_leaf, check_not_r
 
 __all__ = ["ReceivedRequest", "VerifiedRequest", "verify_create_session"]
 
-# PROTOCOL.md section 3: headers that must be signed (x-amz-x509-chain too when it is sent).
+# docs/protocol.md section 3: headers that must be signed (x-amz-x509-chain too when it is sent).
 REQUIRED_SIGNED_HEADERS = ("content-type", "host", "x-amz-date", "x-amz-x509")
 MAX_CHAIN_CERTIFICATES = 5
 DEFAULT_DURATION = 3600
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
-# PROTOCOL.md section 2: AssumeRole's limits on a role session name.
+# docs/protocol.md section 2: AssumeRole's limits on a role session name.
 _SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 _MAX_INSTANCE_PROPERTIES = 50
 _MAX_PROPERTY_LENGTH = 200
@@ -121,7 +121,7 @@ def _verify_signature(key: Any, key_type: str, signature: bytes, message: bytes)
         if key_type == "RSA":
             key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
         elif key_type == "EC":
-            # SHA-256 whatever the curve (PROTOCOL.md section 3); DER-encoded (r, s) only.
+            # SHA-256 whatever the curve (docs/protocol.md section 3); DER-encoded (r, s) only.
             key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
         else:
             key.verify(signature, message)  # pure ML-DSA, empty context

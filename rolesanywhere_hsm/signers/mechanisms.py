@@ -4,7 +4,7 @@ Given the key type, its size or curve and the token's mechanism list, `choose_si
 returns a frozen `SigningSpec`: which mechanism to ask for, what to hand to C_Sign (the
 message, its SHA-256, or a SHA-256 DigestInfo) and how to turn the token's output into wire
 bytes. No token access happens here, so every branch is unit-tested without a token; the
-PKCS#11 signer only executes the spec (shared/PROTOCOL.md section 3).
+PKCS#11 signer only executes the spec (docs/protocol.md section 3).
 """
 
 from __future__ import annotations

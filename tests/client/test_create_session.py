@@ -59,7 +59,7 @@ def test_every_key_kind_gets_credentials(kind: str, server: Emulator, leaf_files
     assert credentials.access_key_id == issued.access_key_id
     assert credentials.session_token == issued.session_token
     assert credentials.source_identity == f"CN=workload-{kind}"
-    # The session name defaults to the leaf serial in hex (PROTOCOL.md section 4.7).
+    # The session name defaults to the leaf serial in hex (docs/protocol.md section 4.7).
     assert credentials.assumed_role_arn.endswith("/" + format(files.cert.serial_number, "x"))
     assert 3500 < credentials.seconds_left() <= 3600
 

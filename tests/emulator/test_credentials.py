@@ -1,4 +1,4 @@
-"""What the emulator hands out (PROTOCOL.md sections 4 item 7 and 5): the 201 body's shape,
+"""What the emulator hands out (docs/protocol.md sections 4 item 7 and 5): the 201 body's shape,
 the effective duration, the role session name, the source identity and the session tags."""
 
 from __future__ import annotations

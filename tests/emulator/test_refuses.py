@@ -1,4 +1,4 @@
-"""The emulator refuses what the service refuses (PROTOCOL.md section 4), with the service's
+"""The emulator refuses what the service refuses (docs/protocol.md section 4), with the service's
 status, X-Amzn-ErrorType and message; the X-Rah-Emulator-Detail header is checked too, so that
 each test proves the intended check fired and not an earlier one."""
 

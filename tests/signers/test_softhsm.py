@@ -97,3 +97,30 @@ def test_make_token_script(tmp_path, softhsm_module: str) -> None:
     signed = subprocess.run([sys.executable, "-c", script, uri], env={**env, **facts["env"]}, cwd=root,
                             capture_output=True, text=True, timeout=60, start_new_session=True)
     assert signed.stdout.strip() == "True", signed.stderr
+
+
+def test_make_token_twice_on_one_directory_refuses_and_keeps_the_first(tmp_path, softhsm_module: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    env = {k: v for k, v in os.environ.items() if k != "RAH_PKCS11_PIN"}
+    command = [sys.executable, str(root / "softhsm-fixtures" / "make-token"), str(tmp_path / "hsm"),
+               "--keys", "p256", "--json"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True)
+    facts = json.loads(first.stdout)
+    before = {name: (tmp_path / "hsm" / name).read_bytes() for name in ("user-pin", "so-pin", "ca.pem",
+                                                                        "softhsm2.conf")}
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert second.returncode == 2 and second.stdout == ""
+    assert "already holds a token" in second.stderr and "new directory" in second.stderr
+    assert {name: (tmp_path / "hsm" / name).read_bytes() for name in before} == before
+    script = ("import sys\nfrom rolesanywhere_hsm.signers.base import SignerConfig, load_signer\n"
+              "with load_signer(SignerConfig(certificate=sys.argv[1])) as s: print(len(s.sign(b'x')) > 0)")
+    signed = subprocess.run([sys.executable, "-c", script, facts["keys"][0]["certificate_uri"]],
+                            env={**env, **facts["env"]}, cwd=root, capture_output=True, text=True,
+                            timeout=60, start_new_session=True)
+    assert signed.stdout.strip() == "True", signed.stderr  # the first token still opens with its PIN file

@@ -102,7 +102,7 @@ class TpmToken:
 
         Sets the TPM2_PKCS11_* variables process-wide: tpm2-pkcs11 only reads them from the
         environment, and only at C_Initialize, hence the reinitialize (which also drops
-        sessions leaked by failed logins, python-pkcs11 trap 2 in shared/TOKENS.md).
+        sessions leaked by failed logins, python-pkcs11 trap 2 in docs/tokens.md).
         """
         import pkcs11
 

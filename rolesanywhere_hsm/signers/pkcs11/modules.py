@@ -1,6 +1,6 @@
 """Which PKCS#11 module to load, and the one owner of python-pkcs11's per-path library cache.
 
-python-pkcs11 keeps one `lib` per path (trap 1 in docs/pkcs11.md) and modules read their
+python-pkcs11 keeps one `lib` per path (trap 1 in docs/tokens.md) and modules read their
 configuration (SOFTHSM2_CONF, TPM2_PKCS11_*) only at C_Initialize. Everything in the project
 that loads or finalises a module goes through `acquire_module` / `release_module` (signers,
 the inventory) or `finalize_module` (tests and the SoftHSM builder), so that the first user

@@ -1,0 +1,317 @@
+"""Where the key lives: module, token (and its PIN flags), certificate, PIN source, key, and
+one real signature. The one login is in the key check; the PIN check only looks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rolesanywhere_hsm.doctor.checks import (
+    FAIL,
+    NO_PIN_SOURCE,
+    PASS,
+    SKIP,
+    TEST_MESSAGE,
+    WARN,
+    Check,
+    Run,
+    from_error,
+)
+from rolesanywhere_hsm.errors import (
+    CertificateError,
+    PinError,
+    PinUnavailableError,
+    RolesAnywhereError,
+)
+from rolesanywhere_hsm.redact import redact
+from rolesanywhere_hsm.signers.base import signer_kind
+
+__all__ = ["contained", "file_certificate_check", "key_check", "signature_check", "token_check", "token_checks",
+           "token_flags", "verify_signature"]
+
+
+def contained(run: Run, steps: Callable[[], object]) -> None:
+    """Run the token steps with the module's stderr captured (unless `contain_module_noise` is
+    off, as with --debug), and tell about what it printed in the module check: p11-kit-proxy
+    loads every registered module, and tpm2-pkcs11 on a machine without a TPM prints a dozen
+    ERROR lines that have nothing to do with the user's token."""
+    if not run.options.contain_module_noise:
+        steps()
+        return
+    from rolesanywhere_hsm.signers.pkcs11.modules import captured_stderr
+
+    with captured_stderr() as noise:
+        steps()
+    module = next((c for c in run.checks if c.name == "module"), None)
+    if not noise or module is None or module.status != PASS:
+        return
+    first = redact(noise[0].strip())[:160]
+    run.checks[run.checks.index(module)] = Check(
+        "module", WARN, f"{module.message}; it printed {len(noise)} line(s) on stderr (hidden), "
+        f"the first: {first!r}",
+        "Harmless to this run, but another module is speaking: name yours with module-path= in "
+        "the URI (or --pkcs11-lib / RAH_PKCS11_MODULE) so that p11-kit-proxy does not load every "
+        "registered module; rerun with --debug to see the lines.")
+
+
+def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
+    """module, token, certificate (public objects, no login) and pin (no login either)."""
+    from rolesanywhere_hsm.signers.pkcs11.inventory import (
+        check_library,
+        parse_if_uri,
+        read_certificates,
+        read_tokens,
+    )
+    from rolesanywhere_hsm.signers.pkcs11.modules import (
+        acquire_module,
+        release_module,
+        resolve_module_path,
+    )
+    from rolesanywhere_hsm.signers.pkcs11.selection import matching_tokens, select_certificate
+
+    config = run.options.signer
+    try:
+        cert_uri = parse_if_uri(config.certificate, "--certificate")
+        key_uri = parse_if_uri(config.private_key, "--private-key") if config.private_key else None
+        module_path = resolve_module_path((key_uri, cert_uri), config.pkcs11_lib, run.options.environ)
+        lib = acquire_module(module_path)
+    except RolesAnywhereError as exc:
+        run.add(from_error("module", exc))
+        for name in ("token", "certificate", "pin"):
+            run.add(Check(name, SKIP, "not checked: module did not pass"))
+        return
+    cleanup.callback(release_module, module_path)
+    run.module_path = module_path
+    run.add(Check("module", PASS, f"{module_path} loads ({lib.library_description.rstrip()}, "
+                  f"{lib.manufacturer_id.rstrip()})"))
+    try:
+        for uri in (cert_uri, key_uri):
+            if uri is not None:
+                check_library(lib, uri, module_path)
+        tokens = read_tokens(lib)
+    except RolesAnywhereError as exc:
+        run.add(from_error("token", exc))
+        tokens = []
+    else:
+        run.add(token_check([t.snapshot for t in tokens], cert_uri, key_uri, module_path))
+    if not run.ok("token"):
+        run.add(Check("certificate", SKIP, "not checked: token did not pass"))
+        run.add(Check("pin", SKIP, "not checked: token did not pass"))
+        return
+    snapshots = [t.snapshot for t in tokens]
+    if cert_uri is not None:
+        try:
+            searched = [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)]
+            chosen = select_certificate(snapshots, read_certificates(searched), cert_uri, module_path,
+                                        key_uri=key_uri)
+        except RolesAnywhereError as exc:
+            run.add(from_error("certificate", exc))
+        else:
+            run.certificate, run.token = chosen.value, chosen.token
+            run.add(Check("certificate", PASS, f"one certificate matches: {chosen.describe()} on "
+                          f"{chosen.token.describe()}"))
+    else:
+        file_certificate_check(run)
+        matching = matching_tokens(snapshots, key_uri)
+        run.token = matching[0] if len(matching) == 1 else None
+    main_uri = key_uri or cert_uri
+    run.add(_pin_check(run.token, main_uri, cert_uri, run.environ))
+
+
+def token_flags(flags: int) -> list[str]:
+    """The CK_TOKEN_INFO PIN flags worth telling a person, in words."""
+    from rolesanywhere_hsm.signers.pkcs11 import selection as s
+
+    names = ((s.FLAG_USER_PIN_LOCKED, "user PIN locked"),
+             (s.FLAG_USER_PIN_FINAL_TRY, "user PIN: final try"),
+             (s.FLAG_USER_PIN_COUNT_LOW, "user PIN: wrong tries counted"),
+             (s.FLAG_USER_PIN_TO_BE_CHANGED, "user PIN to be changed"),
+             (s.FLAG_PROTECTED_AUTHENTICATION_PATH, "PIN pad"))
+    found = [text for flag, text in names if flags & flag]
+    if not flags & s.FLAG_LOGIN_REQUIRED:
+        found.append("no login required")
+    return found
+
+
+def token_check(snapshots: list[Any], cert_uri: Any, key_uri: Any, module_path: str) -> Check:
+    """PURE over snapshots: the token(s) the URIs name are there, and their PIN is usable."""
+    from rolesanywhere_hsm.signers.pkcs11 import selection as s
+
+    if not snapshots:
+        return Check("token", FAIL, f"the module {module_path} shows no initialised token",
+                     "Insert the token (SoftHSM: check SOFTHSM2_CONF and its token directory; "
+                     "a smart card or YubiKey: check that pcscd runs).")
+    matching = s.matching_tokens(snapshots, cert_uri, key_uri)
+    if not matching:
+        wanted = "; ".join(f"{k}={v!r}" for u in (cert_uri, key_uri) if u is not None
+                           for k, v in u.token_criteria().items())
+        present = "; ".join(t.describe() for t in snapshots)
+        return Check("token", FAIL, f"no token matches {wanted or '(any token)'}; the module "
+                     f"has: {present}", "Fix token=, serial= or slot-id= in the URI "
+                     "(`rolesanywhere-hsm tokens` prints a URI for each certificate), or "
+                     "insert the token.")
+    described = "; ".join(
+        t.describe() + (f" [{', '.join(token_flags(t.flags))}]" if token_flags(t.flags) else "")
+        for t in matching)
+    if all(t.has(s.FLAG_USER_PIN_LOCKED) for t in matching):
+        return Check("token", FAIL, f"the user PIN is locked: {described}",
+                     "Unblock it with the PUK or the security officer PIN (YubiKey: `ykman piv "
+                     "access unblock-pin`); no PIN was tried.")
+    if any(t.has(s.FLAG_USER_PIN_FINAL_TRY) or t.has(s.FLAG_USER_PIN_COUNT_LOW) for t in matching):
+        return Check("token", WARN, f"present: {described}",
+                     "A wrong PIN was entered before; check the PIN source before the next "
+                     "login: the token locks after its last try.")
+    if any(t.has(s.FLAG_USER_PIN_TO_BE_CHANGED) for t in matching):
+        return Check("token", WARN, f"present: {described}",
+                     "Change the user PIN (e.g. `pkcs11-tool --change-pin`); some tokens refuse "
+                     "to sign until it is changed.")
+    return Check("token", PASS, f"present: {described}")
+
+
+def _pin_check(token: Any, main_uri: Any, cert_uri: Any, environ: Mapping[str, str]) -> Check:
+    """Where the PIN will come from, without logging in, running a command or prompting.
+    A file or a variable is read (and dropped) to see that it holds a PIN."""
+    from rolesanywhere_hsm.signers.pin import PIN_ENV_VAR, TTY_PATH, read_pin_source
+    from rolesanywhere_hsm.signers.pkcs11 import selection as s
+
+    if token is not None and not token.has(s.FLAG_LOGIN_REQUIRED):
+        return Check("pin", PASS, f"token {token.label!r} needs no login: no PIN is asked")
+    pin_value = main_uri.pin_value if main_uri.pin_value is not None else (
+        cert_uri.pin_value if cert_uri else None)
+    pin_source = main_uri.pin_source if main_uri.pin_source is not None else (
+        cert_uri.pin_source if cert_uri else None)
+    empty = Check("pin", FAIL, "", "Put the PIN in the source; an empty PIN is never sent.")
+    if pin_value is not None:
+        if not pin_value:
+            return Check("pin", FAIL, "pin-value in the URI is empty", empty.fix)
+        return Check("pin", WARN, "from pin-value in the URI",
+                     "Anyone who can list processes sees the command line: use "
+                     "pin-source=file:/path (mode 0600) or RAH_PKCS11_PIN instead.")
+    if pin_source is not None:
+        shown = redact(f"pin-source={pin_source}")
+        if pin_source.startswith("cmd:"):
+            return Check("pin", PASS, f"from {shown}: the command runs once, at the login")
+        try:
+            value = read_pin_source(pin_source, environ)
+        except PinUnavailableError as exc:
+            return from_error("pin", exc)
+        if not value:
+            return Check("pin", FAIL, f"{shown} gives an empty PIN", empty.fix)
+        return Check("pin", PASS, f"from {shown}")
+    if PIN_ENV_VAR in environ:
+        if not environ[PIN_ENV_VAR]:
+            return Check("pin", FAIL, f"{PIN_ENV_VAR} is set but empty", empty.fix)
+        return Check("pin", PASS, f"from {PIN_ENV_VAR}")
+    if token is not None and token.has(s.FLAG_PROTECTED_AUTHENTICATION_PATH):
+        return Check("pin", PASS, "entered on the token's PIN pad")
+    try:
+        os.close(os.open(TTY_PATH, os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        # Not final: a key that needs no login (a YubiKey's 9e slot through OpenSC) is used
+        # without a PIN; the key check settles it.
+        return Check("pin", FAIL, NO_PIN_SOURCE,
+                     f"Add pin-source=file:/path to the URI or set {PIN_ENV_VAR}; an AWS SDK "
+                     "runs credential-process without a terminal.")
+    return Check("pin", WARN, "asked on the terminal",
+                 f"An AWS SDK runs credential-process without a terminal: add "
+                 f"pin-source=file:/path to the URI or set {PIN_ENV_VAR}.")
+
+
+def file_certificate_check(run: Run) -> None:
+    from rolesanywhere_hsm import x509 as _x509
+
+    try:
+        found = _x509.load_certificates(run.options.signer.certificate)
+    except CertificateError as exc:
+        run.pending_certificate_error = exc  # a PKCS#12 file: the key step may still read it
+        return
+    run.certificate, run.given_chain = found[0], list(found[1:])
+    extra = f" and {len(found) - 1} more (taken as intermediates)" if len(found) > 1 else ""
+    run.add(Check("certificate", PASS, f"read from {redact(run.options.signer.certificate)}{extra}"))
+
+
+def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
+    """Open the key as credential-process would: the one login, the pairing checks."""
+    from rolesanywhere_hsm.signers.base import load_signer
+
+    config = run.options.signer
+    is_token = signer_kind(config) == "pkcs11"
+    needs = ("module", "token", "pin") if is_token else ()
+    if is_token and run.options.signer.certificate[:7].lower() == "pkcs11:":
+        needs += ("certificate",)
+    pin_check = next((c for c in run.checks if c.name == "pin"), None)
+    no_pin_source = pin_check is not None and pin_check.message == NO_PIN_SOURCE
+    if no_pin_source:
+        needs = tuple(n for n in needs if n != "pin")
+    if run.skip_unless("key", *needs):
+        return
+    try:
+        signer = load_signer(config)
+    except PinUnavailableError as exc:
+        if no_pin_source:
+            run.add(Check("key", SKIP, "not checked: pin did not pass"))
+        else:
+            run.add(from_error("key", exc))
+        return
+    except PinError as exc:
+        run.add(Check("key", FAIL, f"login refused: {exc.message}", exc.hint or ""))
+        return
+    except RolesAnywhereError as exc:
+        if run.pending_certificate_error is not None:
+            run.add(from_error("certificate", run.pending_certificate_error))
+        run.add(from_error("key", exc))
+        return
+    cleanup.callback(signer.close)
+    run.signer = signer
+    if pin_check is not None and getattr(signer, "login_count", None) == 0:
+        run.checks[run.checks.index(pin_check)] = Check(
+            "pin", PASS, "no PIN needed: the token lets this key sign without a login")
+    if run.pending_certificate_error is not None:
+        run.certificate = signer.certificate
+        run.add(Check("certificate", PASS, f"read from {redact(config.certificate)} with its key"))
+    detail = ""
+    if getattr(signer, "spec", None) is not None:
+        detail = f" (token {signer.token_label!r}, mechanism {signer.spec.mechanism_name})"
+    run.add(Check("key", PASS, f"found and it belongs to the certificate{detail}"))
+
+
+def signature_check(run: Run) -> None:
+    """One real signature, verified with the certificate's public key."""
+    if run.skip_unless("signature", "key"):
+        return
+    signer = run.signer
+    try:
+        signature = signer.sign(TEST_MESSAGE)
+    except RolesAnywhereError as exc:
+        run.add(from_error("signature", exc))
+        return
+    if not verify_signature(signer.certificate, signer.algorithm, TEST_MESSAGE, signature):
+        run.add(Check("signature", FAIL, "the key signed, but the signature does not verify with "
+                      "the certificate's public key", "Select the key that belongs to the "
+                      "certificate (same id=), or the certificate of this key."))
+        return
+    run.add(Check("signature", PASS, f"one {signer.algorithm} signature made and verified with the "
+                  "certificate's public key"))
+
+
+def verify_signature(certificate: bytes, algorithm: str, message: bytes, signature: bytes) -> bool:
+    """Whether `signature` over `message` verifies with the certificate's key as the service
+    checks it (SHA-256; PKCS#1 v1.5 for RSA, DER ECDSA for EC)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+    key = x509.load_der_x509_certificate(certificate).public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and "RSA" in algorithm:
+            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey) and "ECDSA" in algorithm:
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
