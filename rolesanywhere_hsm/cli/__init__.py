@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "certificate",
     "emulator",
     "demo",
+    "cache",
 )
 
 app = typer.Typer(

@@ -252,3 +252,20 @@ def test_a_hit_imports_nothing_heavy(tmp_path: Path) -> None:
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True, cwd=REPO).stdout.split())
     assert not loaded & {"httpx", "cryptography", "asn1crypto", "pkcs11", "typer", "pydantic", "rich"}
+
+
+def test_cache_list_and_clear_commands(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    now = dt.datetime.now(dt.timezone.utc)
+    CredentialCache(directory).store("source-a", credentials(3600, issued=now), issued_at=now,
+                                     description="role/Workload via pkcs11:token=ci")
+    env = {**os.environ, "RAH_CACHE_DIR": str(directory)}
+    listed = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "cache", "list", "--json"],
+                            capture_output=True, text=True, env=env, cwd=REPO, check=True).stdout
+    [row] = json.loads(listed)["entries"]
+    assert row["state"] == "valid" and row["description"] == "role/Workload via pkcs11:token=ci"
+    assert "secret-1" not in listed and "token-1" not in listed
+    cleared = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "cache", "clear"],
+                             capture_output=True, text=True, env=env, cwd=REPO, check=True).stdout
+    assert "removed 1 entry" in cleared
+    assert list(directory.glob("*.json")) == []
