@@ -19,7 +19,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ALGORITHM_ECDSA": "rolesanywhere_hsm.signers.base",
     "ALGORITHM_RSA": "rolesanywhere_hsm.signers.base",
+    "CredentialSession": "rolesanywhere_hsm.session",
+    "CredentialSpec": "rolesanywhere_hsm.session",
     "Credentials": "rolesanywhere_hsm.credentials",
+    "CredentialsUnavailableError": "rolesanywhere_hsm.errors",
+    "RefreshingCredentials": "rolesanywhere_hsm.refresh",
     "RetryPolicy": "rolesanywhere_hsm.client",
     "RolesAnywhereClient": "rolesanywhere_hsm.client",
     "RolesAnywhereError": "rolesanywhere_hsm.errors",
@@ -51,7 +55,9 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.arn import validate_session_arns
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
     from rolesanywhere_hsm.credentials import Credentials
-    from rolesanywhere_hsm.errors import RolesAnywhereError
+    from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError
+    from rolesanywhere_hsm.refresh import RefreshingCredentials
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
     from rolesanywhere_hsm.signers.base import (
         ALGORITHM_ECDSA,
         ALGORITHM_RSA,

@@ -281,26 +281,36 @@ def create_session(
     trust_env: bool = True,
     retry: RetryPolicy = RetryPolicy(),
 ) -> Credentials:
-    """Get credentials once: validate the ARNs, pick the region and endpoint, call the service.
+    """Get credentials once: a `CredentialSession` used for one fetch and closed.
 
-    Given a SignerConfig instead of an open Signer, the key store is opened only after every
-    argument has been checked (so a typo in an ARN never costs a PIN entry) and closed after.
+    Every argument is checked (by `CredentialSpec`) before the key store is opened, so a typo
+    in an ARN never costs a PIN entry. Given an open Signer, it is used and left open.
     """
-    arns = validate_session_arns(trust_anchor_arn, profile_arn, role_arn)
-    _check_duration(duration_seconds)
-    if region and region != arns.region:
-        raise ArnError(
-            f"--region {region} does not match the trust anchor's region {arns.region}.",
-            hint="Roles Anywhere signs in the trust anchor's region; drop --region or fix it.",
-        )
-    with RolesAnywhereClient(
-        arns.region, endpoint=endpoint, verify=verify, trust_env=trust_env, retry=retry
-    ) as client:
-        if isinstance(signer, SignerConfig):
-            with load_signer(signer) as opened:
-                return client.create_session(
-                    opened, arns, duration_seconds=duration_seconds, role_session_name=role_session_name
-                )
-        return client.create_session(
-            signer, arns, duration_seconds=duration_seconds, role_session_name=role_session_name
-        )
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
+
+    lent = None if isinstance(signer, SignerConfig) else signer
+    config = signer if isinstance(signer, SignerConfig) else None
+    spec = CredentialSpec(
+        certificate=config.certificate if config else "(an open signer)",
+        private_key=config.private_key if config else None,
+        intermediates=config.intermediates if config else None,
+        pkcs11_lib=config.pkcs11_lib if config else None,
+        reuse_pin=config.reuse_pin if config else False,
+        trust_anchor_arn=trust_anchor_arn,
+        profile_arn=profile_arn,
+        role_arn=role_arn,
+        region=region,
+        endpoint=endpoint,
+        duration_seconds=duration_seconds,
+        role_session_name=role_session_name,
+        verify=verify,
+        trust_env=trust_env,
+    )
+    with CredentialSession(
+        spec,
+        secret_callback=config.secret_callback if config else None,
+        pkcs8_password=config.pkcs8_password if config else None,
+        signer=lent,
+        retry=retry,
+    ) as session:
+        return session.fetch()

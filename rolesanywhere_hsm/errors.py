@@ -25,6 +25,7 @@ secret key or a session token: messages are built from names and counts, never f
     │   ├── ResourceNotFoundError                404 ResourceNotFoundException
     │   └── ThrottlingError                      429 ThrottlingException (after retries)
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
+        └── CredentialsUnavailableError          no valid credentials now (refreshes failing)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "AccessDeniedError",
     "ArnError",
     "CertificateError",
+    "CredentialsUnavailableError",
     "EndpointError",
     "KeyLoadError",
     "ModuleLoadError",
@@ -160,6 +162,12 @@ class ThrottlingError(ServiceError):
 
 class TransportError(RolesAnywhereError):
     exit_code = 7
+
+
+class CredentialsUnavailableError(TransportError):
+    """A long-lived credential source holds no valid credentials now: the first fetch has not
+    finished, or refreshes keep failing and the last good credentials have expired. The cause
+    (the failed refresh's error) is in `__cause__` and in the message."""
 
 
 _SERVICE_ERRORS: dict[str, type[ServiceError]] = {

@@ -12,7 +12,11 @@ def test_all_is_pinned_and_sorted() -> None:
     assert rolesanywhere_hsm.__all__ == [
         "ALGORITHM_ECDSA",
         "ALGORITHM_RSA",
+        "CredentialSession",
+        "CredentialSpec",
         "Credentials",
+        "CredentialsUnavailableError",
+        "RefreshingCredentials",
         "RetryPolicy",
         "RolesAnywhereClient",
         "RolesAnywhereError",

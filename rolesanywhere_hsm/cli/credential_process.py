@@ -35,19 +35,14 @@ def credential_process(
 ) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads."""
     o.configure_logging(debug)
-    from rolesanywhere_hsm.client import create_session
-    from rolesanywhere_hsm.signers.base import SignerConfig
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
 
-    config = SignerConfig(
+    spec = CredentialSpec(
         certificate=certificate,
         private_key=private_key,
         intermediates=intermediates,
-        pkcs8_password=pkcs8_password,
         pkcs11_lib=pkcs11_lib,
         reuse_pin=reuse_pin,
-    )
-    credentials = create_session(
-        config,
         trust_anchor_arn=trust_anchor_arn,
         profile_arn=profile_arn,
         role_arn=role_arn,
@@ -58,6 +53,8 @@ def credential_process(
         verify=o.tls_verify(no_verify_ssl, ca_bundle),
         trust_env=not no_proxy,
     )
+    with CredentialSession(spec, pkcs8_password=pkcs8_password) as session:
+        credentials = session.fetch()
     sys.stdout.write(credentials.credential_process_json() + "\n")
     sys.stdout.flush()
 

@@ -1,0 +1,374 @@
+"""One credential source, described once (`CredentialSpec`) and kept open (`CredentialSession`).
+
+A `CredentialSpec` is a frozen, pure value: the ARNs, region, endpoint, duration, role session
+name, the key and certificate references (no secrets: a `pin-value` in a URI never reaches the
+cache key), and the TLS and proxy settings. All validation of these happens in its constructor,
+once, before any token is touched, so that a typo costs a clear message and not a PIN entry.
+`cache_key()` names the source from its text (and the identity of the files it names) without
+loading a PKCS#11 module.
+
+A `CredentialSession` owns one signer and one `RolesAnywhereClient` for its whole life: the
+signer is opened on the first `fetch()` (or by `open()`, which a long-running front end calls
+at start so that the PIN is asked for in the main thread), so one token login serves hours of
+refreshes. When the token loses the session (a pcscd restart, a dropped session handle), the
+signer is closed and opened again, once per fetch. A PIN the token refused is never presented
+again: `PinIncorrectError` and `PinLockedError` end the session for good.
+
+How a PIN is obtained is the front end's choice (docs/update.md): pin sources in the URI or
+`RAH_PKCS11_PIN`, a `secret_callback`, or the terminal prompt. The prompt is only ever shown
+from the main thread: a fetch from a background thread that would need to prompt fails with
+`PinUnavailableError` instead of opening `/dev/tty`. `RememberedSecret` lets a front end ask
+once at start and answer later re-logins from memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
+from rolesanywhere_hsm.errors import (
+    ArnError,
+    PinIncorrectError,
+    PinLockedError,
+    PinUnavailableError,
+    TokenError,
+    UsageError,
+)
+from rolesanywhere_hsm.redact import redact
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
+    from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.signers.base import SecretCallback, Signer, SignerConfig
+
+__all__ = ["CredentialSession", "CredentialSpec", "RememberedSecret"]
+
+log = logging.getLogger("rolesanywhere_hsm.session")
+
+# shared/PROTOCOL.md section 2; the same bounds as client.MIN_DURATION/MAX_DURATION (which
+# importing would pull httpx into the fast path).
+MIN_DURATION, MAX_DURATION = 900, 43200
+DEFAULT_DURATION = 3600
+# AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
+_ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+_CACHE_KEY_VERSION = "rah-spec-1"
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    """Everything that decides which credentials a fetch gets; no secrets.
+
+    `verify` is True (system CAs), False (no verification) or a CA bundle path; `trust_env`
+    honours HTTPS_PROXY and friends; `timeout` is the total seconds one fetch may take
+    (None: the client's defaults).
+    """
+
+    certificate: str
+    trust_anchor_arn: str
+    profile_arn: str
+    role_arn: str
+    private_key: str | None = None
+    intermediates: str | None = None
+    pkcs11_lib: str | None = None
+    reuse_pin: bool = False
+    region: str | None = None
+    endpoint: str | None = None
+    duration_seconds: int = DEFAULT_DURATION
+    role_session_name: str | None = None
+    verify: bool | str = True
+    trust_env: bool = True
+    timeout: float | None = None
+    arns: SessionArns = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.certificate:
+            raise UsageError("No certificate was given.", hint="Pass --certificate (a file or a pkcs11: URI).")
+        arns = validate_session_arns(self.trust_anchor_arn, self.profile_arn, self.role_arn)
+        if self.region and self.region != arns.region:
+            raise ArnError(
+                f"--region {redact(self.region)} does not match the trust anchor's region {arns.region}.",
+                hint="Roles Anywhere signs in the trust anchor's region; drop --region or fix it.",
+            )
+        if isinstance(self.duration_seconds, bool) or not isinstance(self.duration_seconds, int) or not (
+            MIN_DURATION <= self.duration_seconds <= MAX_DURATION
+        ):
+            raise UsageError(
+                f"--session-duration {self.duration_seconds} is out of range.",
+                hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.",
+            )
+        if self.role_session_name is not None and not _ROLE_SESSION_NAME.fullmatch(self.role_session_name):
+            raise UsageError(
+                f"--role-session-name {redact(self.role_session_name)!r} is not a valid role session name.",
+                hint="Use 2 to 64 characters: letters, digits and + = , . @ _ -.",
+            )
+        if self.timeout is not None and not self.timeout > 0:
+            raise UsageError(f"The timeout {self.timeout} is not a positive number of seconds.")
+        object.__setattr__(self, "arns", arns)
+
+    @property
+    def signing_region(self) -> str:
+        """The region requests are signed for: always the trust anchor's."""
+        return self.arns.region
+
+    def signer_config(
+        self, secret_callback: SecretCallback | None = None, *, pkcs8_password: str | None = None
+    ) -> SignerConfig:
+        """The signer settings, with the secrets the front end supplies (never stored here)."""
+        from rolesanywhere_hsm.signers.base import SignerConfig
+
+        return SignerConfig(
+            certificate=self.certificate,
+            private_key=self.private_key,
+            intermediates=self.intermediates,
+            pkcs8_password=pkcs8_password,
+            pkcs11_lib=self.pkcs11_lib,
+            reuse_pin=self.reuse_pin,
+            secret_callback=secret_callback,
+        )
+
+    def cache_key(self) -> str:
+        """A stable hex key naming these credentials: from the spec's text, the endpoint as it
+        resolves now (AWS_ENDPOINT_URL* change it) and the identity (device, inode, size,
+        mtime) of the files it names, so a renewed certificate file gives a new key. A
+        `pin-value` in a URI is left out: the key may become a file name, and a hash of a
+        short PIN is easy to reverse. No token or module is touched."""
+        from rolesanywhere_hsm.endpoints import resolve_endpoint
+
+        text = {
+            "v": _CACHE_KEY_VERSION,
+            "certificate": _reference(self.certificate),
+            "private_key": _reference(self.private_key),
+            "intermediates": _reference(self.intermediates),
+            "pkcs11_lib": self.pkcs11_lib,
+            "reuse_pin": self.reuse_pin,
+            "trust_anchor_arn": str(self.arns.trust_anchor),
+            "profile_arn": str(self.arns.profile),
+            "role_arn": str(self.arns.role),
+            "endpoint": resolve_endpoint(self.signing_region, self.endpoint),
+            "duration_seconds": self.duration_seconds,
+            "role_session_name": self.role_session_name,
+            "verify": self.verify,
+            "trust_env": self.trust_env,
+        }
+        blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _reference(ref: str | None) -> Any:
+    """A key or certificate reference for the cache key: a URI without its PIN, or a file's
+    absolute path with its identity."""
+    if ref is None:
+        return None
+    if ref[:7].lower() == "pkcs11:":
+        return redact(ref)
+    path = os.path.abspath(ref)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+class RememberedSecret:
+    """A secret callback that asks once and answers from memory afterwards.
+
+    For long-running front ends: call it (or `CredentialSession.open()`) in the main thread at
+    start; a later re-login after the token dropped its session is then answered without a
+    prompt. `forget()` drops the secret (the session calls it when the token refused it, so a
+    refused PIN is never presented again).
+    """
+
+    def __init__(self, ask: Callable[[str], str] | None = None) -> None:
+        self._ask = ask
+        self._secret: str | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, description: str) -> str:
+        with self._lock:
+            if self._secret is None:
+                self._secret = _main_thread_prompt(self._ask)(description)
+            return self._secret
+
+    def forget(self) -> None:
+        with self._lock:
+            self._secret = None
+
+    def __repr__(self) -> str:
+        return f"RememberedSecret(held={self._secret is not None})"
+
+
+def _main_thread_prompt(ask: Callable[[str], str] | None) -> Callable[[str], str]:
+    """`ask` (default: the terminal prompt) guarded so that only the main thread prompts."""
+
+    def guarded(description: str) -> str:
+        if ask is not None:
+            return ask(description)
+        if threading.current_thread() is not threading.main_thread():
+            raise PinUnavailableError(
+                f"A secret is needed ({description}) in a background refresh, where no prompt "
+                "is shown.",
+                hint="Give the PIN with pin-source in the pkcs11: URI or RAH_PKCS11_PIN, or let "
+                "the program ask for it at start.",
+            )
+        from rolesanywhere_hsm.signers.pin import prompt_on_tty
+
+        return prompt_on_tty(description)
+
+    return guarded
+
+
+class CredentialSession:
+    """One open signer and one client for one `CredentialSpec`; `fetch()` gets credentials.
+
+    Thread-safe: fetches are serialised (a token signs one request at a time). `signer` lends
+    an already open signer, which the session uses but does not close (for
+    `client.create_session(Signer, ...)`).
+    """
+
+    def __init__(
+        self,
+        spec: CredentialSpec,
+        *,
+        secret_callback: SecretCallback | None = None,
+        pkcs8_password: str | None = None,
+        signer: Signer | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.spec = spec
+        self._callback = secret_callback
+        self._pkcs8_password = pkcs8_password
+        self._signer: Signer | None = signer
+        self._owns_signer = signer is None
+        self._retry = retry
+        self._client: RolesAnywhereClient | None = None
+        self._lock = threading.RLock()
+        self._fatal: PinIncorrectError | PinLockedError | None = None
+        self._closed = False
+        self.open_count = 0  # signers opened: 1 for a healthy session, for diagnostics and tests
+        self.fetch_count = 0
+
+    def open(self) -> CredentialSession:
+        """Open the signer (log in) and the client now, in the calling thread, instead of on
+        the first fetch: a front end calls this at start so that a prompt happens there."""
+        with self._lock:
+            self._check_open()
+            self._open_client()
+            self._open_signer()
+        return self
+
+    def fetch(self) -> Credentials:
+        """One CreateSession with the session's signer. A token that lost its session is
+        reopened once; a refused PIN ends the session (raised again on every later fetch)."""
+        with self._lock:
+            self._check_open()
+            client = self._open_client()
+            for attempt in (1, 2):
+                fresh = self._signer is None
+                signer = self._open_signer()
+                try:
+                    credentials = client.create_session(
+                        signer,
+                        self.spec.arns,
+                        duration_seconds=self.spec.duration_seconds,
+                        role_session_name=self.spec.role_session_name,
+                    )
+                except (PinIncorrectError, PinLockedError) as exc:
+                    self._fail_for_good(exc)
+                    raise
+                except TokenError as exc:
+                    if attempt == 2 or fresh or not self._owns_signer:
+                        raise
+                    log.warning("the token failed (%s); opening it again once", exc.message)
+                    self._close_signer()
+                    continue
+                self.fetch_count += 1
+                return credentials
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Close the signer (log out) and the client; idempotent."""
+        with self._lock:
+            self._closed = True
+            self._close_signer()
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def __enter__(self) -> CredentialSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"CredentialSession(role={self.spec.role_arn!r}, open={self._signer is not None}, "
+                f"closed={self._closed})")
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._fatal is not None:
+            raise type(self._fatal)(
+                f"This credential session stopped after the token refused a PIN: {self._fatal.message}",
+                hint="Fix the PIN source and start again; a refused PIN is not presented again.",
+            )
+        if self._closed:
+            raise TokenError("The credential session is closed.", hint="Open a new session.")
+
+    def _open_client(self) -> RolesAnywhereClient:
+        if self._client is None:
+            import httpx
+
+            from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
+
+            kwargs: dict[str, Any] = {}
+            if self.spec.timeout is not None:
+                # Per-operation timeouts bounded by the total; the total deadline itself is
+                # the client's (h-deadline) once it has one.
+                kwargs["timeout"] = httpx.Timeout(min(self.spec.timeout, 30.0),
+                                                  connect=min(self.spec.timeout, 10.0))
+            self._client = RolesAnywhereClient(
+                self.spec.signing_region,
+                endpoint=self.spec.endpoint,
+                verify=self.spec.verify,
+                trust_env=self.spec.trust_env,
+                retry=self._retry or RetryPolicy(),
+                **kwargs,
+            )
+        return self._client
+
+    def _open_signer(self) -> Signer:
+        if self._signer is None:
+            from rolesanywhere_hsm.signers.base import load_signer
+
+            callback = self._callback or _main_thread_prompt(None)
+            config = self.spec.signer_config(callback, pkcs8_password=self._pkcs8_password)
+            try:
+                self._signer = load_signer(config)
+            except (PinIncorrectError, PinLockedError) as exc:
+                self._fail_for_good(exc)
+                raise
+            self.open_count += 1
+        return self._signer
+
+    def _fail_for_good(self, exc: PinIncorrectError | PinLockedError) -> None:
+        self._fatal = exc
+        if isinstance(self._callback, RememberedSecret):
+            self._callback.forget()
+        self._close_signer()
+
+    def _close_signer(self) -> None:
+        signer, self._signer = self._signer, None
+        if signer is not None and self._owns_signer:
+            try:
+                signer.close()
+            except Exception as exc:  # noqa: BLE001 (closing a broken token must not mask the cause)
+                log.debug("closing the signer failed: %s", type(exc).__name__)
