@@ -1,51 +1,33 @@
-"""The `rolesanywhere-hsm` command line: typer commands that parse options and call the library.
+"""The `rolesanywhere-hsm` command line.
 
-Each command group lives in its own module with a `register(app)` function. Errors are caught
-in exactly one place, `main()`, which prints the person-facing message on stderr and exits with
-the error's code; `--debug` (or RAH_DEBUG=1) shows the traceback instead.
+`main()` is the front door. The command that SDKs run on every AWS call, `credential-process`,
+goes straight to a small parser built from the option table (rolesanywhere_hsm.settings) and,
+on a cache hit, prints credentials without importing typer, httpx, cryptography or a PKCS#11
+module. Every other command builds the typer app (rolesanywhere_hsm.cli.app) with its help.
+
+Errors are caught here, in one place: the person-facing message goes to stderr as one line and
+the process exits with the error's documented code; `--debug` (or RAH_DEBUG=1) adds the
+traceback and keeps the code.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-
-import typer
-
-from rolesanywhere_hsm.errors import RolesAnywhereError
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["app", "main"]
 
-# Modules that add commands; each defines register(app). Imported in order at start-up, so
-# they must keep heavy imports (httpx, cryptography, pkcs11) inside their command functions.
-_COMMAND_MODULES = (
-    "credential_process",
-    "certificate",
-    "emulator",
-    "demo",
-    "cache",
-)
-
-app = typer.Typer(
-    name="rolesanywhere-hsm",
-    help="Temporary AWS credentials from IAM Roles Anywhere, signed inside a PKCS#11 token.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,  # locals may hold a PIN; main() decides what is shown
-    rich_markup_mode=None,
-)
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"rolesanywhere_hsm.cli.{_name}").register(app)
+FAST_COMMANDS = frozenset({"credential-process"})
 
 
-@app.command("version")
-def version() -> None:
-    """Print the version."""
-    from rolesanywhere_hsm import __version__
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the typer app, built on first use (it costs typer's import)
+        from rolesanywhere_hsm.cli.app import app
 
-    print(__version__)
+        return app
+    raise AttributeError(name)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -53,17 +35,33 @@ def _debug_requested(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app and turn our errors into one line + exit code.
-
-    typer's standalone mode handles usage errors itself (exit 2, usage on stderr); anything
-    else that escapes a command arrives here.
-    """
+    """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
-    try:
+    if args and args[0] in FAST_COMMANDS and "--help" not in args and "-h" not in args:
+        from rolesanywhere_hsm.cli.fast import run_fast
+
+        _guarded(lambda: run_fast(args[0], args[1:]), args)
+        return
+
+    def typer_app() -> None:
+        from rolesanywhere_hsm.cli.app import app
+
         app(args=args, prog_name="rolesanywhere-hsm")
+
+    _guarded(typer_app, args)
+
+
+def _guarded(run: Callable[[], None], args: list[str]) -> None:
+    """Run a command and turn our errors into one line + the documented exit code."""
+    from rolesanywhere_hsm.errors import RolesAnywhereError
+
+    try:
+        run()
     except RolesAnywhereError as exc:
         if _debug_requested(args):
-            raise
+            import traceback
+
+            traceback.print_exc()
         print(f"rolesanywhere-hsm: {exc.diagnostics()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

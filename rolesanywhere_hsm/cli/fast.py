@@ -1,0 +1,101 @@
+"""The fast path of the commands SDKs run: option table in, credentials out, nothing heavy first.
+
+`run_fast()` parses argv with the option table's own parser, merges environment and profile
+(`settings_for`), validates the credential source (`CredentialSpec`) and, with `--cache`, looks
+in the cache; only a miss imports the session layer, httpx, the signers and the PKCS#11 module.
+The typer command of the same name calls `credential_process()` below with the same settings,
+so `--help` and the fast path cannot drift apart (a parity test feeds both the same argv).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from rolesanywhere_hsm.settings import Settings, parse_args, settings_for
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.session import CredentialSpec
+
+__all__ = ["credential_process", "run_fast", "spec_from_settings"]
+
+
+def run_fast(command: str, argv: list[str]) -> None:
+    """Run `command` (one of cli.FAST_COMMANDS) from its argv, without typer."""
+    flags = parse_args(command, argv)
+    if flags is None:  # --help: typer's help is the documented one
+        from rolesanywhere_hsm.cli.app import app
+
+        app(args=[command, *argv], prog_name="rolesanywhere-hsm")
+        return
+    credential_process(settings_for(command, flags))
+
+
+def configure_logging(debug: bool) -> None:
+    """Debug logs go to stderr (stdout belongs to the SDK reading our JSON)."""
+    if not debug:
+        return
+    import logging
+
+    logging.basicConfig(stream=sys.stderr, level=logging.DEBUG,
+                        format="rolesanywhere-hsm: %(name)s: %(message)s")
+    # httpx/httpcore debug lines carry headers; ours are enough and carry no secrets.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def spec_from_settings(settings: Settings) -> CredentialSpec:
+    """The credential source the settings describe, validated (ARNs, region, duration)."""
+    from rolesanywhere_hsm.session import CredentialSpec
+
+    verify: bool | str = True
+    if settings["no-verify-ssl"]:
+        verify = False
+    elif settings["ca-bundle"]:
+        verify = settings["ca-bundle"]
+    return CredentialSpec(
+        certificate=settings["certificate"],
+        private_key=settings["private-key"],
+        intermediates=settings["intermediates"],
+        pkcs11_lib=settings["pkcs11-lib"],
+        reuse_pin=settings["reuse-pin"],
+        trust_anchor_arn=settings["trust-anchor-arn"],
+        profile_arn=settings["profile-arn"],
+        role_arn=settings["role-arn"],
+        region=settings["region"],
+        endpoint=settings["endpoint"],
+        duration_seconds=settings["session-duration"],
+        role_session_name=settings["role-session-name"],
+        verify=verify,
+        trust_env=not settings["no-proxy"],
+        timeout=settings["timeout"],
+    )
+
+
+def credential_process(settings: Settings) -> None:
+    """Print temporary credentials as the JSON that AWS `credential_process` reads.
+
+    Stdout gets exactly one JSON object on success and nothing on failure: the SDK that runs us
+    parses it; everything for people goes to stderr.
+    """
+    configure_logging(settings["debug"])
+    spec = spec_from_settings(settings)
+    password = settings["pkcs8-password"]
+
+    def fetch() -> Credentials:
+        from rolesanywhere_hsm.session import CredentialSession
+
+        with CredentialSession(spec, pkcs8_password=password) as session:
+            return session.fetch()
+
+    if settings["cache"]:
+        from rolesanywhere_hsm.cache import CredentialCache
+        from rolesanywhere_hsm.redact import redact
+
+        description = f"{spec.role_arn} with {redact(spec.certificate)}"
+        credentials = CredentialCache().get_or_fetch(spec.cache_key(), fetch, description=description)
+    else:
+        credentials = fetch()
+    sys.stdout.write(credentials.credential_process_json() + "\n")
+    sys.stdout.flush()
