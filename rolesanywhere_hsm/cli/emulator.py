@@ -125,6 +125,9 @@ def register(app: typer.Typer) -> None:
         skew_seconds: Annotated[Optional[int], typer.Option(
             "--skew-seconds", metavar="SECONDS", help="Accepted distance between X-Amz-Date and the clock "
             "(default 300).")] = None,
+        credential_lifetime: Annotated[Optional[int], typer.Option(
+            "--credential-lifetime", metavar="SECONDS", help="For tests of refreshing: issued "
+            "credentials expire this many seconds after issue (1..43200), below AWS's 900.")] = None,
     ) -> None:
         """Run the Roles Anywhere emulator until interrupted (SIGINT or SIGTERM)."""
         import logging
@@ -144,6 +147,11 @@ def register(app: typer.Typer) -> None:
             if skew_seconds < 0:
                 raise UsageError("--skew-seconds cannot be negative")
             config.skew_seconds = skew_seconds
+        if credential_lifetime is not None:
+            from rolesanywhere_hsm.emulator.resources import check_credential_lifetime
+
+            check_credential_lifetime(credential_lifetime)
+            config.credential_lifetime = credential_lifetime
         if tls_key is not None and tls_cert is None:
             raise UsageError("--tls-key needs --tls-cert")
 

@@ -20,6 +20,7 @@ from rolesanywhere_hsm.emulator.resources import (
     Profile,
     Role,
     TrustAnchor,
+    check_credential_lifetime,
     parse_arn,
 )
 
@@ -27,6 +28,7 @@ __all__ = ["config_from_mapping", "load_certificates", "load_config", "load_crls
 
 _TOP_KEYS = {
     "region", "account", "partition", "role_max_session_duration", "skew_seconds", "allow_p521",
+    "credential_lifetime",
     "trust_anchors", "profiles", "roles",
 }
 _ANCHOR_KEYS = {"arn", "certificates", "crls", "enabled"}
@@ -156,6 +158,8 @@ def config_from_mapping(
         skew_seconds=get(data, "skew_seconds", int, "top level", 300),
         allow_p521=get(data, "allow_p521", bool, "top level", True),
     )
+    config.credential_lifetime = get(data, "credential_lifetime", int, "top level")
+    guarded("top level", lambda: check_credential_lifetime(config.credential_lifetime))
     for i, table in enumerate(anchors):
         where = f"trust_anchors[{i}]"
         check_keys(table, _ANCHOR_KEYS, where)

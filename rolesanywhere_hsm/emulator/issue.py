@@ -139,6 +139,15 @@ def effective_duration(verified: VerifiedRequest, config: EmulatorConfig) -> int
     )
 
 
+def _expiration(now: dt.datetime, duration: int, test_lifetime: int | None) -> dt.datetime:
+    """Whole seconds, as on the wire. A test lifetime is rounded up, not down, so that a
+    5-second credential lives at least 5 seconds."""
+    if test_lifetime is None:
+        return (now + dt.timedelta(seconds=duration)).replace(microsecond=0)
+    end = now + dt.timedelta(seconds=test_lifetime)
+    return end.replace(microsecond=0) + dt.timedelta(seconds=1 if end.microsecond else 0)
+
+
 def issue_credentials(
     verified: VerifiedRequest, config: EmulatorConfig, now: dt.datetime
 ) -> IssuedCredentials:
@@ -156,7 +165,7 @@ def issue_credentials(
         access_key_id=_random_id("ASIA", 16),
         secret_access_key=base64.b64encode(secrets.token_bytes(30)).decode(),
         session_token=base64.b64encode(b"rolesanywhere-hsm-emulator:" + secrets.token_bytes(300)).decode(),
-        expiration=(now + dt.timedelta(seconds=duration)).replace(microsecond=0),
+        expiration=_expiration(now, duration, config.credential_lifetime),
         duration_seconds=duration,
         role_arn=verified.role_arn,
         role_session_name=session_name,

@@ -138,6 +138,9 @@ class EmulatorConfig:
     `role_max_session_duration` is the MaxSessionDuration of roles not listed in `roles`
     (IAM's default is 3600). `skew_seconds` is how far X-Amz-Date may be from the server's
     clock. `allow_p521` accepts ECDSA P-521 leaves (PROTOCOL.md marks it uncertain).
+    `credential_lifetime` (seconds, for tests of refreshing) makes issued credentials expire
+    that long after issue, whatever duration was granted: AWS never goes below 900 seconds,
+    so tests of refresh loops would otherwise wait for a quarter of an hour.
     """
 
     region: str = DEFAULT_REGION
@@ -149,6 +152,10 @@ class EmulatorConfig:
     role_max_session_duration: int = 3600
     skew_seconds: int = 300
     allow_p521: bool = True
+    credential_lifetime: int | None = None
+
+    def __post_init__(self) -> None:
+        check_credential_lifetime(self.credential_lifetime)
 
     def add_trust_anchor(self, anchor: TrustAnchor) -> TrustAnchor:
         self._check_resource_arn(anchor.arn, "trust-anchor")
@@ -254,6 +261,13 @@ class EmulatorConfig:
     def role_arn(self) -> str:
         """The first role of the only profile."""
         return self.profiles[self.profile_arn].role_arns[0]
+
+
+def check_credential_lifetime(seconds: int | None) -> None:
+    """1..43200 seconds, or None (the granted duration, as AWS does)."""
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
+                                or not 1 <= seconds <= MAX_DURATION):
+        raise UsageError(f"credential_lifetime {seconds!r} is not in 1..{MAX_DURATION} seconds")
 
 
 def _only(items: dict[str, object], what: str) -> str:

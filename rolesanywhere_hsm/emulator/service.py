@@ -2,7 +2,8 @@
 
 It ties the pieces together (verification, issuing, the HTTP front), keeps a record of every
 request and every credential set so tests can assert on what the service saw and did, lets
-client tests inject failures (5xx, throttling, dropped connections) and moves its clock.
+client tests inject failures (5xx, throttling, dropped connections, or refusing everything for
+a while) and moves its clock.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -131,6 +133,7 @@ class Emulator:
         self._tls = (tls_cert, tls_key)
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
+        self._refusing: tuple[float, Fault] | None = None  # (monotonic end, answer)
         self._requests: list[RecordedRequest] = []
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -241,6 +244,14 @@ class Emulator:
         with self._lock:
             self._faults.extend(faults)
 
+    def refuse_for(self, seconds: float, failure: int | str | Fault = 503) -> None:
+        """Answer every request with `failure` (default 503 ServiceUnavailableException) for
+        the next `seconds` of real time, as an endpoint that is down for a while; 0 stops.
+        Queued `inject_failures` answers still come first."""
+        fault = Fault.of(failure)
+        with self._lock:
+            self._refusing = (time.monotonic() + seconds, fault) if seconds > 0 else None
+
     @property
     def pending_failures(self) -> int:
         with self._lock:
@@ -264,6 +275,12 @@ class Emulator:
         now = self.clock()
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
+            if fault is None and self._refusing is not None:
+                until, refusal = self._refusing
+                if time.monotonic() < until:
+                    fault = refusal
+                else:
+                    self._refusing = None
         if fault is not None:
             if fault.status == DISCONNECT:
                 self._record(request, now, 0, injected=True)
