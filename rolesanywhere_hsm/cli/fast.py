@@ -16,9 +16,8 @@ from rolesanywhere_hsm.settings import Settings, parse_args, settings_for
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.credentials import Credentials
-    from rolesanywhere_hsm.session import CredentialSpec
 
-__all__ = ["credential_process", "run_fast", "spec_from_settings"]
+__all__ = ["credential_process", "run_fast"]
 
 
 def run_fast(command: str, argv: list[str]) -> None:
@@ -45,42 +44,16 @@ def configure_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def spec_from_settings(settings: Settings) -> CredentialSpec:
-    """The credential source the settings describe, validated (ARNs, region, duration)."""
-    from rolesanywhere_hsm.session import CredentialSpec
-
-    verify: bool | str = True
-    if settings["no-verify-ssl"]:
-        verify = False
-    elif settings["ca-bundle"]:
-        verify = settings["ca-bundle"]
-    return CredentialSpec(
-        certificate=settings["certificate"],
-        private_key=settings["private-key"],
-        intermediates=settings["intermediates"],
-        pkcs11_lib=settings["pkcs11-lib"],
-        reuse_pin=settings["reuse-pin"],
-        trust_anchor_arn=settings["trust-anchor-arn"],
-        profile_arn=settings["profile-arn"],
-        role_arn=settings["role-arn"],
-        region=settings["region"],
-        endpoint=settings["endpoint"],
-        duration_seconds=settings["session-duration"],
-        role_session_name=settings["role-session-name"],
-        verify=verify,
-        trust_env=not settings["no-proxy"],
-        timeout=settings["timeout"],
-    )
-
-
 def credential_process(settings: Settings) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads.
 
     Stdout gets exactly one JSON object on success and nothing on failure: the SDK that runs us
     parses it; everything for people goes to stderr.
     """
+    from rolesanywhere_hsm.session import CredentialSpec
+
     configure_logging(settings["debug"])
-    spec = spec_from_settings(settings)
+    spec = CredentialSpec.from_settings(settings)
     password = settings["pkcs8-password"]
 
     def fetch() -> Credentials:
