@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "credential_process",
     "certificate",
     "emulator",
+    "serve",
     "demo",
     "cache",
 )

@@ -15,6 +15,7 @@ import typer
 
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.files import write_atomic
+from rolesanywhere_hsm.redact import redact
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
@@ -111,7 +112,8 @@ def register(app: typer.Typer) -> None:
         region: Annotated[Optional[str], typer.Option(
             "--region", metavar="REGION", help="Region the emulator serves (default: the trust anchor ARN's, "
             "else us-east-1).")] = None,
-        host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on.")] = "127.0.0.1",
+        host: Annotated[str, typer.Option("--host", metavar="HOST", help="Address to listen on (an empty "
+            "one is refused: it would mean every interface).")] = "127.0.0.1",
         port: Annotated[int, typer.Option("--port", metavar="PORT", help="Port; 0 picks a free one.")] = 0,
         port_file: Annotated[Optional[Path], typer.Option(
             "--port-file", metavar="FILE", help="Write the port here (atomically) once listening.")] = None,
@@ -125,6 +127,9 @@ def register(app: typer.Typer) -> None:
         skew_seconds: Annotated[Optional[int], typer.Option(
             "--skew-seconds", metavar="SECONDS", help="Accepted distance between X-Amz-Date and the clock "
             "(default 300).")] = None,
+        max_records: Annotated[int, typer.Option(
+            "--max-records", metavar="N", help="Requests kept in memory (the most recent N, without "
+            "bodies), so a long-running emulator does not grow.")] = 1000,
         credential_lifetime: Annotated[Optional[int], typer.Option(
             "--credential-lifetime", metavar="SECONDS", help="For tests of refreshing: issued "
             "credentials expire this many seconds after issue (1..43200), below AWS's 900.")] = None,
@@ -154,6 +159,11 @@ def register(app: typer.Typer) -> None:
             config.credential_lifetime = credential_lifetime
         if tls_key is not None and tls_cert is None:
             raise UsageError("--tls-key needs --tls-cert")
+        if not host.strip():
+            raise UsageError("--host is empty, which would listen on every interface; "
+                             "give an address such as 127.0.0.1 (or 0.0.0.0 if you mean every one)")
+        if max_records < 0:
+            raise UsageError("--max-records cannot be negative")
 
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("emulator: %(message)s"))
@@ -161,13 +171,15 @@ def register(app: typer.Typer) -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
-        emulator = Emulator(config, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key)
+        emulator = Emulator(config, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+                            max_records=max_records, record_bodies=False)
         try:
-            emulator.bind()
+            emulator.bind()  # TLS files that cannot be loaded: a UsageError naming the file
         except ssl.SSLError as exc:
             raise UsageError(f"cannot use --tls-cert/--tls-key: {exc.reason or exc}") from None
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        except (OSError, OverflowError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise UsageError(f"cannot listen on {redact(host)}:{port}: {reason}") from None
 
         stop = threading.Event()
 

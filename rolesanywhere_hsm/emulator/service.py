@@ -126,7 +126,13 @@ class Emulator:
         tls_cert: str | Path | None = None,
         tls_key: str | Path | None = None,
         clock: Callable[[], dt.datetime] | None = None,
+        max_records: int | None = None,
+        record_bodies: bool = True,
     ) -> None:
+        if not host:
+            raise ValueError("an empty host would listen on every interface; name an address")
+        if max_records is not None and max_records < 0:
+            raise ValueError("max_records cannot be negative")
         self.config = config
         self.clock: Callable[[], dt.datetime] = clock or _utcnow
         self._host, self._port = host, port
@@ -134,9 +140,12 @@ class Emulator:
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._refusing: tuple[float, Fault] | None = None  # (monotonic end, answer)
-        self._requests: list[RecordedRequest] = []
+        # A long-running emulator keeps the last `max_records` requests (the CLI: without
+        # bodies); tests keep everything.
+        self._requests: deque[RecordedRequest] = deque(maxlen=max_records)
+        self._record_bodies = record_bodies
         self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -148,24 +157,18 @@ class Emulator:
 
     def start(self) -> Emulator:
         """Listen and serve in a daemon thread; returns self once `url` is usable."""
-        if self._thread is None:
+        if not self._started:
             self.bind()
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.02},  # stop() waits up to this long
-                name="rolesanywhere-emulator", daemon=True,
-            )
-            self._thread.start()
+            self._server.start_in_thread("rolesanywhere-emulator")
+            self._started = True
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket; the records stay readable."""
         if self._server is not None:
-            if self._thread is not None:  # shutdown() waits for a serve loop that must exist
-                self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
+        self._started = False
 
     def __enter__(self) -> Emulator:
         return self.start()
@@ -177,7 +180,7 @@ class Emulator:
     def port(self) -> int:
         if self._server is None:
             raise RuntimeError("the emulator is not listening; call start() first")
-        return int(self._server.server_address[1])
+        return int(self._server.port)
 
     @property
     def url(self) -> str:
@@ -319,7 +322,8 @@ class Emulator:
                 injected: bool = False) -> None:
         record = RecordedRequest(
             now, request.method, request.path, request.raw_query, tuple(request.headers),
-            request.body, status, error_type, message, detail, credentials, injected,
+            request.body if self._record_bodies else b"", status, error_type, message, detail,
+            credentials, injected,
         )
         with self._lock:
             self._requests.append(record)

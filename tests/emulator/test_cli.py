@@ -73,6 +73,10 @@ def test_cli_serves_until_sigterm(tmp_path: Path, root_ca: CertificateAuthority,
         (["--config", "CONFIG"], "not valid TOML"),
         (["--ca", "CA", "--session-duration-max", "60"], "--session-duration-max"),
         (["--ca", "CA", "--trust-anchor-arn", "nonsense"], "is not a trust-anchor ARN"),
+        (["--ca", "CA", "--host", ""], "--host is empty"),
+        (["--ca", "CA", "--max-records", "-1"], "--max-records cannot be negative"),
+        (["--ca", "CA", "--tls-cert", "/nonexistent/server.pem"], "/nonexistent/server.pem"),
+        (["--ca", "CA", "--tls-cert", "CA"], "cannot load the TLS certificate"),
     ],
 )
 def test_cli_bad_options_are_one_line_and_exit_2(

@@ -1,0 +1,192 @@
+"""Throughput and latency of `serve`'s credential GETs, against a bare asyncio floor.
+
+Two servers, each in its own process: `serve`'s application (IMDSv2 and container endpoints on
+the shared HTTP layer, access log on, written to /dev/null) holding one credential set in
+memory, and the floor: a bare asyncio Protocol that answers every request with a fixed 200.
+The load comes from `wrk` when installed (`apt-get install wrk`), else from a small asyncio
+load generator in this process (slower: it shares the CPU with the server; compare within one
+run only). Prints requests/s and p50/p99 for 1, 10 and 50 keep-alive clients, and the server's
+own CPU time per request (from /proc: robust when other work shares the machine, and 1e6 divided
+by it is what one core could answer).
+
+    python bench/serve.py [--seconds 5] [--clients 1,10,50] [--python-load]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONTAINER_TOKEN = "bench-container-token-0123456789"
+
+
+# -- the servers (child processes) ------------------------------------------------------------
+
+
+def _run_serve_app() -> None:
+    import datetime as dt
+
+    from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.httpserver import HttpServer
+    from rolesanywhere_hsm.servers.app import ServeApp, access_logger
+
+    class Holder:
+        credentials = Credentials("ASIABENCHBENCHBENCH", "s" * 40, "t" * 600,
+                                  dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1))
+
+        def current(self) -> Credentials:
+            return self.credentials
+
+    app = ServeApp(Holder(), role_name="bench", container_token=CONTAINER_TOKEN)
+    server = HttpServer(app, access_log=access_logger()).bind()
+    print(server.port, flush=True)
+
+    async def main() -> None:
+        await server.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _run_floor() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+
+    class Floor(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while b"\r\n\r\n" in self.buffer:
+                _, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+                self.transport.write(answer)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Floor, "127.0.0.1", 0, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def _start(kind: str) -> tuple[subprocess.Popen[str], int]:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen([sys.executable, __file__, "--child", kind], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, env=env)
+    assert process.stdout is not None
+    return process, int(process.stdout.readline())
+
+
+# -- the load -----------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(port: int, path: str, headers: dict[str, str], clients: int, seconds: int) -> tuple[float, float, float, int]:
+    args = ["wrk", "--latency", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{seconds}s"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx", out):
+        raise SystemExit(f"non-2xx answers:\n{out}")
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rate, percentile("50"), percentile("99"), total
+
+
+def _python_load(port: int, path: str, headers: dict[str, str], clients: int, seconds: int) -> tuple[float, float, float, int]:
+    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+    latencies: list[float] = []
+
+    async def client(stop: float) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise SystemExit(f"answer {head[:40]!r}")
+            length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - start)
+        writer.close()
+
+    async def main() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(start + seconds) for _ in range(clients)))
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(main())
+    latencies.sort()
+    return (len(latencies) / elapsed, statistics.median(latencies) * 1000,
+            latencies[int(len(latencies) * 0.99)] * 1000, len(latencies))
+
+
+def _imds_token(port: int) -> str:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    connection.request("PUT", "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "21600"})
+    return connection.getresponse().read().decode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--clients", default="1,10,50")
+    parser.add_argument("--python-load", action="store_true", help="use the asyncio load generator even if wrk exists")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "serve":
+        return _run_serve_app()
+    if args.child == "floor":
+        return _run_floor()
+    use_wrk = shutil.which("wrk") is not None and not args.python_load
+    load = _wrk if use_wrk else _python_load
+    print(f"load generator: {'wrk' if use_wrk else 'python asyncio (shares the CPU: numbers are low)'}")
+    print(f"{'target':<34}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'server CPU us/req':>19}")
+    started = [_start("serve"), _start("floor")]
+    try:
+        (serve_process, serve_port), (floor_process, floor_port) = started
+        token = _imds_token(serve_port)
+        targets = [
+            ("floor (bare asyncio)", floor_process.pid, floor_port, "/", {}),
+            ("serve IMDS credential GET", serve_process.pid, serve_port,
+             "/latest/meta-data/iam/security-credentials/bench", {"X-aws-ec2-metadata-token": token}),
+            ("serve container credential GET", serve_process.pid, serve_port, "/container/credentials",
+             {"Authorization": CONTAINER_TOKEN}),
+        ]
+        for clients in (int(c) for c in args.clients.split(",")):
+            for name, pid, port, path, headers in targets:
+                cpu = _cpu_seconds(pid)
+                rate, p50, p99, total = load(port, path, headers, clients, args.seconds)
+                per_request = (_cpu_seconds(pid) - cpu) / max(total, 1) * 1e6
+                print(f"{name:<34}{clients:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}{per_request:>19.1f}", flush=True)
+    finally:
+        for process, _ in started:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""CLI: `serve`, the drop-in for `aws_signing_helper serve`: IMDSv2 and container-credentials
+endpoints backed by one long-lived credential session.
+
+The order at start matters: options are checked, the port is bound (a busy port is a one-line
+error before any PIN is asked), the token is opened and the first credentials fetched in the
+main thread (a PIN prompt happens here, never later in a background thread), then the refresh
+thread starts and the server answers from memory. SIGTERM or SIGINT: stop accepting, finish
+the answers in progress, stop refreshing, close the token session, exit 0.
+Heavy imports live inside the command: every CLI start-up imports this module.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from rolesanywhere_hsm.cli import options as o
+from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.redact import redact
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.httpserver import HttpServer
+    from rolesanywhere_hsm.refresh import RefreshingCredentials
+
+__all__ = ["register"]
+
+DEFAULT_PORT = 9911
+DEFAULT_HOP_LIMIT = 64
+
+
+def _listen_address(address: str, allow_non_loopback: bool) -> tuple[str, bool]:
+    """(IP literal to bind, whether it is loopback); refuses what the flags do not allow."""
+    import ipaddress
+
+    text = address.strip()
+    if not text:
+        raise UsageError("--address is empty; give an IP address such as 127.0.0.1")
+    if text == "localhost":
+        text = "127.0.0.1"
+    try:
+        ip = ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise UsageError(f"--address {redact(address)} is not an IP address (e.g. 127.0.0.1 or ::1)") from None
+    if ip.is_loopback:
+        return str(ip), True
+    if not allow_non_loopback:
+        raise UsageError(
+            f"--address {ip} is not a loopback address: anyone who can reach it could take the "
+            "credentials. Add --allow-non-loopback to mean it (IMDS is then off and only the "
+            "token-protected container endpoint answers; see docs/serve.md)"
+        )
+    return str(ip), False
+
+
+def _base_url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _announce(server: HttpServer, host: str, scheme: str, imds: bool, token: str,
+              token_file: Path | None, expiration: str) -> None:
+    from rolesanywhere_hsm.servers.container import CONTAINER_PATH
+
+    base = _base_url(scheme, host, server.port)
+    lines = [f"rolesanywhere-hsm serve listening on {base} (credentials valid until {expiration})"]
+    if imds:
+        lines.append(f"export AWS_EC2_METADATA_SERVICE_ENDPOINT={base}/")
+    lines.append(f"export AWS_CONTAINER_CREDENTIALS_FULL_URI={base}{CONTAINER_PATH}")
+    if token_file is not None:
+        lines.append(f"export AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE={token_file.resolve()}")
+    else:
+        lines.append(f"export AWS_CONTAINER_AUTHORIZATION_TOKEN={token}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def serve(
+    certificate: o.Certificate,
+    trust_anchor_arn: o.TrustAnchorArn,
+    profile_arn: o.ProfileArn,
+    role_arn: o.RoleArn,
+    private_key: o.PrivateKey = None,
+    intermediates: o.Intermediates = None,
+    region: o.Region = None,
+    endpoint: o.Endpoint = None,
+    session_duration: o.SessionDuration = 3600,
+    role_session_name: o.RoleSessionName = None,
+    no_verify_ssl: o.NoVerifySsl = False,
+    ca_bundle: o.CaBundle = None,
+    with_proxy: o.WithProxy = False,
+    no_proxy: o.NoProxy = False,
+    debug: o.Debug = False,
+    pkcs8_password: o.Pkcs8Password = None,
+    pkcs11_lib: o.Pkcs11Lib = None,
+    reuse_pin: o.ReusePin = False,
+    port: Annotated[int, typer.Option(
+        "--port", metavar="PORT", help="Port to listen on (0 picks a free one; see --port-file).",
+        min=0, max=65535)] = DEFAULT_PORT,
+    address: Annotated[str, typer.Option(
+        "--address", metavar="IP", help="Address to listen on; a non-loopback one needs "
+        "--allow-non-loopback.")] = "127.0.0.1",
+    allow_non_loopback: Annotated[bool, typer.Option(
+        "--allow-non-loopback", help="Allow a non-loopback --address: IMDS is then off and only the "
+        "container endpoint (token required) answers.")] = False,
+    no_imds: Annotated[bool, typer.Option(
+        "--no-imds", help="Serve only the token-protected container endpoint, also on loopback.")] = False,
+    hop_limit: Annotated[int, typer.Option(
+        "--hop-limit", metavar="N", help="IP TTL / hop limit of the answers (1..255), so that they "
+        "do not travel further than meant.", min=1, max=255)] = DEFAULT_HOP_LIMIT,
+    container_token_file: Annotated[Optional[Path], typer.Option(
+        "--container-token-file", metavar="FILE", help="Read the container endpoint's token from "
+        "this file (else one is generated at start and printed with the export lines).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(
+        "--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate (PEM): SDKs accept a "
+        "non-loopback container endpoint only over HTTPS.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(
+        "--tls-key", metavar="FILE", help="Private key of --tls-cert (PEM, unencrypted), if not in "
+        "the same file.")] = None,
+    port_file: Annotated[Optional[Path], typer.Option(
+        "--port-file", metavar="FILE", help="Write the port here (atomically) once serving.")] = None,
+) -> None:
+    """Serve credentials to SDKs over IMDSv2 and the container-credentials endpoint, refreshing
+    them in the background with one token login, until SIGTERM or SIGINT."""
+    o.configure_logging(debug)
+    host, loopback = _listen_address(address, allow_non_loopback)
+    if tls_key is not None and tls_cert is None:
+        raise UsageError("--tls-key needs --tls-cert")
+
+    import asyncio
+    import logging
+    import signal
+
+    from rolesanywhere_hsm.credentials import format_expiration
+    from rolesanywhere_hsm.files import write_atomic
+    from rolesanywhere_hsm.httpserver import HttpServer, tls_context
+    from rolesanywhere_hsm.refresh import RefreshingCredentials
+    from rolesanywhere_hsm.servers.app import ServeApp, access_logger
+    from rolesanywhere_hsm.servers.container import generate_token, read_token_file
+    from rolesanywhere_hsm.servers.imds import role_name_of
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
+
+    spec = CredentialSpec(
+        certificate=certificate,
+        private_key=private_key,
+        intermediates=intermediates,
+        pkcs11_lib=pkcs11_lib,
+        reuse_pin=reuse_pin,
+        trust_anchor_arn=trust_anchor_arn,
+        profile_arn=profile_arn,
+        role_arn=role_arn,
+        region=region,
+        endpoint=endpoint,
+        duration_seconds=session_duration,
+        role_session_name=role_session_name,
+        verify=o.tls_verify(no_verify_ssl, ca_bundle),
+        trust_env=not no_proxy,
+    )
+    token = read_token_file(container_token_file) if container_token_file else generate_token()
+    tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
+
+    if not debug:  # refresh failures and recoveries are worth a line on stderr
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("serve: %(message)s"))
+        for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.servers", "rolesanywhere_hsm.httpserver"):
+            logging.getLogger(name).addHandler(handler)
+            logging.getLogger(name).setLevel(logging.INFO)
+
+    holder: list[RefreshingCredentials] = []
+    app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
+                   container_token=token)
+    server = HttpServer(app, host=host, port=port, tls=tls, hop_limit=hop_limit,
+                        access_log=access_logger(sys.stderr))
+    try:
+        server.bind()  # before the PIN: a busy port must not cost a login
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {_base_url('tcp', host, port)[6:]}: "
+                         f"{exc.strerror or exc}") from None
+
+    session = CredentialSession(spec, secret_callback=RememberedSecret(), pkcs8_password=pkcs8_password)
+    credentials = RefreshingCredentials(session.fetch, on_refresh=_log_refresh)
+    try:
+        session.open()  # log in now, in the main thread (a prompt happens here or never)
+        first = credentials.refresh()  # errors reach the person with their exit code
+        holder.append(credentials)
+        credentials.start()
+
+        async def run() -> None:
+            await server.start()
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            if port_file is not None:
+                try:
+                    write_atomic(port_file, f"{server.port}\n")
+                except OSError as exc:
+                    raise UsageError(f"cannot write --port-file {redact(str(port_file))}: "
+                                     f"{exc.strerror or exc}") from None
+            _announce(server, host, "https" if tls else "http", app.imds is not None, token, container_token_file,
+                      format_expiration(first.expiration))
+            await stop.wait()
+            await server.close()
+
+        asyncio.run(run())
+    finally:
+        server.stop()
+        credentials.close()
+        session.close()
+        if port_file is not None:
+            port_file.unlink(missing_ok=True)
+    print("rolesanywhere-hsm serve stopped", file=sys.stderr, flush=True)
+
+
+class _Deferred:
+    """`current()` of the refreshing credentials once they exist (the app is built before the
+    first fetch so that the port is bound before any PIN is asked)."""
+
+    def __init__(self, holder: list[RefreshingCredentials]) -> None:
+        self._holder = holder
+
+    def current(self) -> Credentials:
+        if not self._holder:
+            from rolesanywhere_hsm.errors import CredentialsUnavailableError
+
+            raise CredentialsUnavailableError("no credentials fetched yet")
+        return self._holder[0].current()
+
+
+def _log_refresh(credentials: Credentials) -> None:
+    import logging
+
+    from rolesanywhere_hsm.credentials import format_expiration
+
+    logging.getLogger("rolesanywhere_hsm.servers").info(
+        "new credentials, valid until %s", format_expiration(credentials.expiration))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

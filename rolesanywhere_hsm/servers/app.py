@@ -1,0 +1,107 @@
+"""`serve`'s application: the IMDSv2 and container endpoints behind one router, a health path
+for supervisors, and the access log (one line per answer, no secret: paths and statuses only,
+never a header).
+
+Handlers only read memory (the credential snapshot, an HMAC key, the container token), so the
+HTTP layer calls them inline on its event loop: no thread hop per request.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import TextIO
+
+from rolesanywhere_hsm.httpserver import AccessLog, Request, Response
+from rolesanywhere_hsm.redact import redact
+from rolesanywhere_hsm.servers.container import CONTAINER_PATH, ContainerApp
+from rolesanywhere_hsm.servers.imds import ImdsApp, ImdsTokens
+from rolesanywhere_hsm.servers.snapshot import CredentialSource, SnapshotCache
+
+__all__ = ["HEALTH_PATH", "ServeApp", "access_logger"]
+
+HEALTH_PATH = "/healthz"
+_JSON = ("Content-Type", "application/json")
+
+
+class ServeApp:
+    """Routes `/latest/...` to IMDS (404 when it is off), `CONTAINER_PATH` to the container
+    endpoint (404 when no token is set), `HEALTH_PATH` to the health answer."""
+
+    def __init__(
+        self,
+        source: CredentialSource,
+        *,
+        role_name: str,
+        imds: bool = True,
+        container_token: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        tokens: ImdsTokens | None = None,
+    ) -> None:
+        self.snapshots = SnapshotCache(source, wall_clock=wall_clock)
+        self.imds = ImdsApp(self.snapshots, role_name, tokens=tokens) if imds else None
+        self.container = ContainerApp(self.snapshots, container_token) if container_token else None
+
+    def __call__(self, request: Request) -> Response:
+        path = request.path
+        if path.startswith("/latest/"):
+            if self.imds is None:
+                return Response(404, b'{"message":"IMDS is off on this address"}', [_JSON])
+            return self.imds(request)
+        if path == CONTAINER_PATH and self.container is not None:
+            return self.container(request)
+        if path == HEALTH_PATH:
+            return self.health(request)
+        return Response(404, b'{"message":"Not found"}', [_JSON])
+
+    def health(self, request: Request) -> Response:
+        """200 while valid credentials are held, 503 while there are none (a readiness answer)."""
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"", [("Allow", "GET, HEAD")])
+        snapshot = self.snapshots.get()
+        if snapshot is None:
+            return Response(503, b'{"status":"unavailable"}', [_JSON])
+        body = json.dumps({"status": "ok", "expiration": snapshot.expiration}).encode()
+        return Response(200, body, [_JSON])
+
+
+class _AccessLog:
+    """Lines collected and written in batches: one write per 128 lines, or per sweep of the HTTP
+    layer (a quarter second), instead of one system call per request."""
+
+    def __init__(self, stream: TextIO, prefix: str) -> None:
+        self._stream = stream
+        self._prefix = prefix
+        self._lines: list[str] = []
+        self._second = 0
+        self._stamp = ""
+
+    def __call__(self, client: tuple[str, int], method: str, target: str, status: int, size: int,
+                 seconds: float) -> None:
+        now = int(time.time())
+        if self._second != now:
+            self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        if not target.isascii() or len(target) > 200:
+            target = redact(target[:200])
+        self._lines.append(f'{self._prefix}: {self._stamp} {client[0]} "{method} {target}" {status} {size} '
+                           f"{seconds * 1000:.1f}ms\n")
+        if len(self._lines) >= 128:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        text, self._lines = "".join(self._lines), []
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):  # stderr gone (a closed pipe): serving matters more
+            pass
+
+
+def access_logger(stream: TextIO | None = None, prefix: str = "serve") -> AccessLog:
+    """An AccessLog writing `prefix: TIME CLIENT "METHOD TARGET" STATUS BYTES MSms` lines to
+    `stream` (stderr by default); the HTTP layer calls its `flush()` on every sweep and at close."""
+    return _AccessLog(stream if stream is not None else sys.stderr, prefix)

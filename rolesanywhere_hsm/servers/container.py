@@ -1,0 +1,83 @@
+"""The container-credentials endpoint (ECS and EKS style) the AWS SDKs read through
+`AWS_CONTAINER_CREDENTIALS_FULL_URI` and `AWS_CONTAINER_AUTHORIZATION_TOKEN` (or
+`AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`).
+
+The SDK sends the token as the whole `Authorization` header; it is compared in constant time.
+The token is made at start (`generate_token`) or read from a file the user names
+(`read_token_file`), so that a supervisor can hand the same one to the workloads.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.httpserver import Request, Response
+from rolesanywhere_hsm.redact import redact
+from rolesanywhere_hsm.servers.snapshot import SnapshotCache
+
+__all__ = ["CONTAINER_PATH", "ContainerApp", "generate_token", "read_token_file"]
+
+CONTAINER_PATH = "/container/credentials"
+MAX_TOKEN_FILE = 1024
+MIN_TOKEN_LENGTH = 16
+_JSON = ("Content-Type", "application/json")
+
+
+def generate_token() -> str:
+    """A fresh token: 32 random bytes, URL-safe base64 (what goes into an HTTP header as is)."""
+    return secrets.token_urlsafe(32)
+
+
+def _valid_token_text(token: str) -> bool:
+    return len(token) >= MIN_TOKEN_LENGTH and token.isascii() and token.isprintable() and " " not in token
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token in `path` (a regular file of at most 1 KiB; surrounding whitespace dropped)."""
+    shown = redact(str(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise UsageError(f"cannot read the container token file {shown}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"the container token file {shown} is not a regular file")
+        data = os.read(fd, MAX_TOKEN_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_FILE:
+        raise UsageError(f"the container token file {shown} is larger than {MAX_TOKEN_FILE} bytes")
+    token = data.decode("ascii", "replace").strip()
+    if not _valid_token_text(token):
+        raise UsageError(
+            f"the container token in {shown} must be at least {MIN_TOKEN_LENGTH} printable ASCII "
+            "characters without spaces"
+        )
+    return token
+
+
+class ContainerApp:
+    """GET `CONTAINER_PATH` with the token as `Authorization` -> the credentials document."""
+
+    def __init__(self, snapshots: SnapshotCache, token: str, *, path: str = CONTAINER_PATH) -> None:
+        if not _valid_token_text(token):
+            raise ValueError("the container token must be at least 16 printable ASCII characters")
+        self._snapshots = snapshots
+        self._token = token.encode()
+        self.path = path
+
+    def __call__(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"", [("Allow", "GET, HEAD")])
+        given = request.header_values("authorization")
+        if len(given) != 1 or not hmac.compare_digest(given[0].encode("latin-1", "replace"), self._token):
+            return Response(401, b'{"message":"Missing or wrong Authorization token"}', [_JSON])
+        snapshot = self._snapshots.get()
+        if snapshot is None:
+            return Response(503, b'{"message":"No valid credentials now; the server is retrying."}', [_JSON])
+        return Response(200, snapshot.container_document, [_JSON])

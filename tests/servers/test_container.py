@@ -1,0 +1,160 @@
+"""The container-credentials endpoint: the bearer token (generated or from a file, compared in
+constant time), 503 when nothing is held, the health path, the router, the access log, and
+botocore's own container provider as the client."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.httpserver import HttpServer
+from rolesanywhere_hsm.servers.app import HEALTH_PATH, access_logger
+from rolesanywhere_hsm.servers.container import CONTAINER_PATH, ContainerApp, generate_token, read_token_file
+from rolesanywhere_hsm.servers.snapshot import SnapshotCache
+from tests.http.rawclient import exchange, statuses
+from tests.servers.conftest import CONTAINER_TOKEN, Holder, Running, make_credentials
+
+
+def test_the_document_with_the_right_token(serve_app: Callable[..., Running]) -> None:
+    running = serve_app()
+    response = httpx.get(running.url + CONTAINER_PATH, headers={"Authorization": CONTAINER_TOKEN})
+    held = running.holder.credentials
+    assert held is not None
+    assert response.status_code == 200
+    assert response.json() == {
+        "AccessKeyId": held.access_key_id, "SecretAccessKey": held.secret_access_key,
+        "Token": held.session_token, "Expiration": held.expiration.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "wrong"}, {"Authorization": CONTAINER_TOKEN + "x"},
+                                     {"Authorization": "Bearer " + CONTAINER_TOKEN},
+                                     [("Authorization", CONTAINER_TOKEN)] * 2])
+def test_a_missing_or_wrong_token_is_401(headers: Any, serve_app: Callable[..., Running]) -> None:
+    running = serve_app()
+    assert httpx.get(running.url + CONTAINER_PATH, headers=headers).status_code == 401
+
+
+def test_503_when_nothing_is_held(serve_app: Callable[..., Running]) -> None:
+    running = serve_app(Holder(None))
+    response = httpx.get(running.url + CONTAINER_PATH, headers={"Authorization": CONTAINER_TOKEN})
+    assert response.status_code == 503
+    assert "AccessKeyId" not in response.text
+
+
+def test_without_a_token_the_path_does_not_exist(serve_app: Callable[..., Running]) -> None:
+    running = serve_app(container_token=None)
+    assert httpx.get(running.url + CONTAINER_PATH, headers={"Authorization": CONTAINER_TOKEN}).status_code == 404
+
+
+def test_imds_can_be_off(serve_app: Callable[..., Running]) -> None:
+    running = serve_app(imds=False)
+    response = httpx.put(running.url + "/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+    assert response.status_code == 404
+    assert httpx.get(running.url + CONTAINER_PATH, headers={"Authorization": CONTAINER_TOKEN}).status_code == 200
+
+
+def test_health_follows_the_credentials(serve_app: Callable[..., Running]) -> None:
+    holder = Holder(None)
+    running = serve_app(holder)
+    assert httpx.get(running.url + HEALTH_PATH).status_code == 503
+    holder.credentials = make_credentials()
+    healthy = httpx.get(running.url + HEALTH_PATH)
+    assert healthy.status_code == 200 and healthy.json()["status"] == "ok"
+    assert holder.credentials.access_key_id not in healthy.text
+
+
+def test_generated_tokens_are_long_and_distinct() -> None:
+    tokens = {generate_token() for _ in range(100)}
+    assert len(tokens) == 100 and all(len(t) >= 40 for t in tokens)
+    with pytest.raises(ValueError):
+        ContainerApp(SnapshotCache(Holder()), "short")
+
+
+def test_token_file(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("  a-token-from-a-file-0123456789\n")
+    assert read_token_file(path) == "a-token-from-a-file-0123456789"
+    for content, message in (("short", "at least 16"), ("x" * 2000, "larger than"), ("with space in it 0123456789", "at least 16")):
+        path.write_text(content)
+        with pytest.raises(UsageError, match=message):
+            read_token_file(path)
+    with pytest.raises(UsageError, match="not a regular file"):
+        read_token_file(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="not a regular file"):
+        read_token_file(fifo)  # and does not hang
+    with pytest.raises(UsageError, match="cannot read"):
+        read_token_file(tmp_path / "missing")
+
+
+def test_hostile_requests_get_4xx_and_the_server_stays_up(serve_app: Callable[..., Running]) -> None:
+    running = serve_app()
+    for raw in (
+        b"PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 99999\r\n\r\n",
+        b"GET /latest/meta-data/iam/security-credentials/ HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n",
+        b"DELETE /container/credentials HTTP/1.1\r\n\r\n",
+        b"\x00\xff garbage \r\n\r\n",
+        b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\n\r\n",
+    ):
+        found = statuses(exchange(running.server.port, raw))
+        assert found and all(400 <= s <= 499 for s in found), (raw[:60], found)
+    assert httpx.get(running.url + CONTAINER_PATH, headers={"Authorization": CONTAINER_TOKEN}).status_code == 200
+
+
+def test_the_access_log_has_one_line_per_answer_and_no_secret(serve_app: Callable[..., Running]) -> None:
+    stream = io.StringIO()
+    holder = Holder(make_credentials())
+    from rolesanywhere_hsm.servers.app import ServeApp
+
+    server = HttpServer(ServeApp(holder, role_name="r", container_token=CONTAINER_TOKEN),
+                        access_log=access_logger(stream)).start_in_thread()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}") as client:
+            imds_token = client.put("/latest/api/token", headers={"X-aws-ec2-metadata-token-ttl-seconds": "5"}).text
+            client.get("/latest/meta-data/iam/security-credentials/r", headers={"X-aws-ec2-metadata-token": imds_token})
+            client.get(CONTAINER_PATH, headers={"Authorization": CONTAINER_TOKEN})
+            client.get(CONTAINER_PATH)
+    finally:
+        server.stop()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4
+    assert ['"PUT /latest/api/token" 200', '"GET /latest/meta-data/iam/security-credentials/r" 200',
+            f'"GET {CONTAINER_PATH}" 200', f'"GET {CONTAINER_PATH}" 401'] == [
+        line.split(" ", 3)[3].rsplit(" ", 2)[0] for line in lines]
+    assert holder.credentials is not None
+    for secret in (imds_token, CONTAINER_TOKEN, holder.credentials.secret_access_key,
+                   holder.credentials.session_token, holder.credentials.access_key_id):
+        assert secret not in stream.getvalue()
+
+
+def test_botocore_container_provider_gets_the_credentials(serve_app: Callable[..., Running], monkeypatch: Any,
+                                                          tmp_path: Path) -> None:
+    import botocore.session
+
+    running = serve_app()
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", running.url + CONTAINER_PATH)
+    token_file = tmp_path / "token"
+    token_file.write_text(CONTAINER_TOKEN)
+    monkeypatch.setenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    credentials = botocore.session.Session().get_credentials()
+
+    assert credentials is not None and credentials.method == "container-role"
+    held = running.holder.credentials
+    assert held is not None
+    assert credentials.get_frozen_credentials().secret_key == held.secret_access_key
