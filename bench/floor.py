@@ -4,7 +4,7 @@ Load the key (a file through `cryptography`, or a PKCS#11 module through python-
 find the token, log in once, find the certificate and its key), build and sign one CreateSession
 request, POST it with `http.client`, print the credential_process JSON. No option parsing beyond
 argv, no validation, no retries, no error handling: what is left when every convenience is gone.
-`bench` times `credential-process` beside this script; the ratio is what our conveniences cost.
+`python -m bench` times `credential-process` beside this script; the ratio is what our conveniences cost.
 
     python bench/floor.py ENDPOINT TRUST_ANCHOR PROFILE ROLE file CERT KEY
     python bench/floor.py ENDPOINT TRUST_ANCHOR PROFILE ROLE pkcs11 MODULE TOKEN_LABEL OBJECT_LABEL
@@ -68,9 +68,9 @@ def _pkcs11_signer(module: str, token_label: str, label: str) -> tuple[bytes, in
     return der, serial, algorithm, sign
 
 
-def main(argv: list[str]) -> None:
-    endpoint, trust_anchor, profile, role, kind, *rest = argv
-    der, serial, algorithm, sign = (_file_signer if kind == "file" else _pkcs11_signer)(*rest)
+def signed_request(endpoint: str, trust_anchor: str, profile: str, role: str, der: bytes, serial: int,
+                   algorithm: str, sign: object) -> tuple[str, bytes, dict[str, str]]:
+    """(path with query, body, headers) of one signed CreateSession request."""
     region = trust_anchor.split(":")[3]
     url = urlsplit(endpoint)
     query = {"profileArn": profile, "roleArn": role, "trustAnchorArn": trust_anchor}
@@ -83,8 +83,16 @@ def main(argv: list[str]) -> None:
     signature = sign(to_sign.encode())  # type: ignore[operator]
     headers["Authorization"] = sigv4x509.authorization_header(algorithm, serial, date, region,
                                                               headers, signature)
+    return "/sessions?" + sigv4x509.canonical_query(query), body, headers
+
+
+def main(argv: list[str]) -> None:
+    endpoint, trust_anchor, profile, role, kind, *rest = argv
+    der, serial, algorithm, sign = (_file_signer if kind == "file" else _pkcs11_signer)(*rest)
+    path, body, headers = signed_request(endpoint, trust_anchor, profile, role, der, serial, algorithm, sign)
+    url = urlsplit(endpoint)
     connection = (http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection)(url.netloc)
-    connection.request("POST", "/sessions?" + sigv4x509.canonical_query(query), body, headers)
+    connection.request("POST", path, body, headers)
     answer = json.loads(connection.getresponse().read())
     creds = answer["credentialSet"][0]["credentials"]
     print(json.dumps({"Version": 1, "AccessKeyId": creds["accessKeyId"],

@@ -175,3 +175,17 @@ def test_clear_counters_cancels_pending_refusals(card: PivCard) -> None:
 def test_refusal_needs_an_error_sw_and_a_count(card: PivCard, count: int, sw: bytes) -> None:
     with pytest.raises(ValueError):
         card.refuse_next_signatures(count, sw)
+
+
+def test_latency_knob_reads_milliseconds_and_the_yubikey_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.vpiv.card import Latency
+
+    monkeypatch.delenv("RAH_VPIV_LATENCY", raising=False)
+    assert Latency.from_env() == Latency(0.0, 0.0, 0.0)
+    monkeypatch.setenv("RAH_VPIV_LATENCY", "verify=5, ec=2")
+    assert Latency.from_env() == Latency(verify=0.005, rsa=0.0, ec=0.002)
+    monkeypatch.setenv("RAH_VPIV_LATENCY", "yubikey")
+    assert Latency.from_env() == Latency(verify=0.025, rsa=0.15, ec=0.06)
+    monkeypatch.setenv("RAH_VPIV_LATENCY", "sign=3")
+    with pytest.raises(ValueError, match="unknown operation 'sign'"):
+        Latency.from_env()
