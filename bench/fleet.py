@@ -15,7 +15,7 @@ after the first lifetime (once the start-up burst is over), and the mean rate; t
 the largest fleet whose calls stay under the limit after start-up. Pure simulation: no process,
 token or network is involved.
 
-    python -m bench fleet            # or: python bench/fleet.py [--hosts 10000 100000]
+    python -m bench --only fleet     # or, alone: python -m bench.fleet [--hosts 10000 100000]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 DAY = 86_400
 LIFETIME = 3_600
@@ -112,6 +113,30 @@ def run(hosts: list[int], start_window: float, seed: int, find_limit: bool) -> d
             report[f"hosts_under_{RATE_LIMIT}_per_s_{name}"] = limit
             print(f"largest fleet under {RATE_LIMIT}/s after start-up, rule {name}: {limit}")
     return report
+
+
+def rows(hosts: list[int], *, find_limit: bool, start_window: float = 300.0, seed: int = 7) -> list[Any]:
+    """The figures as bench rows (peak CreateSession/s after the first hour, against the naive
+    rule's, and the largest fleet under the limit)."""
+    from bench.common import Row
+
+    report = run(hosts, start_window, seed, find_limit)
+    results = report["results"]
+    out = []
+    for r in results:  # type: ignore[union-attr]
+        row = Row("fleet", f"{r['hosts']} hosts, rule {r['rule']}: peak CreateSession/s after 1st hour",
+                  float(r["steady_peak_per_second"]), unit="req/s", extra=dict(r))
+        if r["rule"] == "ours":
+            naive = next(n for n in results if n["hosts"] == r["hosts"] and n["rule"] == "naive")  # type: ignore[union-attr]
+            row.vs = f"{r['hosts']} hosts, rule naive: peak CreateSession/s after 1st hour"
+            row.ratio = r["steady_peak_per_second"] / max(naive["steady_peak_per_second"], 1)
+        out.append(row)
+    for name in RULES:
+        key = f"hosts_under_{RATE_LIMIT}_per_s_{name}"
+        if key in report:
+            out.append(Row("fleet", f"largest fleet under {RATE_LIMIT} CreateSession/s, rule {name}",
+                           float(report[key]), unit="hosts"))  # type: ignore[arg-type]
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
