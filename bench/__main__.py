@@ -32,7 +32,7 @@ from bench.common import REPO, Row
 
 SECTIONS = ("cold", "tokens", "throughput", "serve", "imports", "fleet")
 NOTE_KEYS = ("p50_ms", "p99_ms", "server_cpu_us_per_request", "logins", "signatures", "sessions",
-             "verify_per_credential", "general_authenticate_per_credential", "median_ms", "load")
+             "verify_per_credential", "general_authenticate_per_credential", "apdus_per_credential", "median_ms", "load")
 
 
 def _plan(smoke: bool, runs: int | None) -> dict[str, Callable[[], list[Row]]]:
