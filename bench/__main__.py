@@ -31,7 +31,7 @@ from typing import Any
 from bench.common import REPO, Row
 
 SECTIONS = ("cold", "tokens", "throughput", "serve", "imports", "fleet")
-NOTE_KEYS = ("p50_ms", "p99_ms", "server_cpu_us_per_request", "logins", "signatures", "sessions",
+NOTE_KEYS = ("cpu_ms", "cpu_ratio", "p50_ms", "p99_ms", "server_cpu_us_per_request", "logins", "signatures", "sessions",
              "verify_per_credential", "general_authenticate_per_credential", "apdus_per_credential", "median_ms", "load")
 
 

@@ -116,4 +116,5 @@ def _peer(material: Material, runs: int, warmup: int) -> list[Row]:
                              {"TLS file P-256: credential-process": ("TLS file P-256: floor.py", COLD_TARGET)})
     floor = rows[0].median
     rows[2].vs, rows[2].ratio = rows[0].name, rows[2].median / floor  # type: ignore[operator]
+    rows[2].extra["cpu_ratio"] = round(rows[2].extra["cpu_ms"] / rows[0].extra["cpu_ms"], 2)
     return rows

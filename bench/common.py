@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -49,16 +50,19 @@ def p90(samples: Sequence[float]) -> float:
     return ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
 
 
-def rows_from_samples(section: str, samples: dict[str, list[float]], pairs: dict[str, tuple[str, float]],
-                      unit: str = "ms") -> list[Row]:
-    """One row per variant; `pairs` maps a variant to (its floor, the highest ratio allowed)."""
+def rows_from_samples(section: str, samples: dict[str, tuple[list[float], list[float]]],
+                      pairs: dict[str, tuple[str, float]]) -> list[Row]:
+    """One row per variant (wall-time median and p90; CPU median and ratio in `extra`); `pairs`
+    maps a variant to (its floor, the highest ratio allowed)."""
     rows = []
-    for name, values in samples.items():
-        row = Row(section, name, statistics.median(values), p90(values), unit, extra={"n": len(values)})
+    for name, (wall, cpu) in samples.items():
+        row = Row(section, name, statistics.median(wall), p90(wall),
+                  extra={"n": len(wall), "cpu_ms": round(statistics.median(cpu), 1)})
         if name in pairs:
             floor, limit = pairs[name]
             row.vs = floor
-            row.ratio = row.median / statistics.median(samples[floor])  # type: ignore[operator]
+            row.ratio = row.median / statistics.median(samples[floor][0])  # type: ignore[operator]
+            row.extra["cpu_ratio"] = round(statistics.median(cpu) / statistics.median(samples[floor][1]), 2)
             row.target = f"<= {limit:g}x"
             row.met = row.ratio <= limit
         rows.append(row)
@@ -73,25 +77,31 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def timed_run(args: list[str], env: dict[str, str], timeout: float = 60) -> float:
-    """Seconds for one process run; a failure stops the bench with its stderr."""
+def timed_run(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one process run; a failure stops the bench with its
+    stderr. CPU time (user + system, from the kernel's accounting of the waited child) hardly
+    depends on what else the machine runs, so its ratios hold on a busy machine too."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args[:5])}... exited {done.returncode}: {done.stderr.decode()[-600:]}")
-    return elapsed
+    return elapsed, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
-def alternate(variants: dict[str, Callable[[], float]], runs: int, warmup: int = 2) -> dict[str, list[float]]:
+def alternate(variants: dict[str, Callable[[], tuple[float, float]]], runs: int,
+              warmup: int = 2) -> dict[str, tuple[list[float], list[float]]]:
     """Run every variant once per round, in turn (ours beside its floor), `warmup` rounds
-    discarded; returns milliseconds per variant."""
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+    discarded; returns (wall ms, CPU ms) samples per variant."""
+    samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in variants}
     for round_ in range(warmup + runs):
         for name, run in variants.items():
-            seconds = run()
+            wall, cpu = run()
             if round_ >= warmup:
-                samples[name].append(seconds * 1000)
+                samples[name][0].append(wall * 1000)
+                samples[name][1].append(cpu * 1000)
     return samples
 
 

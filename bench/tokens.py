@@ -95,15 +95,15 @@ def _yubikey_variants(card: object, emu: object, runs: int, warmup: int) -> list
         label = card.slots[slot].ykcs11_labels.certificate  # type: ignore[attr-defined]
         per_variant: dict[str, tuple[int, int, int, int]] = {}
 
-        def counted(key: str, args: list[str]) -> float:
+        def counted(key: str, args: list[str]) -> tuple[float, float]:
             card.clear_counters()  # type: ignore[attr-defined]
             began = time.monotonic()  # the card stamps its log with the same system clock
-            seconds = timed_run(args, env)
+            measured = timed_run(args, env)
             status = card.status()  # type: ignore[attr-defined]
             apdus = sum(1 for line in card.apdu_log() if float(line.split()[0]) >= began)  # type: ignore[attr-defined]
             v, s, a, n = per_variant.get(key, (0, 0, 0, 0))
             per_variant[key] = (v + status["verify_attempts"], s + sum(status["signatures"].values()), a + apdus, n + 1)
-            return seconds
+            return measured
 
         ours_name = f"YubiKey {slot} {name}: credential-process"
         floor_name = f"YubiKey {slot} {name}: floor.py"
