@@ -13,11 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import REPO, Material, Row, alternate, child_env, emulator, rows_from_samples, timed_run
+from bench.common import PYTHON, REPO, Material, Row, alternate, child_env, emulator, rows_from_samples, timed_run
 
 SECTION = "cold start"
 FLOOR = str(REPO / "bench" / "floor.py")
-OURS = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process"]
+OURS = [PYTHON, "-m", "rolesanywhere_hsm", "credential-process"]
 COLD_TARGET = 1.3
 CACHE_TARGET = 3.0
 
@@ -48,7 +48,7 @@ def run(runs: int, warmup: int) -> list[Row]:
         material = Material.create(Path(tmp))
         env = child_env()
         with emulator(material) as emu:
-            floor_args = [sys.executable, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn]
+            floor_args = [PYTHON, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn]
             variants = {
                 "file P-256: floor.py": lambda: timed_run([*floor_args, "file", str(material.cert_file),
                                                            str(material.key_file)], env),
@@ -80,7 +80,7 @@ def _cache_hit(material: Material, emu_args: list[str], runs: int, warmup: int) 
                 str(material.key_file), *emu_args]
         timed_run(args, env)  # warms the cache: every later run is a hit
         samples = alternate({
-            "python -c pass": lambda: timed_run([sys.executable, "-c", "pass"], env),
+            "python -c pass": lambda: timed_run([PYTHON, "-c", "pass"], env),
             "cache hit: credential-process --cache": lambda: timed_run(args, env),
         }, runs, warmup)
     return rows_from_samples("cache hit", samples,
@@ -104,12 +104,12 @@ def _peer(material: Material, runs: int, warmup: int) -> list[Row]:
         cert, key = str(material.cert_file), str(material.key_file)
         samples = alternate({
             "TLS file P-256: floor.py": lambda: timed_run(
-                [sys.executable, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn,
+                [PYTHON, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn,
                  "file", cert, key], env),
             "TLS file P-256: credential-process": lambda: timed_run(
                 [*OURS, "--certificate", cert, "--private-key", key, "--ca-bundle", ca, *emu.args], env),
             "TLS file P-256: iam-rolesanywhere-session": lambda: timed_run(
-                [sys.executable, "-c", PEER_SCRIPT, host, emu.trust_anchor_arn, emu.profile_arn,
+                [PYTHON, "-c", PEER_SCRIPT, host, emu.trust_anchor_arn, emu.profile_arn,
                  emu.role_arn, cert, key, ca], peer_env),
         }, runs, warmup)
     rows = rows_from_samples("peer (TLS)", samples,

@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The interpreter the timed processes run (BENCH_PYTHON: e.g. a clean virtualenv with only the
+# runtime dependencies, to time what users install rather than this development environment).
+PYTHON = os.environ.get("BENCH_PYTHON", sys.executable)
 PIN = "bench-pin-1234"
 SO_PIN = "bench-so-5678"
 

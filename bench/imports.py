@@ -11,7 +11,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from bench.common import Material, Row, child_env, emulator
+from bench.common import PYTHON, Material, Row, child_env, emulator
 
 SECTION = "imports"
 
@@ -30,7 +30,7 @@ def run(runs: int, warmup: int) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="rah-bench-") as tmp:
         material = Material.create(Path(tmp), softhsm=False)
         with emulator(material) as emu:
-            args = [sys.executable, "-X", "importtime", "-m", "rolesanywhere_hsm", "credential-process",
+            args = [PYTHON, "-X", "importtime", "-m", "rolesanywhere_hsm", "credential-process",
                     "--certificate", str(material.cert_file), "--private-key", str(material.key_file), *emu.args]
             best: dict[str, float] | None = None
             for _ in range(max(1, min(runs, 5)) + warmup):  # the fastest run: least noise

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, Material, Row, alternate, child_env, emulator, timed_run
+from bench.common import PYTHON, REPO, Material, Row, alternate, child_env, emulator, timed_run
 
-OURS = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process"]
+OURS = [PYTHON, "-m", "rolesanywhere_hsm", "credential-process"]
 FLOOR = str(REPO / "bench" / "floor.py")
 YUBIKEY_LATENCY = "verify=25,rsa=150,ec=60"
 
@@ -86,7 +86,7 @@ def yubikey_rows(runs: int, warmup: int) -> list[Row]:
 
 def _yubikey_variants(card: object, emu: object, runs: int, warmup: int) -> list[Row]:
     rows: list[Row] = []
-    floor_args = [sys.executable, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn]  # type: ignore[attr-defined]
+    floor_args = [PYTHON, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn]  # type: ignore[attr-defined]
     for slot, name in (("9a", "RSA-2048"), ("9d", "P-384")):
         module = card.ykcs11_module  # type: ignore[attr-defined]
         env = child_env(**card.subprocess_env(module, pin=True))  # type: ignore[attr-defined]
