@@ -5,6 +5,7 @@ and `serve` latency against concurrency."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bench.common import Row
 
@@ -33,11 +34,7 @@ def write_charts(rows: list[Row], directory: Path) -> list[Path]:
             ax.text(v, y, f" {v:.0f}", va="center", fontsize=8)
         ax.set_xlabel("median wall time per credential, ms (one process each)")
         ax.set_title("Cold start: ours (blue), floor (grey), peer (orange)")
-        fig.tight_layout()
-        path = directory / "cold-start.svg"
-        fig.savefig(path, metadata={"Date": None})
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, directory / "cold-start.svg"))
     serve = [r for r in rows if r.section == "serve"]
     if serve:
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -55,9 +52,12 @@ def write_charts(rows: list[Row], directory: Path) -> list[Path]:
         right.set_ylabel("p99 latency, ms")
         left.legend(fontsize=7)
         fig.suptitle("serve: credential GETs against concurrency")
-        fig.tight_layout()
-        path = directory / "serve-latency.svg"
-        fig.savefig(path, metadata={"Date": None})
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, directory / "serve-latency.svg"))
     return written
+
+
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Date": None})  # no date: the same figures give the same file
+    plt.close(fig)
+    return path

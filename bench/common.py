@@ -157,32 +157,10 @@ class Material:
 
     def server_tls(self) -> tuple[Path, Path]:
         """A server certificate for 127.0.0.1 issued by the CA (for HTTPS emulators)."""
-        import datetime as dt
-        import ipaddress
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
         from rolesanywhere_hsm.devpki import new_private_key, write_pem
 
         key = new_private_key("p256")
-        now = dt.datetime.now(dt.timezone.utc)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(self.ca.certificate.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(self.ca.key, hashes.SHA256())
-        )
-        return (write_pem(self.directory / "server.pem", cert),
+        return (write_pem(self.directory / "server.pem", self.ca.issue_server(key.public_key())),
                 write_pem(self.directory / "server.key", key, mode=0o600))
 
 
