@@ -38,7 +38,8 @@ def write_charts(rows: list[Row], directory: Path) -> list[Path]:
     serve = [r for r in rows if r.section == "serve"]
     if serve:
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-        for target in ("floor (bare asyncio)", "serve IMDS credential GET", "serve container credential GET"):
+        for target in ("floor (bare asyncio)", "HTTP layer, trivial app", "serve IMDS credential GET",
+                       "serve container credential GET"):
             points = sorted((r.extra["clients"], r.extra["p50_ms"], r.extra["p99_ms"], r.median)
                             for r in serve if r.name.startswith(target))
             if not points:

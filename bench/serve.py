@@ -1,14 +1,15 @@
 """Throughput and latency of `serve`'s credential GETs, against a bare asyncio floor.
 
-Two servers, each in its own process: `serve`'s application (IMDSv2 and container endpoints on
+Three servers, each in its own process: `serve`'s application (IMDSv2 and container endpoints on
 the shared HTTP layer, access log on, written to /dev/null) holding one credential set in
-memory, and the floor: a bare asyncio Protocol that answers every request with a fixed 200.
+memory; the HTTP layer alone with an application that returns a constant; and the floor: a
+bare asyncio Protocol that answers every request with a fixed 200.
 The load comes from `wrk` when installed (`apt-get install wrk`), else from a small asyncio
 load generator in this process (slower: it shares the CPU with the server; compare within one
 run only). Reports requests/s and p50/p99 for 1, 10 and 50 keep-alive clients, and the server's
 own CPU time per request (from /proc: robust when other work shares the machine, and 1e6 divided
 by it is what one core could answer). Run through `python -m bench --only serve`; the servers
-are this module run as `python -m bench.serve --child serve|floor`.
+are this module run as `python -m bench.serve --child serve|floor|layer`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.common import REPO, Row
 
@@ -46,7 +48,11 @@ def _run_serve_app() -> None:
             return self.credentials
 
     app = ServeApp(Holder(), role_name="bench", container_token=CONTAINER_TOKEN)
-    server = HttpServer(app, access_log=access_logger()).bind()
+    _serve_forever(HttpServer(app, access_log=access_logger()))
+
+
+def _serve_forever(server: Any) -> None:
+    server.bind()
     print(server.port, flush=True)
 
     async def main() -> None:
@@ -54,6 +60,13 @@ def _run_serve_app() -> None:
         await asyncio.Event().wait()
 
     asyncio.run(main())
+
+
+def _run_layer() -> None:
+    from rolesanywhere_hsm.httpserver import HttpServer, Response
+
+    answer = Response(200, b"ok", [("Content-Type", "text/plain")])
+    _serve_forever(HttpServer(lambda request: answer))
 
 
 def _run_floor() -> None:
@@ -153,12 +166,13 @@ def run(seconds: int, clients_list: list[int], python_load: bool = False) -> lis
     use_wrk = shutil.which("wrk") is not None and not python_load
     load = _wrk if use_wrk else _python_load
     rows: list[Row] = []
-    started = [_start("serve"), _start("floor")]
+    started = [_start("serve"), _start("floor"), _start("layer")]
     try:
-        (serve_process, serve_port), (floor_process, floor_port) = started
+        (serve_process, serve_port), (floor_process, floor_port), (layer_process, layer_port) = started
         token = _imds_token(serve_port)
         targets = [
             ("floor (bare asyncio)", floor_process.pid, floor_port, "/", {}),
+            ("HTTP layer, trivial app", layer_process.pid, layer_port, "/", {}),
             ("serve IMDS credential GET", serve_process.pid, serve_port,
              "/latest/meta-data/iam/security-credentials/bench", {"X-aws-ec2-metadata-token": token}),
             ("serve container credential GET", serve_process.pid, serve_port, "/container/credentials",
@@ -195,5 +209,7 @@ if __name__ == "__main__":
         _run_serve_app()
     elif sys.argv[1:2] == ["--child"] and sys.argv[2:3] == ["floor"]:
         _run_floor()
+    elif sys.argv[1:2] == ["--child"] and sys.argv[2:3] == ["layer"]:
+        _run_layer()
     else:
         sys.exit("internal: run `python -m bench --only serve`")

@@ -204,13 +204,15 @@ def _header_line(header: tuple[str, str]) -> bytes:
     return line
 
 
-def _serialize(response: Response, close: bool, head_only: bool = False) -> bytes:
+def _serialize(response: Response, close: bool, head_only: bool = False, http10: bool = False) -> bytes:
     status = response.status
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()), _date_header()]
     parts += map(_header_line, response.headers)
     parts.append(b"Content-Length: %d\r\n" % len(response.body))
     if close:
         parts.append(b"Connection: close\r\n")
+    elif http10:  # an HTTP/1.0 client keeps the connection only when told so
+        parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
     if not head_only:
         parts.append(response.body)
@@ -566,7 +568,7 @@ class _Connection(asyncio.Protocol):
             self._close()
             return
         close = response.close or self.eof_pending or not self._keep_alive()
-        transport.write(_serialize(response, close, head_only=self.method == "HEAD"))
+        transport.write(_serialize(response, close, self.method == "HEAD", self.version == "HTTP/1.0"))
         self._log(response.status, len(response.body))
         if close:
             self._close()

@@ -178,6 +178,11 @@ def serve(
         raise UsageError(f"cannot listen on {_base_url('tcp', host, port)[6:]}: "
                          f"{exc.strerror or exc}") from None
 
+    # A SIGTERM while logging in or fetching the first credentials: finish that step (it is
+    # bounded), then stop cleanly instead of serving.
+    early_stop: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: early_stop.append(number))
     session = CredentialSession(spec, secret_callback=RememberedSecret(), pkcs8_password=pkcs8_password)
     credentials = RefreshingCredentials(session.fetch, on_refresh=_log_refresh)
     try:
@@ -192,6 +197,8 @@ def serve(
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
+            if early_stop:
+                stop.set()
             if port_file is not None:
                 try:
                     write_atomic(port_file, f"{server.port}\n")

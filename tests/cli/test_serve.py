@@ -253,8 +253,9 @@ def test_one_login_and_one_signature_per_refresh_and_sigterm_closes_the_session(
     assert counted["C_Login"] == 1
     assert counted["C_Sign(real)"] == refreshes
     names = [c.name for c in calls]
-    assert "C_CloseSession" in names[names.index("C_Login"):] or "C_Finalize" in names
-    assert names[-1] in ("C_Finalize", "C_CloseSession", "C_CloseAllSessions", "C_Logout")
+    last_sign = len(names) - 1 - names[::-1].index("C_Sign")
+    # After the last signature: log out, close the session, finalise the module (SIGTERM path).
+    assert names[last_sign + 1:] == ["C_Logout", "C_CloseSession", "C_Finalize"]
 
 
 def test_a_busy_port_is_a_one_line_error_before_any_login(
@@ -324,4 +325,19 @@ def test_export_lines_name_the_token_file_and_imds_can_be_off(
     response = httpx.get(running.exports["AWS_CONTAINER_CREDENTIALS_FULL_URI"],
                          headers={"Authorization": "token-from-a-file-0123456789abcdef"})
     assert response.status_code == 200 and json.loads(response.text)["AccessKeyId"]
+    assert running.stop() == 0
+
+
+def test_serves_https(server: Emulator, start_serve: Callable[..., Serve],
+                      emulator_tls_files: tuple[Path, Path, Path]) -> None:
+    import ssl
+
+    cert, key, ca = emulator_tls_files
+    running = start_serve(server, "--tls-cert", str(cert), "--tls-key", str(key))
+    uri = running.exports["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
+    assert uri.startswith("https://127.0.0.1:")
+    response = httpx.get(uri, headers={"Authorization": running.exports["AWS_CONTAINER_AUTHORIZATION_TOKEN"]},
+                         verify=ssl.create_default_context(cafile=str(ca)))
+    assert response.status_code == 200
+    assert response.json()["AccessKeyId"] == server.last_issued.access_key_id
     assert running.stop() == 0

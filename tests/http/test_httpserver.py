@@ -85,6 +85,13 @@ def test_http_1_0_closes_after_the_answer(serve: Callable[..., HttpServer]) -> N
     assert b"Connection: close" in answer
 
 
+def test_http_1_0_keep_alive_when_asked(serve: Callable[..., HttpServer]) -> None:
+    server = serve()
+    answer = exchange(server.port, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+    assert statuses(answer) == [200, 200]
+    assert answer.count(b"Connection: keep-alive") == 1 and answer.count(b"Connection: close") == 1
+
+
 def test_chunked_body_with_extensions_and_trailers(serve: Callable[..., HttpServer]) -> None:
     server = serve()
     answer = exchange(server.port, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
