@@ -6,6 +6,7 @@
                                          # imports, fleet
     python -m bench --json out.json --charts docs/performance
     python -m bench --replot bench/results/latest.json --charts docs/performance   # charts only
+    python -m bench --markdown bench/results/latest.json    # the table for docs/performance.md
 
 Sections: cold `credential-process` beside the floor script and a cache hit beside
 `python -c pass` (cold), PKCS#11 calls per credential and the virtual YubiKey with hardware
@@ -70,6 +71,18 @@ def print_table(rows: list[Row]) -> None:
               f"{r.unit:<6} {ratio:>6} {r.target or '':<12} {met:<4} {notes}")
 
 
+def print_markdown(rows: list[Row]) -> None:
+    """The rows as a Markdown table, for docs/performance.md."""
+    print("| section | what | median | p90 | unit | ratio (vs) | target | met | notes |")
+    print("|---|---|---:|---:|---|---|---|---|---|")
+    for r in rows:
+        notes = ", ".join(f"{k} {r.extra[k]}" for k in NOTE_KEYS if k in r.extra and k != "load")
+        ratio = "" if r.ratio is None else f"{r.ratio:.2f}x ({r.vs})"
+        met = "" if r.met is None else ("yes" if r.met else "**no**")
+        print(f"| {r.section} | {r.name} | {_fmt(r.median, r.unit)} | {_fmt(r.p90, r.unit)} | {r.unit} | "
+              f"{ratio} | {r.target or ''} | {met} | {notes} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="few iterations, no thresholds (CI)")
@@ -81,7 +94,12 @@ def main(argv: list[str] | None = None) -> int:
                         "pip install '.[bench]')")
     parser.add_argument("--replot", type=Path, metavar="JSON",
                         help="measure nothing: draw the charts (--charts) from a JSON file written before")
+    parser.add_argument("--markdown", type=Path, metavar="JSON",
+                        help="measure nothing: print a JSON file written before as a Markdown table")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print_markdown([Row(**row) for row in json.loads(args.markdown.read_text())["rows"]])
+        return 0
     if args.replot:
         if not args.charts:
             parser.error("--replot needs --charts DIR")
