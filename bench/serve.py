@@ -6,16 +6,14 @@ memory; the HTTP layer alone with an application that returns a constant; and th
 bare asyncio Protocol that answers every request with a fixed 200.
 The load comes from `wrk` when installed (`apt-get install wrk`), else from a small asyncio
 load generator in this process (slower: it shares the CPU with the server; compare within one
-run only). Prints requests/s and p50/p99 for 1, 10 and 50 keep-alive clients, and the server's
+run only). Reports requests/s and p50/p99 for 1, 10 and 50 keep-alive clients, and the server's
 own CPU time per request (from /proc: robust when other work shares the machine, and 1e6 divided
-by it is what one core could answer).
-
-    python bench/serve.py [--seconds 5] [--clients 1,10,50] [--python-load]
+by it is what one core could answer). Run through `python -m bench --only serve`; the servers
+are this module run as `python -m bench.serve --child serve|floor|layer`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import re
@@ -27,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, Row
+
 CONTAINER_TOKEN = "bench-container-token-0123456789"
 
 
@@ -95,7 +94,7 @@ def _run_floor() -> None:
 
 def _start(kind: str) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    process = subprocess.Popen([sys.executable, __file__, "--child", kind], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "bench.serve", "--child", kind], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, env=env)
     assert process.stdout is not None
     return process, int(process.stdout.readline())
@@ -104,7 +103,7 @@ def _start(kind: str) -> tuple[subprocess.Popen[str], int]:
 # -- the load -----------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -114,8 +113,8 @@ def _wrk(port: int, path: str, headers: dict[str, str], clients: int, seconds: i
     for name, value in headers.items():
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run(args + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
-    if re.search(r"Non-2xx", out):
-        raise SystemExit(f"non-2xx answers:\n{out}")
+    if re.search(r"Non-2xx|Socket errors", out):
+        raise SystemExit(f"errors under load:\n{out}")
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
@@ -163,23 +162,10 @@ def _imds_token(port: int) -> str:
     return connection.getresponse().read().decode()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--clients", default="1,10,50")
-    parser.add_argument("--python-load", action="store_true", help="use the asyncio load generator even if wrk exists")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child == "serve":
-        return _run_serve_app()
-    if args.child == "floor":
-        return _run_floor()
-    if args.child == "layer":
-        return _run_layer()
-    use_wrk = shutil.which("wrk") is not None and not args.python_load
+def run(seconds: int, clients_list: list[int], python_load: bool = False) -> list[Row]:
+    use_wrk = shutil.which("wrk") is not None and not python_load
     load = _wrk if use_wrk else _python_load
-    print(f"load generator: {'wrk' if use_wrk else 'python asyncio (shares the CPU: numbers are low)'}")
-    print(f"{'target':<34}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'server CPU us/req':>19}")
+    rows: list[Row] = []
     started = [_start("serve"), _start("floor"), _start("layer")]
     try:
         (serve_process, serve_port), (floor_process, floor_port), (layer_process, layer_port) = started
@@ -192,17 +178,38 @@ def main() -> None:
             ("serve container credential GET", serve_process.pid, serve_port, "/container/credentials",
              {"Authorization": CONTAINER_TOKEN}),
         ]
-        for clients in (int(c) for c in args.clients.split(",")):
+        for clients in clients_list:
+            floor_rate = None
             for name, pid, port, path, headers in targets:
-                cpu = _cpu_seconds(pid)
-                rate, p50, p99, total = load(port, path, headers, clients, args.seconds)
-                per_request = (_cpu_seconds(pid) - cpu) / max(total, 1) * 1e6
-                print(f"{name:<34}{clients:>8}{rate:>10.0f}{p50:>9.2f}{p99:>9.2f}{per_request:>19.1f}", flush=True)
+                cpu = cpu_seconds(pid)
+                rate, p50, p99, total = load(port, path, headers, clients, seconds)
+                per_request = (cpu_seconds(pid) - cpu) / max(total, 1) * 1e6
+                row = Row("serve", f"{name}, {clients} clients", rate, unit="req/s",
+                          extra={"clients": clients, "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+                                 "requests": total, "errors": 0,
+                                 "server_cpu_us_per_request": round(per_request, 1),
+                                 "load": "wrk" if use_wrk else "python asyncio (shares the CPU)"})
+                if floor_rate is None:
+                    floor_rate = rate
+                else:
+                    row.vs, row.ratio = f"floor (bare asyncio), {clients} clients", rate / floor_rate
+                    if clients >= 50 and "IMDS" in name:
+                        row.target = ">= 20000 req/s, p99 < 20 ms"
+                        row.met = rate >= 20_000 and p99 < 20
+                rows.append(row)
     finally:
         for process, _ in started:
             process.terminate()
             process.wait(timeout=10)
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"] and sys.argv[2:3] == ["serve"]:
+        _run_serve_app()
+    elif sys.argv[1:2] == ["--child"] and sys.argv[2:3] == ["floor"]:
+        _run_floor()
+    elif sys.argv[1:2] == ["--child"] and sys.argv[2:3] == ["layer"]:
+        _run_layer()
+    else:
+        sys.exit("internal: run `python -m bench --only serve`")

@@ -26,10 +26,12 @@ _EXPORTS = {
     "CredentialsUnavailableError": "rolesanywhere_hsm.errors",
     "RefreshingCredentials": "rolesanywhere_hsm.refresh",
     "RetryPolicy": "rolesanywhere_hsm.client",
+    "RolesAnywhereCredentialProvider": "rolesanywhere_hsm.botocore_provider",
     "RolesAnywhereClient": "rolesanywhere_hsm.client",
     "RolesAnywhereError": "rolesanywhere_hsm.errors",
     "Signer": "rolesanywhere_hsm.signers.base",
     "SignerConfig": "rolesanywhere_hsm.signers.base",
+    "boto3_session": "rolesanywhere_hsm.botocore_provider",
     "create_session": "rolesanywhere_hsm.client",
     "load_signer": "rolesanywhere_hsm.signers.base",
     "register_signer": "rolesanywhere_hsm.signers.base",
@@ -54,6 +56,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.arn import validate_session_arns
+    from rolesanywhere_hsm.botocore_provider import RolesAnywhereCredentialProvider, boto3_session
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError

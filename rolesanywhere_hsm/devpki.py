@@ -283,6 +283,28 @@ class CertificateAuthority:
             )
         return _finish(builder, public_key, self.key, hash_name)
 
+    def issue_server(self, public_key: Any, hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+                     *, days: int = 30) -> x509.Certificate:
+        """Issue a TLS server certificate for `hosts` (DNS names or IP addresses), for an HTTPS
+        emulator in tests and benchmarks: leaves from `issue_leaf` are client certificates."""
+        import ipaddress
+
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        return (
+            self._builder(_name(hosts[0] if hosts else "localhost"), public_key, None, None, None, days)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(self.key, _signing_hash(self.key, "sha256"))
+        )
+
     def issue_crl(self, revoked_serials: Iterable[int], *, days: int = 7) -> x509.CertificateRevocationList:
         if _mldsa_signature_oid(self.key):
             raise ValueError("CRLs of an ML-DSA CA are not offered: cryptography's CRL builder cannot sign with ML-DSA")

@@ -3,18 +3,25 @@
 The rule (`refresh_times`), for credentials received at `issued_at` that expire at
 `expires_at`, lifetime L = expires_at - issued_at, jitter j in [0, 1):
 
-    advisory lead  = min(L * (0.50 - 0.15 j), 900 s - 180 j s)   time left when a refresh starts
+    advisory lead  = min(L * (0.50 - 0.25 j), 1800 s - 840 j s)  time left when a refresh starts
     mandatory lead = min(max(L * 0.25, min(5 s, L * 0.30)), 600 s)
     usable lead    = min(1 s, L * 0.05)                           time left below which we stop
                                                                   handing them out
 
-so a refresh starts when 50..65 % of the lifetime has passed, or 12..15 minutes before expiry
-for long lifetimes (botocore's 15-minute advisory window, with jitter so that a fleet started
-together does not refresh together), and becomes mandatory when a quarter of the lifetime is
-left (at most botocore's 10 minutes, at least 5 seconds where the lifetime allows). Why not
-botocore's fixed windows: a 900-second session is inside its 15-minute window the moment it is
-issued, so every call would refresh. Examples (j = 0): 5 s -> advisory at 2.5 s, mandatory at
-3.5 s; 15 min -> 7.5 min and 11.25 min; 1 h -> 45 min and 50 min; 12 h -> 11 h 45 and 11 h 50.
+so a refresh starts when 50..75 % of the lifetime has passed: 15..30 minutes before expiry for
+one-hour sessions, and 16..30 minutes before expiry for long lifetimes. The jitter is drawn
+anew for each credential set, so that a fleet started together spreads out within a few
+lifetimes: with a 3-minute jitter window (botocore's 15 minutes less 0..3), 100,000 hosts
+started within 5 minutes still peaked at 355 CreateSession/s after the first hour (the naive
+fixed 15 minutes: 378/s); with this 15-minute window the peak falls to about 124/s (bench/fleet.py,
+docs/performance.md). A refresh becomes mandatory when a quarter of the lifetime is left (at
+most botocore's 10 minutes, at least 5 seconds where the lifetime allows). The advisory lead
+is never below the mandatory one, and the refresh is always after botocore's 15-minute window
+opens for lifetimes of an hour or more (botocore itself would re-run us by then anyway). Why
+not botocore's fixed windows: a 900-second session is inside its 15-minute window the moment
+it is issued, so every call would refresh. Examples (j = 0): 5 s -> advisory at 2.5 s,
+mandatory at 3.5 s; 15 min -> 7.5 min and 11.25 min; 1 h -> 30 min and 50 min; 12 h ->
+11 h 30 and 11 h 50; (j -> 1): 1 h -> 45 min; 12 h -> 11 h 44.
 
 Failed refreshes are retried with full-jitter exponential backoff (`backoff_delay`), starting
 at one second and capped at min(L / 10, 60 s), so that service comes back soon after the
@@ -65,13 +72,15 @@ log = logging.getLogger("rolesanywhere_hsm.refresh")
 
 Clock = Callable[[], dt.datetime]
 
-# botocore's windows (credentials.py: _advisory_refresh_timeout, _mandatory_refresh_timeout).
-ADVISORY_CAP = 900.0
+# The advisory lead's cap is twice botocore's 15-minute window (credentials.py:
+# _advisory_refresh_timeout), less jitter, so that a fleet spreads over 14 minutes instead of 3;
+# the mandatory cap is botocore's _mandatory_refresh_timeout.
+ADVISORY_CAP = 1800.0
 MANDATORY_CAP = 600.0
 # Leads as fractions of the lifetime, and the floors for very short lifetimes.
 ADVISORY_FRACTION = 0.50
-ADVISORY_JITTER = 0.15
-ADVISORY_CAP_JITTER = 180.0
+ADVISORY_JITTER = 0.25
+ADVISORY_CAP_JITTER = 840.0
 MANDATORY_FRACTION = 0.25
 MANDATORY_FLOOR = 5.0
 MANDATORY_FLOOR_FRACTION = 0.30
@@ -112,7 +121,8 @@ def refresh_times(issued_at: dt.datetime, expires_at: dt.datetime, *, jitter: fl
     """The refresh times for credentials issued at `issued_at` that expire at `expires_at`.
 
     `jitter` in [0, 1) (e.g. `random.random()`, drawn once per credentials) moves the advisory
-    time later by up to 15 % of the lifetime. A lifetime of zero or less (the clock is ahead of
+    time later by up to 25 % of the lifetime (up to 14 minutes for long lifetimes). A lifetime
+    of zero or less (the clock is ahead of
     the service's) gives times that are all already due.
     """
     if not 0.0 <= jitter < 1.0:
@@ -128,6 +138,8 @@ def refresh_times(issued_at: dt.datetime, expires_at: dt.datetime, *, jitter: fl
         max(lifetime * MANDATORY_FRACTION, min(MANDATORY_FLOOR, lifetime * MANDATORY_FLOOR_FRACTION)),
         MANDATORY_CAP,
     )
+    # For lifetimes under 17 s the mandatory floor (0.3 L) can exceed the jittered lead.
+    advisory_lead = max(advisory_lead, mandatory_lead)
     usable_lead = min(USABLE_LEAD, lifetime * USABLE_FRACTION)
     seconds = dt.timedelta(seconds=1)
     return RefreshTimes(

@@ -47,6 +47,7 @@ from rolesanywhere_hsm.redact import redact
 if TYPE_CHECKING:
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
     from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.settings import Settings
     from rolesanywhere_hsm.signers.base import SecretCallback, Signer, SignerConfig
 
 __all__ = ["CredentialSession", "CredentialSpec", "RememberedSecret"]
@@ -125,6 +126,37 @@ class CredentialSpec:
 
             selector = parse_cert_selector(selector)
         object.__setattr__(self, "selector", selector)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CredentialSpec:
+        """The source that resolved options describe (rolesanywhere_hsm.settings): what the
+        CLI commands, profiles and `boto3_session()` all go through."""
+        verify: bool | str = True
+        if settings["no-verify-ssl"]:
+            verify = False
+        elif settings["ca-bundle"]:
+            verify = settings["ca-bundle"]
+        return cls(
+            certificate=settings["certificate"],
+            private_key=settings["private-key"],
+            intermediates=settings["intermediates"],
+            pkcs11_lib=settings["pkcs11-lib"],
+            reuse_pin=settings["reuse-pin"],
+            trust_anchor_arn=settings["trust-anchor-arn"],
+            profile_arn=settings["profile-arn"],
+            role_arn=settings["role-arn"],
+            region=settings["region"],
+            endpoint=settings["endpoint"],
+            duration_seconds=settings["session-duration"],
+            role_session_name=settings["role-session-name"],
+            verify=verify,
+            trust_env=not settings["no-proxy"],
+            timeout=settings["timeout"],
+            no_tpm_key_password=settings["no-tpm-key-password"],
+            cert_selector=settings["cert-selector"],
+            use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
+            token_chain=not settings["no-token-chain"],
+        )
 
     @property
     def signing_region(self) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 WHERE = ("rolesanywhere_hsm", "docs", "tests", "softhsm-fixtures", "bench", ".ci")
-OUTSIDE = re.compile(r"shared/|TOKENS\.md|(?<!docs/)PROTOCOL\.md|ARCHITECTURE\.md|STYLE\.md|golden/")
+OUTSIDE = re.compile(r"shared/|TOKENS\.md|(?<!docs/)PROTOCOL\.md|ARCHITECTURE\.md|STYLE\.md|(?<!tests/)golden/")
 
 
 def _files() -> list[Path]:

@@ -44,7 +44,9 @@ def _message_patterns() -> list[re.Pattern[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.JoinedStr):
                 parts = [re.escape(v.value) if isinstance(v, ast.Constant) else ".+?" for v in node.values]
-                patterns.append(re.compile("".join(parts), re.DOTALL))
+                fixed = sum(len(v.value) for v in node.values if isinstance(v, ast.Constant))
+                if fixed >= 10:  # f"{a} {b}" would match any text: not a message to quote
+                    patterns.append(re.compile("".join(parts), re.DOTALL))
                 patterns += [re.compile(re.escape(v.value)) for v in node.values
                              if isinstance(v, ast.Constant) and len(v.value) > 10]
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and len(node.value) > 10:

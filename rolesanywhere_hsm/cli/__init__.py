@@ -1,74 +1,34 @@
-"""The `rolesanywhere-hsm` command line: typer commands that parse options and call the library.
+"""The `rolesanywhere-hsm` command line.
 
-Each command group lives in its own module with a `register(app)` function. Errors are caught
-in exactly one place, `main()`, which prints the person-facing message on stderr and exits with
-the error's code; `--debug` (or RAH_DEBUG=1) shows the traceback before it, and keeps the code:
-scripts that branch on the exit code must not change behaviour when someone turns on debugging.
+`main()` is the front door. The command that SDKs run on every AWS call, `credential-process`,
+goes straight to a small parser built from the option table (rolesanywhere_hsm.settings) and,
+on a cache hit, prints credentials without importing typer, httpx, cryptography or a PKCS#11
+module. Every other command builds the typer app (rolesanywhere_hsm.cli.typer_app) with its help.
+
+Errors are caught here, in one place: the person-facing message goes to stderr as one line and
+the process exits with the error's documented code; `--debug` (or RAH_DEBUG=1) shows the
+traceback before it, and keeps the code: scripts that branch on the exit code must not change
+behaviour when someone turns on debugging.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-import traceback
-
-import typer
-
-from rolesanywhere_hsm.errors import RolesAnywhereError
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["app", "main"]
 
-# Modules that add commands; each defines register(app). Imported in order at start-up, so
-# they must keep heavy imports (httpx, cryptography, pkcs11) inside their command functions.
-_COMMAND_MODULES = (
-    "credential_process",
-    "update",
-    "certificate",
-    "tokens",
-    "emulator",
-    "serve",
-    "demo",
-    "provision",
-    "doctor",
-)
-
-app = typer.Typer(
-    name="rolesanywhere-hsm",
-    help="Temporary AWS credentials from IAM Roles Anywhere, signed inside a PKCS#11 token.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,  # locals may hold a PIN; main() decides what is shown
-    rich_markup_mode=None,
-)
-
-for _name in _COMMAND_MODULES:
-    importlib.import_module(f"rolesanywhere_hsm.cli.{_name}").register(app)
+FAST_COMMANDS = frozenset({"credential-process"})
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        from rolesanywhere_hsm import __version__
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the typer app, built on first use (it costs typer's import)
+        from rolesanywhere_hsm.cli.typer_app import app
 
-        print(__version__)
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
-    ),
-) -> None:
-    """Temporary AWS credentials from IAM Roles Anywhere, signed inside a PKCS#11 token."""
-
-
-@app.command("version")
-def version() -> None:
-    """Print the version."""
-    from rolesanywhere_hsm import __version__
-
-    print(__version__)
+        return app
+    raise AttributeError(name)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -76,16 +36,26 @@ def _debug_requested(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app and turn our errors into one line + exit code.
+    """Console-script entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in FAST_COMMANDS and "--help" not in args and "-h" not in args:
+        from rolesanywhere_hsm.cli.fast import run_fast
 
-    typer runs in non-standalone mode so that click's usage errors come here too: they are
+        _guarded(lambda: run_fast(args[0], args[1:]), args)
+        return
+    _guarded(lambda: _run_typer(args), args)
+
+
+def _run_typer(args: list[str]) -> None:
+    """The typer app in non-standalone mode, so that click's usage errors come to us: they are
     rendered by cli/usage.py (exit 2), which never echoes an argument value (a PIN typed in
-    the wrong place must not reach the terminal or a log).
-    """
+    the wrong place must not reach the terminal or a log)."""
+    import typer
+
+    from rolesanywhere_hsm.cli.typer_app import app
     from rolesanywhere_hsm.cli.usage import click_exceptions, usage_message
 
     clicks = click_exceptions()
-    args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=args, prog_name="rolesanywhere-hsm", standalone_mode=False)
     except clicks.ClickException as exc:
@@ -97,8 +67,21 @@ def main(argv: list[str] | None = None) -> None:
     except (getattr(clicks, "Abort", typer.Abort), typer.Abort):
         print("rolesanywhere-hsm: aborted", file=sys.stderr)
         sys.exit(1)
+    if isinstance(code, int) and code:  # an explicit Exit(code) from a command (or 130)
+        sys.exit(code)
+
+
+def _guarded(run: Callable[[], None], args: list[str]) -> None:
+    """Run a command and turn our errors into one line + the documented exit code."""
+    from rolesanywhere_hsm.errors import RolesAnywhereError
+    from rolesanywhere_hsm.settings import CommandLineError
+
+    try:
+        run()
     except RolesAnywhereError as exc:
-        if _debug_requested(args):
+        if _debug_requested(args) and not isinstance(exc, CommandLineError):
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         print(f"rolesanywhere-hsm: {exc.diagnostics()}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -107,6 +90,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:
         if _debug_requested(args):
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         print(
             f"rolesanywhere-hsm: internal error ({type(exc).__name__}); "
@@ -114,5 +99,3 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
-    if isinstance(code, int) and code:  # an explicit Exit(code) from a command (or 130)
-        sys.exit(code)

@@ -3,12 +3,12 @@ spelled as the official `aws_signing_helper` spells them for drop-in use."""
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+
+from rolesanywhere_hsm.cli.fast import configure_logging  # one implementation, re-exported
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.session import CredentialSpec
@@ -153,21 +153,6 @@ SystemStoreLocation = Annotated[
         show_default=False,
     ),
 ]
-
-
-def configure_logging(debug: bool) -> None:
-    """Debug logs go to stderr (stdout belongs to the SDK reading our JSON)."""
-    if debug:
-        logging.basicConfig(
-            stream=sys.stderr, level=logging.DEBUG, format="rolesanywhere-hsm: %(name)s: %(message)s"
-        )
-        from rolesanywhere_hsm.redact import RedactingFilter
-
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(RedactingFilter())  # no pin-value or URL password in a log line
-        # httpx/httpcore debug lines carry headers; ours are enough and carry no secrets.
-        for noisy in ("httpx", "httpcore"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def tls_verify(no_verify_ssl: bool, ca_bundle: str | None) -> bool | str:

@@ -122,7 +122,7 @@ def test_nothing_listening_exits_7(server: Emulator, leaf_files: dict[str, Any])
 def test_unknown_option_is_a_usage_error_exit_2(server: Emulator, leaf_files: dict[str, Any]) -> None:
     result = run(command(server, leaf_files["p256"], "--bogus"))
     assert result.returncode == 2 and result.stdout == ""
-    assert "No such option: --bogus" in result.stderr
+    assert "No such option: --bogus." in result.stderr
 
 
 def test_debug_logs_steps_but_never_the_secrets(server: Emulator, leaf_files: dict[str, Any], tmp_path: Path) -> None:

@@ -41,13 +41,14 @@ def test_rule_orders_the_times_and_scales_to_the_lifetime(lifetime: float, jitte
     advisory_lead = (expires - t.advisory).total_seconds()
     mandatory_lead = (expires - t.mandatory).total_seconds()
     assert elapsed >= 0.5 * lifetime - 1e-6          # never refreshes in the first half
-    assert advisory_lead <= 900 + 1e-6               # never earlier than botocore would
+    assert advisory_lead >= min(0.25 * lifetime, 960) - 1e-6 or advisory_lead == mandatory_lead
+    assert advisory_lead <= 1800 + 1e-6              # at most 30 minutes early
     assert mandatory_lead <= 600 + 1e-6
     assert mandatory_lead >= min(5.0, 0.3 * lifetime) - 1e-6  # a few seconds where possible
     assert (expires - t.usable_until).total_seconds() <= 1.0 + 1e-6
     assert 0 < t.backoff_cap <= min(60.0, lifetime / 10) + 1e-6
     if lifetime >= 3600:
-        assert 720 - 1e-6 <= advisory_lead             # botocore's 15 minutes, less jitter
+        assert 900 - 1e-6 <= advisory_lead             # within botocore's 15-minute window
 
 
 def test_rule_examples() -> None:
@@ -57,10 +58,13 @@ def test_rule_examples() -> None:
 
     assert at(5) == (2.5, 3.5)
     assert at(900) == (450.0, 675.0)        # a 15-minute session refreshes every 7.5 minutes
-    assert at(3600) == (2700.0, 3000.0)     # botocore's 15 and 10 minutes
-    assert at(43200) == (42300.0, 42600.0)
-    assert at(900, 0.999)[0] == pytest.approx(0.6499 * 900, abs=0.1)  # jitter spreads a fleet
-    assert at(3600, 0.5)[0] == 3600 - 810
+    assert at(3600) == (1800.0, 3000.0)     # 30 minutes early at most; botocore's 10 minutes
+    assert at(43200) == (41400.0, 42600.0)
+    assert at(900, 0.999)[0] == pytest.approx(0.74975 * 900, abs=0.1)  # jitter spreads a fleet
+    assert at(3600, 0.5)[0] == 3600 - 1350  # min(3600 * 0.375, 1800 - 420)
+    assert at(3600, 0.999)[0] == pytest.approx(3600 - 900.9, abs=0.01)  # 15 minutes early
+    assert at(43200, 0.5)[0] == 43200 - 1380  # long lifetimes: 16..30 minutes early
+    assert at(10, 0.999) == (7.0, 7.0)  # the mandatory floor (3 s) wins over the jitter
 
 
 def test_rule_for_credentials_already_expired_is_due_at_once() -> None:

@@ -13,18 +13,16 @@ import os
 import re
 import subprocess
 import sys
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from rolesanywhere_hsm.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
+from tests.signers.spylog import SPY, Call, counts, parse_spy_log
 
 pytestmark = pytest.mark.softhsm
 
-SPY = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so"
 ROOT = Path(__file__).parents[2]
 
 SCRIPT = """
@@ -47,12 +45,6 @@ SENSITIVE = ("CKA_VALUE", "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", 
              "CKA_EXPONENT_2", "CKA_COEFFICIENT")
 
 
-@dataclass
-class Call:
-    name: str
-    text: str
-
-
 def run_with_spy(tmp_path: Path, token: SoftHsmToken, uri: str, count: int = 1, *,
                  pin: str = SOFTHSM_PIN, reuse: bool = False) -> tuple[str, list[Call]]:
     log = tmp_path / "spy.log"
@@ -64,24 +56,6 @@ def run_with_spy(tmp_path: Path, token: SoftHsmToken, uri: str, count: int = 1, 
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip(), parse_spy_log(log)
-
-
-def parse_spy_log(log: Path) -> list[Call]:
-    """The PKCS#11 calls pkcs11-spy logged, in order, each with its logged arguments."""
-    calls = [Call(m.group(1), m.group(2))
-             for m in re.finditer(r"^\d+: (C_\w+)\n(.*?)(?=^\d+: C_|\Z)", log.read_text(), re.M | re.S)]
-    assert calls, "pkcs11-spy wrote nothing"
-    return calls
-
-
-def counts(calls: list[Call]) -> Counter[str]:
-    result = Counter(c.name for c in calls)
-    result["C_Sign(real)"] = sum(1 for c in calls if c.name == "C_Sign" and not _null_output(c))
-    return result
-
-
-def _null_output(call: Call) -> bool:
-    return bool(re.search(r"\[out\] pSignature\[\*pulSignatureLen\] NULL", call.text))
 
 
 def signing_key_handles(calls: list[Call]) -> set[str]:

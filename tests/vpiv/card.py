@@ -13,12 +13,16 @@ change, management key change, touch, secure messaging.
 For the signer's error paths it can also misbehave on request: `refuse_next_signatures(n, sw)`
 makes the next n signatures it would have made answer an error status word instead, as a card
 does whose key access fails mid-session, so that tests see how each PKCS#11 module reacts.
+
+For benchmarks it can also be as slow as a real key: RAH_VPIV_LATENCY (read when the card is
+made, see `Latency.from_env`) adds a delay to each PIN VERIFY and each signature.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ __all__ = [
     "PIV_AID",
     "YUBIKEY5_ATR",
     "PinPolicy",
+    "Latency",
     "PivCard",
     "SlotKey",
     "make_attestation_key",
@@ -165,6 +170,30 @@ class _Apdu:
     le: int  # maximum response length the reader accepts
 
 
+@dataclass(frozen=True)
+class Latency:
+    """Seconds the card takes, on top of its own work, for a PIN VERIFY, an RSA signature and
+    an EC signature. `RAH_VPIV_LATENCY="verify=25,rsa=150,ec=60"` (milliseconds; "yubikey" is
+    those figures, typical of a YubiKey 5) sets it for the card process; unset: no delay."""
+
+    verify: float = 0.0
+    rsa: float = 0.0
+    ec: float = 0.0
+
+    @classmethod
+    def from_env(cls) -> Latency:
+        text = os.environ.get("RAH_VPIV_LATENCY", "").strip()
+        if text == "yubikey":
+            text = "verify=25,rsa=150,ec=60"
+        values = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, millis = part.partition("=")
+            if name not in ("verify", "rsa", "ec"):
+                raise ValueError(f"RAH_VPIV_LATENCY: unknown operation {name!r} (verify, rsa, ec)")
+            values[name] = float(millis) / 1000
+        return cls(**values)
+
+
 def _parse_apdu(raw: bytes) -> _Apdu:
     """Decode short and extended C-APDUs (ISO 7816-4, 5.1); raises ValueError if malformed."""
     if len(raw) < 4:
@@ -210,6 +239,7 @@ class PivCard:
     attestation: tuple[Any, x509.Certificate] | None = None
     management_key: bytes = DEFAULT_MANAGEMENT_KEY
     management_algorithm: int = ALG_3DES
+    latency: Latency = field(default_factory=Latency.from_env)
     pin_retries_left: int = field(init=False)
     pin_verified: bool = field(init=False, default=False)
     # PIN policy "always": a verification is consumed by the next signature.
@@ -441,6 +471,7 @@ class PivCard:
         if len(apdu.data) != 8:
             return SW_WRONG_LENGTH
         self.verify_attempts += 1
+        time.sleep(self.latency.verify)
         if self.pin_retries_left == 0:
             return SW_AUTH_BLOCKED
         if apdu.data == self.pin.encode().ljust(8, b"\xff"):
@@ -478,6 +509,7 @@ class PivCard:
             self.refusals_pending -= 1
             self.refused[slot] = self.refused.get(slot, 0) + 1
             return self.refusal_sw
+        time.sleep(self.latency.rsa if isinstance(key.private_key, rsa.RSAPrivateKey) else self.latency.ec)
         signature = self._sign(key, inner[0x81])
         if signature is None:
             return SW_WRONG_DATA

@@ -239,3 +239,15 @@ def test_put_data_stores_what_get_data_returns(card: PivCard) -> None:
     assert got == tlv.encode(0x53, tlv.encode(0x70, b"cert") + tlv.encode(0x71, b"\x00")) + b"\x90\x00"
     card.forget_provisioned()
     assert card.transmit(bytes.fromhex("00cb3fff055c035fc10d00"))[-2:] == b"\x6a\x82"
+def test_latency_knob_reads_milliseconds_and_the_yubikey_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.vpiv.card import Latency
+
+    monkeypatch.delenv("RAH_VPIV_LATENCY", raising=False)
+    assert Latency.from_env() == Latency(0.0, 0.0, 0.0)
+    monkeypatch.setenv("RAH_VPIV_LATENCY", "verify=5, ec=2")
+    assert Latency.from_env() == Latency(verify=0.005, rsa=0.0, ec=0.002)
+    monkeypatch.setenv("RAH_VPIV_LATENCY", "yubikey")
+    assert Latency.from_env() == Latency(verify=0.025, rsa=0.15, ec=0.06)
+    monkeypatch.setenv("RAH_VPIV_LATENCY", "sign=3")
+    with pytest.raises(ValueError, match="unknown operation 'sign'"):
+        Latency.from_env()
