@@ -10,7 +10,8 @@ so `--help` and the fast path cannot drift apart (a parity test feeds both the s
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 
 from rolesanywhere_hsm.settings import Settings, parse_args, settings_for
 
@@ -56,7 +57,7 @@ def credential_process(settings: Settings) -> None:
     parses it; everything for people goes to stderr.
     """
     from rolesanywhere_hsm.cli.compat import check_selector_supported, check_store_flags
-    from rolesanywhere_hsm.session import CredentialSpec
+    from rolesanywhere_hsm.spec import CredentialSpec
 
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
