@@ -12,7 +12,8 @@ cryptography or pkcs11 are imported only when the name that needs them is first 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from rolesanywhere_hsm.arn import validate_session_arns
     from rolesanywhere_hsm.botocore_provider import RolesAnywhereCredentialProvider, boto3_session
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session

@@ -17,6 +17,7 @@ import datetime as dt
 import ipaddress
 import json
 import logging
+import os
 import random
 import re
 import socket
@@ -339,6 +340,8 @@ class RolesAnywhereClient:
         self._clock = clock
         self._sleep = time.sleep
         verify_arg: bool | ssl.SSLContext = verify if isinstance(verify, bool) else _ssl_context(verify)
+        if verify is True and not _may_use_tls(self.endpoint, trust_env):
+            verify_arg = _unused_tls_context()  # httpx would load certifi's bundle (~25 ms) for nothing
         try:
             self._http = httpx.Client(
                 base_url=self.endpoint,
@@ -533,6 +536,23 @@ def _credentials_from_answer(answer: bytes) -> Credentials:
             "The CreateSession answer is not JSON.", hint="Check that --endpoint points at Roles Anywhere."
         ) from None
     return Credentials.from_create_session(payload)
+
+
+def _may_use_tls(endpoint: str, trust_env: bool) -> bool:
+    """Whether a client for `endpoint` could ever make a TLS connection: to an https endpoint,
+    or to a proxy given as https:// in the environment (httpx never follows redirects here)."""
+    if not endpoint.lower().startswith("http://"):
+        return True
+    return trust_env and any(
+        name.lower().endswith("_proxy") and value.strip().lower().startswith("https:")
+        for name, value in os.environ.items()
+    )
+
+
+def _unused_tls_context() -> ssl.SSLContext:
+    """A context for a client that makes no TLS connection: it verifies (certificate and host
+    name) against no CA at all, so should it ever be used, every handshake fails closed."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _ssl_context(cafile: str) -> ssl.SSLContext:

@@ -17,12 +17,16 @@ path of `credential-process` runs it before anything else.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from rolesanywhere_hsm.errors import UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+    from typing import Any
 
 __all__ = [
     "CREDENTIAL_COMMANDS",
@@ -184,7 +188,7 @@ class Profile:
 
 
 @dataclass(frozen=True)
-class Settings(Mapping[str, Any]):
+class Settings(Mapping[str, "Any"]):  # a string: typing is not imported at run time
     """Resolved values by option name, each with where it came from."""
 
     command: str

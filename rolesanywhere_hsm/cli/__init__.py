@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["app", "main"]
 
@@ -41,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] in FAST_COMMANDS and "--help" not in args and "-h" not in args:
         from rolesanywhere_hsm.cli.fast import run_fast
 
-        _guarded(lambda: run_fast(args[0], args[1:]), args)
+        # argv None: this is the process's own front door (console script, python -m), which
+        # may leave out what its one HTTP request never uses (cli.fast.import_http_client).
+        _guarded(lambda: run_fast(args[0], args[1:], own_process=argv is None), args)
         return
     _guarded(lambda: _run_typer(args), args)
 

@@ -3,7 +3,9 @@ fast path of `credential-process` runs them too."""
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["check_selector_supported", "check_store_flags"]
 

@@ -10,18 +10,31 @@ so `--help` and the fast path cannot drift apart (a parity test feeds both the s
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from rolesanywhere_hsm.settings import Settings, parse_args, settings_for
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 if TYPE_CHECKING:
+    from typing import Any
+
     from rolesanywhere_hsm.credentials import Credentials
 
-__all__ = ["credential_process", "run_fast"]
+__all__ = ["credential_process", "import_http_client", "run_fast"]
+
+# Imported by httpx and httpcore when installed, and never used by one synchronous request:
+# httpx's command-line tool (httpx._main pulls click, rich and pygments: about 45 ms) and
+# httpcore's async back ends (trio about 60 ms, anyio about 10). docs/performance.md.
+UNUSED_BY_ONE_REQUEST = ("httpx._main", "trio", "anyio")
+_own_process = False  # set by run_fast: the process is ours (no caller's code shares it)
 
 
-def run_fast(command: str, argv: list[str]) -> None:
-    """Run `command` (one of cli.FAST_COMMANDS) from its argv, without typer."""
+def run_fast(command: str, argv: list[str], *, own_process: bool = False) -> None:
+    """Run `command` (one of cli.FAST_COMMANDS) from its argv, without typer.
+
+    `own_process`: the command is the whole process (the console script), so the HTTP client
+    may be imported without the modules in UNUSED_BY_ONE_REQUEST."""
+    global _own_process
+    _own_process = own_process
     flags = parse_args(command, argv)
     if flags is None:  # --help: typer's help is the documented one
         from rolesanywhere_hsm.cli.typer_app import app
@@ -29,6 +42,42 @@ def run_fast(command: str, argv: list[str]) -> None:
         app(args=[command, *argv], prog_name="rolesanywhere-hsm")
         return
     credential_process(settings_for(command, flags))
+
+
+def import_http_client(held_back: tuple[str, ...] = UNUSED_BY_ONE_REQUEST) -> None:
+    """Import rolesanywhere_hsm.client (and so httpx) without UNUSED_BY_ONE_REQUEST.
+
+    Each is held back with a None in sys.modules while httpx and httpcore load: both import
+    them inside `try: ... except ImportError`, and carry on without (httpx's `main` then says
+    the CLI extra is missing; httpcore's async locks are never made in a synchronous client).
+    The placeholders are removed afterwards, so that the names import normally later. Only for
+    a process that is ours alone: a program of the user's may need httpx's async support. Should
+    a future httpx need one of them after all, the import is done again with nothing held back.
+    """
+    modules = sys.modules
+    if "rolesanywhere_hsm.client" in modules:
+        return
+    held = [name for name in held_back if name not in modules]
+    for name in held:
+        modules[name] = None
+    try:
+        import rolesanywhere_hsm.client  # noqa: F401
+    except ImportError as exc:
+        if exc.name not in held:
+            raise
+        _release(modules, held)
+        for name in [m for m in modules if m.split(".")[0] in ("httpx", "httpcore")
+                     or m == "rolesanywhere_hsm.client"]:
+            del modules[name]  # loaded halfway: load again, whole
+        import rolesanywhere_hsm.client  # noqa: F401, F811
+    finally:
+        _release(modules, held)
+
+
+def _release(modules: dict[str, Any], held: list[str]) -> None:
+    for name in held:
+        if name in modules and modules[name] is None:
+            del modules[name]
 
 
 def configure_logging(debug: bool) -> None:
@@ -56,7 +105,7 @@ def credential_process(settings: Settings) -> None:
     parses it; everything for people goes to stderr.
     """
     from rolesanywhere_hsm.cli.compat import check_selector_supported, check_store_flags
-    from rolesanywhere_hsm.session import CredentialSpec
+    from rolesanywhere_hsm.spec import CredentialSpec
 
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
@@ -64,6 +113,8 @@ def credential_process(settings: Settings) -> None:
     check_selector_supported(spec.certificate, spec.selector)
 
     def fetch() -> Credentials:
+        if _own_process:
+            import_http_client()
         from rolesanywhere_hsm.session import CredentialSession
 
         with CredentialSession(spec, pkcs8_password=settings["pkcs8-password"],

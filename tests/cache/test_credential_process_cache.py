@@ -20,7 +20,9 @@ from tests.signers.test_pkcs11_spy import counts, parse_spy_log
 
 pytestmark = pytest.mark.softhsm
 ROOT = Path(__file__).parents[2]
-HEAVY = {"typer", "click", "pydantic", "rich", "httpx", "httpcore", "pkcs11", "cryptography", "asn1crypto"}
+# (certifi is not listed: some Python installations import it at start, from a .pth file)
+HEAVY = {"typer", "click", "pydantic", "rich", "httpx", "httpcore", "h11", "trio", "anyio", "pkcs11",
+         "cryptography", "asn1crypto"}
 
 # Runs the real front door and reports, on stderr, which top-level packages it had imported.
 _PROBE = (

@@ -1,0 +1,218 @@
+"""What a credential source is (`CredentialSpec`), checked and named without anything heavy.
+
+A `CredentialSpec` is a frozen, pure value: the ARNs, region, endpoint, duration, role session
+name, the key and certificate references (no secrets: a `pin-value` in a URI never reaches the
+cache key), and the TLS and proxy settings. All validation happens in its constructor, once,
+before any token is touched, so that a typo costs a clear message and not a PIN entry.
+`cache_key()` names the source from its text (and the identity of the files it names) without
+loading a PKCS#11 module.
+
+It lives apart from the session layer (rolesanywhere_hsm.session, which re-exports it) because a
+`credential-process --cache` hit needs only this: importing it costs os, json, hashlib, re and
+our ARN and error modules, never threading, the signers or httpx (a test pins what a hit imports).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
+from rolesanywhere_hsm.errors import ArnError, UsageError
+from rolesanywhere_hsm.redact import redact
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from rolesanywhere_hsm.settings import Settings
+    from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
+
+__all__ = ["DEFAULT_DURATION", "MAX_DURATION", "MIN_DURATION", "CredentialSpec"]
+
+# docs/protocol.md section 2; the same bounds as client.MIN_DURATION/MAX_DURATION (which
+# importing would pull httpx into the fast path).
+MIN_DURATION, MAX_DURATION = 900, 43200
+DEFAULT_DURATION = 3600
+# AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
+_ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
+_CACHE_KEY_VERSION = "rah-spec-1"
+
+
+@dataclass(frozen=True)
+class CredentialSpec:
+    """Everything that decides which credentials a fetch gets; no secrets.
+
+    `verify` is True (system CAs), False (no verification) or a CA bundle path; `trust_env`
+    honours HTTPS_PROXY and friends; `timeout` is the total seconds one fetch may take
+    (None: the client's defaults).
+    """
+
+    certificate: str
+    trust_anchor_arn: str
+    profile_arn: str
+    role_arn: str
+    private_key: str | None = None
+    intermediates: str | None = None
+    pkcs11_lib: str | None = None
+    reuse_pin: bool = False
+    region: str | None = None
+    endpoint: str | None = None
+    duration_seconds: int = DEFAULT_DURATION
+    role_session_name: str | None = None
+    verify: bool | str = True
+    trust_env: bool = True
+    timeout: float | None = None
+    no_tpm_key_password: bool = False
+    cert_selector: Any = None  # the official helper's --cert-selector text (or a parsed one)
+    use_latest_expiring_certificate: bool = False
+    token_chain: bool = True  # a certificate on a token: send its issuer path from the token
+    arns: SessionArns = field(init=False, repr=False, compare=False)
+    selector: Any = field(init=False, repr=False, compare=False)  # cert_selector, parsed
+
+    def __post_init__(self) -> None:
+        if not self.certificate:
+            raise UsageError("No certificate was given.", hint="Pass --certificate (a file or a pkcs11: URI).")
+        arns = validate_session_arns(self.trust_anchor_arn, self.profile_arn, self.role_arn)
+        if self.region and self.region != arns.region:
+            raise ArnError(
+                f"--region {redact(self.region)} does not match the trust anchor's region {arns.region}.",
+                hint="Roles Anywhere signs in the trust anchor's region; drop --region or fix it.",
+            )
+        if isinstance(self.duration_seconds, bool) or not isinstance(self.duration_seconds, int) or not (
+            MIN_DURATION <= self.duration_seconds <= MAX_DURATION
+        ):
+            raise UsageError(
+                f"--session-duration {self.duration_seconds} is out of range.",
+                hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.",
+            )
+        if self.role_session_name is not None and not _ROLE_SESSION_NAME.fullmatch(self.role_session_name):
+            raise UsageError(
+                f"--role-session-name {redact(self.role_session_name)!r} is not a valid role session name.",
+                hint="Use 2 to 64 characters: letters, digits and + = , . @ _ -.",
+            )
+        if self.timeout is not None:
+            from rolesanywhere_hsm.deadline import check_timeout
+
+            check_timeout(self.timeout)
+        object.__setattr__(self, "arns", arns)
+        selector = self.cert_selector  # text from a command line or profile, or already parsed
+        if isinstance(selector, str) and selector:
+            from rolesanywhere_hsm.certselector import parse_cert_selector
+
+            selector = parse_cert_selector(selector)
+        object.__setattr__(self, "selector", selector)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CredentialSpec:
+        """The source that resolved options describe (rolesanywhere_hsm.settings): what the
+        CLI commands, profiles and `boto3_session()` all go through."""
+        verify: bool | str = True
+        if settings["no-verify-ssl"]:
+            verify = False
+        elif settings["ca-bundle"]:
+            verify = settings["ca-bundle"]
+        return cls(
+            certificate=settings["certificate"],
+            private_key=settings["private-key"],
+            intermediates=settings["intermediates"],
+            pkcs11_lib=settings["pkcs11-lib"],
+            reuse_pin=settings["reuse-pin"],
+            trust_anchor_arn=settings["trust-anchor-arn"],
+            profile_arn=settings["profile-arn"],
+            role_arn=settings["role-arn"],
+            region=settings["region"],
+            endpoint=settings["endpoint"],
+            duration_seconds=settings["session-duration"],
+            role_session_name=settings["role-session-name"],
+            verify=verify,
+            trust_env=not settings["no-proxy"],
+            timeout=settings["timeout"],
+            no_tpm_key_password=settings["no-tpm-key-password"],
+            cert_selector=settings["cert-selector"],
+            use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
+            token_chain=not settings["no-token-chain"],
+        )
+
+    @property
+    def signing_region(self) -> str:
+        """The region requests are signed for: always the trust anchor's."""
+        return self.arns.region
+
+    def signer_config(
+        self, secret_callback: SecretCallback | None = None, *, pkcs8_password: str | None = None,
+        tpm_key_password: str | None = None,
+    ) -> SignerConfig:
+        """The signer settings, with the secrets the front end supplies (never stored here)."""
+        from rolesanywhere_hsm.signers.base import SignerConfig
+
+        return SignerConfig(
+            certificate=self.certificate,
+            private_key=self.private_key,
+            intermediates=self.intermediates,
+            pkcs8_password=pkcs8_password,
+            pkcs11_lib=self.pkcs11_lib,
+            reuse_pin=self.reuse_pin,
+            secret_callback=secret_callback,
+            tpm_key_password=tpm_key_password,
+            no_tpm_key_password=self.no_tpm_key_password,
+            cert_selector=self.selector,
+            use_latest_expiring_certificate=self.use_latest_expiring_certificate,
+            token_chain=self.token_chain,
+        )
+
+    def cache_key(self) -> str:
+        """A stable hex key naming these credentials: from the spec's text, the endpoint as it
+        resolves now (AWS_ENDPOINT_URL* change it) and the identity (device, inode, size,
+        mtime) of the files it names, so a renewed certificate file gives a new key. A
+        `pin-value` in a URI is left out: the key may become a file name, and a hash of a
+        short PIN is easy to reverse. No token or module is touched."""
+        from rolesanywhere_hsm.endpoints import resolve_endpoint
+
+        text = {
+            "v": _CACHE_KEY_VERSION,
+            "certificate": _reference(self.certificate),
+            "private_key": _reference(self.private_key),
+            "intermediates": _reference(self.intermediates),
+            "pkcs11_lib": self.pkcs11_lib,
+            "reuse_pin": self.reuse_pin,
+            "trust_anchor_arn": str(self.arns.trust_anchor),
+            "profile_arn": str(self.arns.profile),
+            "role_arn": str(self.arns.role),
+            "endpoint": resolve_endpoint(self.signing_region, self.endpoint),
+            "duration_seconds": self.duration_seconds,
+            "role_session_name": self.role_session_name,
+            "verify": self.verify,
+            "trust_env": self.trust_env,
+            "no_tpm_key_password": self.no_tpm_key_password,
+            "cert_selector": _selector_reference(self.cert_selector),
+            "use_latest_expiring_certificate": self.use_latest_expiring_certificate,
+            "token_chain": self.token_chain,
+        }
+        blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def _selector_reference(selector: Any) -> Any:
+    """A --cert-selector for the cache key: a selector file by its identity, else its text."""
+    if isinstance(selector, str) and selector.startswith("file://"):
+        return _reference(selector[len("file://"):])
+    return selector if selector is None or isinstance(selector, str) else repr(selector)
+
+
+def _reference(ref: str | None) -> Any:
+    """A key or certificate reference for the cache key: a URI without its PIN, or a file's
+    absolute path with its identity."""
+    if ref is None:
+        return None
+    if ref[:7].lower() == "pkcs11:":
+        return redact(ref)
+    path = os.path.abspath(ref)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [path, None]
+    return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]

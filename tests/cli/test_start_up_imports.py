@@ -1,0 +1,91 @@
+"""What `credential-process` imports on its cold path: httpx without its command-line tool and
+httpcore without its async back ends (cli.fast.import_http_client), and only in our own process;
+a library user's program keeps all of httpx. Each check runs in a fresh interpreter, since an
+import can be seen only once per process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
+
+ROOT = Path(__file__).parents[2]
+# Never needed to send one request: httpx's CLI and what it pulls, httpcore's async back ends.
+UNNEEDED = {"httpx._main", "click", "rich", "pygments", "trio", "anyio"}
+_REPORT = ("print('IMPORTED', ' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+           "{'click', 'rich', 'pygments', 'trio', 'anyio', 'httpx', 'httpcore'} and "
+           "(m == 'httpx._main' or m.split('.')[0] not in ('httpx', 'httpcore')) or m == 'httpx'))"
+           ", file=sys.stderr)")
+
+
+def python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env or dict(os.environ), timeout=120, stdin=subprocess.DEVNULL)
+
+
+def reported(result: subprocess.CompletedProcess[str]) -> set[str]:
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("IMPORTED")]
+    return set(line.split()[1:])
+
+
+@pytest.fixture
+def server(root_ca: CertificateAuthority) -> Iterator[Emulator]:
+    with Emulator(EmulatorConfig.for_certificates([root_ca.certificate])) as emulator:
+        yield emulator
+
+
+def test_a_cold_credential_process_sends_with_httpx_but_without_its_cli_or_async_back_ends(
+    server: Emulator, leaf_files: dict[str, Any],
+) -> None:
+    files = leaf_files["p256"]
+    code = ("import atexit, sys\natexit.register(lambda: " + _REPORT + ")\n"
+            "sys.argv = ['rolesanywhere-hsm', *sys.argv[1:]]\n"
+            "from rolesanywhere_hsm.cli import main\nmain()\n")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("AWS_")}
+    result = python(code, "credential-process", "--certificate", str(files.certificate),
+                    "--private-key", str(files.key), "--trust-anchor-arn", server.trust_anchor_arn,
+                    "--profile-arn", server.profile_arn, "--role-arn", server.role_arn,
+                    "--endpoint", server.url, env=env)
+    assert result.returncode == 0, result.stderr
+    assert '"AccessKeyId"' in result.stdout
+    imported = reported(result)
+    assert "httpx" in imported  # the request did go through httpx
+    assert not imported & UNNEEDED
+
+
+def test_the_modules_held_back_import_normally_afterwards() -> None:
+    result = python(
+        "import sys\nfrom rolesanywhere_hsm.cli.fast import import_http_client\nimport_http_client()\n"
+        "import httpcore._synchronization as sync\n"
+        "assert sync.anyio is None and 'anyio' not in sys.modules, 'anyio was loaded or left blocked'\n"
+        "import anyio\nprint('anyio', anyio.__name__)\n" + _REPORT + "\n")
+    assert result.returncode == 0, result.stderr
+    assert "anyio anyio" in result.stdout
+    assert not reported(result) & (UNNEEDED - {"anyio"})
+
+
+def test_a_held_back_module_that_httpx_needs_after_all_is_imported_on_a_second_try() -> None:
+    """A later httpx might import one of them without a fallback: the client is imported again
+    with nothing held back (h11 stands in: httpcore cannot load without it)."""
+    result = python(
+        "import sys\nfrom rolesanywhere_hsm.cli.fast import import_http_client\n"
+        "import_http_client(('h11',))\nimport rolesanywhere_hsm.client as c, h11\n"
+        "print('ok', sys.modules['h11'] is h11, c.httpx.Client.__name__)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok True Client"
+
+
+def test_the_library_keeps_httpx_whole() -> None:
+    """Outside our own CLI process nothing is held back: a user's program may run httpx async."""
+    result = python("import rolesanywhere_hsm.client, httpcore._synchronization as sync\n"
+                    "print(sync.anyio is not None)\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
