@@ -138,13 +138,14 @@ def test_cert_selector_that_matches_several_lists_them_and_exits_3(tmp_path: Pat
     assert "golden-p384" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_cert_selector_with_a_pkcs11_certificate_says_it_is_not_supported_yet() -> None:
+def test_cert_selector_with_a_key_file_and_no_certificate_is_a_usage_error() -> None:
+    """Without --certificate the selector searches the tokens; a key file has none."""
     from rolesanywhere_hsm.errors import UsageError
 
-    result = CliRunner().invoke(app, ["read-certificate-data", "--certificate", "pkcs11:token=x",
+    result = CliRunner().invoke(app, ["sign-string", "--private-key", str(INPUTS / "p256.key"),
                                       "--cert-selector", "Key=x509Serial,Value=01"])
     assert isinstance(result.exception, UsageError)
-    assert "not supported yet" in str(result.exception)
+    assert "--private-key is a file" in str(result.exception)
 
 
 def test_credential_process_picks_the_leaf_in_a_bundle_with_cert_selector(
