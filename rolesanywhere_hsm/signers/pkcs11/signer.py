@@ -242,19 +242,10 @@ class Pkcs11Signer(CertifiedKeySigner):
     def _verify_pairing(self, message: bytes, signature: bytes) -> None:
         """The token exposed no public key: check the first real signature against the
         certificate, once. No extra test signature is ever made (one C_Sign per sign())."""
-        from cryptography import x509 as cx509
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+        from rolesanywhere_hsm.x509 import verify_signature
 
-        public_key = cx509.load_der_x509_certificate(self._certificate).public_key()
-        try:
-            if isinstance(public_key, rsa.RSAPublicKey):
-                public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-            elif isinstance(public_key, ec.EllipticCurvePublicKey):
-                public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
+        if not verify_signature(self._certificate, message, signature):
             self._key_mismatch = True
-            raise KeyLoadError(*MISMATCH) from None
+            raise KeyLoadError(*MISMATCH)
         self._verify_pending = False
 
