@@ -131,7 +131,8 @@ def _sign(config: Any, digest: str) -> tuple[bytes, bytes]:
     from rolesanywhere_hsm.signers.base import load_signer
     from rolesanywhere_hsm.x509 import certificate_info
 
-    if not config.certificate and config.cert_selector is None:
+    if not config.certificate and config.cert_selector is None and not (
+            config.private_key or "").lower().startswith("pkcs11:"):  # a key file alone
         from cryptography.hazmat.primitives import serialization
 
         from rolesanywhere_hsm.signers.file import load_key_only, signing_function
@@ -201,8 +202,6 @@ def sign_string(
     if not certificate and not private_key and selector is None:
         raise UsageError("Give --private-key (a file or a pkcs11: URI), --certificate or --cert-selector.",
                          hint="sign-string signs a fixed message with that key.")
-    if not certificate and selector is None and private_key and private_key.lower().startswith("pkcs11:"):
-        certificate = private_key  # the token signer finds the certificate with the key's CKA_ID
     config = SignerConfig(
         certificate=certificate or None,
         private_key=private_key,

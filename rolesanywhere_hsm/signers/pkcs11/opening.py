@@ -71,14 +71,17 @@ log = logging.getLogger("rolesanywhere_hsm.pkcs11")
 
 def _checked_uris(config: SignerConfig) -> tuple[Pkcs11Uri | None, Pkcs11Uri | None]:
     cert_uri = parse_if_uri(config.certificate, "--certificate")
-    if cert_uri is None and not config.certificate and config.cert_selector is not None:
-        cert_uri = Pkcs11Uri()  # --cert-selector alone: every certificate of every token
     key_uri = parse_if_uri(config.private_key, "--private-key") if config.private_key else None
     if config.private_key and key_uri is None:
         raise UsageError(
             "The PKCS#11 signer needs --private-key as a pkcs11: URI (or left out).",
             hint="Give --private-key pkcs11:token=...;object=... or use a key file.",
         )
+    if cert_uri is None and not config.certificate:
+        if config.cert_selector is not None:
+            cert_uri = Pkcs11Uri()  # --cert-selector alone: every certificate of every token
+        elif key_uri is not None:  # a key alone: the certificate with its object=/id= on its token
+            cert_uri = key_uri.with_changes(type=None, pin_value=None, pin_source=None)
     if cert_uri is None and key_uri is None:
         raise UsageError("Neither --certificate nor --private-key is a pkcs11: URI.",
                          hint="Name the key on the token with --private-key pkcs11:...")
