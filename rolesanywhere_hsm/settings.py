@@ -76,6 +76,7 @@ class Option:
     secret: bool = False  # a password: allowed for compatibility, never shown back
     metavar: str | None = None
     required_by: frozenset[str] = frozenset()  # commands that cannot run without it
+    required_unless: str | None = None  # ...unless this other option is given
 
     @property
     def attr(self) -> str:
@@ -97,7 +98,7 @@ def _options() -> tuple[Option, ...]:
     return (
         o("certificate", str, "Leaf certificate: a PEM/DER file, a PKCS#12 file, or a pkcs11: URI.",
           env="RAH_CERTIFICATE", commands=_KEY_COMMANDS, metavar="FILE|URI",
-          required_by=_KEY_COMMANDS - {"doctor"}),
+          required_by=_KEY_COMMANDS - {"doctor"}, required_unless="cert-selector"),
         o("private-key", str, "Private key: a PEM/DER/PKCS#12 file or a pkcs11: URI. With a "
           "pkcs11: certificate it may be left out: the key with the certificate's CKA_ID is used.",
           env="RAH_PRIVATE_KEY", metavar="FILE|URI"),
@@ -416,9 +417,11 @@ def settings_for(command: str, flags: Mapping[str, Any],
         profile = load_profile(path, profile_name)
     settings = resolve(command, flags, environ, profile)
     for opt in options_for(command):
-        if command in opt.required_by and settings[opt.name] in (None, ""):
+        if command in opt.required_by and settings[opt.name] in (None, "") and not (
+                opt.required_unless and settings[opt.required_unless] not in (None, "", False)):
             places = [opt.flag] + ([opt.env] if opt.env else []) + (
                 [f"{opt.name} in a profile"] if opt.in_profile else [])
-            raise ConfigError(f"{command} needs {opt.flag}.",
+            alternative = f" (or --{opt.required_unless})" if opt.required_unless else ""
+            raise ConfigError(f"{command} needs {opt.flag}{alternative}.",
                               hint=f"Give it as {', '.join(places[:-1])} or {places[-1]}.")
     return settings

@@ -51,7 +51,7 @@ class CredentialSpec:
     (None: the client's defaults).
     """
 
-    certificate: str
+    certificate: str | None  # None: --cert-selector picks it among the tokens' certificates
     trust_anchor_arn: str
     profile_arn: str
     role_arn: str
@@ -74,8 +74,9 @@ class CredentialSpec:
     selector: Any = field(init=False, repr=False, compare=False)  # cert_selector, parsed
 
     def __post_init__(self) -> None:
-        if not self.certificate:
-            raise UsageError("No certificate was given.", hint="Pass --certificate (a file or a pkcs11: URI).")
+        if not self.certificate and not self.cert_selector:
+            raise UsageError("No certificate was given.",
+                             hint="Pass --certificate (a file or a pkcs11: URI) or --cert-selector.")
         arns = validate_session_arns(self.trust_anchor_arn, self.profile_arn, self.role_arn)
         if self.region and self.region != arns.region:
             raise ArnError(
@@ -105,6 +106,8 @@ class CredentialSpec:
 
             selector = parse_cert_selector(selector)
         object.__setattr__(self, "selector", selector)
+        if selector is not None:
+            self.signer_config()  # its own checks (a selector with a key file but no certificate), now
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CredentialSpec:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from asn1crypto import core as _core
 from asn1crypto import keys as _keys
@@ -30,6 +31,8 @@ __all__ = [
     "load_certificates",
     "order_chain",
     "parse_certificates",
+    "public_key_type",
+    "verify_signature",
 ]
 
 # docs/protocol.md section 3: at most 5 intermediates in X-Amz-X509-Chain.
@@ -231,3 +234,51 @@ def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = ()) -> No
             hint="Pass the workload's own certificate with --certificate.",
         )
     algorithm_for_key_type(info.key_type)
+
+
+def public_key_type(key: Any) -> str:
+    """"RSA", "EC", "ML-DSA" for a `cryptography` public key, else its class name (for
+    messages)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC"
+    if type(key).__name__.startswith("MLDSA"):  # cryptography >= 47 only; no import needed
+        return "ML-DSA"
+    return type(key).__name__
+
+
+def verify_signature(key: Any, message: bytes, signature: bytes, algorithm: str | None = None) -> bool:
+    """Whether `signature` over `message` verifies as Roles Anywhere checks a request's
+    signature (docs/protocol.md section 3): RSA PKCS#1 v1.5 with SHA-256, ECDSA with SHA-256
+    whatever the curve (DER-encoded r, s only), pure ML-DSA with an empty context.
+
+    `key` is a certificate (DER bytes) or a `cryptography` public key (the emulator passes the
+    one it parsed itself). With `algorithm` (AWS4-X509-...), a key of another type is False.
+    The one place the final check lives: the emulator, the PKCS#11 signer's pairing check and
+    `doctor` all call it.
+    """
+    from cryptography import x509 as cx509
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    try:
+        if isinstance(key, (bytes, bytearray, memoryview)):
+            key = cx509.load_der_x509_certificate(bytes(key)).public_key()
+        key_type = public_key_type(key)
+        if key_type not in ("RSA", "EC", "ML-DSA"):
+            return False
+        if algorithm is not None and algorithm != algorithm_for_key_type(key_type):
+            return False
+        if key_type == "RSA":
+            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        elif key_type == "EC":
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(signature, message)  # pure ML-DSA, empty context
+    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
+        return False
+    return True

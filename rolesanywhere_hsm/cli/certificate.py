@@ -16,7 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from rolesanywhere_hsm.cli import options as o
-from rolesanywhere_hsm.cli.compat import check_selector_supported, check_store_flags
+from rolesanywhere_hsm.cli.compat import check_store_flags
 
 # The official helper's fixed message: this text, SIGN_STRING_TEST_VERSION ("1"), then
 # SHA-256("IAM RA" || public key bytes). Signing it proves a key works without signing
@@ -88,13 +88,24 @@ def read_certificate_data(
     o.configure_logging(debug)
     check_store_flags(system_store_name, system_store_location)
     selector = _selector(cert_selector)
-    check_selector_supported(certificate, selector)
     from rolesanywhere_hsm.x509 import certificate_data, load_certificates
 
-    if certificate is None:
+    if certificate is None and selector is None:
         from rolesanywhere_hsm.errors import UsageError
 
-        raise UsageError("--certificate is required.", hint="Give a certificate file or a pkcs11: URI.")
+        raise UsageError("--certificate is required.",
+                         hint="Give a certificate file, a pkcs11: URI, or --cert-selector.")
+    if selector is not None and (certificate is None or certificate.lower().startswith("pkcs11:")):
+        from rolesanywhere_hsm.signers.base import SignerConfig
+        from rolesanywhere_hsm.signers.pkcs11 import selected_certificate
+
+        der = selected_certificate(SignerConfig(
+            certificate=certificate, pkcs11_lib=pkcs11_lib, cert_selector=selector,
+            use_latest_expiring_certificate=use_latest_expiring_certificate))
+        sys.stdout.write(json.dumps(certificate_data(der), separators=(",", ":")))
+        sys.stdout.flush()
+        return
+    assert certificate is not None
     if certificate.lower().startswith("pkcs11:"):
         from rolesanywhere_hsm.signers.pkcs11 import list_certificates
 
@@ -120,7 +131,8 @@ def _sign(config: Any, digest: str) -> tuple[bytes, bytes]:
     from rolesanywhere_hsm.signers.base import load_signer
     from rolesanywhere_hsm.x509 import certificate_info
 
-    if not config.certificate:
+    if not config.certificate and config.cert_selector is None and not (
+            config.private_key or "").lower().startswith("pkcs11:"):  # a key file alone
         from cryptography.hazmat.primitives import serialization
 
         from rolesanywhere_hsm.signers.file import load_key_only, signing_function
@@ -184,17 +196,14 @@ def sign_string(
     o.configure_logging(debug)
     check_store_flags(system_store_name, system_store_location)
     selector = _selector(cert_selector)
-    check_selector_supported(certificate, selector)  # a key alone has no certificate to pick
     from rolesanywhere_hsm.errors import UsageError
     from rolesanywhere_hsm.signers.base import SignerConfig
 
-    if not certificate and not private_key:
-        raise UsageError("Give --private-key (a file or a pkcs11: URI) or --certificate.",
+    if not certificate and not private_key and selector is None:
+        raise UsageError("Give --private-key (a file or a pkcs11: URI), --certificate or --cert-selector.",
                          hint="sign-string signs a fixed message with that key.")
-    if not certificate and private_key and private_key.lower().startswith("pkcs11:"):
-        certificate = private_key  # the token signer finds the certificate with the key's CKA_ID
     config = SignerConfig(
-        certificate=certificate or "",
+        certificate=certificate or None,
         private_key=private_key,
         pkcs8_password=pkcs8_password,
         pkcs11_lib=pkcs11_lib,

@@ -104,13 +104,12 @@ def credential_process(settings: Settings) -> None:
     Stdout gets exactly one JSON object on success and nothing on failure: the SDK that runs us
     parses it; everything for people goes to stderr.
     """
-    from rolesanywhere_hsm.cli.compat import check_selector_supported, check_store_flags
+    from rolesanywhere_hsm.cli.compat import check_store_flags
     from rolesanywhere_hsm.spec import CredentialSpec
 
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
     spec = CredentialSpec.from_settings(settings)
-    check_selector_supported(spec.certificate, spec.selector)
 
     def fetch() -> Credentials:
         if _own_process:

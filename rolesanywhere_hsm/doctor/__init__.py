@@ -53,7 +53,6 @@ from rolesanywhere_hsm.doctor.key import (
     signature_check,
     token_checks,
     token_flags,
-    verify_signature,
 )
 from rolesanywhere_hsm.doctor.network import (
     arn_checks,
@@ -84,7 +83,6 @@ __all__ = [
     "run_doctor",
     "token_flags",
     "validity_check",
-    "verify_signature",
 ]
 
 

@@ -29,7 +29,7 @@ from rolesanywhere_hsm.redact import redact
 from rolesanywhere_hsm.signers.base import signer_kind
 
 __all__ = ["contained", "file_certificate_check", "key_check", "signature_check", "token_check", "token_checks",
-           "token_flags", "verify_signature"]
+           "token_flags"]
 
 
 def contained(run: Run, steps: Callable[[], object]) -> None:
@@ -287,31 +287,12 @@ def signature_check(run: Run) -> None:
     except RolesAnywhereError as exc:
         run.add(from_error("signature", exc))
         return
-    if not verify_signature(signer.certificate, signer.algorithm, TEST_MESSAGE, signature):
+    from rolesanywhere_hsm.x509 import verify_signature
+
+    if not verify_signature(signer.certificate, TEST_MESSAGE, signature, signer.algorithm):
         run.add(Check("signature", FAIL, "the key signed, but the signature does not verify with "
                       "the certificate's public key", "Select the key that belongs to the "
                       "certificate (same id=), or the certificate of this key."))
         return
     run.add(Check("signature", PASS, f"one {signer.algorithm} signature made and verified with the "
                   "certificate's public key"))
-
-
-def verify_signature(certificate: bytes, algorithm: str, message: bytes, signature: bytes) -> bool:
-    """Whether `signature` over `message` verifies with the certificate's key as the service
-    checks it (SHA-256; PKCS#1 v1.5 for RSA, DER ECDSA for EC)."""
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-
-    key = x509.load_der_x509_certificate(certificate).public_key()
-    try:
-        if isinstance(key, rsa.RSAPublicKey) and "RSA" in algorithm:
-            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-        elif isinstance(key, ec.EllipticCurvePublicKey) and "ECDSA" in algorithm:
-            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        else:
-            return False
-    except (InvalidSignature, ValueError):
-        return False
-    return True

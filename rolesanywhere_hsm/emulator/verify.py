@@ -27,9 +27,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from rolesanywhere_hsm.emulator import canonical
 from rolesanywhere_hsm.emulator.rejections import (
@@ -51,6 +50,7 @@ from rolesanywhere_hsm.emulator.resources import (
     parse_arn,
 )
 from rolesanywhere_hsm.emulator.trust import build_path, check_leaf, check_not_revoked
+from rolesanywhere_hsm.x509 import public_key_type, verify_signature
 
 __all__ = ["ReceivedRequest", "VerifiedRequest", "verify_create_session"]
 
@@ -98,36 +98,12 @@ class VerifiedRequest:
     algorithm: str = ""
 
 
-def _key_type(key: Any) -> str:
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RSA"
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "EC"
-    if type(key).__name__.startswith("MLDSA"):  # cryptography >= 47 only; no import needed
-        return "ML-DSA"
-    return type(key).__name__
-
-
 def _decode_certificate(text: str, what: str) -> x509.Certificate:
     try:
         der = base64.b64decode(text.strip(), validate=True)
         return x509.load_der_x509_certificate(der)
     except (binascii.Error, ValueError) as exc:
         raise untrusted_certificate(f"{what} is not a base64 DER certificate ({exc})") from None
-
-
-def _verify_signature(key: Any, key_type: str, signature: bytes, message: bytes) -> bool:
-    try:
-        if key_type == "RSA":
-            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-        elif key_type == "EC":
-            # SHA-256 whatever the curve (docs/protocol.md section 3); DER-encoded (r, s) only.
-            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        else:
-            key.verify(signature, message)  # pure ML-DSA, empty context
-    except (InvalidSignature, ValueError, UnsupportedAlgorithm):
-        return False
-    return True
 
 
 def _check_envelope(
@@ -191,7 +167,7 @@ def _check_signature(
         key = leaf.public_key()
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise untrusted_certificate(f"leaf public key unsupported ({exc})") from None
-    key_type = _key_type(key)
+    key_type = public_key_type(key)
     wanted = canonical.ALGORITHMS[auth.algorithm]
     if key_type != wanted:
         raise invalid_signature(f"algorithm {auth.algorithm} needs an {wanted} key, the leaf has {key_type}")
@@ -205,7 +181,7 @@ def _check_signature(
     except KeyError as exc:
         raise invalid_signature(f"signed header {exc.args[0]} was not sent") from None
     to_sign = canonical.string_to_sign(auth.algorithm, amz_date, auth.scope, canon)
-    if not _verify_signature(key, key_type, auth.signature, to_sign.encode("utf-8")):
+    if not verify_signature(key, to_sign.encode("utf-8"), auth.signature):
         raise invalid_signature("signature does not verify over the canonical request")
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rolesanywhere_hsm.errors import KeyLoadError, UsageError
+from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.redact import redact
 from rolesanywhere_hsm.signers.base import SecretCallback
 
@@ -142,41 +142,27 @@ def to_pem(der: bytes) -> str:
 def _file_key_signer(path: str, pkcs8_password: str | None, prompt: SecretCallback | None,
                      digest: str) -> tuple[bytes, str, Callable[[bytes], bytes]]:
     """(SubjectPublicKeyInfo, key kind, sign) for a private key file."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-    # h-pkcs11 (not part of the split, but private): file.py's loaders, shared rather than copied
-    from rolesanywhere_hsm.signers.file import _is_encrypted, _load_private_key, _read
+    from rolesanywhere_hsm.signers.base import SignerConfig
+    from rolesanywhere_hsm.signers.file import load_key_only, signing_function
 
-    data = _read(path, "private key")
-    password = None
-    if _is_encrypted(data):
-        if pkcs8_password is None:
-            from rolesanywhere_hsm.signers.pin import prompt_on_tty
-
-            pkcs8_password = (prompt or prompt_on_tty)(f"Password for {path}")
-        password = pkcs8_password.encode()
-    key = _load_private_key(data, password, path)
+    # The file signer's loader: PEM/DER PKCS#8 (encrypted too: the password asked once,
+    # "Password for PATH"), traditional PEM, PKCS#12.
+    key = load_key_only(SignerConfig(certificate=None, private_key=path, pkcs8_password=pkcs8_password,
+                                     secret_callback=prompt))
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     if digest == "sha384" and not isinstance(key, ec.EllipticCurvePrivateKey):
         raise UsageError("--digest sha384 is for EC keys only.", hint="Leave --digest out.")
+    sign = signing_function(key, digest.upper())  # the file signer's; KeyLoadError for other keys
     if isinstance(key, rsa.RSAPrivateKey):
-        return spki, "RSA", lambda m: key.sign(m, padding.PKCS1v15(), hashes.SHA256())
+        return spki, "RSA", sign
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        if digest == "sha384":
-            return spki, "EC-SHA384", lambda m: key.sign(m, ec.ECDSA(hashes.SHA384()))
-        return spki, "EC", lambda m: key.sign(m, ec.ECDSA(hashes.SHA256()))
-    try:
-        from cryptography.hazmat.primitives.asymmetric import mldsa
-    except ImportError:  # cryptography before ML-DSA support
-        mldsa = None  # type: ignore[assignment]
-    if mldsa is not None:
-        for size in (44, 65, 87):
-            if isinstance(key, getattr(mldsa, f"MLDSA{size}PrivateKey")):
-                return spki, f"ML-DSA-{size}", key.sign
-    raise KeyLoadError(f"{path} holds a {type(key).__name__.removeprefix('_')}, which csr cannot use.",
-                       hint="Use an RSA, EC or ML-DSA key.")
+        return spki, "EC-SHA384" if digest == "sha384" else "EC", sign
+    level = "".join(c for c in type(key).__name__ if c.isdigit())  # MLDSA65PrivateKey -> 65
+    return spki, f"ML-DSA-{level}", sign
 
 
 def make_csr(

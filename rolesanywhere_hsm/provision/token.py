@@ -17,7 +17,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, TokenFlag
 from pkcs11 import exceptions as p11
 
@@ -34,9 +33,10 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.provision import keyspec
 from rolesanywhere_hsm.signers.base import SecretCallback
 from rolesanywhere_hsm.signers.mechanisms import CKM_ECDSA, choose_signing_spec
-from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pin import PinRequest, resolve_pin
 from rolesanywhere_hsm.signers.pkcs11 import resolve_module_path
 
+from rolesanywhere_hsm.signers.pkcs11.error_mapping import login
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import mapped_errors as _mapped_errors
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import pin_refused as _pin_refused
 from rolesanywhere_hsm.signers.pkcs11.inventory import KEY_TYPES, read_tokens
@@ -212,37 +212,6 @@ def _pin_for(token: Any, selector: Pkcs11Uri, environ: Mapping[str, str] | None,
     return pin
 
 
-def _login_rw(token: Any, pin: Any) -> Any:
-    """C_OpenSession(RW) + C_Login once; the PIN is never retried."""
-    if pin is ProtectedAuthentication:
-        pin = pkcs11.PROTECTED_AUTH
-    with _mapped_errors(f"logging in to token {token.label!r}"):
-        try:
-            return token.open(rw=True, user_pin=pin)
-        except p11.PinIncorrect:
-            raise _pin_refused(token, "PIN") from None
-        except (p11.PinLenRange, p11.PinInvalid):
-            raise PinIncorrectError(
-                f"The token {token.label!r} refused the PIN's length or characters.",
-                hint="It was tried once and is not retried; check the PIN source.",
-            ) from None
-        except p11.TokenWriteProtected:
-            raise TokenError(f"The token {token.label!r} is write-protected.",
-                             hint="Provisioning writes to the token; use one that allows it.") from None
-        except p11.UserAlreadyLoggedIn:
-            raise _already_logged_in(token) from None
-        except p11.UserPinNotInitialized:
-            raise TokenError(f"The token {token.label!r} has no user PIN set.",
-                             hint="Initialise the user PIN (e.g. `pkcs11-tool --init-pin`).") from None
-
-
-def _already_logged_in(token: Any) -> TokenError:
-    # python-pkcs11 trap 3: login state is per process, a signer open on the token holds it.
-    return TokenError(f"This process is already logged in to token {token.label!r} (a signer "
-                      "on the same token is open).",
-                      hint="Close the signer before provisioning the token.")
-
-
 def _login_management_key(token: Any, key_hex: str) -> Any:
     """C_OpenSession(RW) + C_Login as CKU_SO with the PIV management key in hex (ykcs11's
     convention), once."""
@@ -321,7 +290,7 @@ def open_token(
         pin = None
         if token.flags & TokenFlag.LOGIN_REQUIRED:
             pin = _pin_for(token, selector, environ, prompt, callback)
-        session = _login_rw(token, pin)
+        session = login(token, pin, rw=True)
         log.debug("module %s, token %r, read/write session%s", module_path, token.label,
                   ", logged in" if pin is not None else "")
         yield ProvisioningSession(module_path=module_path, token=token, session=session,

@@ -112,7 +112,7 @@ class SignerConfig:
     leaving it out and letting `secret_callback` ask for it when it is needed.
     """
 
-    certificate: str
+    certificate: str | None
     private_key: str | None = None
     intermediates: str | None = None
     pkcs8_password: str | None = None
@@ -122,12 +122,21 @@ class SignerConfig:
     no_tpm_key_password: bool = False
     secret_callback: SecretCallback | None = None
     # --cert-selector (a certselector.CertSelector) and --use-latest-expiring-certificate: pick
-    # the leaf among the certificates of the file (or, once wired, of the tokens).
+    # the leaf among the certificates of the file, of the tokens a pkcs11: certificate URI
+    # allows, or (no certificate given) of every token of the module(s).
     cert_selector: Any = None
     use_latest_expiring_certificate: bool = False
     # A certificate on a token: send its issuer path from the token's CA certificates when
     # no `intermediates` are given (docs/pkcs11.md, "Chain"). Off: send no chain.
     token_chain: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.cert_selector is not None and not self.certificate and self.private_key
+                and not self.private_key[:7].lower() == "pkcs11:"):
+            raise UsageError(
+                "--cert-selector without --certificate searches the tokens, but --private-key is a file.",
+                hint="Give --certificate (the file holding the certificates to pick among) with the key file.",
+            )
 
     def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
         return (
@@ -164,6 +173,8 @@ def signer_kind(config: SignerConfig) -> str:
             scheme = ref.split(":", 1)[0].lower()
             if scheme in _REGISTRY:
                 return scheme
+    if not config.certificate and config.cert_selector is not None and not config.private_key:
+        return "pkcs11"  # --cert-selector alone searches the tokens
     if config.private_key and _is_tss2_key_file(config.private_key):
         return "tpmkey"
     return "file"

@@ -25,14 +25,19 @@ __all__ = [
     "SigningSpec",
     "choose_signing_spec",
     "ecdsa_raw_to_der",
+    "spec_for_digest",
 ]
 
 # PKCS#11 v2.40 section 2 (mechanism type values). Plain ints so that this module needs no
 # python-pkcs11 import; pkcs11.Mechanism is an IntEnum and compares equal to them.
 CKM_RSA_PKCS = 0x0001
 CKM_SHA256_RSA_PKCS = 0x0040
+CKM_SHA384_RSA_PKCS = 0x0041
+CKM_SHA512_RSA_PKCS = 0x0042
 CKM_ECDSA = 0x1041
 CKM_ECDSA_SHA256 = 0x1044
+CKM_ECDSA_SHA384 = 0x1045
+CKM_ECDSA_SHA512 = 0x1046
 # PKCS#11 3.2: pure ML-DSA (FIPS 204), the message itself to C_Sign; without a
 # CK_SIGN_ADDITIONAL_CONTEXT parameter the context is empty, as AWS4-X509-MLDSA wants.
 CKM_ML_DSA = 0x001D
@@ -40,13 +45,28 @@ CKM_ML_DSA = 0x001D
 _NAMES = {
     CKM_RSA_PKCS: "CKM_RSA_PKCS",
     CKM_SHA256_RSA_PKCS: "CKM_SHA256_RSA_PKCS",
+    CKM_SHA384_RSA_PKCS: "CKM_SHA384_RSA_PKCS",
+    CKM_SHA512_RSA_PKCS: "CKM_SHA512_RSA_PKCS",
     CKM_ECDSA: "CKM_ECDSA",
     CKM_ECDSA_SHA256: "CKM_ECDSA_SHA256",
+    CKM_ECDSA_SHA384: "CKM_ECDSA_SHA384",
+    CKM_ECDSA_SHA512: "CKM_ECDSA_SHA512",
     CKM_ML_DSA: "CKM_ML_DSA",
 }
 
-# RFC 8017 section 9.2, note 1: DER of DigestInfo{sha256, NULL} up to the 32 hash bytes.
+# RFC 8017 section 9.2, note 1: DER of DigestInfo{shaN, NULL} up to the hash bytes.
 SHA256_DIGEST_INFO_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
+_DIGEST_INFO_PREFIXES = {
+    "SHA256": SHA256_DIGEST_INFO_PREFIX,
+    "SHA384": bytes.fromhex("3041300d060960864801650304020205000430"),
+    "SHA512": bytes.fromhex("3051300d060960864801650304020305000440"),
+}
+# sign-string --digest: per digest, the mechanisms that hash on the token (RSA, EC).
+_HASHING_MECHANISMS = {
+    "SHA256": (CKM_SHA256_RSA_PKCS, CKM_ECDSA_SHA256),
+    "SHA384": (CKM_SHA384_RSA_PKCS, CKM_ECDSA_SHA384),
+    "SHA512": (CKM_SHA512_RSA_PKCS, CKM_ECDSA_SHA512),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +84,7 @@ class SigningSpec:
     hash_on_host: bool
     digest_info: bool
     raw_to_der: bool
+    digest: str = "SHA256"  # the hash (RSA, EC); Roles Anywhere itself always uses SHA-256
 
     @property
     def mechanism_name(self) -> str:
@@ -73,8 +94,8 @@ class SigningSpec:
         """What C_Sign must receive for `message`."""
         if not self.hash_on_host:
             return message
-        digest = hashlib.sha256(message).digest()
-        return SHA256_DIGEST_INFO_PREFIX + digest if self.digest_info else digest
+        digest = hashlib.new(self.digest.lower(), message).digest()
+        return _DIGEST_INFO_PREFIXES[self.digest] + digest if self.digest_info else digest
 
     def wire_signature(self, token_output: bytes) -> bytes:
         """The signature bytes Roles Anywhere expects, from what C_Sign returned."""
@@ -127,6 +148,36 @@ def choose_signing_spec(
     raise TokenSigningError(
         f"The token offers no mechanism to sign with its {what} key (needs {wanted}).",
         hint="Check the token's mechanisms with `pkcs11-tool --list-mechanisms`.",
+    )
+
+
+def spec_for_digest(spec: SigningSpec, digest: str, mechanisms: Iterable[int]) -> SigningSpec:
+    """`spec` with another hash (SHA256, SHA384, SHA512), for `sign-string --digest`, as the
+    file signer's `sign_with_digest`: RSA with CKM_SHA384_RSA_PKCS / CKM_SHA512_RSA_PKCS when
+    the token has it, else CKM_RSA_PKCS over a DigestInfo built on the host; EC with CKM_ECDSA
+    over the hash made on the host, else CKM_ECDSA_SHA384 / _SHA512. ML-DSA takes no digest
+    (pure ML-DSA signs the message): the spec is returned as it is."""
+    if digest not in _DIGEST_INFO_PREFIXES:
+        raise TokenSigningError(f"Unknown digest {digest!r}.", hint="Use SHA256, SHA384 or SHA512.")
+    if spec.key_type == "ML-DSA" or digest == spec.digest:
+        return spec
+    offered = set(int(m) for m in mechanisms)
+    rsa_mechanism, ec_mechanism = _HASHING_MECHANISMS[digest]
+    if spec.key_type == "RSA":
+        if rsa_mechanism in offered:
+            return SigningSpec("RSA", rsa_mechanism, False, False, False, digest)
+        if CKM_RSA_PKCS in offered:
+            return SigningSpec("RSA", CKM_RSA_PKCS, True, True, False, digest)
+        wanted = f"{_NAMES[rsa_mechanism]} or CKM_RSA_PKCS"
+    else:
+        if CKM_ECDSA in offered:
+            return SigningSpec("EC", CKM_ECDSA, True, False, True, digest)
+        if ec_mechanism in offered:
+            return SigningSpec("EC", ec_mechanism, False, False, True, digest)
+        wanted = f"CKM_ECDSA or {_NAMES[ec_mechanism]}"
+    raise TokenSigningError(
+        f"The token offers no mechanism to sign {digest} with its {spec.key_type} key (needs {wanted}).",
+        hint="Leave --digest out: Roles Anywhere itself signs with SHA256.",
     )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "CK_ULONG_MAX",
     "OBJECT_TYPES",
     "Pkcs11Uri",
+    "encode_id",
     "is_pkcs11_uri",
     "module_name_matches",
     "parse_pkcs11_uri",
@@ -172,7 +173,7 @@ class Pkcs11Uri:
             if value is None:
                 continue
             if name == "id":
-                text = "".join(f"%{b:02X}" for b in value)
+                text = encode_id(value)
             elif name == "slot_id":
                 text = str(value)
             elif name == "library_version":
@@ -221,13 +222,20 @@ class Pkcs11Uri:
         if self.object is not None:
             parts.append(f"object={self.object!r}")
         if self.id is not None:
-            parts.append("id=" + "".join(f"%{b:02X}" for b in self.id))
+            parts.append("id=" + encode_id(self.id))
         if self.type is not None:
             parts.append(f"type={self.type}")
         return ", ".join(parts)
 
     def with_changes(self, **changes: Any) -> Pkcs11Uri:
         return replace(self, **changes)
+
+
+def encode_id(ident: bytes) -> str:
+    """CKA_ID as this printer writes it in a URI: every byte percent-encoded, upper-case hex
+    (`%01%A2`, RFC 7512 section 2.3 and RFC 3986's normalised form). Messages use it too, so
+    an id shown in an error can be pasted into `id=`."""
+    return "".join(f"%{b:02X}" for b in ident)
 
 
 def is_pkcs11_uri(text: str) -> bool:

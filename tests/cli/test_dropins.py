@@ -138,13 +138,14 @@ def test_cert_selector_that_matches_several_lists_them_and_exits_3(tmp_path: Pat
     assert "golden-p384" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_cert_selector_with_a_pkcs11_certificate_says_it_is_not_supported_yet() -> None:
+def test_cert_selector_with_a_key_file_and_no_certificate_is_a_usage_error() -> None:
+    """Without --certificate the selector searches the tokens; a key file has none."""
     from rolesanywhere_hsm.errors import UsageError
 
-    result = CliRunner().invoke(app, ["read-certificate-data", "--certificate", "pkcs11:token=x",
+    result = CliRunner().invoke(app, ["sign-string", "--private-key", str(INPUTS / "p256.key"),
                                       "--cert-selector", "Key=x509Serial,Value=01"])
     assert isinstance(result.exception, UsageError)
-    assert "not supported yet" in str(result.exception)
+    assert "--private-key is a file" in str(result.exception)
 
 
 def test_credential_process_picks_the_leaf_in_a_bundle_with_cert_selector(
@@ -196,3 +197,44 @@ def test_cert_selector_that_does_not_match_a_pkcs12_leaf_is_an_error(tmp_path: P
     result = CliRunner().invoke(app, ["sign-string", "--certificate", str(bundle),
                                       "--cert-selector", "Key=x509Serial,Value=01"])
     assert isinstance(result.exception, CertificateError) and "matches no certificate" in str(result.exception)
+
+
+@pytest.mark.softhsm
+@pytest.mark.parametrize("digest", ["SHA256", "SHA384", "SHA512"])
+@pytest.mark.parametrize("label", ["rsa-2048", "ec-p384"])
+def test_sign_string_digest_with_a_token_key(softhsm_token: object, softhsm_env: dict[str, str],
+                                             tmp_path: Path, label: str, digest: str) -> None:
+    """--digest with a pkcs11: key (RSA: CKM_SHA384/512_RSA_PKCS on SoftHSM; EC: the hash
+    made on the host), verified over the documented message with that digest only."""
+    import os
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    key = softhsm_token.keys[label]  # type: ignore[attr-defined]
+    pem = tmp_path / "leaf.pem"
+    pem.write_bytes(key.certificate.public_bytes(Encoding.PEM))
+    uri = softhsm_token.uri_for(label, type="private")  # type: ignore[attr-defined]
+    result = subprocess.run(
+        [sys.executable, "-m", "rolesanywhere_hsm", "sign-string", "--private-key", uri,
+         "--digest", digest, "--format", "text"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, env=dict(os.environ, **softhsm_env),
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    signature = bytes.fromhex(result.stdout)
+    message = documented_message(pem)
+    public = key.certificate.public_key()
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+
+    def verify(algorithm: object) -> None:
+        if label.startswith("rsa"):
+            public.verify(signature, message, padding.PKCS1v15(), algorithm)
+        else:
+            public.verify(signature, message, ec.ECDSA(algorithm))
+
+    for other in DIGESTS:
+        if other == digest:
+            verify(DIGESTS[other]())
+        else:
+            with pytest.raises(Exception):  # noqa: B017 (InvalidSignature)
+                verify(DIGESTS[other]())

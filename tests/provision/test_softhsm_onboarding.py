@@ -109,7 +109,7 @@ def test_keygen_refuses_a_taken_label_or_id(env: dict[str, str], inproc: dict[st
     result = cli(env, "keygen", "--token", TOKEN, "--label", "taken")
     assert result.returncode == 2 and "label 'taken'" in result.stderr and "never overwrites" in result.stderr
     result = cli(env, "keygen", "--token", TOKEN, "--label", "fresh", "--id", "0A")
-    assert result.returncode == 2 and "id %0a" in result.stderr
+    assert result.returncode == 2 and "id %0A" in result.stderr
     assert object_count(lib(), "onboard", SOFTHSM_PIN) == before
 
 

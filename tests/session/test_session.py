@@ -56,6 +56,18 @@ def test_spec_validates_once_with_a_clear_message(changes: dict[str, Any], error
     assert text in info.value.message
 
 
+def test_a_cert_selector_stands_in_for_the_certificate() -> None:
+    chosen = spec(certificate=None, cert_selector="Key=x509Serial,Value=0A")
+    assert chosen.selector.serial == 10
+    config = chosen.signer_config()
+    assert config.certificate is None and config.cert_selector is chosen.selector
+    from rolesanywhere_hsm.signers.base import signer_kind
+
+    assert signer_kind(config) == "pkcs11"  # searched on the tokens
+    with pytest.raises(UsageError, match="No certificate was given"):
+        spec(certificate=None)
+
+
 def test_spec_is_frozen_and_knows_its_region() -> None:
     value = spec(region="eu-west-1", role_session_name="ci-job.1")
     assert value.signing_region == "eu-west-1"

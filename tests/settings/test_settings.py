@@ -78,6 +78,17 @@ def test_a_secret_is_never_described() -> None:
     assert "hunter2" not in got.describe("pkcs8-password")
 
 
+@pytest.mark.parametrize("command", ["credential-process", "serve", "update", "sign-string",
+                                     "read-certificate-data"])
+def test_cert_selector_stands_in_for_the_certificate(command: str) -> None:
+    """--cert-selector alone picks the certificate among the tokens' (issue 12 item 3)."""
+    flags = {"profile-arn": PA, "role-arn": RA, "trust-anchor-arn": TA}
+    with pytest.raises(ConfigError, match=r"needs --certificate \(or --cert-selector\)"):
+        settings_for(command, flags, {})
+    chosen = settings_for(command, {**flags, "cert-selector": "Key=x509Serial,Value=01"}, {})
+    assert chosen["certificate"] is None
+
+
 def test_booleans_from_the_environment() -> None:
     assert resolve("credential-process", {}, {"RAH_REUSE_PIN": "yes"})["reuse-pin"] is True
     assert resolve("credential-process", {}, {"RAH_REUSE_PIN": "0"})["reuse-pin"] is False

@@ -123,3 +123,48 @@ def test_ml_dsa_without_the_mechanism_names_it() -> None:
     # SoftHSM 2.6 offers RSA and EC only; HashML-DSA (0x1f) alone is not enough either.
     with pytest.raises(TokenSigningError, match="ML-DSA-44 key .*CKM_ML_DSA.*PKCS#11 3.2"):
         choose_signing_spec("ML-DSA", SOFTHSM_MECHANISMS | {0x1F}, parameter_set="ML-DSA-44")
+
+
+# -- sign-string --digest on a token ---------------------------------------------------------
+
+from rolesanywhere_hsm.signers import mechanisms as _m  # noqa: E402
+
+
+@pytest.mark.parametrize("digest", ["SHA384", "SHA512"])
+def test_rsa_digest_prefers_the_token_mechanism_then_a_host_digest_info(digest: str) -> None:
+    base = _m.choose_signing_spec("RSA", {_m.CKM_SHA256_RSA_PKCS, _m.CKM_RSA_PKCS})
+    token_mech = {"SHA384": _m.CKM_SHA384_RSA_PKCS, "SHA512": _m.CKM_SHA512_RSA_PKCS}[digest]
+    on_token = _m.spec_for_digest(base, digest, {token_mech, _m.CKM_RSA_PKCS})
+    assert (on_token.mechanism, on_token.hash_on_host, on_token.digest) == (token_mech, False, digest)
+    assert on_token.data_to_sign(b"m") == b"m"
+    raw = _m.spec_for_digest(base, digest, {_m.CKM_SHA256_RSA_PKCS, _m.CKM_RSA_PKCS})
+    assert (raw.mechanism, raw.hash_on_host, raw.digest_info) == (_m.CKM_RSA_PKCS, True, True)
+    # What CKM_RSA_PKCS gets is exactly the DigestInfo PKCS#1 v1.5 with that hash signs.
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    algorithm = {"SHA384": hashes.SHA384(), "SHA512": hashes.SHA512()}[digest]
+    signature = key.sign(b"message", padding.PKCS1v15(), algorithm)
+    assert key.public_key().recover_data_from_signature(signature, padding.PKCS1v15(), None) == \
+        raw.data_to_sign(b"message")
+    with pytest.raises(TokenSigningError, match=f"CKM_{digest}_RSA_PKCS or CKM_RSA_PKCS"):
+        _m.spec_for_digest(base, digest, {_m.CKM_SHA256_RSA_PKCS})
+
+
+@pytest.mark.parametrize("digest", ["SHA384", "SHA512"])
+def test_ec_digest_hashes_on_the_host(digest: str) -> None:
+    base = _m.choose_signing_spec("EC", {_m.CKM_ECDSA})
+    spec = _m.spec_for_digest(base, digest, {_m.CKM_ECDSA})
+    assert spec.data_to_sign(b"m") == hashlib.new(digest.lower(), b"m").digest() and spec.raw_to_der
+    token_mech = {"SHA384": _m.CKM_ECDSA_SHA384, "SHA512": _m.CKM_ECDSA_SHA512}[digest]
+    only = _m.spec_for_digest(_m.choose_signing_spec("EC", {_m.CKM_ECDSA_SHA256}), digest, {token_mech})
+    assert (only.mechanism, only.data_to_sign(b"m")) == (token_mech, b"m")
+    with pytest.raises(TokenSigningError, match="no mechanism to sign"):
+        _m.spec_for_digest(base, digest, {_m.CKM_ECDSA_SHA256})
+
+
+def test_digest_leaves_sha256_and_ml_dsa_specs_alone() -> None:
+    rsa_spec = _m.choose_signing_spec("RSA", {_m.CKM_SHA256_RSA_PKCS})
+    assert _m.spec_for_digest(rsa_spec, "SHA256", set()) is rsa_spec
+    ml = _m.choose_signing_spec("ML-DSA", {_m.CKM_ML_DSA})
+    assert _m.spec_for_digest(ml, "SHA512", set()) is ml
+    with pytest.raises(TokenSigningError, match="Unknown digest"):
+        _m.spec_for_digest(rsa_spec, "MD5", set())

@@ -49,3 +49,21 @@ def test_a_named_module_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
 def test_softhsm_is_found_at_its_usual_path() -> None:
     found = [os.path.realpath(p) for p, _ in known_module_paths(None, {})]
     assert any(p.endswith("libsofthsm2.so") for p in found)
+
+
+def test_module_name_is_matched_case_insensitively(tmp_path: Path, fake_module: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7512 section 2.3: module-name is the file name without prefix and suffix, and
+    compared without regard to case; the exact file name still wins in its directory."""
+    from rolesanywhere_hsm.signers.pkcs11 import modules
+    from rolesanywhere_hsm.signers.pkcs11_uri import parse_pkcs11_uri
+
+    monkeypatch.setattr(modules, "MODULE_DIRS", (str(tmp_path),))
+    for name in ("Vendor-PKCS11", "vendor-pkcs11", "LIBVENDOR-PKCS11.SO", "libvendor-pkcs11.so"):
+        assert modules.find_module_by_name(name) == str(fake_module), name
+    assert modules.find_module_by_name("vendor") is None
+    uri = parse_pkcs11_uri("pkcs11:token=t?module-name=Vendor-Pkcs11")
+    assert modules.resolve_module_path((uri,), None, {}) == str(fake_module)
+    exact = tmp_path / "Vendor-PKCS11.so"
+    exact.write_bytes(b"\x7fELF")
+    assert modules.find_module_by_name("Vendor-PKCS11") == str(exact)

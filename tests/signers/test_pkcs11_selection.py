@@ -129,3 +129,15 @@ def test_pairing_by_id_and_public_key() -> None:
     assert pair_certificate(info, b"\x02", [private, public], True).private_key == "none"
     assert pair_certificate(info, b"\x01", [KeyEntry("private", "k", b"\x01", "RSA", None)],
                             True).private_key == "mismatch"
+
+
+def test_an_id_in_a_message_is_written_as_the_uri_printer_writes_it() -> None:
+    """Upper-case hex (RFC 7512 / RFC 3986 normal form), so it can be pasted into id=."""
+    from rolesanywhere_hsm.signers.pkcs11.selection import format_id
+    from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
+
+    ident = b"\x0a\xa1\xff"
+    assert format_id(ident) == "%0A%A1%FF"
+    assert Pkcs11Uri(id=ident).to_string() == f"pkcs11:id={format_id(ident)}"
+    assert Pkcs11Uri(id=ident).object_criteria() == f"id={format_id(ident)}"
+    assert format_id(b"") == "(empty)"

@@ -31,10 +31,11 @@ from rolesanywhere_hsm.signers.pkcs11.modules import (
     module_in_use,
     resolve_module_path,
 )
-from rolesanywhere_hsm.signers.pkcs11.opening import open_pkcs11_signer
+from rolesanywhere_hsm.signers.pkcs11.opening import open_pkcs11_signer, selected_certificate
 from rolesanywhere_hsm.signers.pkcs11.signer import OpenedKey, Pkcs11Signer
 
 __all__ = [
+    "selected_certificate",
     "DEFAULT_MODULE",
     "MODULE_DIRS",
     "MODULE_ENV_VAR",

@@ -98,13 +98,14 @@ def pin_refused(token: Any, what: str) -> PinIncorrectError | PinLockedError:
     )
 
 
-def login(token: Any, pin: Any) -> Any:
-    """C_OpenSession + C_Login (once). `pin` None opens a public session (no login)."""
+def login(token: Any, pin: Any, *, rw: bool = False) -> Any:
+    """C_OpenSession + C_Login (once; a refused PIN is never retried). `pin` None opens a
+    public session (no login). `rw`: a read/write session (provisioning writes objects)."""
     if pin is ProtectedAuthentication:
         pin = pkcs11.PROTECTED_AUTH
     with mapped_errors(f"logging in to token {token.label!r}"):
         try:
-            return token.open(user_pin=pin)
+            return token.open(rw=True, user_pin=pin) if rw else token.open(user_pin=pin)
         except p11.PinIncorrect:
             raise pin_refused(token, "PIN") from None
         except (p11.PinLenRange, p11.PinInvalid):
@@ -112,11 +113,16 @@ def login(token: Any, pin: Any) -> Any:
                 f"The token {token.label!r} refused the PIN's length or characters.",
                 hint="It was tried once and is not retried; check the PIN source.",
             ) from None
+        except p11.TokenWriteProtected:
+            raise TokenError(f"The token {token.label!r} is write-protected.",
+                             hint="Provisioning writes to the token; use one that allows it.") from None
         except p11.UserAlreadyLoggedIn:
+            # python-pkcs11 trap 3: login state is per process; a signer open on the token holds it.
             raise TokenError(
                 f"This process is already logged in to token {token.label!r} (another "
                 "signer on the same token is open).",
-                hint="Use one signer per token and process.",
+                hint="Close the signer before provisioning the token." if rw else
+                "Use one signer per token and process.",
             ) from None
         except p11.UserPinNotInitialized:
             raise TokenError(f"The token {token.label!r} has no user PIN set.",

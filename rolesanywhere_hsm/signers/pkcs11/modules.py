@@ -113,12 +113,22 @@ def _name_candidates(name: str) -> list[str]:
 
 
 def find_module_by_name(name: str) -> str | None:
-    """The first file called `name` (or lib<name>.so, <name>.so) in MODULE_DIRS, or None."""
+    """The first file `name` names in MODULE_DIRS, or None: in each directory, the exact file
+    name (or lib<name>.so, <name>.so) first, then any file RFC 7512's module-name matches
+    (the name without prefix and suffix, compared case-insensitively: `SoftHSM2` names
+    libsofthsm2.so; pkcs11_uri.module_name_matches)."""
+    from rolesanywhere_hsm.signers.pkcs11_uri import module_name_matches
+
     for directory in MODULE_DIRS:
         for candidate in _name_candidates(name):
             path = os.path.join(directory, candidate)
             if os.path.isfile(path):
                 return path
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.listdir(directory)):
+                path = os.path.join(directory, entry)
+                if module_name_matches(name, entry) and os.path.isfile(path):
+                    return path
     return None
 
 

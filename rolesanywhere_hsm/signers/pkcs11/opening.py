@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,21 +39,31 @@ from rolesanywhere_hsm.signers.pkcs11.inventory import (
     read_certificates,
     read_objects,
     read_tokens,
+    selecting_uri,
 )
-from rolesanywhere_hsm.signers.pkcs11.modules import acquire_module, release_module, resolve_module_path
+from rolesanywhere_hsm.signers.pkcs11.modules import (
+    MODULE_ENV_VAR,
+    acquire_module,
+    captured_stderr,
+    known_module_paths,
+    loaded_module,
+    release_module,
+    resolve_module_path,
+)
 from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH, same_public_key, token_public_value
 from rolesanywhere_hsm.signers.pkcs11.selection import (
     ObjectSnapshot,
     TokenSnapshot,
     format_id,
     matching_tokens,
+    object_matches,
     select_certificate,
     select_token,
 )
 from rolesanywhere_hsm.signers.pkcs11.signer import OpenedKey, Pkcs11Signer, find_one_key
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
 
-__all__ = ["open_pkcs11_signer"]
+__all__ = ["open_pkcs11_signer", "selected_certificate"]
 
 # --debug shows the steps: module, token, key, mechanism, where the PIN came from (never the PIN).
 log = logging.getLogger("rolesanywhere_hsm.pkcs11")
@@ -66,6 +77,11 @@ def _checked_uris(config: SignerConfig) -> tuple[Pkcs11Uri | None, Pkcs11Uri | N
             "The PKCS#11 signer needs --private-key as a pkcs11: URI (or left out).",
             hint="Give --private-key pkcs11:token=...;object=... or use a key file.",
         )
+    if cert_uri is None and not config.certificate:
+        if config.cert_selector is not None:
+            cert_uri = Pkcs11Uri()  # --cert-selector alone: every certificate of every token
+        elif key_uri is not None:  # a key alone: the certificate with its object=/id= on its token
+            cert_uri = key_uri.with_changes(type=None, pin_value=None, pin_source=None)
     if cert_uri is None and key_uri is None:
         raise UsageError("Neither --certificate nor --private-key is a pkcs11: URI.",
                          hint="Name the key on the token with --private-key pkcs11:...")
@@ -102,12 +118,48 @@ def _key_template(key_uri: Pkcs11Uri | None, cert_uri: Pkcs11Uri | None,
     return {Attribute.CLASS: ObjectClass.PRIVATE_KEY}, ""
 
 
+def _selector_candidates(snapshots: list[TokenSnapshot], certificates: list[ObjectSnapshot],
+                         cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
+                         module_path: str) -> list[tuple[ObjectSnapshot, Any, str]]:
+    """The certificates --cert-selector chooses among: those on the tokens the URIs allow
+    that the certificate URI's object=/id= match, each with its parsed names and the URI
+    that selects exactly it (for the error that lists them). One that does not parse is
+    left out (a token may hold odd objects; it cannot be the one the selector names)."""
+    from rolesanywhere_hsm.certselector import candidate_from_der
+    from rolesanywhere_hsm.errors import CertificateError
+
+    searched = matching_tokens(snapshots, cert_uri, key_uri)
+    found = []
+    for cert in certificates:
+        if cert.object_class != "cert" or cert.token not in searched or not object_matches(cert, cert_uri):
+            continue
+        try:
+            candidate = candidate_from_der(cert.value)
+        except CertificateError:
+            log.debug("certificate %s cannot be parsed; not a candidate", cert.describe(with_token=True))
+            continue
+        uri = selecting_uri(cert, certificates, snapshots, module_path).to_string()
+        found.append((cert, candidate, uri))
+    return found
+
+
+def _pick_by_selector(found: list[tuple[ObjectSnapshot, Any, str]], selector: Any, latest: bool,
+                      where: str) -> ObjectSnapshot:
+    """certselector's rule over the token certificates (an error lists them with their URIs)."""
+    from rolesanywhere_hsm.certselector import select_certificate as pick
+
+    index = pick([c for _, c, _ in found], selector, use_latest_expiring=latest,
+                 labels=[u for _, _, u in found], where=where)
+    return found[index][0]
+
+
 def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
-                        module_path: str) -> tuple[LiveToken, ObjectSnapshot, Any, list[ObjectSnapshot]]:
-    """The one certificate the URI selects, searched on every token the URIs allow (all of
-    them when they name none), read in public sessions; returns the chosen token's public
-    session open (the key is looked for there first), the others closed, and every
-    certificate on the chosen token (where its issuers may be)."""
+                        module_path: str, config: SignerConfig,
+                        ) -> tuple[LiveToken, ObjectSnapshot, Any, list[ObjectSnapshot]]:
+    """The one certificate the URI (and --cert-selector, when given) selects, searched on
+    every token the URIs allow (all of them when they name none), read in public sessions;
+    returns the chosen token's public session open (the key is looked for there first), the
+    others closed, and every certificate on the chosen token (where its issuers may be)."""
     snapshots = [t.snapshot for t in tokens]
     searched = matching_tokens(snapshots, cert_uri, key_uri)
     sessions: dict[TokenSnapshot, Any] = {}
@@ -119,7 +171,13 @@ def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: P
                     sessions[live.snapshot] = live.token.open()
                     certificates += read_objects(sessions[live.snapshot], live.snapshot,
                                                  ObjectClass.CERTIFICATE, "cert", with_value=True)
-        chosen = select_certificate(snapshots, certificates, cert_uri, module_path, key_uri=key_uri)
+        if config.cert_selector is not None:
+            found = _selector_candidates(snapshots, certificates, cert_uri, key_uri, module_path)
+            chosen = _pick_by_selector(found, config.cert_selector,
+                                       config.use_latest_expiring_certificate,
+                                       f"the tokens of the module {module_path}")
+        else:
+            chosen = select_certificate(snapshots, certificates, cert_uri, module_path, key_uri=key_uri)
         log.debug("certificate %s on %s", chosen.describe(), chosen.token.describe())
         return (next(t for t in tokens if t.snapshot == chosen.token), chosen,
                 sessions.pop(chosen.token), [c for c in certificates if c.token == chosen.token])
@@ -127,6 +185,78 @@ def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: P
         for other in sessions.values():
             with contextlib.suppress(pkcs11.PKCS11Error):
                 other.close()
+
+
+def _selector_module(config: SignerConfig, cert_uri: Pkcs11Uri | None, key_uri: Pkcs11Uri | None,
+                     environ: Mapping[str, str] | None) -> str:
+    """The module to open: the one named, else (with --cert-selector) the one whose tokens
+    hold the certificate the selector picks."""
+    if config.cert_selector is not None and cert_uri is not None and not _module_named(
+            (key_uri, cert_uri), config.pkcs11_lib, environ):
+        return _module_by_selector(config, cert_uri, key_uri, environ)
+    return resolve_module_path((key_uri, cert_uri), config.pkcs11_lib, environ)
+
+
+def selected_certificate(config: SignerConfig, environ: Mapping[str, str] | None = None) -> bytes:
+    """The DER of the token certificate `config.cert_selector` picks (among the certificates
+    a pkcs11: `config.certificate` allows, or every token's when it is absent), read in
+    public sessions: no PIN. For `read-certificate-data --cert-selector`."""
+    cert_uri, key_uri = _checked_uris(config)
+    if cert_uri is None:
+        cert_uri = Pkcs11Uri()
+    module_path = _selector_module(config, cert_uri, key_uri, environ)
+    with loaded_module(module_path) as lib:
+        check_library(lib, cert_uri, module_path)
+        tokens = read_tokens(lib)
+        snapshots = [t.snapshot for t in tokens]
+        certificates = read_certificates(
+            [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
+    found = _selector_candidates(snapshots, certificates, cert_uri, key_uri, module_path)
+    return _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
+                             f"the tokens of the module {module_path}").value
+
+
+def _module_named(uris: tuple[Pkcs11Uri | None, ...], configured: str | None,
+                  environ: Mapping[str, str] | None) -> bool:
+    """Whether the user named a module (URI module-path/module-name, --pkcs11-lib,
+    RAH_PKCS11_MODULE); if not, --cert-selector searches every module `tokens` finds."""
+    environ = os.environ if environ is None else environ
+    return bool(configured or environ.get(MODULE_ENV_VAR)
+                or any(u is not None and (u.module_path or u.module_name) for u in uris))
+
+
+def _module_by_selector(config: SignerConfig, cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
+                        environ: Mapping[str, str] | None) -> str:
+    """With --cert-selector and no module named: the module holding the one certificate the
+    selector picks among the certificates of every module `tokens` finds (the same token
+    seen through two modules, e.g. p11-kit-proxy and the module itself, counts once: the
+    first module wins). Public sessions only; modules that fail to load are skipped."""
+    found: list[tuple[ObjectSnapshot, Any, str]] = []
+    module_of: dict[int, str] = {}
+    seen: set[tuple[str, str, str]] = set()
+    for path, _why in known_module_paths(None, environ):
+        try:
+            with captured_stderr(), loaded_module(path) as lib:
+                tokens = read_tokens(lib)
+                snapshots = [t.snapshot for t in tokens]
+                certificates = read_certificates(
+                    [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
+        except Exception as exc:  # noqa: BLE001 (a module that does not load is not a candidate)
+            log.debug("module %s skipped: %s", path, exc)
+            continue
+        for entry in _selector_candidates(snapshots, certificates, cert_uri, key_uri, path):
+            cert = entry[0]
+            identity = (cert.token.manufacturer, cert.token.serial, cert.token.label)
+            if identity in seen:  # already listed through an earlier module
+                continue
+            module_of[len(found)] = path
+            found.append(entry)
+        seen |= {(s.manufacturer, s.serial, s.label) for s in snapshots}
+    chosen = _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
+                               "the tokens of every PKCS#11 module found")
+    path = module_of[next(i for i, e in enumerate(found) if e[0] is chosen)]
+    log.debug("--cert-selector: module %s", path)
+    return path
 
 
 def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
@@ -224,7 +354,7 @@ def open_pkcs11_signer(
     `environ` and `prompt` replace os.environ and the /dev/tty prompt (tests).
     """
     cert_uri, key_uri = _checked_uris(config)
-    module_path = resolve_module_path((key_uri, cert_uri), config.pkcs11_lib, environ)
+    module_path = _selector_module(config, cert_uri, key_uri, environ)
     main_uri = key_uri or cert_uri
     assert main_uri is not None
     lib = acquire_module(module_path)
@@ -239,7 +369,8 @@ def open_pkcs11_signer(
         chain_candidates: list[bytes] = []
         on_token: list[ObjectSnapshot] = []
         if cert_uri is not None:
-            live, cert, session, on_token = _select_certificate(tokens, cert_uri, key_uri, module_path)
+            live, cert, session, on_token = _select_certificate(tokens, cert_uri, key_uri, module_path,
+                                                                config)
             certificate, cert_obj_id = cert.value, cert.id or None
         else:
             from_file = _x509.load_certificates(config.certificate)

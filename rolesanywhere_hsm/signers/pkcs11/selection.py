@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from rolesanywhere_hsm.errors import SelectionError
-from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
+from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri, encode_id
 
 __all__ = [
     "FLAG_LOGIN_REQUIRED",
@@ -46,8 +46,8 @@ FLAG_USER_PIN_TO_BE_CHANGED = 0x80000
 
 
 def format_id(ident: bytes | None) -> str:
-    """CKA_ID as a URI writes it (`%01%a2`), or "(empty)"."""
-    return "".join(f"%{b:02x}" for b in ident) if ident else "(empty)"
+    """CKA_ID as the URI printer writes it (`%01%A2`, pkcs11_uri.encode_id), or "(empty)"."""
+    return encode_id(ident) if ident else "(empty)"
 
 
 @dataclass(frozen=True)

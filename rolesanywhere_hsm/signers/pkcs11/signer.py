@@ -128,6 +128,14 @@ class Pkcs11Signer(CertifiedKeySigner):
         """One C_Sign (after a context login for always-authenticate keys). A failure discards
         the session (a failed C_Sign can leave it with an operation active or logged out) and
         the next call opens a new one."""
+        return self._sign_with(message, None)
+
+    def sign_with_digest(self, message: bytes, digest: str) -> bytes:
+        """`sign()` with another hash (SHA256, SHA384, SHA512), for `sign-string --digest`, as
+        the file signer has it (mechanisms.spec_for_digest picks the mechanism)."""
+        return self._sign_with(message, digest)
+
+    def _sign_with(self, message: bytes, digest: str | None) -> bytes:
         with self._lock:
             if self._closed:
                 raise TokenError("The PKCS#11 signer is closed.", hint="Open a new signer.")
@@ -145,12 +153,18 @@ class Pkcs11Signer(CertifiedKeySigner):
             except (PinIncorrectError, PinLockedError) as exc:
                 self._pin_refused = type(exc)
                 raise
-            data = self._spec.data_to_sign(message)
+            spec = self._spec
+            if digest is not None:
+                from rolesanywhere_hsm.signers.mechanisms import spec_for_digest
+
+                with mapped_errors(f"listing the mechanisms of token {self._token.label!r}"):
+                    spec = spec_for_digest(spec, digest, self._token.slot.get_mechanisms())
+            data = spec.data_to_sign(message)
             context_pin = self._context_pin() if self._always_authenticate else None
             try:
                 with mapped_errors(f"signing with key {self._key_criteria}", TokenSigningError):
                     try:
-                        raw = self._key.sign(data, mechanism=Mechanism(self._spec.mechanism),
+                        raw = self._key.sign(data, mechanism=Mechanism(spec.mechanism),
                                              pin=context_pin)
                     except p11.PinIncorrect:
                         raise self._pin_incorrect(context=True) from None
@@ -166,9 +180,9 @@ class Pkcs11Signer(CertifiedKeySigner):
                 raise
             finally:
                 context_pin = None
-            signature = self._spec.wire_signature(raw)
+            signature = spec.wire_signature(raw)
             self.sign_count += 1
-            if self._verify_pending:
+            if self._verify_pending and spec.digest == "SHA256":  # the check is over SHA-256
                 self._verify_pairing(message, signature)
             return signature
 
@@ -242,19 +256,10 @@ class Pkcs11Signer(CertifiedKeySigner):
     def _verify_pairing(self, message: bytes, signature: bytes) -> None:
         """The token exposed no public key: check the first real signature against the
         certificate, once. No extra test signature is ever made (one C_Sign per sign())."""
-        from cryptography import x509 as cx509
-        from cryptography.exceptions import InvalidSignature
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+        from rolesanywhere_hsm.x509 import verify_signature
 
-        public_key = cx509.load_der_x509_certificate(self._certificate).public_key()
-        try:
-            if isinstance(public_key, rsa.RSAPublicKey):
-                public_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-            elif isinstance(public_key, ec.EllipticCurvePublicKey):
-                public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
+        if not verify_signature(self._certificate, message, signature):
             self._key_mismatch = True
-            raise KeyLoadError(*MISMATCH) from None
+            raise KeyLoadError(*MISMATCH)
         self._verify_pending = False
 
