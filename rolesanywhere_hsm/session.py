@@ -63,6 +63,14 @@ _ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 _CACHE_KEY_VERSION = "rah-spec-1"
 
 
+def tls_verify(settings: Settings) -> bool | str:
+    """httpx's `verify` from resolved options: off (--no-verify-ssl), a CA bundle (--ca-bundle
+    or AWS_CA_BUNDLE, through the option table), or the system store."""
+    if settings["no-verify-ssl"]:
+        return False
+    return settings["ca-bundle"] or True
+
+
 @dataclass(frozen=True)
 class CredentialSpec:
     """Everything that decides which credentials a fetch gets; no secrets.
@@ -131,11 +139,7 @@ class CredentialSpec:
     def from_settings(cls, settings: Settings) -> CredentialSpec:
         """The source that resolved options describe (rolesanywhere_hsm.settings): what the
         CLI commands, profiles and `boto3_session()` all go through."""
-        verify: bool | str = True
-        if settings["no-verify-ssl"]:
-            verify = False
-        elif settings["ca-bundle"]:
-            verify = settings["ca-bundle"]
+        verify = tls_verify(settings)
         return cls(
             certificate=settings["certificate"],
             private_key=settings["private-key"],

@@ -16,7 +16,7 @@ import typer
 
 from rolesanywhere_hsm.settings import Option, Settings, options_for, settings_for
 
-__all__ = ["option_help", "table_command"]
+__all__ = ["extra_option", "option_help", "table_command"]
 
 
 def option_help(opt: Option) -> str:
@@ -36,6 +36,13 @@ def _parameter(opt: Option) -> inspect.Parameter:
     annotation = Annotated[Optional[opt.type], info]  # type: ignore[name-defined]  # noqa: UP045
     return inspect.Parameter(opt.attr, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=annotation)
+
+
+def extra_option(name: str, annotation: Any, default: Any, *decls: str, **info: Any) -> inspect.Parameter:
+    """A command's own option (not in the table), as `table_command(extra=...)` takes it:
+    `name` is the keyword `run` receives, `decls` and `info` go to `typer.Option`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[annotation, typer.Option(*decls, **info)])
 
 
 def table_command(command: str, run: Callable[..., None], *,
