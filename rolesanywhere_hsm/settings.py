@@ -32,6 +32,7 @@ __all__ = [
     "Option",
     "Profile",
     "Settings",
+    "check_profile_values",
     "config_path",
     "load_profile",
     "option",
@@ -315,8 +316,12 @@ def load_profile(path: Path, name: str) -> Profile:
             + (f" (it has: {', '.join(known)})." if known else " (it has no [profiles.*] table)."),
             hint=f"Add a [profiles.{name}] table, or choose another --config-profile.",
         )
-    values = profiles[name]
-    where = f"profile '{name}' of {shown}"
+    return Profile(name, path, check_profile_values(profiles[name], f"profile '{name}' of {shown}"))
+
+
+def check_profile_values(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Profile keys and values checked against the table (what `load_profile` reads and what
+    `configure` writes): each mistake one line naming `where`, the key and the fix."""
     allowed = {opt.name: opt for opt in OPTIONS if opt.in_profile}
     for key, value in values.items():
         opt = allowed.get(key)
@@ -335,8 +340,7 @@ def load_profile(path: Path, name: str) -> Profile:
             raise ConfigError(
                 f"'{key}' in {where} must be {_TYPE_NAMES[opt.type]}, not {type(value).__name__}.",
                 hint=f"Write {key} = {_example(opt)}.")
-    return Profile(name, path, {key: float(v) if allowed[key].type is float else v
-                                for key, v in values.items()})
+    return {key: float(v) if allowed[key].type is float else v for key, v in values.items()}
 
 
 def _has_type(value: Any, wanted: type) -> bool:
@@ -421,6 +425,14 @@ def settings_for(command: str, flags: Mapping[str, Any],
         if command in opt.required_by and settings[opt.name] in (None, ""):
             places = [opt.flag] + ([opt.env] if opt.env else []) + (
                 [f"{opt.name} in a profile"] if opt.in_profile else [])
+            if profile is not None:  # say which profile lacks it, and where to add it
+                from rolesanywhere_hsm.redact import redact
+
+                raise ConfigError(
+                    f"{command} needs {opt.flag}: it is not in {profile.where()}, nor given "
+                    f"as {' or '.join(places[:-1])}.",
+                    hint=f"Add {opt.name} = {_example(opt)} to [profiles.{profile.name}] in "
+                    f"{redact(str(profile.path))}, or give {opt.flag}.")
             raise ConfigError(f"{command} needs {opt.flag}.",
                               hint=f"Give it as {', '.join(places[:-1])} or {places[-1]}.")
     return settings

@@ -16,7 +16,7 @@ import typer
 
 from rolesanywhere_hsm.settings import Option, Settings, options_for, settings_for
 
-__all__ = ["extra_option", "option_help", "table_command"]
+__all__ = ["extra_option", "option_help", "table_command", "table_parameter"]
 
 
 def option_help(opt: Option) -> str:
@@ -31,7 +31,8 @@ def option_help(opt: Option) -> str:
     return opt.help + (f" [{'; '.join(extra)}]" if extra else "")
 
 
-def _parameter(opt: Option) -> inspect.Parameter:
+def table_parameter(opt: Option) -> inspect.Parameter:
+    """The typer parameter of one table option (None by default: "not given")."""
     info = typer.Option(opt.flag, help=option_help(opt), metavar=opt.metavar, show_default=False)
     annotation = Annotated[Optional[opt.type], info]  # type: ignore[name-defined]  # noqa: UP045
     return inspect.Parameter(opt.attr, inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -58,7 +59,7 @@ def table_command(command: str, run: Callable[..., None], *,
         settings: Settings = settings_for(command, flags)
         run(settings, **{name: kwargs[name] for name in extra_names})
 
-    params = [_parameter(opt) for opt in table] + list(extra)
+    params = [table_parameter(opt) for opt in table] + list(extra)
     handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     handler.__annotations__ = {param.name: param.annotation for param in params}
     handler.__doc__ = doc or run.__doc__
