@@ -18,7 +18,7 @@ __all__ = ["Debug", "Pkcs11Lib", "Pkcs8Password", "configure_logging"]
 def _typer_option(name: str) -> Any:
     opt = option(name)
     return typer.Option(opt.flag, help=option_help(opt), envvar=opt.env, metavar=opt.metavar,
-                        show_default=False)
+                        show_default=False, show_envvar=False)
 
 
 Debug = Annotated[bool, _typer_option("debug")]
