@@ -53,6 +53,9 @@ def table_command(command: str, run: Callable[..., None], *,
     by name); it calls `run(settings, **extra)`."""
     table = options_for(command)
     extra_names = [param.name for param in extra]
+    clash = set(extra_names) & {opt.attr for opt in table}
+    if clash:  # one definition per option: a command's own option must not shadow the table's
+        raise ValueError(f"{command}: {sorted(clash)} are already table options")
 
     def handler(**kwargs: Any) -> None:
         flags = {opt.name: kwargs[opt.attr] for opt in table if kwargs.get(opt.attr) is not None}

@@ -5,12 +5,14 @@ profiles are not replaced without --force, and mistakes in the config file are o
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,3 +253,37 @@ def test_a_bad_value_from_a_profile_is_named_as_the_profile_key(tmp_path: Path) 
     assert_one_line_error(result, "--session-duration 5 is out of range")
     result = cli(["credential-process", "--config-profile", "dev"], dict(env, RAH_SESSION_DURATION="7"))
     assert_one_line_error(result, "RAH_SESSION_DURATION: 7 is out of range")
+
+
+# -- one profile for every command that takes the credential options -------------------------
+
+def test_one_profile_drives_sign_string_update_and_doctor(
+    server: Emulator, leaf_files: dict[str, Any], tmp_path: Path,
+) -> None:
+    files = leaf_files["rsa2048"]
+    ours = tmp_path / "rah.toml"
+    ours.write_text(
+        f'[profiles.dev]\ncertificate = "{files.certificate}"\nprivate-key = "{files.key}"\n'
+        f'trust-anchor-arn = "{server.trust_anchor_arn}"\nprofile-arn = "{server.profile_arn}"\n'
+        f'role-arn = "{server.role_arn}"\nendpoint = "{server.url}"\n')
+    env = env_for(tmp_path / "aws-config", ours)
+    # sign-string takes the key from the profile (and ignores its ARNs): RSA signatures are
+    # deterministic, so the profile's run must print what the flags' run prints.
+    by_flags = cli(["sign-string", "--certificate", str(files.certificate), "--private-key",
+                    str(files.key), "--format", "text"], env)
+    by_profile = cli(["sign-string", "--config-profile", "dev", "--format", "text"], env)
+    assert by_flags.returncode == 0 and by_profile.returncode == 0, by_profile.stderr
+    assert by_profile.stdout == by_flags.stdout and len(by_profile.stdout) == 512
+
+    credentials_file = tmp_path / "credentials"
+    env_update = dict(env, AWS_SHARED_CREDENTIALS_FILE=str(credentials_file), RAH_CONFIG_PROFILE="dev")
+    result = cli(["update", "--once", "--profile", "ra"], env_update)
+    assert result.returncode == 0, result.stderr
+    assert server.last_issued.access_key_id in credentials_file.read_text()
+
+    result = cli(["doctor", "--config-profile", "dev", "--json"], env)
+    checks = {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
+    assert checks.get("key") != "fail" and "fail" not in checks.values(), result.stdout
+    # The flag beats the profile: a bad --role-arn on the command line is the one used.
+    result = cli(["credential-process", "--config-profile", "dev", "--role-arn", "arn:aws:iam::1:bad"], env)
+    assert result.returncode == 2 and "The role ARN 'arn:aws:iam::1:bad'" in result.stderr
