@@ -181,6 +181,10 @@ def configure(flags: dict[str, Any], *, aws_profile: str | None, force: bool, dr
     from rolesanywhere_hsm.cli.fast import configure_logging
 
     configure_logging(bool(flags.get("debug")))
+    if not flags.get("certificate") and flags.get("config-profile") and _interactive():
+        chosen = offer_certificate(flags.get("pkcs11-lib"))
+        if chosen:
+            flags = dict(flags, certificate=chosen)
     plan_ = plan(flags, aws_profile=aws_profile, command=command)
     # Both refusals before either file is written (and again under each file's lock).
     toml_before = _read_text(plan_.config_file, "config")
@@ -197,6 +201,53 @@ def configure(flags: dict[str, Any], *, aws_profile: str | None, force: bool, dr
     print(f"Wrote [profiles.{plan_.config_profile}] to {plan_.config_file} and "
           f"[{aws_section(plan_.aws_profile)}] to {plan_.aws_file}.\n"
           f"Try: aws sts get-caller-identity --profile {plan_.aws_profile}", file=sys.stderr)
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def token_certificates(pkcs11_lib: str | None) -> list[tuple[str, str]]:
+    """(description, URI with module-path) of each leaf certificate on the tokens found here,
+    as `tokens` lists them (only the module named by --pkcs11-lib / RAH_PKCS11_MODULE when
+    there is one, else every module found): public objects only, no PIN asked, CA and attestation certificates
+    left out."""
+    from rolesanywhere_hsm.signers.pkcs11.inventory import take_inventory
+    from rolesanywhere_hsm.signers.pkcs11.modules import known_module_paths
+
+    paths = known_module_paths(pkcs11_lib)
+    named = [(path, why) for path, why in paths if why in ("--pkcs11-lib", "RAH_PKCS11_MODULE")]
+    found = []
+    for module in take_inventory(named or paths, pin_for=None, named=()):
+        for token in module.tokens:
+            for cert in token.certificates:
+                if cert.attestation or cert.info.is_ca:
+                    continue
+                found.append((f"{cert.info.subject} (token {token.token.label!r}, "
+                              f"{cert.info.key_type}, until {cert.not_after:%Y-%m-%d})", cert.uri))
+    return found
+
+
+def offer_certificate(pkcs11_lib: str | None) -> str | None:
+    """On a terminal without --certificate: list the tokens' certificates and let the person
+    pick one by number (None: nothing found or nothing chosen, and plan() says what is missing)."""
+    try:
+        choices = token_certificates(pkcs11_lib)
+    except Exception:  # noqa: BLE001 (an offer only: without it the usual error follows)
+        return None
+    if not choices:
+        return None
+    print("No --certificate given. Certificates on the tokens here:", file=sys.stderr)
+    for number, (description, _uri) in enumerate(choices, 1):
+        print(f"  {number}. {description}", file=sys.stderr)
+    answer = typer.prompt(f"Use which one (1-{len(choices)}, empty for none)", default="",
+                          show_default=False, err=True).strip()
+    if not answer:
+        return None
+    if not answer.isdigit() or not 1 <= int(answer) <= len(choices):
+        raise UsageError("That is not one of the numbers shown.",
+                         hint="Run configure again, or give --certificate.")
+    return choices[int(answer) - 1][1]
 
 
 def _handler() -> Any:

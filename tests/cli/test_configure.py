@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.softhsm import SoftHsmToken
+from tests.fixtures.softhsm import SOFTHSM_PIN
 
 ROOT = Path(__file__).parents[2]
 U = "a0b1c2d3-0000-4000-8000-000000000001"
@@ -287,3 +289,46 @@ def test_one_profile_drives_sign_string_update_and_doctor(
     # The flag beats the profile: a bad --role-arn on the command line is the one used.
     result = cli(["credential-process", "--config-profile", "dev", "--role-arn", "arn:aws:iam::1:bad"], env)
     assert result.returncode == 2 and "The role ARN 'arn:aws:iam::1:bad'" in result.stderr
+
+
+@pytest.mark.softhsm
+def test_on_a_terminal_the_tokens_certificates_are_offered(
+    softhsm_token: SoftHsmToken, softhsm_env: dict[str, str], files: tuple[Path, Path],
+) -> None:
+    import pty
+    import select
+
+    aws, ours = files
+    env = env_for(aws, ours, softhsm_env)
+    env.pop("RAH_PKCS11_PIN", None)  # listing certificates needs no PIN
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rolesanywhere_hsm", "configure", "--config-profile", "tty",
+         "--pkcs11-lib", softhsm_token.module, *ARNS],
+        stdin=slave, stdout=subprocess.PIPE, stderr=slave, env=env, cwd=ROOT, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"Use which one" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 1)[0]:
+                seen += os.read(master, 4096)
+        listing = seen.decode(errors="replace")
+        lines = [line.strip() for line in listing.splitlines() if line.strip()[:1].isdigit()]
+        number = next(line.split(".")[0] for line in lines if "Common Name: ec-p256 " in line)
+        os.write(master, f"{number}\n".encode())
+        process.wait(timeout=60)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                seen += os.read(master, 4096)
+            except OSError:
+                break
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+    assert process.returncode == 0, seen.decode(errors="replace")
+    written = tomllib.loads(ours.read_text())["profiles"]["tty"]["certificate"]
+    assert written.startswith("pkcs11:") and "module-path=" in written, written
+    assert "id=%01" in written  # ec-p256's CKA_ID: the URI of the certificate chosen
+    assert SOFTHSM_PIN not in seen.decode(errors="replace")
