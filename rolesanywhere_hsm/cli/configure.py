@@ -99,6 +99,7 @@ def plan(flags: Mapping[str, Any], *, aws_profile: str | None, command: str = "r
     values = {key: value for key, value in flags.items() if key not in _META and value is not None}
     where = f"the options for profile '{name}'"
     values = check_profile_values(values, where)  # a secret (a password) is refused here
+    _refuse_pin_values(values)
     # The profile must be enough for credential-process on its own: the required options,
     # then the session layer's checks (ARN syntax, region, duration, name, timeout).
     settings = resolve("credential-process", values, environ={})
@@ -114,6 +115,20 @@ def plan(flags: Mapping[str, Any], *, aws_profile: str | None, command: str = "r
     ordered = {opt.name: values[opt.name] for opt in options_for("credential-process") if opt.name in values}
     return ConfigurePlan(config_file, name, ordered, aws_config_path(environ), aws_profile,
                          {"credential_process": line})
+
+
+def _refuse_pin_values(values: Mapping[str, Any]) -> None:
+    """A PIN is never written to a file: a `pin-value` in a URI is refused (one line, without
+    the URI), with the ways that keep the PIN out of the profile."""
+    from rolesanywhere_hsm.signers.pkcs11_uri import is_pkcs11_uri, parse_pkcs11_uri
+
+    for key in ("certificate", "private-key"):
+        value = values.get(key)
+        if isinstance(value, str) and is_pkcs11_uri(value) and parse_pkcs11_uri(value).pin_value is not None:
+            raise ConfigError(f"The --{key} URI has a pin-value: configure does not write a PIN "
+                              "into a file.",
+                              hint="Use pin-source=file:/path (a 0600 file) in the URI, set "
+                              "RAH_PKCS11_PIN when running, or let the prompt ask.")
 
 
 def _read_text(path: Path, what: str) -> str:

@@ -185,6 +185,8 @@ def test_refuses_to_overwrite_either_profile_without_force(files: tuple[Path, Pa
         (["--tpm-key-password", "s3cret-value"], ["tpm-key-password cannot be set in a profile"]),
         (["--role-arn", "arn:aws:iam::1:bad"], []),
         (["--session-duration", "10"], ["--session-duration 10 is out of range", "900..43200"]),
+        (["--private-key", "pkcs11:token=t;object=k?pin-value=s3cret-value"],
+         ["has a pin-value: configure does not write a PIN", "pin-source=file:"]),
     ],
 )
 def test_values_are_checked_before_writing(files: tuple[Path, Path], extra: list[str],
