@@ -98,18 +98,18 @@ def _options() -> tuple[Option, ...]:
     return (
         o("certificate", str, "Leaf certificate: a PEM/DER file, a PKCS#12 file, or a pkcs11: URI.",
           env="RAH_CERTIFICATE", commands=_KEY_COMMANDS, metavar="FILE|URI",
-          required_by=_SESSION_COMMANDS | {"read-certificate-data"}),
+          required_by=_SESSION_COMMANDS | {"read-certificate-data", "doctor"}),
         o("private-key", str, "Private key: a PEM/DER/PKCS#12 file or a pkcs11: URI. With a "
           "pkcs11: certificate it may be left out: the key with the certificate's CKA_ID is used.",
           env="RAH_PRIVATE_KEY", metavar="FILE|URI"),
         o("intermediates", str, "PEM bundle of intermediate CA certificates.",
           env="RAH_INTERMEDIATES", metavar="FILE", commands=_NETWORK_COMMANDS),
         o("trust-anchor-arn", str, "Trust anchor ARN.", env="RAH_TRUST_ANCHOR_ARN", metavar="ARN",
-          required_by=_SESSION_COMMANDS, commands=_NETWORK_COMMANDS),
+          required_by=_SESSION_COMMANDS | {"doctor"}, commands=_NETWORK_COMMANDS),
         o("profile-arn", str, "Profile ARN.", env="RAH_PROFILE_ARN", metavar="ARN",
-          required_by=_SESSION_COMMANDS, commands=_NETWORK_COMMANDS),
+          required_by=_SESSION_COMMANDS | {"doctor"}, commands=_NETWORK_COMMANDS),
         o("role-arn", str, "Role ARN to assume.", env="RAH_ROLE_ARN", metavar="ARN",
-          required_by=_SESSION_COMMANDS, commands=_NETWORK_COMMANDS),
+          required_by=_SESSION_COMMANDS | {"doctor"}, commands=_NETWORK_COMMANDS),
         o("region", str, "Signing region; must match the trust anchor's (the default).",
           env="RAH_REGION", metavar="REGION", commands=_NETWORK_COMMANDS),
         o("endpoint", str, "Endpoint URL; else AWS_ENDPOINT_URL_ROLESANYWHERE, AWS_ENDPOINT_URL, "

@@ -62,11 +62,11 @@ def doctor(settings: Settings, *, trust_anchor_ca: str | None = None, call: bool
 
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
     s = settings
-    # Not CredentialSpec: doctor reports a bad ARN or a missing certificate as a failed check
-    # (with its fix) instead of stopping at the first one.
+    # Not CredentialSpec: doctor reports a bad ARN, certificate or key as a failed check (with
+    # its fix) instead of stopping at the first one. (Missing ones are refused by the table.)
     options = DoctorOptions(
         signer=SignerConfig(
-            certificate=s["certificate"] or "", private_key=s["private-key"],
+            certificate=s["certificate"], private_key=s["private-key"],
             intermediates=s["intermediates"], pkcs8_password=s["pkcs8-password"],
             pkcs11_lib=s["pkcs11-lib"], reuse_pin=s["reuse-pin"],
             tpm_key_password=s["tpm-key-password"], no_tpm_key_password=s["no-tpm-key-password"],
@@ -74,8 +74,8 @@ def doctor(settings: Settings, *, trust_anchor_ca: str | None = None, call: bool
             use_latest_expiring_certificate=s["use-latest-expiring-certificate"],
             token_chain=not s["no-token-chain"],
         ),
-        trust_anchor_arn=s["trust-anchor-arn"] or "", profile_arn=s["profile-arn"] or "",
-        role_arn=s["role-arn"] or "", region=s["region"], endpoint=s["endpoint"],
+        trust_anchor_arn=s["trust-anchor-arn"], profile_arn=s["profile-arn"],
+        role_arn=s["role-arn"], region=s["region"], endpoint=s["endpoint"],
         session_duration=s["session-duration"], role_session_name=s["role-session-name"],
         verify=tls_verify(s), trust_env=not s["no-proxy"],
         trust_anchor_ca=trust_anchor_ca, call=call, contain_module_noise=not s["debug"],
