@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.redact import redact
 
-__all__ = ["check_section_name", "set_section_values"]
+__all__ = ["check_section_name", "has_section", "set_section_values"]
 
 _HEADER = re.compile(r"\[(?P<name>.+)\]")
 _OPTION = re.compile(r"(?P<name>.*?)\s*[=:]\s*(?P<value>.*)$")
@@ -47,6 +47,11 @@ def check_section_name(section: str) -> None:
             hint="Use a name without brackets, control characters or surrounding spaces "
             "(and not DEFAULT, which configparser applies to every profile).",
         )
+
+
+def has_section(text: str, section: str) -> bool:
+    """Whether `[section]` is in `text`, as botocore's reader would find it."""
+    return any(line.kind == "header" and line.name == section for line in _split(text))
 
 
 def _split(text: str) -> list[_Line]:

@@ -36,6 +36,7 @@ __all__ = [
     "Option",
     "Profile",
     "Settings",
+    "check_profile_values",
     "config_path",
     "load_profile",
     "option",
@@ -48,6 +49,10 @@ __all__ = [
 CREDENTIAL_COMMANDS = frozenset({"credential-process", "serve", "update", "sign-string", "doctor"})
 _KEY_COMMANDS = CREDENTIAL_COMMANDS | {"read-certificate-data"}
 _SESSION_COMMANDS = frozenset({"credential-process", "serve", "update"})
+# Options about the call to Roles Anywhere: sign-string signs locally and takes none of them.
+_NETWORK_COMMANDS = CREDENTIAL_COMMANDS - {"sign-string"}
+# read-certificate-data's certificate choice, shared with the commands that sign.
+_SELECT_COMMANDS = CREDENTIAL_COMMANDS | {"read-certificate-data"}
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 MAX_CONFIG_BYTES = 1 << 20
@@ -98,34 +103,37 @@ def _options() -> tuple[Option, ...]:
     return (
         o("certificate", str, "Leaf certificate: a PEM/DER file, a PKCS#12 file, or a pkcs11: URI.",
           env="RAH_CERTIFICATE", commands=_KEY_COMMANDS, metavar="FILE|URI",
-          required_by=_KEY_COMMANDS - {"doctor"}, required_unless="cert-selector"),
+          required_by=_SESSION_COMMANDS | {"read-certificate-data", "doctor"},
+          required_unless="cert-selector"),
         o("private-key", str, "Private key: a PEM/DER/PKCS#12 file or a pkcs11: URI. With a "
           "pkcs11: certificate it may be left out: the key with the certificate's CKA_ID is used.",
           env="RAH_PRIVATE_KEY", metavar="FILE|URI"),
         o("intermediates", str, "PEM bundle of intermediate CA certificates.",
-          env="RAH_INTERMEDIATES", metavar="FILE"),
+          env="RAH_INTERMEDIATES", metavar="FILE", commands=_NETWORK_COMMANDS),
         o("trust-anchor-arn", str, "Trust anchor ARN.", env="RAH_TRUST_ANCHOR_ARN", metavar="ARN",
-          required_by=_SESSION_COMMANDS),
+          required_by=_SESSION_COMMANDS | {"doctor"}, commands=_NETWORK_COMMANDS),
         o("profile-arn", str, "Profile ARN.", env="RAH_PROFILE_ARN", metavar="ARN",
-          required_by=_SESSION_COMMANDS),
+          required_by=_SESSION_COMMANDS | {"doctor"}, commands=_NETWORK_COMMANDS),
         o("role-arn", str, "Role ARN to assume.", env="RAH_ROLE_ARN", metavar="ARN",
-          required_by=_SESSION_COMMANDS),
+          required_by=_SESSION_COMMANDS | {"doctor"}, commands=_NETWORK_COMMANDS),
         o("region", str, "Signing region; must match the trust anchor's (the default).",
-          env="RAH_REGION", metavar="REGION"),
+          env="RAH_REGION", metavar="REGION", commands=_NETWORK_COMMANDS),
         o("endpoint", str, "Endpoint URL; else AWS_ENDPOINT_URL_ROLESANYWHERE, AWS_ENDPOINT_URL, "
-          "the regional one.", env="RAH_ENDPOINT", metavar="URL"),
+          "the regional one.", env="RAH_ENDPOINT", metavar="URL", commands=_NETWORK_COMMANDS),
         o("session-duration", int, "Requested session length in seconds (900..43200).",
-          default=3600, env="RAH_SESSION_DURATION", metavar="SECONDS"),
+          default=3600, env="RAH_SESSION_DURATION", metavar="SECONDS", commands=_NETWORK_COMMANDS),
         o("role-session-name", str, "Role session name (the profile must accept it).",
-          env="RAH_ROLE_SESSION_NAME", metavar="NAME"),
-        o("no-verify-ssl", bool, "Do not verify the endpoint's TLS certificate.", default=False),
+          env="RAH_ROLE_SESSION_NAME", metavar="NAME", commands=_NETWORK_COMMANDS),
+        o("no-verify-ssl", bool, "Do not verify the endpoint's TLS certificate.", default=False,
+          commands=_NETWORK_COMMANDS),
         o("ca-bundle", str, "CA bundle to verify the endpoint with.", env="AWS_CA_BUNDLE",
-          metavar="FILE"),
+          metavar="FILE", commands=_NETWORK_COMMANDS),
         o("with-proxy", bool, "Accepted for compatibility: proxies from HTTPS_PROXY/NO_PROXY are "
-          "always honoured.", default=False),
-        o("no-proxy", bool, "Ignore HTTPS_PROXY and the other proxy variables.", default=False),
+          "always honoured.", default=False, commands=_NETWORK_COMMANDS),
+        o("no-proxy", bool, "Ignore HTTPS_PROXY and the other proxy variables.", default=False,
+          commands=_NETWORK_COMMANDS),
         o("timeout", float, "Total time for getting credentials, all attempts included.",
-          default=20.0, env="RAH_TIMEOUT", metavar="SECONDS"),
+          default=20.0, env="RAH_TIMEOUT", metavar="SECONDS", commands=_NETWORK_COMMANDS),
         o("pkcs8-password", str, "Password of an encrypted key file (prefer RAH_PKCS8_PASSWORD or "
           "the prompt: argv is visible to other users).", env="RAH_PKCS8_PASSWORD",
           in_profile=False, secret=True, metavar="PASSWORD"),
@@ -142,14 +150,14 @@ def _options() -> tuple[Option, ...]:
           "Value=... pairs, or file://selector.json (the official helper's syntax).",
           commands=_KEY_COMMANDS, metavar="SELECTOR"),
         o("use-latest-expiring-certificate", bool, "When --cert-selector matches several "
-          "certificates, use the one that expires last.", default=False),
+          "certificates, use the one that expires last.", default=False, commands=_SELECT_COMMANDS),
         o("system-store-name", str, "Windows certificate store (the official helper's flag): "
           "accepted, ignored here.", commands=_KEY_COMMANDS, metavar="NAME"),
         o("system-store-location", str, "Windows certificate store location (the official "
-          "helper's flag): accepted, ignored here.", metavar="LOCATION"),
+          "helper's flag): accepted, ignored here.", metavar="LOCATION", commands=_SELECT_COMMANDS),
         o("no-token-chain", bool, "With a certificate on a token and no --intermediates, send no "
           "chain (by default the issuer path is built from the CA certificates on the same token).",
-          default=False, env="RAH_NO_TOKEN_CHAIN"),
+          default=False, env="RAH_NO_TOKEN_CHAIN", commands=_NETWORK_COMMANDS),
         o("cache", bool, "Reuse credentials across runs from a per-user 0600 cache.",
           default=False, env="RAH_CACHE", commands=frozenset({"credential-process"})),
         o("config", str, "The named-profiles file (default "
@@ -314,8 +322,12 @@ def load_profile(path: Path, name: str) -> Profile:
             + (f" (it has: {', '.join(known)})." if known else " (it has no [profiles.*] table)."),
             hint=f"Add a [profiles.{name}] table, or choose another --config-profile.",
         )
-    values = profiles[name]
-    where = f"profile '{name}' of {shown}"
+    return Profile(name, path, check_profile_values(profiles[name], f"profile '{name}' of {shown}"))
+
+
+def check_profile_values(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Profile keys and values checked against the table (what `load_profile` reads and what
+    `configure` writes): each mistake one line naming `where`, the key and the fix."""
     allowed = {opt.name: opt for opt in OPTIONS if opt.in_profile}
     for key, value in values.items():
         opt = allowed.get(key)
@@ -334,8 +346,7 @@ def load_profile(path: Path, name: str) -> Profile:
             raise ConfigError(
                 f"'{key}' in {where} must be {_TYPE_NAMES[opt.type]}, not {type(value).__name__}.",
                 hint=f"Write {key} = {_example(opt)}.")
-    return Profile(name, path, {key: float(v) if allowed[key].type is float else v
-                                for key, v in values.items()})
+    return {key: float(v) if allowed[key].type is float else v for key, v in values.items()}
 
 
 def _has_type(value: Any, wanted: type) -> bool:
@@ -422,6 +433,14 @@ def settings_for(command: str, flags: Mapping[str, Any],
             places = [opt.flag] + ([opt.env] if opt.env else []) + (
                 [f"{opt.name} in a profile"] if opt.in_profile else [])
             alternative = f" (or --{opt.required_unless})" if opt.required_unless else ""
+            if profile is not None:  # say which profile lacks it, and where to add it
+                from rolesanywhere_hsm.redact import redact
+
+                raise ConfigError(
+                    f"{command} needs {opt.flag}{alternative}: it is not in {profile.where()}, nor "
+                    f"given as {' or '.join(places[:-1])}.",
+                    hint=f"Add {opt.name} = {_example(opt)} to [profiles.{profile.name}] in "
+                    f"{redact(str(profile.path))}, or give {opt.flag}.")
             raise ConfigError(f"{command} needs {opt.flag}{alternative}.",
                               hint=f"Give it as {', '.join(places[:-1])} or {places[-1]}.")
     return settings

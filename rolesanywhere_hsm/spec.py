@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.settings import Settings
     from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
 
-__all__ = ["DEFAULT_DURATION", "MAX_DURATION", "MIN_DURATION", "CredentialSpec"]
+__all__ = ["DEFAULT_DURATION", "MAX_DURATION", "MIN_DURATION", "CredentialSpec", "tls_verify"]
 
 # docs/protocol.md section 2; the same bounds as client.MIN_DURATION/MAX_DURATION (which
 # importing would pull httpx into the fast path).
@@ -40,6 +40,27 @@ DEFAULT_DURATION = 3600
 # AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
 _ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 _CACHE_KEY_VERSION = "rah-spec-1"
+
+
+def _as_given(exc: UsageError, settings: Settings) -> UsageError:
+    """A spec error about one option, reworded to name it as the user gave it (a profile key
+    and its file, an environment variable) when it did not come from the command line."""
+    for name in ("session-duration", "region", "role-session-name", "timeout"):
+        flag = f"--{name}"
+        if exc.message.startswith(flag + " ") and settings.origins.get(name) not in (None, "flag"):
+            reworded = type(exc)(f"{settings.spelled(name)}: {exc.message[len(flag) + 1:]}",
+                                 hint=exc.hint)
+            reworded.__cause__ = exc.__cause__
+            return reworded
+    return exc
+
+
+def tls_verify(settings: Settings) -> bool | str:
+    """httpx's `verify` from resolved options: off (--no-verify-ssl), a CA bundle (--ca-bundle
+    or AWS_CA_BUNDLE, through the option table), or the system store."""
+    if settings["no-verify-ssl"]:
+        return False
+    return settings["ca-bundle"] or True
 
 
 @dataclass(frozen=True)
@@ -113,32 +134,31 @@ class CredentialSpec:
     def from_settings(cls, settings: Settings) -> CredentialSpec:
         """The source that resolved options describe (rolesanywhere_hsm.settings): what the
         CLI commands, profiles and `boto3_session()` all go through."""
-        verify: bool | str = True
-        if settings["no-verify-ssl"]:
-            verify = False
-        elif settings["ca-bundle"]:
-            verify = settings["ca-bundle"]
-        return cls(
-            certificate=settings["certificate"],
-            private_key=settings["private-key"],
-            intermediates=settings["intermediates"],
-            pkcs11_lib=settings["pkcs11-lib"],
-            reuse_pin=settings["reuse-pin"],
-            trust_anchor_arn=settings["trust-anchor-arn"],
-            profile_arn=settings["profile-arn"],
-            role_arn=settings["role-arn"],
-            region=settings["region"],
-            endpoint=settings["endpoint"],
-            duration_seconds=settings["session-duration"],
-            role_session_name=settings["role-session-name"],
-            verify=verify,
-            trust_env=not settings["no-proxy"],
-            timeout=settings["timeout"],
-            no_tpm_key_password=settings["no-tpm-key-password"],
-            cert_selector=settings["cert-selector"],
-            use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
-            token_chain=not settings["no-token-chain"],
-        )
+        verify = tls_verify(settings)
+        try:
+            return cls(
+                certificate=settings["certificate"],
+                private_key=settings["private-key"],
+                intermediates=settings["intermediates"],
+                pkcs11_lib=settings["pkcs11-lib"],
+                reuse_pin=settings["reuse-pin"],
+                trust_anchor_arn=settings["trust-anchor-arn"],
+                profile_arn=settings["profile-arn"],
+                role_arn=settings["role-arn"],
+                region=settings["region"],
+                endpoint=settings["endpoint"],
+                duration_seconds=settings["session-duration"],
+                role_session_name=settings["role-session-name"],
+                verify=verify,
+                trust_env=not settings["no-proxy"],
+                timeout=settings["timeout"],
+                no_tpm_key_password=settings["no-tpm-key-password"],
+                cert_selector=settings["cert-selector"],
+                use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
+                token_chain=not settings["no-token-chain"],
+            )
+        except UsageError as exc:
+            raise _as_given(exc, settings) from None
 
     @property
     def signing_region(self) -> str:

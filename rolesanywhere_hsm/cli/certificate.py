@@ -11,12 +11,16 @@ import hashlib
 import json
 import sys
 from enum import Enum
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from rolesanywhere_hsm.cli import options as o
 from rolesanywhere_hsm.cli.compat import check_store_flags
+from rolesanywhere_hsm.cli.fast import configure_logging
+from rolesanywhere_hsm.cli.table import extra_option, table_command
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.settings import Settings
 
 # The official helper's fixed message: this text, SIGN_STRING_TEST_VERSION ("1"), then
 # SHA-256("IAM RA" || public key bytes). Signing it proves a key works without signing
@@ -66,28 +70,13 @@ def _selector(cert_selector: str | None) -> Any:
     return parse_cert_selector(cert_selector)
 
 
-def read_certificate_data(
-    certificate: Annotated[
-        Optional[str],
-        typer.Option(
-            "--certificate",
-            help="Certificate: a PEM/DER file (the first certificate, or the one --cert-selector picks) "
-            "or a pkcs11: URI (lists every matching certificate).",
-            envvar="RAH_CERTIFICATE",
-            show_envvar=True,
-        ),
-    ] = None,
-    cert_selector: o.CertSelector = None,
-    system_store_name: o.SystemStoreName = None,
-    system_store_location: o.SystemStoreLocation = None,
-    use_latest_expiring_certificate: o.UseLatestExpiringCertificate = False,
-    pkcs11_lib: o.Pkcs11Lib = None,
-    debug: o.Debug = False,
-) -> None:
+def read_certificate_data(settings: Settings) -> None:
     """Print the certificate's key type, DER (base64), serial and algorithms as compact JSON."""
-    o.configure_logging(debug)
-    check_store_flags(system_store_name, system_store_location)
-    selector = _selector(cert_selector)
+    configure_logging(settings["debug"])
+    check_store_flags(settings["system-store-name"], settings["system-store-location"])
+    certificate, pkcs11_lib = settings["certificate"], settings["pkcs11-lib"]
+    use_latest_expiring_certificate = settings["use-latest-expiring-certificate"]
+    selector = _selector(settings["cert-selector"])
     from rolesanywhere_hsm.x509 import certificate_data, load_certificates
 
     if certificate is None and selector is None:
@@ -119,7 +108,8 @@ def read_certificate_data(
         der = certificates[
             select_certificate(
                 [candidate_from_der(c) for c in certificates], selector,
-                use_latest_expiring=use_latest_expiring_certificate, where=certificate,
+                use_latest_expiring=settings["use-latest-expiring-certificate"],
+                where=certificate,
             )
         ]
     sys.stdout.write(json.dumps(certificate_data(der), separators=(",", ":")))
@@ -159,43 +149,17 @@ def _sign(config: Any, digest: str) -> tuple[bytes, bytes]:
         return sign_with_digest(message, digest), spki
 
 
-def sign_string(
-    certificate: Annotated[
-        Optional[str],
-        typer.Option(
-            "--certificate",
-            help="Certificate file or pkcs11: URI; optional with a key file (the key alone signs).",
-            envvar="RAH_CERTIFICATE",
-            show_envvar=True,
-        ),
-    ] = None,
-    private_key: o.PrivateKey = None,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="json (a JSON string of hex), text (hex) or bin (raw bytes).")
-    ] = OutputFormat.json,
-    digest: Annotated[
-        Digest,
-        typer.Option("--digest", help="Hash of the signature (RSA, EC); ML-DSA signs the message itself."),
-    ] = Digest.SHA256,
-    cert_selector: o.CertSelector = None,
-    system_store_name: o.SystemStoreName = None,
-    system_store_location: o.SystemStoreLocation = None,
-    use_latest_expiring_certificate: o.UseLatestExpiringCertificate = False,
-    pkcs8_password: o.Pkcs8Password = None,
-    pkcs11_lib: o.Pkcs11Lib = None,
-    reuse_pin: o.ReusePin = False,
-    tpm_key_password: o.TpmKeyPassword = None,
-    no_tpm_key_password: o.NoTpmKeyPassword = False,
-    debug: o.Debug = False,
-) -> None:
+def sign_string(settings: Settings, *, output_format: OutputFormat = OutputFormat.json,
+                digest: Digest = Digest.SHA256) -> None:
     """Sign the official helper's fixed test message with the key and print the signature.
 
     The message is "AWS Roles Anywhere Credential Helper Signing Test", then "1", then
     SHA-256("IAM RA" || public key). RSA signatures are deterministic, so the output can be
     compared with the official helper's."""
-    o.configure_logging(debug)
-    check_store_flags(system_store_name, system_store_location)
-    selector = _selector(cert_selector)
+    configure_logging(settings["debug"])
+    check_store_flags(settings["system-store-name"], settings["system-store-location"])
+    certificate, private_key = settings["certificate"], settings["private-key"]
+    selector = _selector(settings["cert-selector"])
     from rolesanywhere_hsm.errors import UsageError
     from rolesanywhere_hsm.signers.base import SignerConfig
 
@@ -205,13 +169,13 @@ def sign_string(
     config = SignerConfig(
         certificate=certificate or None,
         private_key=private_key,
-        pkcs8_password=pkcs8_password,
-        pkcs11_lib=pkcs11_lib,
-        reuse_pin=reuse_pin,
-        tpm_key_password=tpm_key_password,
-        no_tpm_key_password=no_tpm_key_password,
+        pkcs8_password=settings["pkcs8-password"],
+        pkcs11_lib=settings["pkcs11-lib"],
+        reuse_pin=settings["reuse-pin"],
+        tpm_key_password=settings["tpm-key-password"],
+        no_tpm_key_password=settings["no-tpm-key-password"],
         cert_selector=selector,
-        use_latest_expiring_certificate=use_latest_expiring_certificate,
+        use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
     )
     signature, _spki = _sign(config, digest.value)
     if output_format is OutputFormat.bin:
@@ -225,5 +189,10 @@ def sign_string(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("read-certificate-data")(read_certificate_data)
-    app.command("sign-string")(sign_string)
+    app.command("read-certificate-data")(table_command("read-certificate-data", read_certificate_data))
+    app.command("sign-string")(table_command("sign-string", sign_string, extra=[
+        extra_option("output_format", OutputFormat, OutputFormat.json, "--format",
+                     help="json (a JSON string of hex), text (hex) or bin (raw bytes)."),
+        extra_option("digest", Digest, Digest.SHA256, "--digest",
+                     help="Hash of the signature (RSA, EC); ML-DSA signs the message itself."),
+    ]))

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from rolesanywhere_hsm.cli import options as o
+from rolesanywhere_hsm.cli.fast import configure_logging
+from rolesanywhere_hsm.cli.table import extra_option, table_command
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.doctor import Check
+    from rolesanywhere_hsm.settings import Settings
+
+
+def _selector(text: str | None) -> Any:
+    if not text:
+        return None
+    from rolesanywhere_hsm.certselector import parse_cert_selector
+
+    return parse_cert_selector(text)
 
 _MARKS = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
@@ -40,53 +50,35 @@ def render(checks: list[Check]) -> str:
     return "\n".join(lines)
 
 
-def doctor(
-    certificate: o.Certificate,
-    trust_anchor_arn: o.TrustAnchorArn,
-    profile_arn: o.ProfileArn,
-    role_arn: o.RoleArn,
-    private_key: o.PrivateKey = None,
-    intermediates: o.Intermediates = None,
-    region: o.Region = None,
-    endpoint: o.Endpoint = None,
-    session_duration: o.SessionDuration = 3600,
-    role_session_name: o.RoleSessionName = None,
-    no_verify_ssl: o.NoVerifySsl = False,
-    ca_bundle: o.CaBundle = None,
-    with_proxy: o.WithProxy = False,
-    no_proxy: o.NoProxy = False,
-    debug: o.Debug = False,
-    pkcs8_password: o.Pkcs8Password = None,
-    pkcs11_lib: o.Pkcs11Lib = None,
-    reuse_pin: o.ReusePin = False,
-    no_token_chain: o.NoTokenChain = False,
-    trust_anchor_ca: Annotated[
-        Optional[str],
-        typer.Option("--trust-anchor-ca", help="The CA certificate(s) registered in the trust "
-                     "anchor (PEM/DER): check the path from the leaf to it."),
-    ] = None,
-    call: Annotated[
-        bool, typer.Option("--call", help="End with a real CreateSession (no credentials are printed).")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON for scripts.")] = False,
-) -> None:
+def doctor(settings: Settings, *, trust_anchor_ca: str | None = None, call: bool = False,
+           as_json: bool = False) -> None:
     """Check each link (module, token, PIN source, certificate, key, chain, ARNs, endpoint,
     clock, proxy) and say how to fix what fails. Exit 0 when nothing fails, 8 when a check fails."""
-    o.configure_logging(debug)
+    configure_logging(settings["debug"])
+    from rolesanywhere_hsm.cli.compat import check_store_flags
     from rolesanywhere_hsm.doctor import EXIT_CHECK_FAILED, DoctorOptions, failed, run_doctor
+    from rolesanywhere_hsm.spec import tls_verify
     from rolesanywhere_hsm.signers.base import SignerConfig
 
+    check_store_flags(settings["system-store-name"], settings["system-store-location"])
+    s = settings
+    # Not CredentialSpec: doctor reports a bad ARN, certificate or key as a failed check (with
+    # its fix) instead of stopping at the first one. (Missing ones are refused by the table.)
     options = DoctorOptions(
         signer=SignerConfig(
-            certificate=certificate, private_key=private_key, intermediates=intermediates,
-            pkcs8_password=pkcs8_password, pkcs11_lib=pkcs11_lib, reuse_pin=reuse_pin,
-            token_chain=not no_token_chain,
+            certificate=s["certificate"], private_key=s["private-key"],
+            intermediates=s["intermediates"], pkcs8_password=s["pkcs8-password"],
+            pkcs11_lib=s["pkcs11-lib"], reuse_pin=s["reuse-pin"],
+            tpm_key_password=s["tpm-key-password"], no_tpm_key_password=s["no-tpm-key-password"],
+            cert_selector=_selector(s["cert-selector"]),
+            use_latest_expiring_certificate=s["use-latest-expiring-certificate"],
+            token_chain=not s["no-token-chain"],
         ),
-        trust_anchor_arn=trust_anchor_arn, profile_arn=profile_arn, role_arn=role_arn,
-        region=region, endpoint=endpoint, session_duration=session_duration,
-        role_session_name=role_session_name, verify=o.tls_verify(no_verify_ssl, ca_bundle),
-        trust_env=not no_proxy, trust_anchor_ca=trust_anchor_ca, call=call,
-        contain_module_noise=not debug,
+        trust_anchor_arn=s["trust-anchor-arn"], profile_arn=s["profile-arn"],
+        role_arn=s["role-arn"], region=s["region"], endpoint=s["endpoint"],
+        session_duration=s["session-duration"], role_session_name=s["role-session-name"],
+        verify=tls_verify(s), trust_env=not s["no-proxy"],
+        trust_anchor_ca=trust_anchor_ca, call=call, contain_module_noise=not s["debug"],
     )
     checks = run_doctor(options)
     if as_json:
@@ -100,4 +92,11 @@ def doctor(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
+    app.command("doctor")(table_command("doctor", doctor, extra=[
+        extra_option("trust_anchor_ca", Optional[str], None, "--trust-anchor-ca", metavar="FILE",  # noqa: UP045
+                     help="The CA certificate(s) registered in the trust anchor (PEM/DER): check "
+                     "the path from the leaf to it."),
+        extra_option("call", bool, False, "--call",
+                     help="End with a real CreateSession (no credentials are printed)."),
+        extra_option("as_json", bool, False, "--json", help="Print the checks as JSON for scripts."),
+    ]))

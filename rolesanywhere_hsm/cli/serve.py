@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from rolesanywhere_hsm.cli import options as o
+from rolesanywhere_hsm.cli.fast import configure_logging
+from rolesanywhere_hsm.cli.table import extra_option, table_command
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.redact import redact
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.httpserver import HttpServer
     from rolesanywhere_hsm.refresh import RefreshingCredentials
+    from rolesanywhere_hsm.settings import Settings
 
 __all__ = ["register"]
 
@@ -76,54 +78,14 @@ def _announce(server: HttpServer, host: str, scheme: str, imds: bool, token: str
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
-def serve(
-    certificate: o.Certificate,
-    trust_anchor_arn: o.TrustAnchorArn,
-    profile_arn: o.ProfileArn,
-    role_arn: o.RoleArn,
-    private_key: o.PrivateKey = None,
-    intermediates: o.Intermediates = None,
-    region: o.Region = None,
-    endpoint: o.Endpoint = None,
-    session_duration: o.SessionDuration = 3600,
-    role_session_name: o.RoleSessionName = None,
-    no_verify_ssl: o.NoVerifySsl = False,
-    ca_bundle: o.CaBundle = None,
-    with_proxy: o.WithProxy = False,
-    no_proxy: o.NoProxy = False,
-    debug: o.Debug = False,
-    pkcs8_password: o.Pkcs8Password = None,
-    pkcs11_lib: o.Pkcs11Lib = None,
-    reuse_pin: o.ReusePin = False,
-    port: Annotated[int, typer.Option(
-        "--port", metavar="PORT", help="Port to listen on (0 picks a free one; see --port-file).",
-        min=0, max=65535)] = DEFAULT_PORT,
-    address: Annotated[str, typer.Option(
-        "--address", metavar="IP", help="Address to listen on; a non-loopback one needs "
-        "--allow-non-loopback.")] = "127.0.0.1",
-    allow_non_loopback: Annotated[bool, typer.Option(
-        "--allow-non-loopback", help="Allow a non-loopback --address: IMDS is then off and only the "
-        "container endpoint (token required) answers.")] = False,
-    no_imds: Annotated[bool, typer.Option(
-        "--no-imds", help="Serve only the token-protected container endpoint, also on loopback.")] = False,
-    hop_limit: Annotated[int, typer.Option(
-        "--hop-limit", metavar="N", help="IP TTL / hop limit of the answers (1..255), so that they "
-        "do not travel further than meant.", min=1, max=255)] = DEFAULT_HOP_LIMIT,
-    container_token_file: Annotated[Optional[Path], typer.Option(
-        "--container-token-file", metavar="FILE", help="Read the container endpoint's token from "
-        "this file (else one is generated at start and printed with the export lines).")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option(
-        "--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate (PEM): SDKs accept a "
-        "non-loopback container endpoint only over HTTPS.")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option(
-        "--tls-key", metavar="FILE", help="Private key of --tls-cert (PEM, unencrypted), if not in "
-        "the same file.")] = None,
-    port_file: Annotated[Optional[Path], typer.Option(
-        "--port-file", metavar="FILE", help="Write the port here (atomically) once serving.")] = None,
-) -> None:
+def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0.0.1",
+          allow_non_loopback: bool = False, no_imds: bool = False, hop_limit: int = DEFAULT_HOP_LIMIT,
+          container_token_file: Path | None = None, tls_cert: Path | None = None,
+          tls_key: Path | None = None, port_file: Path | None = None) -> None:
     """Serve credentials to SDKs over IMDSv2 and the container-credentials endpoint, refreshing
     them in the background with one token login, until SIGTERM or SIGINT."""
-    o.configure_logging(debug)
+    debug = settings["debug"]
+    configure_logging(debug)
     host, loopback = _listen_address(address, allow_non_loopback)
     if tls_key is not None and tls_cert is None:
         raise UsageError("--tls-key needs --tls-cert")
@@ -141,22 +103,10 @@ def serve(
     from rolesanywhere_hsm.servers.imds import role_name_of
     from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
 
-    spec = CredentialSpec(
-        certificate=certificate,
-        private_key=private_key,
-        intermediates=intermediates,
-        pkcs11_lib=pkcs11_lib,
-        reuse_pin=reuse_pin,
-        trust_anchor_arn=trust_anchor_arn,
-        profile_arn=profile_arn,
-        role_arn=role_arn,
-        region=region,
-        endpoint=endpoint,
-        duration_seconds=session_duration,
-        role_session_name=role_session_name,
-        verify=o.tls_verify(no_verify_ssl, ca_bundle),
-        trust_env=not no_proxy,
-    )
+    from rolesanywhere_hsm.cli.compat import check_store_flags
+
+    check_store_flags(settings["system-store-name"], settings["system-store-location"])
+    spec = CredentialSpec.from_settings(settings)
     token = read_token_file(container_token_file) if container_token_file else generate_token()
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
 
@@ -183,7 +133,9 @@ def serve(
     early_stop: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: early_stop.append(number))
-    session = CredentialSession(spec, secret_callback=RememberedSecret(), pkcs8_password=pkcs8_password)
+    session = CredentialSession(spec, secret_callback=RememberedSecret(),
+                                pkcs8_password=settings["pkcs8-password"],
+                                tpm_key_password=settings["tpm-key-password"])
     credentials = RefreshingCredentials(session.fetch, on_refresh=_log_refresh)
     try:
         session.open()  # log in now, in the main thread (a prompt happens here or never)
@@ -245,4 +197,27 @@ def _log_refresh(credentials: Credentials) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve")(table_command("serve", serve, extra=[
+        extra_option("port", int, DEFAULT_PORT, "--port", metavar="PORT", min=0, max=65535,
+                     help="Port to listen on (0 picks a free one; see --port-file)."),
+        extra_option("address", str, "127.0.0.1", "--address", metavar="IP",
+                     help="Address to listen on; a non-loopback one needs --allow-non-loopback."),
+        extra_option("allow_non_loopback", bool, False, "--allow-non-loopback",
+                     help="Allow a non-loopback --address: IMDS is then off and only the "
+                     "container endpoint (token required) answers."),
+        extra_option("no_imds", bool, False, "--no-imds",
+                     help="Serve only the token-protected container endpoint, also on loopback."),
+        extra_option("hop_limit", int, DEFAULT_HOP_LIMIT, "--hop-limit", metavar="N", min=1, max=255,
+                     help="IP TTL / hop limit of the answers (1..255), so that they do not travel "
+                     "further than meant."),
+        extra_option("container_token_file", Optional[Path], None, "--container-token-file",  # noqa: UP045
+                     metavar="FILE", help="Read the container endpoint's token from this file "
+                     "(else one is generated at start and printed with the export lines)."),
+        extra_option("tls_cert", Optional[Path], None, "--tls-cert", metavar="FILE",  # noqa: UP045
+                     help="Serve HTTPS with this certificate (PEM): SDKs accept a non-loopback "
+                     "container endpoint only over HTTPS."),
+        extra_option("tls_key", Optional[Path], None, "--tls-key", metavar="FILE",  # noqa: UP045
+                     help="Private key of --tls-cert (PEM, unencrypted), if not in the same file."),
+        extra_option("port_file", Optional[Path], None, "--port-file", metavar="FILE",  # noqa: UP045
+                     help="Write the port here (atomically) once serving."),
+    ]))

@@ -16,7 +16,7 @@ import typer
 
 from rolesanywhere_hsm.settings import Option, Settings, options_for, settings_for
 
-__all__ = ["option_help", "table_command"]
+__all__ = ["extra_option", "option_help", "table_command", "table_parameter"]
 
 
 def option_help(opt: Option) -> str:
@@ -31,11 +31,19 @@ def option_help(opt: Option) -> str:
     return opt.help + (f" [{'; '.join(extra)}]" if extra else "")
 
 
-def _parameter(opt: Option) -> inspect.Parameter:
+def table_parameter(opt: Option) -> inspect.Parameter:
+    """The typer parameter of one table option (None by default: "not given")."""
     info = typer.Option(opt.flag, help=option_help(opt), metavar=opt.metavar, show_default=False)
     annotation = Annotated[Optional[opt.type], info]  # type: ignore[name-defined]  # noqa: UP045
     return inspect.Parameter(opt.attr, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=annotation)
+
+
+def extra_option(name: str, annotation: Any, default: Any, *decls: str, **info: Any) -> inspect.Parameter:
+    """A command's own option (not in the table), as `table_command(extra=...)` takes it:
+    `name` is the keyword `run` receives, `decls` and `info` go to `typer.Option`."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[annotation, typer.Option(*decls, **info)])
 
 
 def table_command(command: str, run: Callable[..., None], *,
@@ -45,13 +53,16 @@ def table_command(command: str, run: Callable[..., None], *,
     by name); it calls `run(settings, **extra)`."""
     table = options_for(command)
     extra_names = [param.name for param in extra]
+    clash = set(extra_names) & {opt.attr for opt in table}
+    if clash:  # one definition per option: a command's own option must not shadow the table's
+        raise ValueError(f"{command}: {sorted(clash)} are already table options")
 
     def handler(**kwargs: Any) -> None:
         flags = {opt.name: kwargs[opt.attr] for opt in table if kwargs.get(opt.attr) is not None}
         settings: Settings = settings_for(command, flags)
         run(settings, **{name: kwargs[name] for name in extra_names})
 
-    params = [_parameter(opt) for opt in table] + list(extra)
+    params = [table_parameter(opt) for opt in table] + list(extra)
     handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     handler.__annotations__ = {param.name: param.annotation for param in params}
     handler.__doc__ = doc or run.__doc__

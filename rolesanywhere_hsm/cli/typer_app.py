@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "provision",
     "doctor",
     "cache",
+    "configure",
 )
 
 app = typer.Typer(

@@ -14,70 +14,41 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING
 
 import typer
 
-from rolesanywhere_hsm.cli import options as o
+from rolesanywhere_hsm.cli.fast import configure_logging
+from rolesanywhere_hsm.cli.table import extra_option, table_command
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.settings import Settings
 
 log = logging.getLogger("rolesanywhere_hsm.update")
 
 # After a failed write (disk full, permissions), try again this often while credentials last.
 WRITE_RETRY_SECONDS = 5.0
 
-Profile = Annotated[
-    str,
-    typer.Option("--profile", help="Profile (section) of the shared credentials file to write."),
-]
-Once = Annotated[
-    bool,
-    typer.Option("--once", help="Write the credentials once and exit, instead of refreshing them until stopped."),
-]
-
-
-def update(
-    certificate: o.Certificate,
-    trust_anchor_arn: o.TrustAnchorArn,
-    profile_arn: o.ProfileArn,
-    role_arn: o.RoleArn,
-    profile: Profile = "default",
-    once: Once = False,
-    private_key: o.PrivateKey = None,
-    intermediates: o.Intermediates = None,
-    region: o.Region = None,
-    endpoint: o.Endpoint = None,
-    session_duration: o.SessionDuration = 3600,
-    role_session_name: o.RoleSessionName = None,
-    no_verify_ssl: o.NoVerifySsl = False,
-    ca_bundle: o.CaBundle = None,
-    with_proxy: o.WithProxy = False,
-    no_proxy: o.NoProxy = False,
-    debug: o.Debug = False,
-    pkcs8_password: o.Pkcs8Password = None,
-    pkcs11_lib: o.Pkcs11Lib = None,
-    reuse_pin: o.ReusePin = False,
-) -> None:
+def update(settings: Settings, *, profile: str = "default", once: bool = False) -> None:
     """Write temporary credentials into a profile of ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE)."""
-    o.configure_logging(debug)
-    _log_to_stderr(debug)
+    configure_logging(settings["debug"])
+    _log_to_stderr(settings["debug"])
+    from rolesanywhere_hsm.cli.compat import check_store_flags
     from rolesanywhere_hsm.credentials_file import shared_credentials_path
     from rolesanywhere_hsm.inifile import check_section_name
-    from rolesanywhere_hsm.session import CredentialSession, RememberedSecret
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
 
     check_section_name(profile)  # before any login
-    spec = o.credential_spec(
-        certificate=certificate, trust_anchor_arn=trust_anchor_arn, profile_arn=profile_arn,
-        role_arn=role_arn, private_key=private_key, intermediates=intermediates, region=region,
-        endpoint=endpoint, session_duration=session_duration, role_session_name=role_session_name,
-        no_verify_ssl=no_verify_ssl, ca_bundle=ca_bundle, no_proxy=no_proxy, pkcs11_lib=pkcs11_lib,
-        reuse_pin=reuse_pin,
-    )
+    check_store_flags(settings["system-store-name"], settings["system-store-location"])
+    spec = CredentialSpec.from_settings(settings)
+    secrets = {"pkcs8_password": settings["pkcs8-password"],
+               "tpm_key_password": settings["tpm-key-password"]}
     path = shared_credentials_path()
     if once:
-        with CredentialSession(spec, pkcs8_password=pkcs8_password) as session:
+        with CredentialSession(spec, **secrets) as session:
             _write(path, profile, session.fetch())
         return
-    with CredentialSession(spec, secret_callback=RememberedSecret(), pkcs8_password=pkcs8_password) as session:
+    with CredentialSession(spec, secret_callback=RememberedSecret(), **secrets) as session:
         session.open()  # the one login, in the main thread: a prompt happens here or never
         _run(session, path, profile)
 
@@ -150,4 +121,9 @@ def _log_to_stderr(debug: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("update")(update)
+    app.command("update")(table_command("update", update, extra=[
+        extra_option("profile", str, "default", "--profile", metavar="NAME",
+                     help="Profile (section) of the shared credentials file to write."),
+        extra_option("once", bool, False, "--once", help="Write the credentials once and exit, "
+                     "instead of refreshing them until stopped."),
+    ]))

@@ -78,8 +78,8 @@ def test_a_secret_is_never_described() -> None:
     assert "hunter2" not in got.describe("pkcs8-password")
 
 
-@pytest.mark.parametrize("command", ["credential-process", "serve", "update", "sign-string",
-                                     "read-certificate-data"])
+@pytest.mark.parametrize("command", ["credential-process", "serve", "update",
+                                     "read-certificate-data"])  # sign-string takes a key alone
 def test_cert_selector_stands_in_for_the_certificate(command: str) -> None:
     """--cert-selector alone picks the certificate among the tokens' (issue 12 item 3)."""
     flags = {"profile-arn": PA, "role-arn": RA, "trust-anchor-arn": TA}
