@@ -376,3 +376,21 @@ def test_catalogued_error_rendered(code: str, debug: bool, capsys: pytest.Captur
     assert expect in err
     assert ("Traceback" in err) == (debug and code != "RAH-ABORT-001")
     assert (f"rolesanywhere-hsm: [{code}] " in err) == debug, err
+
+
+def test_doctor_json_carries_the_code_of_the_error_that_failed_a_check(
+    request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    import json
+
+    c = Context(request, tmp_path)
+    junk = c.junk()
+    run = Run(["doctor", "--certificate", junk, "--private-key", junk, *c.arns(), "--endpoint", refused_url(),
+               "--json"], "", 8)
+    done = _run(run, debug=False)
+    assert done.returncode == 8, done.stderr
+    checks = {check["name"]: check for check in json.loads(done.stdout)["checks"]}
+    assert checks["certificate"]["code"] == "RAH-CERT-001"
+    assert checks["key"]["code"] == "RAH-KEY-001"
+    assert all("code" not in check for check in checks.values() if check["status"] != "fail")
+    assert {check["code"] for check in checks.values() if "code" in check} <= set(catalogue())
