@@ -4,6 +4,11 @@ Every error carries a message written for a person (what is wrong, what to do) a
 class, so the CLI can print one line without a traceback. No message may contain a PIN, a
 secret key or a session token: messages are built from names and counts, never from values.
 
+Each class has a stable `code` (RAH-AREA-NNN) that the CLI shows with --debug and that
+docs/errors.md explains (cause and fix); a raising site may pass `code=` where one class
+covers clearly different situations. tests/test_error_catalogue.py keeps the codes used here and
+the catalogue equal, so a code cannot drift or go undocumented.
+
     RolesAnywhereError                  exit 1   (base; unexpected internal errors also exit 1)
     ├── UsageError                      exit 2   bad options or input files
     │   ├── ArnError                             malformed or mismatched ARNs
@@ -71,8 +76,9 @@ class RolesAnywhereError(Exception):
     """
 
     exit_code: int = 1
+    code: str = "RAH-GEN-001"
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
         # The safety net for "no secret in a message": whatever user input a raising site
         # quoted, a pin-value, an unknown pin-source, URL user-info and control characters
         # are gone before the text can reach stderr, a log or a traceback (redact.py).
@@ -81,97 +87,107 @@ class RolesAnywhereError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        if code is not None:  # a per-raise override of the class's code (see docs/errors.md)
+            self.code = code
 
     def diagnostics(self) -> str:
         return self.message if not self.hint else f"{self.message}\n{self.hint}"
 
 
 class UsageError(RolesAnywhereError):
+    code = "RAH-USE-001"
     exit_code = 2
 
 
 class ArnError(UsageError):
-    pass
+    code = "RAH-ARN-001"
 
 
 class EndpointError(UsageError):
-    pass
+    code = "RAH-EP-001"
 
 
 class Pkcs11UriError(UsageError):
-    pass
+    code = "RAH-URI-001"
 
 
 class CertificateError(RolesAnywhereError):
+    code = "RAH-CERT-001"
     exit_code = 3
 
 
 class KeyLoadError(RolesAnywhereError):
+    code = "RAH-KEY-001"
     exit_code = 3
 
 
 class TokenError(RolesAnywhereError):
+    code = "RAH-TOK-001"
     exit_code = 4
 
 
 class ModuleLoadError(TokenError):
-    pass
+    code = "RAH-MOD-001"
 
 
 class SelectionError(TokenError):
-    pass
+    code = "RAH-SEL-001"
 
 
 class TokenSigningError(TokenError):
-    pass
+    code = "RAH-SIGN-001"
 
 
 class PinError(RolesAnywhereError):
+    code = "RAH-PIN-001"
     exit_code = 5
 
 
 class PinUnavailableError(PinError):
-    pass
+    code = "RAH-PIN-002"
 
 
 class PinIncorrectError(PinError):
-    pass
+    code = "RAH-PIN-003"
 
 
 class PinLockedError(PinError):
-    pass
+    code = "RAH-PIN-004"
 
 
 class ServiceError(RolesAnywhereError):
     """The service answered with an error. `error_type` and `status` are the service's own."""
 
+    code = "RAH-SVC-001"
     exit_code = 6
 
     def __init__(
-        self, message: str, *, error_type: str, status: int, hint: str | None = None
+        self, message: str, *, error_type: str, status: int, hint: str | None = None,
+        code: str | None = None,
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, code=code)
         self.error_type = error_type
         self.status = status
 
 
 class AccessDeniedError(ServiceError):
-    pass
+    code = "RAH-SVC-002"
 
 
 class ValidationError(ServiceError):
-    pass
+    code = "RAH-SVC-003"
 
 
 class ResourceNotFoundError(ServiceError):
-    pass
+    code = "RAH-SVC-004"
 
 
 class ThrottlingError(ServiceError):
-    pass
+    code = "RAH-SVC-005"
 
 
 class TransportError(RolesAnywhereError):
+    code = "RAH-NET-001"
     exit_code = 7
 
 
@@ -180,10 +196,13 @@ class CredentialsUnavailableError(TransportError):
     finished, or refreshes keep failing and the last good credentials have expired. The cause
     (the failed refresh's error) is in `__cause__` and in the message."""
 
+    code = "RAH-NET-002"
+
 
 class DeadlineExceededError(TransportError):
     """The time budget of the call ran out; the message names the phase it ran out in."""
 
+    code = "RAH-NET-003"
     retryable = False  # there is no time left for another attempt
 
 

@@ -46,6 +46,9 @@ __all__ = [
     "write_atomic",
 ]
 
+FILE_CODE = "RAH-FILE-001"  # a file or directory we must read or write cannot be (docs/errors.md)
+LOCK_CODE = "RAH-FILE-002"  # another program holds our lock file
+
 LOCK_TIMEOUT = 30.0
 
 MiB = 1024 * 1024
@@ -223,7 +226,8 @@ def locked(path: str | Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise UsageError(f"Cannot create the lock file {lock_path}: {exc.strerror or exc}.",
-                         hint="Check that the directory exists and is writable by you.") from None
+                         hint="Check that the directory exists and is writable by you.",
+                         code=FILE_CODE) from None
     try:
         deadline = time.monotonic() + timeout
         delay = 0.002
@@ -238,6 +242,7 @@ def locked(path: str | Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
                 raise UsageError(
                     f"Another program has held the lock {lock_path} for more than {timeout:.0f} s.",
                     hint="Find it with `fuser` and stop it, or wait and run again.",
+                    code=LOCK_CODE,
                 )
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
@@ -264,7 +269,8 @@ def update_atomic(
             for directory in reversed(missing):  # each one 0700 (mkdir's parents=True would not)
                 directory.mkdir(mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise UsageError(f"Cannot create the directory {target.parent}: {exc.strerror or exc}.") from None
+            raise UsageError(f"Cannot create the directory {target.parent}: {exc.strerror or exc}.",
+                             code=FILE_CODE) from None
     with locked(target, timeout):
         try:
             old: bytes | None = target.read_bytes()
@@ -272,11 +278,12 @@ def update_atomic(
             old = None
         except OSError as exc:
             raise UsageError(f"Cannot read {target}: {exc.strerror or exc}.",
-                             hint="Check the file's permissions.") from None
+                             hint="Check the file's permissions.", code=FILE_CODE) from None
         new = change(old)
         try:
             write_atomic(target, new, mode)
         except OSError as exc:
             raise UsageError(f"Cannot write {target}: {exc.strerror or exc}.",
-                             hint="Check that the directory is writable by you.") from None
+                             hint="Check that the directory is writable by you.",
+                             code=FILE_CODE) from None
     return target

@@ -61,10 +61,14 @@ MAX_CONFIG_BYTES = 1 << 20
 class ConfigError(UsageError):
     """A setting that cannot be used: a bad value, an unknown key, a missing profile (exit 2)."""
 
+    code = "RAH-CFG-001"
+
 
 class CommandLineError(ConfigError):
     """The command line itself does not parse. Like click's usage errors, it is shown without a
     traceback even with --debug: the traceback would only show our parser."""
+
+    code = "RAH-USE-002"
 
 
 @dataclass(frozen=True)

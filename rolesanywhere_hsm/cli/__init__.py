@@ -7,8 +7,9 @@ module. Every other command builds the typer app (rolesanywhere_hsm.cli.typer_ap
 
 Errors are caught here, in one place: the person-facing message goes to stderr as one line and
 the process exits with the error's documented code; `--debug` (or RAH_DEBUG=1) shows the
-traceback before it, and keeps the code: scripts that branch on the exit code must not change
-behaviour when someone turns on debugging.
+traceback before it and the error's stable code (`[RAH-PIN-003]`, explained in docs/errors.md),
+and keeps the exit code: scripts that branch on the exit code must not change behaviour when
+someone turns on debugging.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
 __all__ = ["app", "main"]
 
 FAST_COMMANDS = frozenset({"credential-process"})
+# Codes of the errors that are not RolesAnywhereError objects (docs/errors.md).
+USAGE_CODE = "RAH-USE-002"  # the command line does not parse (click's usage errors)
+INTERNAL_CODE = "RAH-BUG-001"  # an exception we did not expect: a bug
+INTERRUPTED_CODE = "RAH-ABORT-001"  # Ctrl-C, or a prompt aborted
 
 
 def __getattr__(name: str) -> Any:
@@ -67,13 +72,20 @@ def _run_typer(args: list[str]) -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":
             exc.show()  # the help text, as click prints it; nothing typed to echo
         else:
-            print(f"rolesanywhere-hsm: {usage_message(exc, args)}", file=sys.stderr)
+            print(f"rolesanywhere-hsm: {_tagged(USAGE_CODE, args)}{usage_message(exc, args)}",
+                  file=sys.stderr)
         sys.exit(exc.exit_code)
     except (getattr(clicks, "Abort", typer.Abort), typer.Abort):
-        print("rolesanywhere-hsm: aborted", file=sys.stderr)
+        print(f"rolesanywhere-hsm: {_tagged(INTERRUPTED_CODE, args)}aborted", file=sys.stderr)
         sys.exit(1)
     if isinstance(code, int) and code:  # an explicit Exit(code) from a command (or 130)
         sys.exit(code)
+
+
+def _tagged(code: str, args: list[str]) -> str:
+    """`[CODE] ` before a message under --debug (the catalogue's key), nothing otherwise: the
+    one-line message people and scripts see stays as it was."""
+    return f"[{code}] " if _debug_requested(args) else ""
 
 
 def _guarded(run: Callable[[], None], args: list[str]) -> None:
@@ -88,10 +100,10 @@ def _guarded(run: Callable[[], None], args: list[str]) -> None:
             import traceback
 
             traceback.print_exc(file=sys.stderr)
-        print(f"rolesanywhere-hsm: {exc.diagnostics()}", file=sys.stderr)
+        print(f"rolesanywhere-hsm: {_tagged(exc.code, args)}{exc.diagnostics()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("rolesanywhere-hsm: interrupted", file=sys.stderr)
+        print(f"rolesanywhere-hsm: {_tagged(INTERRUPTED_CODE, args)}interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         if _debug_requested(args):
@@ -99,7 +111,7 @@ def _guarded(run: Callable[[], None], args: list[str]) -> None:
 
             traceback.print_exc(file=sys.stderr)
         print(
-            f"rolesanywhere-hsm: internal error ({type(exc).__name__}); "
+            f"rolesanywhere-hsm: {_tagged(INTERNAL_CODE, args)}internal error ({type(exc).__name__}); "
             "run again with --debug and report the traceback.",
             file=sys.stderr,
         )

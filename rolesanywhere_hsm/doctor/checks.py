@@ -55,9 +55,13 @@ class Check:
     status: str
     message: str
     fix: str = ""
+    code: str = ""  # the error's stable code (docs/errors.md) when an error of ours failed it
 
     def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.code:
+            del out["code"]
+        return out
 
 
 def failed(checks: list[Check]) -> bool:
@@ -87,7 +91,7 @@ class DoctorOptions:
 
 def from_error(name: str, exc: RolesAnywhereError) -> Check:
     """A failed check from one of our errors: its message, and its hint as the fix."""
-    return Check(name, FAIL, exc.message, exc.hint or "")
+    return Check(name, FAIL, exc.message, exc.hint or "", code=exc.code)
 
 
 @dataclass

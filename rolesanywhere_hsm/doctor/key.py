@@ -256,7 +256,7 @@ def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
             run.add(from_error("key", exc))
         return
     except PinError as exc:
-        run.add(Check("key", FAIL, f"login refused: {exc.message}", exc.hint or ""))
+        run.add(Check("key", FAIL, f"login refused: {exc.message}", exc.hint or "", code=exc.code))
         return
     except RolesAnywhereError as exc:
         if run.pending_certificate_error is not None:

@@ -189,7 +189,7 @@ def call_check(run: Run) -> None:
                                                 duration_seconds=options.session_duration,
                                                 role_session_name=options.role_session_name)
     except ServiceError as exc:
-        run.add(Check("call", FAIL, exc.message, _service_fix(exc, run.checks)))
+        run.add(Check("call", FAIL, exc.message, _service_fix(exc, run.checks), code=exc.code))
         return
     except RolesAnywhereError as exc:
         run.add(from_error("call", exc))

@@ -1,0 +1,296 @@
+"""Every shell block of README.md and docs/*.md (```sh, ```console, ```bash, ```shell) is kept
+honest here.
+
+The convention (docs/cli.md, "Shell blocks in these docs"):
+- a block preceded by `<!-- not-run: needs ... -->` needs something a test machine lacks (real
+  AWS, an HSM, a YubiKey, a real TPM, root): it is not run;
+- a block preceded by `<!-- run-by-test: SETUP -->` is run here, in bash with `set -e`, in a temp
+  directory and a temp HOME prepared by SETUP (see SETUPS below);
+- every other block only shows command lines.
+
+Whatever the mark, every `rolesanywhere-hsm ...` line of every block is parsed against the typer
+app: the subcommand must exist and each `--flag` must be one of its options. In a ```console
+block, commands are the lines starting with `$ ` (and their `\\` continuations); the other lines
+are output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^(\s*)```(sh|console|bash|shell)\s*$")
+MARK = re.compile(r"^<!-- (not-run|run-by-test): (.+?) -->$")
+PROGRAM = "rolesanywhere-hsm"
+
+
+@dataclass(frozen=True)
+class Block:
+    path: Path
+    line: int  # of the opening fence, 1-based
+    kind: str  # sh, console, ...
+    text: str
+    mark: str | None  # "not-run", "run-by-test" or None
+    reason: str  # the mark's text
+
+    @property
+    def name(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+    def commands(self) -> list[str]:
+        """The block's commands, continuations joined; output lines of a console block dropped."""
+        out: list[str] = []
+        current: str | None = None
+        for raw in self.text.splitlines():
+            line = raw.strip()
+            if current is not None:
+                current += " " + line.rstrip("\\").strip()
+                if not line.endswith("\\"):
+                    out.append(current)
+                    current = None
+                continue
+            if self.kind == "console":
+                if not line.startswith("$ "):
+                    continue  # output, or a comment about a step
+                line = line[2:]
+            if not line or line.startswith("#"):
+                continue
+            if line.endswith("\\"):
+                current = line.rstrip("\\").strip()
+            else:
+                out.append(line)
+        if current is not None:
+            out.append(current)
+        return out
+
+
+def blocks() -> list[Block]:
+    found = []
+    for path in DOCS:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        index = 0
+        while index < len(lines):
+            match = FENCE.match(lines[index])
+            if match:
+                end = index + 1
+                while not lines[end].strip().startswith("```"):
+                    end += 1
+                before = [line for line in lines[max(0, index - 3):index] if line.strip()]
+                mark = MARK.match(before[-1].strip()) if before else None
+                found.append(Block(path, index + 1, match.group(2), "\n".join(lines[index + 1:end]),
+                                   mark.group(1) if mark else None, mark.group(2) if mark else ""))
+                index = end
+            index += 1
+    return found
+
+
+BLOCKS = blocks()
+
+
+def test_blocks_are_found_and_marks_are_known() -> None:
+    assert len(BLOCKS) >= 30
+    for block in BLOCKS:
+        if block.mark == "not-run":
+            assert block.reason.startswith("needs "), block.name
+        if block.mark == "run-by-test":
+            assert block.reason in SETUPS, f"{block.name}: unknown setup {block.reason!r}"
+    assert any(block.mark == "run-by-test" for block in BLOCKS)
+    # the parse check below has lines to check: a change to the block reader cannot empty it
+    assert sum(len(list(tool_invocations(c))) for block in BLOCKS for c in block.commands()) >= 25
+
+
+# ---------------------------------------------------------------------------------------------
+# Parse every rolesanywhere-hsm line against the typer app
+
+
+def _click_root():  # type: ignore[no-untyped-def]
+    import typer.main
+
+    from rolesanywhere_hsm.cli.typer_app import app
+
+    return typer.main.get_command(app)
+
+
+def tool_invocations(command: str) -> Iterator[list[str]]:
+    """The argument lists after each `rolesanywhere-hsm` in a shell command line (also inside
+    `$(...)` and after `&&`, `|`, `;`)."""
+    words = shlex.split(command.replace("$(", " ").replace(")", " "), comments=True)
+    current: list[str] | None = None
+    for word in words:
+        if word in ("&&", "||", "|", ";") or word.endswith(";"):
+            if current is not None:
+                yield current
+            current = None
+            continue
+        if word == PROGRAM:
+            if current is not None:
+                yield current
+            current = []
+        elif current is not None:
+            current.append(word)
+    if current is not None:
+        yield current
+
+
+def check_invocation(args: list[str]) -> list[str]:
+    """What is wrong with `rolesanywhere-hsm ARGS` as a command line (empty: nothing)."""
+    command = _click_root()
+    path = []
+    while hasattr(command, "commands"):
+        if not args or args[0].startswith("-"):
+            if args and args[0] in ("--help", "--version"):
+                return []
+            return [f"no subcommand after {' '.join([PROGRAM, *path])}"]
+        name, args = args[0], args[1:]
+        if name not in command.commands:
+            return [f"{' '.join([PROGRAM, *path])} has no subcommand {name!r}"]
+        command, path = command.commands[name], [*path, name]
+    known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    known.add("--help")
+    problems = []
+    for word in args:
+        if word.startswith("--"):
+            flag = word.split("=", 1)[0]
+            if flag not in known:
+                problems.append(f"{' '.join([PROGRAM, *path])} has no option {flag}")
+    return problems
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda block: block.name)
+def test_block_command_lines_parse(block: Block) -> None:
+    problems = []
+    for command in block.commands():
+        for args in tool_invocations(command):
+            problems += check_invocation(args)
+    assert problems == [], block.name
+
+
+def test_the_parse_check_can_fail() -> None:
+    assert check_invocation(["credential-process", "--certificate", "x"]) == []
+    assert check_invocation(["cache", "clear"]) == []
+    assert check_invocation(["credential-proces"]) != []
+    assert check_invocation(["keygen", "--module", "x"]) != []
+    assert check_invocation(["cache"]) != []
+    assert list(tool_invocations("X=$(rolesanywhere-hsm tokens --json) && rolesanywhere-hsm version")) == [
+        ["tokens", "--json"], ["version"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Run the blocks marked run-by-test
+
+
+def _softhsm_home(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """A HOME where ~/.config/softhsm2/softhsm2.conf points at an empty token directory, as the
+    onboarding guide's SoftHSM block expects; SoftHSM's module where the block says it is."""
+    module = request.getfixturevalue("softhsm_module")
+    tokens = home / ".local" / "share" / "softhsm2" / "tokens"
+    tokens.mkdir(parents=True)
+    conf = home / ".config" / "softhsm2" / "softhsm2.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
+    if not Path("/usr/lib/softhsm/libsofthsm2.so").exists():
+        pytest.skip(f"the docs name /usr/lib/softhsm/libsofthsm2.so; SoftHSM is at {module}")
+    return {}
+
+
+def _ca_files(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """ca.pem and ca.key (a test CA) and workload.csr (made by our `csr` from a file key) in the
+    working directory, as the onboarding guide's openssl block expects."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+
+    ca = CertificateAuthority.create("Docs Test CA", "p256")
+    write_pem(work / "ca.pem", ca.certificate)
+    write_pem(work / "ca.key", ca.key, mode=0o600)
+    key = new_private_key("p256")
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "workload-1")]))
+           .sign(key, hashes.SHA256()))  # type: ignore[arg-type]
+    (work / "workload.csr").write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+    return {}
+
+
+SETUPS: dict[str, Callable[[Path, Path, pytest.FixtureRequest], dict[str, str]]] = {
+    "softhsm-home": _softhsm_home,
+    "ca-files": _ca_files,
+}
+
+CHECKS: dict[str, Callable[[Path, subprocess.CompletedProcess[str]], None]] = {}
+
+
+def _check_softhsm_home(work: Path, done: subprocess.CompletedProcess[str]) -> None:
+    assert re.search(r"^pkcs11:token=aws;.*object=workload;type=private", done.stdout, re.M), done.stdout
+
+
+def _check_ca_files(work: Path, done: subprocess.CompletedProcess[str]) -> None:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((work / "workload.pem").read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+
+
+CHECKS.update({"softhsm-home": _check_softhsm_home, "ca-files": _check_ca_files})
+
+
+def console_script(text: str) -> str:
+    """The shell script a console block runs: `$ ` lines, their continuations and here-documents;
+    output lines dropped."""
+    out: list[str] = []
+    continuing = False
+    heredoc_end: str | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if heredoc_end is not None:
+            out.append(raw.strip())
+            if line == heredoc_end:
+                heredoc_end = None
+            continue
+        if continuing:
+            out.append(line)
+        elif line.startswith("$ "):
+            out.append(line[2:])
+        else:
+            continue
+        continuing = line.endswith("\\")
+        here = re.search(r"<<-?\s*'?(\w+)'?", line)
+        if here:
+            heredoc_end = here.group(1)
+    return "\n".join(out)
+
+
+def test_console_script() -> None:
+    text = "$ cat > x <<'EOF'\na = 1\nEOF\n$ echo a \\\n    b\noutput line\n  # a comment\n"
+    assert console_script(text) == "cat > x <<'EOF'\na = 1\nEOF\necho a \\\nb"
+
+
+RUN = [block for block in BLOCKS if block.mark == "run-by-test"]
+
+
+@pytest.mark.parametrize("block", RUN, ids=lambda block: block.name)
+def test_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    extra = SETUPS[block.reason](home, work, request)
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("RAH_", "SOFTHSM2_", "AWS_"))}
+    env.update(HOME=str(home), PYTHONPATH=f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}", **extra)
+    script = console_script(block.text) if block.kind == "console" else block.text
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
+                          cwd=work, env=env, timeout=120, stdin=subprocess.DEVNULL,
+                          start_new_session=True)
+    assert done.returncode == 0, f"{block.name}\n{script}\n--- stderr:\n{done.stderr}"
+    CHECKS[block.reason](work, done)
