@@ -8,7 +8,9 @@ Two ways a wrong PIN reaches them:
   the process exits 5 having presented it once, before any request to the service;
 - mid-life: the PIN was right at start, then changed on the card; the card later refuses a
   signature (6982, as a card that dropped its security status does), the session layer
-  reopens the token once and presents the remembered PIN, now wrong, once. From then on it
+  reopens the token once and presents the remembered PIN, now wrong, once. On the TPM: the
+  PIN file is rewritten with a wrong PIN and the TPM's loaded objects are flushed (as after a
+  TPM reset), so the next signature fails and the reopen reads the wrong PIN. From then on it
   never presents it again: `update` exits 5, `serve` keeps answering from the credentials it
   holds until they expire and then answers 503, however many refresh cycles pass.
 
@@ -207,6 +209,7 @@ def test_update_exits_5_after_one_reopen_with_a_pin_that_became_wrong(
         _stop(process)
     err = stderr_file.read_text()
     assert code == 5, err
+    assert "opening it again once" in err  # the refused signature made the session reopen
     assert "refused the PIN" in err and yubikey.pin not in err and "Traceback" not in err
     status = yubikey.status()
     assert status["verify_attempts"] == 2  # the good login at start, the remembered PIN once
@@ -254,6 +257,7 @@ def test_serve_answers_503_once_held_credentials_expire_after_a_pin_that_became_
     phases = [s for i, s in enumerate(seen) if i == 0 or s != seen[i - 1]]
     assert phases == [200, 503], seen  # the held credentials, then 503 for good
     assert seen.count(503) >= 5
+    assert "opening it again once" in err  # the refused signature made the session reopen
     assert "refused the PIN" in err and yubikey.pin not in err and "Traceback" not in err
     status = yubikey.status()
     assert status["verify_attempts"] == 2  # the good login at start, the remembered PIN once
@@ -319,3 +323,41 @@ def test_boto3_provider_on_the_card_presents_a_wrong_pin_once(
     assert yubikey.pin_retries_left() == 2
     assert len(asked) == (1 if source == "callback" else 0)
     assert piv_server.requests == []
+
+
+@pytest.mark.tpm
+@pytest.mark.parametrize("command", COMMANDS)
+def test_tpm_reopen_with_a_pin_file_that_became_wrong_presents_it_once(
+    tpm: TpmToken, tpm_server: Emulator, tmp_path: Path, command: str,
+) -> None:
+    """The TPM variant of the mid-life case: the PIN file is rewritten with a wrong PIN, then the
+    TPM forgets the process's loaded key and session (`tpm2_flushcontext`, as after a TPM
+    reset), so the next signature fails and the session layer reopens the token, reading the
+    PIN file again: the wrong PIN costs one count on the TPM's lockout counter, and no more."""
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(tpm.user_pin + "\n")
+    pin_file.chmod(0o600)
+    uri = _with_query(tpm.uri_for("ec", type="cert"), f"pin-source=file:{pin_file}")
+    before = tpm.lockout_counter()
+    process, stderr_file = _start(tpm_server, _env(tpm.subprocess_env(), tmp_path), command, tmp_path,
+                                  "--certificate", uri)
+    try:
+        first = tpm_server.issued[0]
+        pin_file.write_text(WRONG + "\n")
+        tpm.flush_transient()
+        if command == "update":
+            code = process.wait(LIFETIME * 4)
+        else:
+            deadline = first.expiration.timestamp() + 2 * LIFETIME
+            while time.time() < deadline:
+                assert process.poll() is None, stderr_file.read_text()
+                time.sleep(0.2)
+            code = _stop(process)
+    finally:
+        _stop(process)
+    err = stderr_file.read_text()
+    assert code == (5 if command == "update" else 0), err
+    assert "opening it again once" in err  # the signature failed and the session reopened
+    assert "refused the PIN" in err and WRONG not in err and "Traceback" not in err
+    assert tpm.lockout_counter() == before + 1
+    assert len(tpm_server.issued) == 1
