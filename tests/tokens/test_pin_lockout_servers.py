@@ -250,6 +250,8 @@ def test_serve_answers_503_once_held_credentials_expire_after_a_pin_that_became_
                     assert "AccessKeyId" not in response.text
                 assert process.poll() is None, stderr_file.read_text()
                 time.sleep(0.2)
+            health = client.get(httpx.URL(url).copy_with(path="/healthz"))
+            assert health.status_code == 503  # a supervisor's readiness check sees it too
     finally:
         code = _stop(process)
     err = stderr_file.read_text()
