@@ -48,7 +48,7 @@ from tests.tokens.yubikey import VirtualYubiKey
 ROOT = Path(__file__).parents[2]
 COMMANDS = ["serve", "update"]
 NEW_PIN = "24681357"  # what the card's PIN is changed to mid-life
-LIFETIME = 8  # seconds: a refresh comes 4..6 s after each fetch
+LIFETIME = 12  # seconds: a refresh comes 6..9 s after each fetch, time enough to set the trap
 
 
 def _command_args(command: str, tmp_path: Path) -> list[str]:
@@ -232,9 +232,9 @@ def test_serve_answers_503_once_held_credentials_expire_after_a_pin_that_became_
         url = exports["AWS_CONTAINER_CREDENTIALS_FULL_URI"]
         first = piv_server.issued[0]
         _change_pin_and_drop_the_session(yubikey, piv_module)
-        # Poll through the expiry of the held credentials and then two more lifetimes, in which
+        # Poll through the expiry of the held credentials and then one more lifetime, in which
         # a refresh loop that had not stopped would have presented the PIN again.
-        until = first.expiration.timestamp() + 2 * LIFETIME
+        until = first.expiration.timestamp() + LIFETIME
         with httpx.Client(headers={"Authorization": exports["AWS_CONTAINER_AUTHORIZATION_TOKEN"]},
                           timeout=10) as client:
             while time.time() < until:
@@ -350,7 +350,7 @@ def test_tpm_reopen_with_a_pin_file_that_became_wrong_presents_it_once(
         if command == "update":
             code = process.wait(LIFETIME * 4)
         else:
-            deadline = first.expiration.timestamp() + 2 * LIFETIME
+            deadline = first.expiration.timestamp() + LIFETIME
             while time.time() < deadline:
                 assert process.poll() is None, stderr_file.read_text()
                 time.sleep(0.2)
