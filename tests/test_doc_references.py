@@ -29,3 +29,30 @@ def test_every_cited_doc_exists() -> None:
     assert cited, "no doc is cited at all"
     missing = sorted(c for c in cited if not (ROOT / c).is_file())
     assert not missing, missing
+
+
+def test_every_test_named_in_security_md_exists() -> None:
+    """docs/security.md names the test that proves each guarantee: `tests/x.py::test_name`, and
+    `::test_name` for another test of the file named last. Each must exist, so a rename cannot
+    leave a guarantee pointing at nothing."""
+    text = (ROOT / "docs" / "security.md").read_text()
+    named: list[tuple[str, str]] = []
+    current = None
+    for match in re.finditer(r"`(tests/[\w/]+\.py)?(?:::(\w+))?`|section \d+'s\s+`(test_\w+)`", text):
+        path, name, elsewhere = match.groups()
+        if elsewhere:
+            named.append(("*", elsewhere))
+            continue
+        if path:
+            current = path
+            assert (ROOT / path).is_file(), path
+        if name:
+            assert current is not None, name
+            named.append((current, name))
+    assert len(named) > 50
+    missing = []
+    for path, name in named:
+        files = list((ROOT / "tests").rglob("test_*.py")) if path == "*" else [ROOT / path]
+        if not any(re.search(rf"^(async )?def {name}\(", f.read_text(), re.M) for f in files):
+            missing.append(f"{path}::{name}")
+    assert not missing, missing

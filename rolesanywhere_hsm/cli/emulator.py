@@ -181,8 +181,11 @@ def register(app: typer.Typer) -> None:
         if max_records < 0:
             raise UsageError("--max-records cannot be negative")
 
+        from rolesanywhere_hsm.redact import RedactingFilter
+
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("emulator: %(message)s"))
+        handler.addFilter(RedactingFilter())
         logger = logging.getLogger("rolesanywhere_hsm.emulator")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

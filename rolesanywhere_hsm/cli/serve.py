@@ -91,7 +91,6 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
         raise UsageError("--tls-key needs --tls-cert")
 
     import asyncio
-    import logging
     import signal
 
     from rolesanywhere_hsm.credentials import format_expiration
@@ -110,12 +109,7 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
     token = read_token_file(container_token_file) if container_token_file else generate_token()
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
 
-    if not debug:  # refresh failures and recoveries are worth a line on stderr
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("serve: %(message)s"))
-        for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.servers", "rolesanywhere_hsm.httpserver"):
-            logging.getLogger(name).addHandler(handler)
-            logging.getLogger(name).setLevel(logging.INFO)
+    _log_to_stderr(debug)
 
     holder: list[RefreshingCredentials] = []
     app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
@@ -185,6 +179,25 @@ class _Deferred:
 
             raise CredentialsUnavailableError("no credentials fetched yet")
         return self._holder[0].current()
+
+
+def _log_to_stderr(debug: bool) -> None:
+    """Refresh failures and recoveries are worth a line on stderr, through the redaction
+    filter (no pin-value or URL password in a log line). `--debug` has already set up a
+    handler for everything (with the same filter)."""
+    if debug:
+        return
+    import logging
+
+    from rolesanywhere_hsm.redact import RedactingFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("serve: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.servers", "rolesanywhere_hsm.httpserver",
+                 "rolesanywhere_hsm.session"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _log_refresh(credentials: Credentials) -> None:

@@ -111,8 +111,11 @@ def _log_to_stderr(debug: bool) -> None:
     has already set up a handler for everything.)"""
     if debug:
         return
+    from rolesanywhere_hsm.redact import RedactingFilter
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("rolesanywhere-hsm update: %(message)s"))
+    handler.addFilter(RedactingFilter())  # no pin-value or URL password in a log line
     for name in ("rolesanywhere_hsm.update", "rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)

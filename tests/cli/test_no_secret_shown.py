@@ -330,3 +330,105 @@ def test_demo_shows_no_pin(tmp_path: Path) -> None:
     assert_no_marker(result.stderr, secrets, "demo stderr")
     assert pin not in result.stdout
     assert _files_with_markers(workdir, secrets) == []
+
+
+# -- the long-running commands: serve and update -----------------------------------------------
+
+
+def _long_running_args(world: World, command: str, workdir: Path, certificate: str) -> list[str]:
+    args = [command, "--certificate", certificate, *world.arns()]
+    if command == "serve":
+        args += ["--port", "0", "--port-file", str(workdir / "port")]
+    return args
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+@pytest.mark.parametrize("command", ["serve", "update"])
+def test_long_running_commands_log_no_pin_value(world: World, command: str, debug: bool, tmp_path: Path) -> None:
+    """`serve` and `update` with the PIN in the URI's pin-value, through a start, several
+    refreshes (4-second credentials) and SIGTERM: their log lines (with --debug: every debug
+    line of the signer, the session and the refresh engine) never show it, nor the issued
+    secret key and session token."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    args = _long_running_args(world, command, workdir, f"{CERT_URI}?pin-value={PIN}")
+    world.emulator.config.credential_lifetime = 4
+    before = len(world.emulator.issued)
+    try:
+        with (workdir / "stderr").open("w") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "rolesanywhere_hsm", *args, *(["--debug"] if debug else [])],
+                stdout=subprocess.DEVNULL, stderr=err, text=True, env=world.env(workdir), cwd=workdir,
+                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while len(world.emulator.issued) < before + 3 and time.monotonic() < deadline:
+                assert process.poll() is None, (workdir / "stderr").read_text()
+                time.sleep(0.1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(30)
+    finally:
+        world.emulator.config.credential_lifetime = None
+    stderr = (workdir / "stderr").read_text()
+    assert code == 0, stderr
+    assert len(world.emulator.issued) >= before + 3, stderr  # the first fetch and two refreshes
+    secrets = tuple(s for issued in world.emulator.issued[before:]
+                    for s in (issued.secret_access_key, issued.session_token))
+    assert_no_marker(stderr, MARKERS + secrets, f"{command} stderr")
+    if debug:
+        assert "rolesanywhere_hsm.pkcs11: certificate" in stderr  # the debug log did run
+    written = [f for f in _files_with_markers(workdir, MARKERS) if not f.startswith(str(workdir / "stderr"))]
+    assert written == []
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+@pytest.mark.parametrize("command", ["serve", "update"])
+def test_long_running_commands_with_a_wrong_pin_value(world: World, command: str, debug: bool,
+                                                      tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    args = _long_running_args(world, command, workdir, f"{CERT_URI}?pin-value={WRONG_PIN}")
+    result = subprocess.run(
+        [sys.executable, "-m", "rolesanywhere_hsm", *args, *(["--debug"] if debug else [])],
+        capture_output=True, text=True, env=world.env(workdir), cwd=workdir, timeout=120,
+        stdin=subprocess.DEVNULL, start_new_session=True)
+    assert result.returncode == 5, result.stderr
+    assert "refused the PIN" in result.stderr
+    assert_no_marker(result.stderr + result.stdout, MARKERS, f"{command} output")
+    assert _files_with_markers(workdir, MARKERS) == []
+
+
+@pytest.fixture
+def restore_loggers() -> Iterator[None]:
+    import logging
+
+    names = ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.servers", "rolesanywhere_hsm.httpserver",
+             "rolesanywhere_hsm.session", "rolesanywhere_hsm.update")
+    saved = {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).level,
+                 logging.getLogger(n).propagate) for n in names}
+    yield
+    for n, (handlers, level, propagate) in saved.items():
+        logger = logging.getLogger(n)
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@pytest.mark.usefixtures("restore_loggers")
+@pytest.mark.parametrize("command", ["serve", "update"])
+def test_the_log_handlers_of_serve_and_update_redact(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The stderr handlers `serve` and `update` install (without --debug) pass each line
+    through RedactingFilter: a log line quoting a URI loses its pin-value."""
+    import logging
+
+    if command == "serve":
+        from rolesanywhere_hsm.cli.serve import _log_to_stderr
+    else:
+        from rolesanywhere_hsm.cli.update import _log_to_stderr
+    _log_to_stderr(False)
+    for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session"):
+        logging.getLogger(name).warning("opening %s again", f"{CERT_URI}?pin-value={PIN}")
+    err = capsys.readouterr().err
+    assert err.count("opening pkcs11:token=") == 2, err
+    assert PIN not in err

@@ -28,7 +28,7 @@ from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.softhsm import SoftHsmToken
 from tests.cli.test_credential_process_pkcs11 import spy  # noqa: F401  (fixture)
-from tests.http.rawclient import exchange, statuses
+from tests.http.rawclient import exchange, listening_addresses, statuses
 from tests.signers.test_pkcs11_spy import counts, parse_spy_log
 
 pytestmark = pytest.mark.softhsm
@@ -297,6 +297,13 @@ def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str, caps
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_serve_listens_on_loopback_only_by_default(server: Emulator, start_serve: Callable[..., Serve]) -> None:
+    running = start_serve(server)
+    assert listening_addresses(running.port) == {"127.0.0.1"}
+    assert running.exports["AWS_EC2_METADATA_SERVICE_ENDPOINT"].startswith("http://127.0.0.1:")
+    assert running.stop() == 0
 
 
 def test_listen_address_rules() -> None:

@@ -17,6 +17,7 @@ from rolesanywhere_hsm.cli import main
 from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import EmulatorConfig
 from tests.emulator.conftest import send
+from tests.http.rawclient import listening_addresses
 from tests.oracle import sign_create_session
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path, root_ca: CertificateAuthority,
     )
     try:
         port = int(_wait_for(port_file, process))
+        assert listening_addresses(port) == {"127.0.0.1"}  # loopback only by default
         # The default ARNs are a function of the CA, so the test can compute them.
         config = EmulatorConfig.for_certificates([root_ca.certificate])
         signed = sign_create_session(

@@ -7,7 +7,7 @@ import re
 import socket
 import time
 
-__all__ = ["exchange", "statuses"]
+__all__ = ["exchange", "listening_addresses", "statuses"]
 
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 
@@ -46,4 +46,28 @@ def statuses(answer: bytes) -> list[int]:
         head_end = answer.find(b"\r\n\r\n", position)
         length = re.search(rb"(?im)^content-length: (\d+)\r$", answer[position:head_end + 2])
         position = head_end + 4 + (int(length.group(1)) if length else 0)
+    return found
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses (IPv4 and IPv6, as the kernel lists them in /proc/net/tcp*) of the
+    sockets listening on TCP `port` in this network namespace: {"127.0.0.1"} for a server bound
+    to loopback, {"0.0.0.0"} or {"::"} for one bound to every interface."""
+    import ipaddress
+
+    found = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = open(table).read().splitlines()[1:]  # noqa: SIM115
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, hex_port = fields[1].split(":")
+            if fields[3] != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+            found.add(str(ipaddress.ip_address(raw)))
     return found

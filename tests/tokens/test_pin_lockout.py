@@ -7,7 +7,8 @@ always-authenticate key (PIV slot 9c, with and without --reuse-pin). Each run mu
 exit 5, the token having seen exactly one wrong PIN, and nothing sent to the service. An empty
 PIN, from each source, must not reach the token at all.
 
-(The refresh loops of the coming long-running servers get their own lockout tests with them.)
+The long-running front ends (serve, update, the boto3 provider) and their refresh loops are
+covered in test_pin_lockout_servers.py, with these helpers.
 """
 
 from __future__ import annotations
@@ -30,19 +31,21 @@ ROOT = Path(__file__).parents[2]
 WRONG = "97531864"
 
 
-def _cli_args(server: Emulator, *args: str) -> list[str]:
-    return [sys.executable, "-m", "rolesanywhere_hsm", "credential-process", *args,
+def _cli_args(server: Emulator, *args: str, command: str = "credential-process") -> list[str]:
+    return [sys.executable, "-m", "rolesanywhere_hsm", command, *args,
             "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
             "--role-arn", server.role_arn, "--endpoint", server.url]
 
 
-def run_cli(server: Emulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(server: Emulator, env: dict[str, str], *args: str,
+            command: str = "credential-process") -> subprocess.CompletedProcess[str]:
     """No terminal (a new session): a missing PIN fails instead of prompting."""
-    return subprocess.run(_cli_args(server, *args), capture_output=True, text=True, env=env, cwd=ROOT,
+    return subprocess.run(_cli_args(server, *args, command=command), capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=120, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-def run_cli_typing(server: Emulator, env: dict[str, str], typed: str, *args: str) -> tuple[int, str, bytes]:
+def run_cli_typing(server: Emulator, env: dict[str, str], typed: str, *args: str,
+                   command: str = "credential-process") -> tuple[int, str, bytes]:
     """Run the CLI with a pty as its controlling terminal and type `typed` at the PIN prompt.
     Returns (exit status, stderr, what the terminal showed)."""
     import pty
@@ -57,7 +60,7 @@ def run_cli_typing(server: Emulator, env: dict[str, str], typed: str, *args: str
         fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
 
     child = subprocess.Popen(
-        _cli_args(server, *args), preexec_fn=make_controlling_tty,  # noqa: PLW1509
+        _cli_args(server, *args, command=command), preexec_fn=make_controlling_tty,  # noqa: PLW1509
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(slave,),
         env=env, cwd=ROOT, text=True,
     )

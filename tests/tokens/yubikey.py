@@ -211,6 +211,12 @@ class VirtualYubiKey:
         """Give the PIN its 3 tries back (what a PUK unblock does on a real key)."""
         self._control("reset-pin")
 
+    def set_pin(self, pin: str) -> None:
+        """Change the card's PIN (6..8 characters) behind the modules' backs, keeping the
+        security status: a session logged in with the old PIN signs on, the next login with it
+        fails. Restore with `set_pin(self.pin)`."""
+        self._control("set-pin", pin=pin)
+
     def clear_counters(self) -> None:
         """Zero verify_attempts and the signature counts, to count one test's APDUs; also
         cancels refusals still pending from `fail_next_signatures`."""

@@ -8,7 +8,7 @@ raw RSA and prehashed ECDSA in GENERAL AUTHENTICATE, 61xx/GET RESPONSE for long 
 chaining, GET VERSION/SERIAL/METADATA and attestation, and what provisioning needs: mutual
 authentication with the management key (3DES, or AES-128/192/256), GENERATE ASYMMETRIC KEY
 PAIR and PUT DATA, both refused without that authentication. What it leaves out: PUK and PIN
-change, management key change, touch, secure messaging.
+change by APDU (tests change the PIN through `change_pin`), management key change, touch, secure messaging.
 
 For the signer's error paths it can also misbehave on request: `refuse_next_signatures(n, sw)`
 makes the next n signatures it would have made answer an error status word instead, as a card
@@ -292,6 +292,14 @@ class PivCard:
         self.pin_retries_left = self.pin_retries_total
         self.pin_verified = False
         self.pin_fresh = False
+
+    def change_pin(self, pin: str) -> None:
+        """Set a new PIN, as CHANGE REFERENCE DATA would (the test side does it without the
+        old one): the security status is kept, so a module logged in with the old PIN goes on
+        signing until it has to log in again. Tests use it to make a remembered PIN wrong."""
+        if not 6 <= len(pin) <= 8 or not pin.isascii():
+            raise ValueError("a PIV PIN has 6 to 8 ASCII characters")
+        self.pin = pin
 
     def refuse_next_signatures(self, count: int, sw: bytes = SW_SECURITY_STATUS) -> None:
         """Answer `sw` instead of a signature to the next `count` GENERAL AUTHENTICATE commands

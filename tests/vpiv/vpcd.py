@@ -176,6 +176,11 @@ class CardServer:
         command = request.get("command")
         if command == "reset-pin":
             self.card.reset_pin_retries()
+        elif command == "set-pin":
+            try:
+                self.card.change_pin(str(request["pin"]))
+            except (KeyError, ValueError) as exc:
+                return {"ok": False, "error": str(exc)}
         elif command == "clear-counters":
             self.card.clear_counters()
         elif command == "forget-provisioned":
