@@ -190,35 +190,38 @@ def register(app: typer.Typer) -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
-        emulator = Emulator(config, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
-                            max_records=max_records, record_bodies=False)
-        try:
-            emulator.bind()  # TLS files that cannot be loaded: a UsageError naming the file
-        except ssl.SSLError as exc:
-            raise UsageError(f"cannot use --tls-cert/--tls-key: {exc.reason or exc}") from None
-        except (OSError, OverflowError) as exc:
-            reason = getattr(exc, "strerror", None) or exc
-            raise UsageError(f"cannot listen on {redact(host)}:{port}: {reason}") from None
+        try:  # the handler goes with the command: an in-process caller's stderr may close
+            emulator = Emulator(config, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
+                                max_records=max_records, record_bodies=False)
+            try:
+                emulator.bind()  # TLS files that cannot be loaded: a UsageError naming the file
+            except ssl.SSLError as exc:
+                raise UsageError(f"cannot use --tls-cert/--tls-key: {exc.reason or exc}") from None
+            except (OSError, OverflowError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise UsageError(f"cannot listen on {redact(host)}:{port}: {reason}") from None
 
-        stop = threading.Event()
+            stop = threading.Event()
 
-        def request_stop(signum: int, frame: object) -> None:
-            stop.set()
+            def request_stop(signum: int, frame: object) -> None:
+                stop.set()
 
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
-        emulator.start()
-        try:
-            if port_file is not None:
-                try:
-                    write_atomic(port_file, f"{emulator.port}\n")
-                except OSError as exc:
-                    raise UsageError(f"cannot write --port-file {port_file}: {exc.strerror or exc}") from None
-            _announce(emulator)
-            while not stop.wait(0.5):
-                pass
+            signal.signal(signal.SIGINT, request_stop)
+            signal.signal(signal.SIGTERM, request_stop)
+            emulator.start()
+            try:
+                if port_file is not None:
+                    try:
+                        write_atomic(port_file, f"{emulator.port}\n")
+                    except OSError as exc:
+                        raise UsageError(f"cannot write --port-file {port_file}: {exc.strerror or exc}") from None
+                _announce(emulator)
+                while not stop.wait(0.5):
+                    pass
+            finally:
+                emulator.stop()
+                if port_file is not None:
+                    port_file.unlink(missing_ok=True)
+            print("rolesanywhere-hsm emulator stopped", file=sys.stderr)
         finally:
-            emulator.stop()
-            if port_file is not None:
-                port_file.unlink(missing_ok=True)
-        print("rolesanywhere-hsm emulator stopped", file=sys.stderr)
+            logger.removeHandler(handler)
