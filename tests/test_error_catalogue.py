@@ -141,7 +141,8 @@ class Context:
 
 
 def _use_001(c: Context) -> list[Run]:
-    return [Run(["read-certificate-data"], "--certificate is required.", 2),
+    return [Run(["credential-process", *c.leaf(), *c.arns(), "--session-duration", "100"],
+                "--session-duration 100 is out of range.", 2),
             Run(["serve", *c.leaf(), *c.arns(), "--address", "10.1.2.3"], "is not a loopback address", 2)]
 
 
@@ -156,7 +157,8 @@ def _cfg_001(c: Context) -> list[Run]:
     present = c.tmp / "config.toml"
     present.write_text('[profiles.work]\nregion = "us-east-1"\n')
     return [Run(["credential-process", "--config", str(missing), "--config-profile", "x"], "does not exist", 2),
-            Run(["credential-process", "--config", str(present), "--config-profile", "home"], "has no profile 'home'", 2)]
+            Run(["credential-process", "--config", str(present), "--config-profile", "home"], "has no profile 'home'", 2),
+            Run(["read-certificate-data"], "read-certificate-data needs --certificate (or --cert-selector).", 2)]
 
 
 def _file_001(c: Context) -> list[Run]:

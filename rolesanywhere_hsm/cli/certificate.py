@@ -79,11 +79,6 @@ def read_certificate_data(settings: Settings) -> None:
     selector = _selector(settings["cert-selector"])
     from rolesanywhere_hsm.x509 import certificate_data, load_certificates
 
-    if certificate is None and selector is None:
-        from rolesanywhere_hsm.errors import UsageError
-
-        raise UsageError("--certificate is required.",
-                         hint="Give a certificate file, a pkcs11: URI, or --cert-selector.")
     if selector is not None and (certificate is None or certificate.lower().startswith("pkcs11:")):
         from rolesanywhere_hsm.signers.base import SignerConfig
         from rolesanywhere_hsm.signers.pkcs11 import selected_certificate
