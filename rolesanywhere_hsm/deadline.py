@@ -4,23 +4,22 @@ A credential helper that hangs holds every `aws` command on the host with it, so
 budget for all its attempts (connect, TLS, sending, waiting for the answer, backoff between
 attempts) instead of per-operation timeouts that restart with every byte a slow server drips.
 An absolute deadline (not a duration) is what gets passed down, so that every layer measures
-against the same instant. Pure and cheap to import: the CLI reads `--timeout` with it.
+against the same instant. Pure and cheap to import. `--timeout` and RAH_TIMEOUT are read by the option table
+(rolesanywhere_hsm.settings) and checked with `check_timeout`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rolesanywhere_hsm.errors import UsageError
 
-__all__ = ["DEFAULT_TIMEOUT", "TIMEOUT_ENV", "Deadline", "check_timeout", "timeout_from_env"]
+__all__ = ["DEFAULT_TIMEOUT", "Deadline", "check_timeout"]
 
 DEFAULT_TIMEOUT = 20.0
-TIMEOUT_ENV = "RAH_TIMEOUT"
 # A day: far beyond any sane budget, small enough that arithmetic on it stays exact.
 MAX_TIMEOUT = 86400.0
 
@@ -34,19 +33,6 @@ def check_timeout(seconds: float, *, setting: str = "--timeout") -> float:
             hint=f"Give a number of seconds above 0 and at most {MAX_TIMEOUT:.0f} (default {DEFAULT_TIMEOUT:g}).",
         )
     return float(seconds)
-
-
-def timeout_from_env(environ: Mapping[str, str] | None = None) -> float:
-    """The budget from RAH_TIMEOUT, or the default when it is unset or empty."""
-    environ = os.environ if environ is None else environ
-    text = environ.get(TIMEOUT_ENV, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    return check_timeout(value, setting=TIMEOUT_ENV)
 
 
 @dataclass(frozen=True)

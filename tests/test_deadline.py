@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rolesanywhere_hsm.credentials import Credentials
-from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT, Deadline, check_timeout, timeout_from_env
+from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT, Deadline, check_timeout
 from rolesanywhere_hsm.errors import TransportError, UsageError
 from rolesanywhere_hsm.redact import one_line
 
@@ -44,10 +44,12 @@ def test_unusable_budgets_are_usage_errors(bad: Any) -> None:
 
 
 def test_the_budget_from_the_environment() -> None:
-    assert timeout_from_env({}) == DEFAULT_TIMEOUT == 20.0
-    assert timeout_from_env({"RAH_TIMEOUT": " 2.5 "}) == 2.5
+    from rolesanywhere_hsm.settings import resolve  # the one place RAH_TIMEOUT is read
+
+    assert resolve("credential-process", {}, {})["timeout"] == DEFAULT_TIMEOUT == 20.0
+    assert resolve("credential-process", {}, {"RAH_TIMEOUT": " 2.5 "})["timeout"] == 2.5
     with pytest.raises(UsageError, match="RAH_TIMEOUT"):
-        timeout_from_env({"RAH_TIMEOUT": "soon"})
+        resolve("credential-process", {}, {"RAH_TIMEOUT": "soon"})
 
 
 def _payload(**credentials: Any) -> dict[str, Any]:
