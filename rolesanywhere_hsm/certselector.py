@@ -285,20 +285,11 @@ def parse_cert_selector(text: str, read_file: Callable[[str, int], bytes] | None
 
 
 def _read_bounded(path: str, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(
-            f"Cannot read the --cert-selector file {path}: {exc.strerror or exc}.",
-            hint="Check the path after file:// and its permissions.",
-        ) from None
-    if len(data) > limit:
-        raise UsageError(
-            f"The --cert-selector file {path} is larger than {limit} bytes.",
-            hint="It should hold a short JSON list of Key/Value pairs.",
-        )
-    return data
+    """The selector file, through the one bounded reader: a regular file (a FIFO or a device is
+    refused at once, never waited on) of at most `limit` bytes."""
+    from rolesanywhere_hsm.files import read_regular_file
+
+    return read_regular_file(path, what="--cert-selector", limit=limit)
 
 
 _STRING_CODECS = {30: "utf-16-be", 28: "utf-32-be", 20: "latin-1"}  # BMP, Universal, Teletex

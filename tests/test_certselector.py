@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,10 @@ def test_the_selector_file_is_read_bounded(tmp_path: Path) -> None:
         parse_cert_selector(f"file://{path}")
     with pytest.raises(UsageError, match="Cannot read"):
         parse_cert_selector(f"file://{tmp_path / 'missing.json'}")
+    fifo = tmp_path / "selector.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="FIFO"):  # refused at once, not waited on
+        parse_cert_selector(f"file://{fifo}")
 
 
 @pytest.mark.parametrize(

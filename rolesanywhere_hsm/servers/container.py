@@ -10,9 +10,7 @@ The token is made at start (`generate_token`) or read from a file the user names
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
-import stat
 from pathlib import Path
 
 from rolesanywhere_hsm.errors import UsageError
@@ -39,19 +37,10 @@ def _valid_token_text(token: str) -> bool:
 
 def read_token_file(path: str | Path) -> str:
     """The token in `path` (a regular file of at most 1 KiB; surrounding whitespace dropped)."""
+    from rolesanywhere_hsm.files import read_regular_file
+
     shown = redact(str(path))
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise UsageError(f"cannot read the container token file {shown}: {exc.strerror or exc}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"the container token file {shown} is not a regular file")
-        data = os.read(fd, MAX_TOKEN_FILE + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_TOKEN_FILE:
-        raise UsageError(f"the container token file {shown} is larger than {MAX_TOKEN_FILE} bytes")
+    data = read_regular_file(path, what="container token", limit=MAX_TOKEN_FILE)
     token = data.decode("ascii", "replace").strip()
     if not _valid_token_text(token):
         raise UsageError(

@@ -284,7 +284,7 @@ def test_a_busy_port_is_a_one_line_error_before_any_login(
         (["--hop-limit", "0"], "--hop-limit"),
         (["--port", "70000"], "--port"),
         (["--tls-key", "/x.key"], "--tls-key needs --tls-cert"),
-        (["--container-token-file", "/nonexistent/token"], "cannot read the container token file"),
+        (["--container-token-file", "/nonexistent/token"], "Cannot read the container token file"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -92,7 +92,7 @@ def test_token_file(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(UsageError, match="not a regular file"):
         read_token_file(fifo)  # and does not hang
-    with pytest.raises(UsageError, match="cannot read"):
+    with pytest.raises(UsageError, match="Cannot read the container token file"):
         read_token_file(tmp_path / "missing")
 
 
