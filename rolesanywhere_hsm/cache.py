@@ -21,16 +21,16 @@ hashlib (no httpx, cryptography, asn1crypto or PKCS#11), which a test pins.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,8 +251,25 @@ class CredentialCache:
             os.chmod(self.directory, 0o700)
         return True
 
-    def _locked(self, key: str) -> _FileLock:
-        return _FileLock(self._path(key).with_suffix(".lock"), self._lock_wait)
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        """files.locked on the entry's lock file, waited for at most `lock_wait` seconds. A run
+        must end in bounded time: when the lock cannot be had (held too long, or the file
+        cannot be made), it goes on without it, at the cost of a second fetch."""
+        from rolesanywhere_hsm.errors import UsageError
+        from rolesanywhere_hsm.files import locked
+
+        lock = locked(self._path(key).with_suffix(""), self._lock_wait)
+        try:
+            lock.__enter__()
+        except UsageError as exc:
+            log.debug("cache lock not used (%s): fetching without it", exc.message)
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.__exit__(None, None, None)
 
     @staticmethod
     def _discard(path: Path) -> None:
@@ -263,42 +280,6 @@ class CredentialCache:
                 path.unlink()
         except OSError as exc:
             log.debug("cannot remove %s: %s", path.name, exc.strerror or exc)
-
-
-class _FileLock:
-    """An exclusive flock on a lock file, waited for at most `wait` seconds (a run must end in
-    bounded time: past that it goes on without the lock, at the cost of a second fetch)."""
-
-    def __init__(self, path: Path, wait: float) -> None:
-        self._path = path
-        self._wait = wait
-        self._fd: int | None = None
-
-    def __enter__(self) -> _FileLock:
-        try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            log.debug("cache lock %s not usable: %s", self._path.name, exc.strerror or exc)
-            return self
-        deadline = time.monotonic() + self._wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return self
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    log.debug("cache lock %s still held after %.0f s: fetching anyway",
-                              self._path.name, self._wait)
-                    os.close(fd)
-                    return self
-                time.sleep(0.01)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 def _parse_entry(data: bytes) -> dict[str, object]:

@@ -223,7 +223,8 @@ def locked(path: str | Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
 
     lock_path = Path(f"{path}.lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # O_NOFOLLOW: a lock file is never a link (a planted one could point anywhere)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise UsageError(f"Cannot create the lock file {lock_path}: {exc.strerror or exc}.",
                          hint="Check that the directory exists and is writable by you.",
