@@ -36,16 +36,45 @@ def _valid_token_text(token: str) -> bool:
 
 
 def read_token_file(path: str | Path) -> str:
-    """The token in `path` (a regular file of at most 1 KiB; surrounding whitespace dropped)."""
+    """The token in `path`: a regular file of at most 1 KiB holding the token and nothing else,
+    that others cannot read.
+
+    Nothing else, not even a final newline: the SDKs send the file's content as it is, and
+    botocore refuses a token with a line break on every fetch ("Auth token value is not a legal
+    header value"), so a file that only `serve` could use is refused here, with the way to
+    write it. Others must not read it because the token *is* the credential (whoever sends it
+    gets the keys), unlike a PIN file (docs/security.md); its group may, since the workloads
+    that send it have to read the same file.
+    """
+    import os
+    import stat
+
     from rolesanywhere_hsm.files import read_regular_file
 
     shown = redact(str(path))
     data = read_regular_file(path, what="container token", limit=MAX_TOKEN_FILE)
-    token = data.decode("ascii", "replace").strip()
+    token = data.decode("ascii", "replace")
+    if token != token.strip():
+        where = "ends with a newline" if token.endswith("\n") else "has whitespace around the token"
+        raise UsageError(
+            f"the container token file {shown} {where}: the AWS SDKs send the file as it is and "
+            "refuse a line break. Write the token alone, e.g. "
+            f"openssl rand -hex 32 | tr -d '\\n' > {shown}"
+        )
     if not _valid_token_text(token):
         raise UsageError(
             f"the container token in {shown} must be at least {MIN_TOKEN_LENGTH} printable ASCII "
             "characters without spaces"
+        )
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # gone since it was read: nothing to judge
+        mode = 0
+    if mode & stat.S_IROTH:
+        raise UsageError(
+            f"the container token file {shown} can be read by others (mode {stat.S_IMODE(mode):04o}): "
+            f"whoever has the token gets the credentials. Run chmod o-r {shown} (its group may "
+            "read it, to share it with the workloads)"
         )
     return token
 

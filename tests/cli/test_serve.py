@@ -321,7 +321,8 @@ def test_export_lines_name_the_token_file_and_imds_can_be_off(
     server: Emulator, start_serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
     token_file = tmp_path / "container-token"
-    token_file.write_text("token-from-a-file-0123456789abcdef\n")
+    token_file.write_text("token-from-a-file-0123456789abcdef")  # as botocore reads it: no newline
+    token_file.chmod(0o600)
     running = start_serve(server, "--container-token-file", str(token_file), "--no-imds")
     assert running.exports["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == str(token_file.resolve())
     assert "AWS_CONTAINER_AUTHORIZATION_TOKEN" not in running.exports

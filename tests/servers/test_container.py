@@ -80,7 +80,8 @@ def test_generated_tokens_are_long_and_distinct() -> None:
 
 def test_token_file(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text("  a-token-from-a-file-0123456789\n")
+    path.write_text("a-token-from-a-file-0123456789")
+    path.chmod(0o600)
     assert read_token_file(path) == "a-token-from-a-file-0123456789"
     for content, message in (("short", "at least 16"), ("x" * 2000, "larger than"), ("with space in it 0123456789", "at least 16")):
         path.write_text(content)
@@ -94,6 +95,54 @@ def test_token_file(tmp_path: Path) -> None:
         read_token_file(fifo)  # and does not hang
     with pytest.raises(UsageError, match="Cannot read the container token file"):
         read_token_file(tmp_path / "missing")
+
+
+def _botocore_token_headers(token_file: Path) -> dict[str, str]:
+    """What botocore's container provider sends for AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE."""
+    from botocore.credentials import ContainerProvider
+
+    return ContainerProvider(environ={"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file)})._build_headers()
+
+
+@pytest.mark.parametrize("content", ["a-token-from-a-file-0123456789\n", "a-token-from-a-file-0123456789\r\n",
+                                     "  a-token-from-a-file-0123456789", "a-token-from-a-file-0123456789 \n"])
+def test_a_token_file_the_sdks_refuse_is_refused_with_the_way_to_write_it(content: str, tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(content, newline="")
+    path.chmod(0o600)
+    if "\n" in content:
+        with pytest.raises(ValueError, match="not a legal header value"):
+            _botocore_token_headers(path)  # the SDK's side of the same file
+    with pytest.raises(UsageError, match="AWS SDKs send the file as it is") as refused:
+        read_token_file(path)
+    assert "tr -d" in refused.value.message and "a-token-from-a-file" not in refused.value.message
+
+
+def test_the_token_file_written_as_the_docs_say_works_for_serve_and_botocore(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "token"
+    # docs/serve.md's block, run as written there (into a temporary file instead of /etc).
+    docs = (Path(__file__).parents[2] / "docs" / "serve.md").read_text()
+    block = docs.split("### The container token file", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "tr -d" in block
+    subprocess.run(["sh", "-ec", block.replace("/etc/rolesanywhere-hsm/container-token", str(path))], check=True)
+    assert path.stat().st_mode & 0o777 == 0o600
+    token = read_token_file(path)
+    assert len(token) == 64
+    assert _botocore_token_headers(path) == {"Authorization": token}
+
+
+@pytest.mark.parametrize("mode", [0o604, 0o644, 0o666])
+def test_a_token_file_others_can_read_is_refused(mode: int, tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("a-token-from-a-file-0123456789")
+    path.chmod(mode)
+    with pytest.raises(UsageError, match="can be read by others") as refused:
+        read_token_file(path)
+    assert f"chmod o-r {path}" in refused.value.message
+    path.chmod(0o640)  # its group may read it: the workloads that send it share the file
+    assert read_token_file(path) == "a-token-from-a-file-0123456789"
 
 
 def test_hostile_requests_get_4xx_and_the_server_stays_up(serve_app: Callable[..., Running]) -> None:
