@@ -24,6 +24,7 @@ CONTAINER_PATH = "/container/credentials"
 MAX_TOKEN_FILE = 1024
 MIN_TOKEN_LENGTH = 16
 _JSON = ("Content-Type", "application/json")
+_UNAUTHORIZED = Response(401, b'{"message":"Missing or wrong Authorization token"}', [_JSON], close=True)
 
 
 def generate_token() -> str:
@@ -94,8 +95,10 @@ class ContainerApp:
             return Response(405, b"", [("Allow", "GET, HEAD")])
         given = request.header_values("authorization")
         if len(given) != 1 or not hmac.compare_digest(given[0].encode("latin-1", "replace"), self._token):
-            return Response(401, b'{"message":"Missing or wrong Authorization token"}', [_JSON])
+            # Closed: a client without the token has no reason to hold a connection.
+            return _UNAUTHORIZED
         snapshot = self._snapshots.get()
         if snapshot is None:
-            return Response(503, b'{"message":"No valid credentials now; the server is retrying."}', [_JSON])
-        return Response(200, snapshot.container_document, [_JSON])
+            return Response(503, b'{"message":"No valid credentials now; the server is retrying."}', [_JSON],
+                            authorized=True)
+        return Response(200, snapshot.container_document, [_JSON], authorized=True)

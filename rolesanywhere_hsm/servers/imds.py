@@ -34,6 +34,7 @@ MAX_TOKEN_TTL = 21600
 
 _TEXT = ("Content-Type", "text/plain")
 _JSON = ("Content-Type", "application/json")
+_UNAUTHORIZED = Response(401, b"", [_TEXT], close=True)
 
 
 def role_name_of(role_arn: str) -> str:
@@ -106,13 +107,14 @@ class ImdsApp:
             return Response(405, b"", [("Allow", "GET, HEAD")])
         tokens = request.header_values(TOKEN_HEADER)
         if len(tokens) != 1 or not self._tokens.valid(tokens[0]):
-            return Response(401, b"", [_TEXT])
+            return _UNAUTHORIZED  # closed: the SDK asks for a new token, on a new connection if need be
+        # A valid token: this client is an SDK (authorized: its connection is kept at the bound).
         if path == self._role_path:
             snapshot = self._snapshots.get()
             if snapshot is None:
                 return Response(503, b'{"Code":"CredentialsUnavailable","Message":"No valid credentials now; '
-                                b'the server is retrying."}', [_JSON])
-            return Response(200, snapshot.imds_document, [_TEXT])
+                                b'the server is retrying."}', [_JSON], authorized=True)
+            return Response(200, snapshot.imds_document, [_TEXT], authorized=True)
         if path == CREDENTIALS_PATH or path == CREDENTIALS_PATH[:-1]:
-            return Response(200, self._listing, [_TEXT])
-        return Response(404, b"", [_TEXT])
+            return Response(200, self._listing, [_TEXT], authorized=True)
+        return Response(404, b"", [_TEXT], authorized=True)

@@ -207,3 +207,45 @@ def test_botocore_container_provider_gets_the_credentials(serve_app: Callable[..
     held = running.holder.credentials
     assert held is not None
     assert credentials.get_frozen_credentials().secret_key == held.secret_access_key
+
+
+def test_a_401_closes_the_connection(serve_app: Callable[..., Running]) -> None:
+    running = serve_app()
+    answer = exchange(running.server.port, b"GET /container/credentials HTTP/1.1\r\nAuthorization: wrong-wrong-wrong-wrong\r\n\r\n"
+                      b"GET /healthz HTTP/1.1\r\n\r\n", half_close=False)
+    assert statuses(answer) == [401] and b"Connection: close" in answer  # the health request is never read
+
+
+def test_health_checks_without_the_token_cannot_keep_an_sdk_out() -> None:
+    """#16 item 8: one client without the token keeps every connection alive with /healthz."""
+    import socket
+
+    from rolesanywhere_hsm.httpserver import Limits
+    from rolesanywhere_hsm.servers.app import ServeApp
+
+    holder = Holder(make_credentials())
+    server = HttpServer(ServeApp(holder, role_name="r", imds=False, container_token=CONTAINER_TOKEN),
+                        limits=Limits(max_connections=8)).start_in_thread()
+    squatters = []
+    try:
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            squatters.append(sock)
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers={"Authorization": CONTAINER_TOKEN}) as sdk:
+            for _ in range(5):
+                response = sdk.get(CONTAINER_PATH)
+                assert response.status_code == 200 and response.json()["AccessKeyId"]
+            for sock in squatters:  # keep them alive again, as the squatter would every 25 s
+                try:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+                    sock.recv(65536)
+                except OSError:
+                    pass
+            assert sdk.get(CONTAINER_PATH).status_code == 200  # its authorized connection was kept
+        assert len(server._connections) <= 8
+    finally:
+        for sock in squatters:
+            sock.close()
+        server.stop()
