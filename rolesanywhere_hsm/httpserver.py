@@ -91,10 +91,8 @@ class Request:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
-        try:
-            return self.headers[self._names().index(name.lower())][1]
-        except ValueError:
-            return None
+        names, name = self._names(), name.lower()
+        return self.headers[names.index(name)][1] if name in names else None
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name`, in the order sent."""
@@ -243,13 +241,32 @@ def _header_line(header: tuple[str, str]) -> bytes:
     return line
 
 
+# id(response) -> (response, status line, whether to add Date, header lines and Content-Length):
+# applications hand out the same Response object for every credential GET of a credential set,
+# so its bytes are built once. The response is held so that its id cannot be reused meanwhile.
+_wire_cache: dict[int, tuple[Response, bytes, bool, bytes]] = {}
+
+
+def _wire_parts(response: Response) -> tuple[Response, bytes, bool, bytes]:
+    cached = _wire_cache.get(id(response))
+    if cached is None or cached[0] is not response:
+        status = response.status
+        cached = (
+            response,
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()),
+            # else the application keeps its own clock (the emulator's)
+            not any(name.lower() == "date" for name, _ in response.headers),
+            b"".join(map(_header_line, response.headers)) + b"Content-Length: %d\r\n" % len(response.body),
+        )
+        if len(_wire_cache) >= 64:
+            _wire_cache.clear()
+        _wire_cache[id(response)] = cached
+    return cached
+
+
 def _serialize(response: Response, close: bool, head_only: bool = False, http10: bool = False) -> bytes:
-    status = response.status
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode())]
-    if not any(name.lower() == "date" for name, _ in response.headers):
-        parts.append(_date_header())  # else the application keeps its own clock (the emulator's)
-    parts += map(_header_line, response.headers)
-    parts.append(b"Content-Length: %d\r\n" % len(response.body))
+    _, status_line, add_date, fields = _wire_parts(response)
+    parts = [status_line, _date_header(), fields] if add_date else [status_line, fields]
     if close:
         parts.append(b"Connection: close\r\n")
     elif http10:  # an HTTP/1.0 client keeps the connection only when told so
@@ -310,6 +327,28 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, list[tuple[
         headers.append((text, value.strip(b" \t").decode("latin-1")))
         names.append(text.lower())
     return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers, names
+
+
+# What a request head says, parsed once per distinct head: (method, target, version, headers,
+# lowercase names, body length (None: chunked), path, query, keep-alive asked for).
+_ParsedHead = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[str, ...], "int | None", str, str, bool]
+_HEAD_CACHE_SIZE = 256  # distinct heads remembered per server (cleared when full)
+_HEAD_CACHE_MAX_BYTES = 2048  # longer heads are parsed every time
+
+
+def _parse_request_head(head: bytes, limits: Limits) -> _ParsedHead:
+    """Everything the layer needs from a head, as immutable values: a keep-alive client sends
+    the same head (same path, same token) again and again, so this runs once per distinct head
+    and a dictionary answers the rest (parsing was the largest part of a credential GET)."""
+    method, target, version, headers, names = _parse_head(head, limits)
+    length = _body_framing(headers, names, limits.max_body)
+    path, query = _split_target(target)
+    if "connection" not in names:
+        keep_alive = version == "HTTP/1.1"
+    else:
+        tokens = {t.strip().lower() for k, (_, v) in zip(names, headers) if k == "connection" for t in v.split(",")}
+        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+    return method, target, version, tuple(headers), tuple(names), length, path, query, keep_alive
 
 
 def _body_framing(headers: list[tuple[str, str]], names: list[str], max_body: int) -> int | None:
@@ -398,6 +437,19 @@ class _Connection(asyncio.Protocol):
             self._process()
 
     def data_received(self, data: bytes) -> None:
+        if self.state == _HEAD and not self.buffer and not self.writing_paused and data[-4:] == b"\r\n\r\n":
+            # The keep-alive client's next request, whole, in one read, a head seen before: no
+            # buffer, no parsing (a head never holds a blank line, so pipelined requests miss).
+            parsed = self.server._heads.get(data[:-4])
+            if parsed is not None and parsed[5] == 0:
+                self.in_request = True
+                self.started = time.perf_counter()
+                self.active = time.monotonic()
+                self.deadline = self.active + self.limits.request_timeout
+                (self.method, self.target, self.version, self.headers, self.names, _, self.path, self.query,
+                 self.keep_alive) = parsed
+                self._dispatch()
+                return
         if self.state == _CLOSED:
             return
         self.buffer += data
@@ -427,9 +479,10 @@ class _Connection(asyncio.Protocol):
     # -- parsing --------------------------------------------------------------------------------
 
     def _reset_request(self) -> None:
-        self.method = self.target = self.version = ""
-        self.headers: list[tuple[str, str]] = []
-        self.names: list[str] = []
+        self.method = self.target = self.version = self.path = self.query = ""
+        self.headers: tuple[tuple[str, str], ...] = ()
+        self.names: tuple[str, ...] = ()
+        self.keep_alive = False
         self.body = bytearray()
         self.remaining = 0
         self.task: asyncio.Future[Any] | None = None
@@ -468,8 +521,16 @@ class _Connection(asyncio.Protocol):
                 raise _Refusal(431, "Request header fields too large")
             head = bytes(buffer[:end])
             del buffer[:end + 4]
-            self.method, self.target, self.version, self.headers, self.names = _parse_head(head, limits)
-            length = _body_framing(self.headers, self.names, limits.max_body)
+            heads = self.server._heads
+            parsed = heads.get(head)
+            if parsed is None:
+                parsed = _parse_request_head(head, limits)
+                if len(head) <= _HEAD_CACHE_MAX_BYTES:
+                    if len(heads) >= _HEAD_CACHE_SIZE:
+                        heads.clear()
+                    heads[head] = parsed
+            (self.method, self.target, self.version, self.headers, self.names, length, self.path, self.query,
+             self.keep_alive) = parsed
             if length is None or length > 0:
                 self._maybe_continue()
             if length is None:
@@ -556,19 +617,9 @@ class _Connection(asyncio.Protocol):
 
     # -- answering ------------------------------------------------------------------------------
 
-    def _keep_alive(self) -> bool:
-        if "connection" not in self.names:
-            return self.version == "HTTP/1.1"
-        tokens = {t.strip().lower() for k, (_, v) in zip(self.names, self.headers) if k == "connection"
-                  for t in v.split(",")}
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return "close" not in tokens
-
     def _dispatch(self) -> None:
-        path, query = _split_target(self.target)
-        request = Request(self.method, self.target, path, query, self.version, tuple(self.headers),
-                          bytes(self.body), self.client, tuple(self.names))
+        request = Request(self.method, self.target, self.path, self.query, self.version, self.headers,
+                          bytes(self.body) if self.body else b"", self.client, self.names)
         self.state = _BUSY
         server = self.server
         try:
@@ -579,9 +630,9 @@ class _Connection(asyncio.Protocol):
             else:
                 result = server.app(request)
         except Exception:
-            log.exception("the application failed on %s %s", self.method, path)
+            log.exception("the application failed on %s %s", self.method, self.path)
             result = Response(500, b'{"message":"Internal error"}', [("Content-Type", "application/json")])
-        if inspect.isawaitable(result):
+        if result is not None and result.__class__ is not Response and inspect.isawaitable(result):
             self.task = asyncio.ensure_future(result)
             self.task.add_done_callback(self._finished)
         else:
@@ -608,7 +659,7 @@ class _Connection(asyncio.Protocol):
             return
         if response.authorized:
             self.authorized = True
-        close = response.close or self.eof_pending or not self._keep_alive()
+        close = response.close or self.eof_pending or not self.keep_alive
         transport.write(_serialize(response, close, self.method == "HEAD", self.version == "HTTP/1.0"))
         self._log(response.status, len(response.body))
         if close:
@@ -703,6 +754,7 @@ class HttpServer:
         self._out_of_descriptors_since = 0  # failed accepts not logged yet
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
+        self._heads: dict[bytes, _ParsedHead] = {}  # see _parse_request_head
         self._sweeper: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
 

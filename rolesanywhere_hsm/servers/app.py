@@ -22,13 +22,21 @@ from rolesanywhere_hsm.servers.snapshot import CredentialSource, SnapshotCache
 
 __all__ = ["HEALTH_PATH", "ServeApp", "access_logger"]
 
+Handler = Callable[[Request], Response]
+
 HEALTH_PATH = "/healthz"
 _JSON = ("Content-Type", "application/json")
+_IMDS_OFF = Response(404, b'{"message":"IMDS is off on this address"}', [_JSON])
+_NOT_FOUND = Response(404, b'{"message":"Not found"}', [_JSON])
 
 
 class ServeApp:
     """Routes `/latest/...` to IMDS (404 when it is off), `CONTAINER_PATH` to the container
-    endpoint (404 when no token is set), `HEALTH_PATH` to the health answer."""
+    endpoint (404 when no token is set), `HEALTH_PATH` to the health answer.
+
+    Exact paths are one dictionary (`routes`; add one with `route()`): a credential GET costs
+    one lookup, however many paths there are. Per-request counters belong in the access log
+    callable, which the HTTP layer already calls once per answer with the status and time."""
 
     def __init__(
         self,
@@ -43,18 +51,21 @@ class ServeApp:
         self.snapshots = SnapshotCache(source, wall_clock=wall_clock)
         self.imds = ImdsApp(self.snapshots, role_name, tokens=tokens) if imds else None
         self.container = ContainerApp(self.snapshots, container_token) if container_token else None
+        self.routes: dict[str, Handler] = {HEALTH_PATH: self.health}
+        if self.container is not None:
+            self.routes[CONTAINER_PATH] = self.container
+
+    def route(self, path: str, handler: Handler) -> None:
+        """Answer `path` (exactly, without the query) with `handler`."""
+        self.routes[path] = handler
 
     def __call__(self, request: Request) -> Response:
-        path = request.path
-        if path.startswith("/latest/"):
-            if self.imds is None:
-                return Response(404, b'{"message":"IMDS is off on this address"}', [_JSON])
-            return self.imds(request)
-        if path == CONTAINER_PATH and self.container is not None:
-            return self.container(request)
-        if path == HEALTH_PATH:
-            return self.health(request)
-        return Response(404, b'{"message":"Not found"}', [_JSON])
+        handler = self.routes.get(request.path)
+        if handler is not None:
+            return handler(request)
+        if request.path.startswith("/latest/"):
+            return self.imds(request) if self.imds is not None else _IMDS_OFF
+        return _NOT_FOUND
 
     def health(self, request: Request) -> Response:
         """200 while valid credentials are held, 503 while there are none (a readiness answer)."""
@@ -85,8 +96,8 @@ class _AccessLog:
             self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         if not target.isascii() or len(target) > 200:
             target = redact(target[:200])
-        self._lines.append(f'{self._prefix}: {self._stamp} {client[0]} "{method} {target}" {status} {size} '
-                           f"{seconds * 1000:.1f}ms\n")
+        self._lines.append('%s: %s %s "%s %s" %d %d %.1fms\n' % (
+            self._prefix, self._stamp, client[0], method, target, status, size, seconds * 1000))
         if len(self._lines) >= 128:
             self.flush()
 

@@ -25,6 +25,8 @@ MAX_TOKEN_FILE = 1024
 MIN_TOKEN_LENGTH = 16
 _JSON = ("Content-Type", "application/json")
 _UNAUTHORIZED = Response(401, b'{"message":"Missing or wrong Authorization token"}', [_JSON], close=True)
+_UNAVAILABLE = Response(503, b'{"message":"No valid credentials now; the server is retrying."}', [_JSON],
+                        authorized=True)
 
 
 def generate_token() -> str:
@@ -89,6 +91,7 @@ class ContainerApp:
         self._snapshots = snapshots
         self._token = token.encode()
         self.path = path
+        self._answered: tuple[object, Response] = (None, _UNAUTHORIZED)  # (snapshot, its 200)
 
     def __call__(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -99,6 +102,9 @@ class ContainerApp:
             return _UNAUTHORIZED
         snapshot = self._snapshots.get()
         if snapshot is None:
-            return Response(503, b'{"message":"No valid credentials now; the server is retrying."}', [_JSON],
-                            authorized=True)
-        return Response(200, snapshot.container_document, [_JSON], authorized=True)
+            return _UNAVAILABLE
+        answered, response = self._answered
+        if answered is not snapshot:  # one Response per credential set: the HTTP layer reuses its bytes
+            response = Response(200, snapshot.container_document, [_JSON], authorized=True)
+            self._answered = (snapshot, response)
+        return response

@@ -407,3 +407,29 @@ def test_an_encrypted_tls_key_is_refused_without_a_prompt(
     result = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True,
                             timeout=30, stdin=subprocess.DEVNULL)
     assert "encrypted.key is encrypted" in result.stdout, result.stderr
+
+
+def test_parsed_heads_are_remembered_boundedly_and_never_mixed_up(serve: Callable[..., HttpServer]) -> None:
+    """A keep-alive client's repeated head is parsed once (issue 21: parsing was the largest part
+    of a credential GET); distinct heads each get their own answer and the memory stays bounded."""
+    server = serve()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for i in range(600):
+            sock.sendall(b"GET /p%d?q=%d HTTP/1.1\r\nX-N: %d\r\n\r\n" % (i % 300, i, i))
+            answer = b""
+            while b"}" not in answer:
+                answer += sock.recv(65536)
+            sent = body_of(answer)
+            assert (sent["path"], sent["query"], sent["headers"]) == (f"/p{i % 300}", f"q={i}", [["X-N", str(i)]])
+        for _ in range(3):  # the same head again: answered from the remembered parse, same answer
+            sock.sendall(b"GET /again HTTP/1.1\r\nX-N: 1\r\n\r\n")
+            answer = b""
+            while b"}" not in answer:
+                answer += sock.recv(65536)
+            assert body_of(answer)["path"] == "/again"
+    assert 0 < len(server._heads) <= 256
+    # A remembered head with a body still reads the body, and one that closes still closes.
+    assert body_of(exchange(server.port, b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"))["body"] == "hi"
+    assert body_of(exchange(server.port, b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nho"))["body"] == "ho"
+    closing = exchange(server.port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", half_close=False)
+    assert b"Connection: close" in closing

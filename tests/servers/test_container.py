@@ -249,3 +249,13 @@ def test_health_checks_without_the_token_cannot_keep_an_sdk_out() -> None:
         for sock in squatters:
             sock.close()
         server.stop()
+
+
+def test_routes_are_one_table_that_others_can_extend(serve_app: Callable[..., Running]) -> None:
+    from rolesanywhere_hsm.httpserver import Response
+
+    running = serve_app()
+    running.app.route("/livez", lambda request: Response(200, b"alive"))
+    assert httpx.get(running.url + "/livez").text == "alive"
+    assert set(running.app.routes) == {HEALTH_PATH, CONTAINER_PATH, "/livez"}
+    assert httpx.get(running.url + "/nowhere").status_code == 404
