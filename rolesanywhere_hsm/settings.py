@@ -301,17 +301,18 @@ def load_profile(path: Path, name: str) -> Profile:
     """
     import tomllib
 
+    from rolesanywhere_hsm.files import read_regular_file
     from rolesanywhere_hsm.redact import redact
+    from rolesanywhere_hsm.tomltable import loads
 
     shown = redact(str(path))
-    from rolesanywhere_hsm.files import read_regular_file
     if not os.path.lexists(path):
         raise ConfigError(f"The config file {shown} does not exist, so profile '{name}' cannot "
                           "be read.", hint="Create it with `rolesanywhere-hsm configure`, or "
                           "point --config / RAH_CONFIG at it.")
     data = read_regular_file(path, what="config", limit=MAX_CONFIG_BYTES, error=ConfigError)
     try:
-        document = tomllib.loads(data.decode("utf-8"))
+        document = loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"The config file {shown} is not UTF-8 text.",
                           hint="Save it as UTF-8.") from None
