@@ -403,3 +403,26 @@ def test_on_a_terminal_the_tokens_certificates_are_offered(
     assert written.startswith("pkcs11:") and "module-path=" in written, written
     assert "id=%01" in written  # ec-p256's CKA_ID: the URI of the certificate chosen
     assert SOFTHSM_PIN not in seen.decode(errors="replace")
+
+
+def test_a_switch_a_profile_turns_on_is_turned_off_for_one_run(
+        server: Emulator, leaf_files: dict[str, Any], tmp_path: Path) -> None:
+    """`cache = true` in the profile: `--no-cache` makes this run fetch and leave the cache
+    alone; without it, the next run is served from the cache."""
+    leaf = leaf_files["p256"]
+    ours = tmp_path / "rah.toml"
+    ours.write_text(f'[profiles.dev]\ncache = true\ncertificate = "{leaf.certificate}"\n'
+                    f'private-key = "{leaf.key}"\ntrust-anchor-arn = "{server.trust_anchor_arn}"\n'
+                    f'profile-arn = "{server.profile_arn}"\nrole-arn = "{server.role_arn}"\n'
+                    f'endpoint = "{server.url}"\n'
+                    + (f'intermediates = "{leaf.chain}"\n' if leaf.chain else ""))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = dict(env_for(tmp_path / "aws-config", ours), XDG_RUNTIME_DIR=str(runtime))
+    for _ in range(2):
+        result = cli(["credential-process", "--config-profile", "dev", "--no-cache"], env)
+        assert result.returncode == 0, result.stderr
+    assert len(server.issued) == 2 and not (runtime / "rolesanywhere-hsm").exists()
+    for _ in range(2):
+        assert cli(["credential-process", "--config-profile", "dev"], env).returncode == 0
+    assert len(server.issued) == 3  # the profile's cache = true: the second run was a hit
