@@ -221,7 +221,7 @@ def new_aws_config(text: str, plan_: ConfigurePlan, force: bool) -> str:
     return set_section_values(text, section, plan_.aws_values)
 
 
-def _write(path: Path, change: Any) -> None:
+def _write(path: Path, change: Any, what: str) -> None:
     from rolesanywhere_hsm.files import update_atomic
 
     try:
@@ -229,7 +229,7 @@ def _write(path: Path, change: Any) -> None:
     except OSError:
         mode = 0o600
     update_atomic(path, lambda old: change("" if old is None else old.decode("utf-8")).encode("utf-8"),
-                  mode=mode)
+                  mode=mode, what=what)
 
 
 def configure(flags: dict[str, Any], *, aws_profile: str | None, force: bool, dry_run: bool,
@@ -253,8 +253,8 @@ def configure(flags: dict[str, Any], *, aws_profile: str | None, force: bool, dr
                          f"# {plan_.aws_file}\n{plan_.aws_text()}")
         sys.stdout.flush()
         return
-    _write(plan_.config_file, lambda text: new_toml(text, plan_, force))
-    _write(plan_.aws_file, lambda text: new_aws_config(text, plan_, force))
+    _write(plan_.config_file, lambda text: new_toml(text, plan_, force), "config")
+    _write(plan_.aws_file, lambda text: new_aws_config(text, plan_, force), "AWS config")
     print(f"Wrote [profiles.{plan_.config_profile}] to {plan_.config_file} and "
           f"[{aws_section(plan_.aws_profile)}] to {plan_.aws_file}.\n"
           f"Try: aws sts get-caller-identity --profile {plan_.aws_profile}", file=sys.stderr)
