@@ -406,7 +406,8 @@ def resolve_link_safely(path: Path, *, what: str = "file") -> Path:
     whatever the sysctl says, and with a message instead of EACCES. A link owned by us or by
     the directory's owner is followed. A path we may not look at is a usage error too."""
     current = Path("/")
-    pending = list(reversed(Path(os.path.abspath(path)).parts[1:]))
+    absolute = path if path.is_absolute() else Path.cwd() / path  # no lexical `..` folding:
+    pending = list(reversed(absolute.parts[1:]))  # `link/..` is the parent of the link's target
     links = 0
     while pending:
         name = pending.pop()
@@ -432,8 +433,13 @@ def resolve_link_safely(path: Path, *, what: str = "file") -> Path:
             raise UsageError(f"Cannot reach the {what} file {redact(str(path))}: too many "
                              "levels of symbolic links.", hint="Check the links on its path.",
                              code=FILE_CODE)
-        _refuse_planted_link(candidate, info, current, what)
-        target = Path(os.readlink(candidate))
+        try:
+            _refuse_planted_link(candidate, info, current, what)
+            target = Path(os.readlink(candidate))
+        except OSError as exc:  # changed under us
+            raise UsageError(f"Cannot reach the {what} file {redact(str(path))}: "
+                             f"{exc.strerror or type(exc).__name__} ({redact(str(candidate))}).",
+                             hint=_PERMISSION_HINT, code=FILE_CODE) from None
         if target.is_absolute():
             current = Path("/")
         pending.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))

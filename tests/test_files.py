@@ -212,3 +212,19 @@ def test_a_writer_killed_mid_write_leaves_a_temporary_file_the_next_update_remov
     update_atomic(target, lambda old: old or b"")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["credentials", "credentials.lock", *(p.name for p in unrelated)])
+
+
+def test_links_resolve_as_the_kernel_resolves_them(tmp_path: Path) -> None:
+    from rolesanywhere_hsm.files import resolve_link_safely
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "link").symlink_to(tmp_path / "real" / "sub")
+    (tmp_path / "relative").symlink_to("real/sub")
+    for path in (tmp_path / "elsewhere" / "link" / ".." / "f",  # `..` after a link: its target's parent
+                 tmp_path / "relative" / "new" / "f", tmp_path / "missing" / "f"):
+        assert resolve_link_safely(path) == Path(os.path.realpath(path))
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(UsageError, match="too many levels of symbolic links"):
+        resolve_link_safely(loop / "f")
