@@ -1,0 +1,10 @@
+"""Key attestation: proof from the hardware that a key was generated inside it and cannot leave.
+
+- `yubico`: pure parsing of YubiKey PIV attestation (OIDs, extensions, slots, CSR attributes);
+- `tpm_format`: pure parsing of TPM2_Certify statements (TPMS_ATTEST, TPMT_PUBLIC) and our file format;
+- `piv`: fetching a PIV key's attestation (ykcs11's objects, or the card over PC/SC via `pcsc`);
+- `tpm`: TPM2_Certify of a TPM key by an attestation key (tpm2-pytss, the [tpm] extra);
+- `verify`: what a CA runs: chain to the roots, same public key, policy; facts for people and JSON.
+
+None of this is imported by credential-process: attestation happens at onboarding and at the CA.
+"""
