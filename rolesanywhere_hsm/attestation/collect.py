@@ -56,5 +56,12 @@ def collect(private_key: str, *, pkcs11_lib: str | None = None, environ: Mapping
     from rolesanywhere_hsm.attestation import tpm, tpm_format
 
     statement = tpm.attest_key_file(private_key, ak_handle, ak_certificate, tcti=tcti, environ=environ)
-    return Collected("tpm", statement.decode(), [(tpm_format.OID_CSR_TPM_STATEMENT, statement)],
-                     tpm.statement_facts(statement))
+    facts = tpm.statement_facts(statement)
+    if facts["missing"]:
+        said = ("was imported into the TPM, not generated inside it" if "sensitiveDataOrigin" in facts["missing"]
+                else "can be duplicated out of the TPM")
+        raise AttestationUnavailableError(
+            f"The TPM certifies that the key {private_key} {said} ({', '.join(facts['missing'])} not "
+            f"set): no CA should accept it as a hardware-bound key.",
+            hint="Generate the key inside the TPM (tpm2_create, tpm2-openssl, keygen on tpm2-pkcs11).")
+    return Collected("tpm", statement.decode(), [(tpm_format.OID_CSR_TPM_STATEMENT, statement)], facts)

@@ -186,6 +186,14 @@ def make_csr(
     parsed_sans = parse_sans(sans)
     from rolesanywhere_hsm.signers.pkcs11_uri import is_pkcs11_uri
 
+    from rolesanywhere_hsm.signers.tpmkey import is_tss2_key_file
+
+    if not is_pkcs11_uri(private_key) and is_tss2_key_file(private_key):
+        from rolesanywhere_hsm.provision.tpm_request import tpm_key_request_signer
+
+        with tpm_key_request_signer(private_key, digest) as (spki, kind, sign):
+            info = certification_request_info(spki, subject_der, parsed_sans, extra_extensions)
+            return certification_request(info, kind, sign(info))
     if not is_pkcs11_uri(private_key):
         spki, kind, sign = _file_key_signer(private_key, pkcs8_password, prompt, digest)
         info = certification_request_info(spki, subject_der, parsed_sans, extra_extensions)
