@@ -6,7 +6,6 @@ that did not issue the f9 key)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,38 +13,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from tests.attestation.conftest import generate
 from tests.provision.flow import cli, ok
 from tests.tokens.yubikey import VirtualYubiKey
 
 pytestmark = pytest.mark.yubikey
 
-DEFAULT_MANAGEMENT_KEY = "010203040506070801020304050607080102030405060708"
 ATTESTATION_OID = x509.ObjectIdentifier("1.3.6.1.4.1.41482.3.1")
 INTERMEDIATE_OID = x509.ObjectIdentifier("1.3.6.1.4.1.41482.3.2")
-
-
-@pytest.fixture
-def card(yubikey: VirtualYubiKey) -> Iterator[VirtualYubiKey]:
-    try:
-        yield yubikey
-    finally:
-        yubikey.finalize_in_process()
-        yubikey.forget_provisioned()
-
-
-@pytest.fixture
-def management_key_file(tmp_path: Path) -> str:
-    path = tmp_path / "mgm.key"
-    path.write_text(DEFAULT_MANAGEMENT_KEY + "\n")
-    path.chmod(0o600)
-    return f"file:{path}"
-
-
-def generate(card: VirtualYubiKey, management_key_file: str, slot_id: str, key_type: str = "ec-p256") -> str:
-    env = card.subprocess_env(card.ykcs11_module)
-    return ok(cli(env, "keygen", "--token", f"pkcs11:token=YubiKey%20PIV%20%23{card.serial}",
-                  "--key-type", key_type, "--label", "x", "--id", slot_id,
-                  "--management-key-source", management_key_file))
 
 
 def module_uri(card: VirtualYubiKey, module: str, slot_id: str) -> str:
