@@ -174,3 +174,23 @@ def test_tampered_attestation_and_foreign_root_are_refused(card: VirtualYubiKey,
                  "--roots", roots, "--require-pin-policy", "always")
     assert result.returncode == 10
     assert "PIN policy is once; the CA requires always" in result.stderr
+
+
+def test_tokens_login_shows_the_auditors_attributes(card: VirtualYubiKey, management_key_file: str) -> None:
+    """tokens --login: each private key's CKA_SENSITIVE ... CKA_LOCAL, and whether ykcs11 shows
+    an attestation certificate for it (it does for the card's generated keys)."""
+    generate(card, management_key_file, "05")
+    env = card.subprocess_env(card.ykcs11_module, pin=True)
+    listing = json.loads(ok(cli(env, "tokens", "--pkcs11-lib", card.ykcs11_module, "--login", "--json")))
+    (token,) = [t for m in listing if m["module"] == card.ykcs11_module for t in m["tokens"]
+                if t["label"] == card.ykcs11_token_label]
+    keys = {k["id"]: k for k in token["keys"] if k["class"] == "private"}
+    key = keys["05"]
+    assert key["sensitive"] is True and key["extractable"] is False
+    assert key["neverExtractable"] is True and key["alwaysSensitive"] is True and key["local"] is True
+    assert key["attestation"] is True
+    assert all("attestation" not in k for k in token["keys"] if k["class"] == "public")
+    text = ok(cli(env, "tokens", "--pkcs11-lib", card.ykcs11_module, "--login"))
+    line = next(line for line in text.splitlines() if line.strip().startswith("private key") and "id %05" in line)
+    assert "sensitive, not extractable, never extractable, always sensitive, generated on the token" in line
+    assert "attestation certificate on the token" in line
