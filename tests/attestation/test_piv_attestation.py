@@ -194,3 +194,30 @@ def test_tokens_login_shows_the_auditors_attributes(card: VirtualYubiKey, manage
     line = next(line for line in text.splitlines() if line.strip().startswith("private key") and "id %05" in line)
     assert "sensitive, not extractable, never extractable, always sensitive, generated on the token" in line
     assert "attestation certificate on the token" in line
+
+
+def test_doctor_checks_the_attestation(card: VirtualYubiKey, management_key_file: str, tmp_path: Path,
+                                       root_ca: CertificateAuthority) -> None:
+    """doctor --attestation-roots: passes for a generated key with its certificate (and shows the
+    serial), fails with RAH-ATT-003 when the roots did not issue the card's f9 key."""
+    uri = generate(card, management_key_file, "05")
+    env = card.subprocess_env(card.ykcs11_module, pin=True)
+    request = tmp_path / "req.pem"
+    ok(cli(env, "csr", "--private-key", uri, "--subject", "CN=doctor", "--out", str(request)))
+    cert = write_pem(tmp_path / "leaf.pem", root_ca.issue_leaf(x509.load_pem_x509_csr(request.read_bytes()).public_key(),
+                                                              "doctor"))
+    cert_uri = ok(cli(env, "import-certificate", "--private-key", uri, "--certificate", str(cert),
+                      "--management-key-source", management_key_file))
+    arns = ["--trust-anchor-arn", "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/a",
+            "--profile-arn", "arn:aws:rolesanywhere:us-east-1:123456789012:profile/p",
+            "--role-arn", "arn:aws:iam::123456789012:role/r", "--endpoint", "http://127.0.0.1:9"]
+    result = cli(env, "doctor", "--certificate", cert_uri, *arns, "--json",
+                 "--attestation-roots", str(card.attestation_root_path))
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["attestation"]["status"] == "pass", checks["attestation"]
+    assert f"serial {card.serial}" in checks["attestation"]["message"]
+    foreign = write_pem(tmp_path / "foreign.pem", CertificateAuthority.create("Not Yubico").certificate)
+    result = cli(env, "doctor", "--certificate", cert_uri, *arns, "--json", "--attestation-roots", str(foreign))
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["attestation"]["status"] == "fail" and checks["attestation"]["code"] == "RAH-ATT-003"
+    assert result.returncode == 8
