@@ -60,6 +60,13 @@ def attest_piv_key(private_key: str, *, pkcs11_lib: str | None = None,
     module_path = resolve_module_path((uri,), pkcs11_lib, environ)
     with loaded_module(module_path) as lib:
         token = _select_live_token(lib, uri, module_path)
+        if "tpm2" in lib.manufacturer_id.lower() or "tpm2" in token.manufacturer_id.lower():
+            raise AttestationUnavailableError(
+                f"The token {token.label!r} is tpm2-pkcs11: its keys are in a TPM, but the module "
+                "offers no attestation (no TPM2_Certify through PKCS#11), so this tool cannot "
+                "prove where they were generated.",
+                hint="For an attested TPM key use a TSS2 key file (tpm2-openssl, tpm2-pytss) and "
+                "`attest --ak-handle` (docs/attestation.md, TPM).")
         if not keyspec.is_piv_card(lib.manufacturer_id, token.manufacturer_id):
             raise AttestationUnavailableError(
                 f"The token {token.label!r} is not a PIV card, and this module offers no key "
