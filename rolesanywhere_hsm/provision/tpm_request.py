@@ -6,9 +6,9 @@ signs with SHA-256: PKCS#1 v1.5 for RSA, ECDSA for EC, as the request needs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from rolesanywhere_hsm.errors import UsageError
 
