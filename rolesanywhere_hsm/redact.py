@@ -21,10 +21,13 @@ quoted value is still safe, in the one-line error and in a `--debug` traceback.
 
 from __future__ import annotations
 
-import logging
 import re
 
-__all__ = ["HIDDEN", "RedactingFilter", "one_line", "redact", "redact_optional"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["HIDDEN", "RedactingFilter", "one_line", "redact", "redact_optional", "without_pin_attributes"]
 
 HIDDEN = "<hidden>"
 
@@ -71,6 +74,28 @@ def redact(text: str) -> str:
     return _CONTROL.sub(_escape_control, text)
 
 
+# A PIN attribute in a pkcs11: URI, with the separator that joins it to the rest; its value ends
+# where the next attribute starts (as for redaction) or at the query's `?`.
+_PIN_ATTRIBUTE_END = r"(?=[&;?][A-Za-z][A-Za-z0-9-]*=|\?|$)"
+_PIN_ATTRIBUTE_AFTER = re.compile(r"[;&]pin-(?:value|source)\s*=.*?" + _PIN_ATTRIBUTE_END,
+                                  re.IGNORECASE | re.DOTALL)
+_PIN_ATTRIBUTE_FIRST = re.compile(r"(?<=[:?])pin-(?:value|source)\s*=.*?(?:[&;](?=[A-Za-z][A-Za-z0-9-]*=)"
+                                  r"|(?=\?)|$)", re.IGNORECASE | re.DOTALL)
+
+
+def without_pin_attributes(uri: str) -> str:
+    """A pkcs11: URI without its `pin-value` and `pin-source` attributes (anywhere), so that
+    how the PIN is found never changes what the URI names: the cache key and `cache list`'s
+    description use this. Text that is not a pkcs11: URI is returned as it is."""
+    if uri[:7].lower() != "pkcs11:":
+        return uri
+    previous = None
+    while previous != uri:  # one pass can leave a second attribute at the front
+        previous = uri
+        uri = _PIN_ATTRIBUTE_FIRST.sub("", _PIN_ATTRIBUTE_AFTER.sub("", uri))
+    return uri.replace("?&", "?").removesuffix("?")
+
+
 def redact_optional(text: str | None) -> str | None:
     """`redact()` that lets None through, for optional settings."""
     return None if text is None else redact(text)
@@ -94,11 +119,12 @@ def one_line(text: str, limit: int = 200) -> str:
     return shown if len(shown) <= limit else shown[: max(0, limit - 3)] + "..."
 
 
-class RedactingFilter(logging.Filter):
+class RedactingFilter:
     """A logging filter that passes every record's text through `redact()`: the safety net
     for `--debug` log lines that quote user input (a module path, a URI's criteria), as
     errors.py is for messages. Put it on the handler (a logger's own filters do not see
-    its children's records)."""
+    its children's records). A plain class (logging takes any object with a `filter` method):
+    this module is imported on a cache hit, which must not import logging."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()

@@ -18,14 +18,16 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
 from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
 from rolesanywhere_hsm.errors import ArnError, UsageError
-from rolesanywhere_hsm.redact import redact
+from rolesanywhere_hsm.redact import redact, without_pin_attributes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from rolesanywhere_hsm.settings import Settings
@@ -39,7 +41,23 @@ MIN_DURATION, MAX_DURATION = 900, 43200
 DEFAULT_DURATION = 3600
 # AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
 _ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
-_CACHE_KEY_VERSION = "rah-spec-1"
+_CACHE_KEY_VERSION = "rah-spec-2"
+# Environment variables through which a PKCS#11 module (or the daemon behind it) chooses the
+# token store it opens, read at C_Initialize: the same URI names another token when one of them
+# changes. The rule: every variable of these modules' families (by prefix), each with its value
+# and, when the value names a file or directory, that file's identity (a SOFTHSM2_CONF edited to
+# another tokendir). A variable that may hold a secret never enters the key.
+_MODULE_CONFIG_PREFIXES = (
+    "SOFTHSM2_",          # SoftHSM2: SOFTHSM2_CONF
+    "TPM2_PKCS11_",       # tpm2-pkcs11: TPM2_PKCS11_STORE, TPM2_PKCS11_TCTI
+    "TSS2_",              # the TPM software stack under tpm2-pkcs11 (TSS2_TCTI, TSS2_FAPICONF)
+    "P11_KIT_",           # p11-kit's client module: P11_KIT_SERVER_ADDRESS
+    "PCSCLITE_",          # the PC/SC daemon behind OpenSC and ykcs11: PCSCLITE_CSOCK_NAME
+    "OPENSC_",            # OpenSC: OPENSC_CONF
+    "YKCS11_",            # ykcs11
+    "ChrystokiConfigurationPath",  # Thales Luna client
+)
+_SECRET_WORDS = ("PIN", "PASS", "SECRET", "TOKEN_AUTH", "AUTH_VALUE")
 
 
 def _as_given(exc: UsageError, settings: Settings) -> UsageError:
@@ -214,6 +232,7 @@ class CredentialSpec:
             "cert_selector": _selector_reference(self.cert_selector),
             "use_latest_expiring_certificate": self.use_latest_expiring_certificate,
             "token_chain": self.token_chain,
+            "module_config": module_configuration(os.environ),
         }
         blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
@@ -232,10 +251,33 @@ def _reference(ref: str | None) -> Any:
     if ref is None:
         return None
     if ref[:7].lower() == "pkcs11:":
-        return redact(ref)
+        return without_pin_attributes(ref)
     path = os.path.abspath(ref)
     try:
         st = os.stat(path)
     except OSError:
         return [path, None]
     return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def module_configuration(environ: Mapping[str, str]) -> list[Any]:
+    """The PKCS#11 modules' configuration for the cache key (the rule at _MODULE_CONFIG_PREFIXES):
+    sorted (name, value, identity of the file it names, if any)."""
+    found = []
+    for name, value in environ.items():
+        if not name.startswith(_MODULE_CONFIG_PREFIXES):
+            continue
+        if any(word in name.upper() for word in _SECRET_WORDS):
+            continue
+        identity = None
+        if value.startswith("/"):
+            try:
+                st = os.stat(value)
+                # a directory (a token store) by what it is, not by its mtime, which its
+                # database's journal files change on every use
+                identity = ([st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+                            if stat.S_ISREG(st.st_mode) else [st.st_dev, st.st_ino])
+            except OSError:
+                pass
+        found.append([name, value, identity])
+    return sorted(found)
