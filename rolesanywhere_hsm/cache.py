@@ -24,9 +24,9 @@ would run us again; sessions of 32 minutes or less keep half their lifetime, so 
 session is reused for its first 7.5 minutes (botocore calls us on every command for those, and
 each call is then a file read).
 
-Importing this module must stay cheap: a cache hit imports nothing heavier than json, hashlib
-and datetime (no dataclasses, pathlib or logging; no httpx, cryptography, asn1crypto or
-PKCS#11), which tests pin. Debug lines go through `logging` only when something has imported it
+Importing this module must stay cheap: a cache hit imports nothing heavier than json and
+datetime (no dataclasses, pathlib, logging or hashlib's OpenSSL: rolesanywhere_hsm.digest; no
+httpx, cryptography, asn1crypto or PKCS#11), which tests pin. Debug lines go through `logging` only when something has imported it
 (`--debug` does, and so does any program that configures logging).
 """
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import json
 import os
 import stat
@@ -42,6 +41,7 @@ import sys
 import time
 
 from rolesanywhere_hsm.credentials import Credentials, format_expiration, parse_expiration
+from rolesanywhere_hsm.digest import sha256_hex
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 if TYPE_CHECKING:
@@ -333,7 +333,7 @@ class CredentialCache:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _path(self, key: str) -> str:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:_DIGEST_CHARS]
+        digest = sha256_hex(key.encode("utf-8"))[:_DIGEST_CHARS]
         return os.path.join(self._dir, digest + _SUFFIX)
 
     def _usable_directory(self) -> bool:

@@ -7,13 +7,16 @@ Order of precedence (the official helper's, docs/protocol.md section 1): `--endp
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from rolesanywhere_hsm.errors import EndpointError
 from rolesanywhere_hsm.redact import redact
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["FIPS_REGIONS", "default_endpoint", "resolve_endpoint"]
 
@@ -47,21 +50,32 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 
 
+# What an IP address literal is made of: a host with anything else is a name, known without
+# importing ipaddress (which a cache hit with a named endpoint then never loads).
+_IP_CHARACTERS = frozenset("0123456789abcdefABCDEF.:%")
+
+
+def _ip_address(host: str) -> Any:
+    """ipaddress.ip_address(host), or None when `host` is not an IP address literal."""
+    if not host or not _IP_CHARACTERS.issuperset(host):
+        return None
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = _ip_address(host)
+    return address is not None and address.is_loopback
 
 
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return _ip_address(host) is not None
 
 
 def _check_override(url: str, source: str) -> str:

@@ -8,21 +8,21 @@ before any token is touched, so that a typo costs a clear message and not a PIN 
 loading a PKCS#11 module.
 
 It lives apart from the session layer (rolesanywhere_hsm.session, which re-exports it) because a
-`credential-process --cache` hit needs only this: importing it costs os, json, hashlib, re and
+`credential-process --cache` hit needs only this: importing it costs os, json, re and
 our ARN and error modules, never threading, the signers or httpx (a test pins what a hit imports).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 
 from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
+from rolesanywhere_hsm.digest import sha256_hex
 from rolesanywhere_hsm.errors import ArnError, UsageError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import redact, without_pin_attributes
 
 TYPE_CHECKING = False
@@ -81,38 +81,67 @@ def tls_verify(settings: Settings) -> bool | str:
     return settings["ca-bundle"] or True
 
 
-@dataclass(frozen=True)
-class CredentialSpec:
+class CredentialSpec(Record):
     """Everything that decides which credentials a fetch gets; no secrets.
 
     `verify` is True (system CAs), False (no verification) or a CA bundle path; `trust_env`
     honours HTTPS_PROXY and friends; `timeout` is the total seconds one fetch may take
-    (None: the client's defaults).
+    (None: the client's defaults). `arns` and `selector` are derived (the ARNs checked, the
+    --cert-selector parsed). A plain frozen class, not a dataclass: a cache hit builds one
+    (rolesanywhere_hsm.record says why).
     """
+
+    _compared = (
+        "certificate", "trust_anchor_arn", "profile_arn", "role_arn", "private_key", "intermediates",
+        "pkcs11_lib", "reuse_pin", "region", "endpoint", "duration_seconds", "role_session_name",
+        "verify", "trust_env", "timeout", "no_tpm_key_password", "cert_selector",
+        "use_latest_expiring_certificate", "token_chain",
+    )
+    __slots__ = (*_compared, "arns", "selector")
 
     certificate: str | None  # None: --cert-selector picks it among the tokens' certificates
     trust_anchor_arn: str
     profile_arn: str
     role_arn: str
-    private_key: str | None = None
-    intermediates: str | None = None
-    pkcs11_lib: str | None = None
-    reuse_pin: bool = False
-    region: str | None = None
-    endpoint: str | None = None
-    duration_seconds: int = DEFAULT_DURATION
-    role_session_name: str | None = None
-    verify: bool | str = True
-    trust_env: bool = True
-    timeout: float | None = None
-    no_tpm_key_password: bool = False
-    cert_selector: Any = None  # the official helper's --cert-selector text (or a parsed one)
-    use_latest_expiring_certificate: bool = False
-    token_chain: bool = True  # a certificate on a token: send its issuer path from the token
-    arns: SessionArns = field(init=False, repr=False, compare=False)
-    selector: Any = field(init=False, repr=False, compare=False)  # cert_selector, parsed
+    private_key: str | None
+    intermediates: str | None
+    pkcs11_lib: str | None
+    reuse_pin: bool
+    region: str | None
+    endpoint: str | None
+    duration_seconds: int
+    role_session_name: str | None
+    verify: bool | str
+    trust_env: bool
+    timeout: float | None
+    no_tpm_key_password: bool
+    cert_selector: Any  # the official helper's --cert-selector text (or a parsed one)
+    use_latest_expiring_certificate: bool
+    token_chain: bool  # a certificate on a token: send its issuer path from the token
+    arns: SessionArns
+    selector: Any  # cert_selector, parsed
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, certificate: str | None, trust_anchor_arn: str, profile_arn: str, role_arn: str,
+        private_key: str | None = None, intermediates: str | None = None, pkcs11_lib: str | None = None,
+        reuse_pin: bool = False, region: str | None = None, endpoint: str | None = None,
+        duration_seconds: int = DEFAULT_DURATION, role_session_name: str | None = None,
+        verify: bool | str = True, trust_env: bool = True, timeout: float | None = None,
+        no_tpm_key_password: bool = False, cert_selector: Any = None,
+        use_latest_expiring_certificate: bool = False, token_chain: bool = True,
+    ) -> None:
+        self._set(
+            certificate=certificate, trust_anchor_arn=trust_anchor_arn, profile_arn=profile_arn,
+            role_arn=role_arn, private_key=private_key, intermediates=intermediates,
+            pkcs11_lib=pkcs11_lib, reuse_pin=reuse_pin, region=region, endpoint=endpoint,
+            duration_seconds=duration_seconds, role_session_name=role_session_name, verify=verify,
+            trust_env=trust_env, timeout=timeout, no_tpm_key_password=no_tpm_key_password,
+            cert_selector=cert_selector, use_latest_expiring_certificate=use_latest_expiring_certificate,
+            token_chain=token_chain,
+        )
+        self._check()
+
+    def _check(self) -> None:
         if not self.certificate and not self.cert_selector:
             raise UsageError("No certificate was given.",
                              hint="Pass --certificate (a file or a pkcs11: URI) or --cert-selector.")
@@ -235,7 +264,7 @@ class CredentialSpec:
             "module_config": module_configuration(os.environ),
         }
         blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return sha256_hex(blob)
 
 
 def _selector_reference(selector: Any) -> Any:
