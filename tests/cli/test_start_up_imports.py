@@ -131,3 +131,29 @@ def test_a_cache_hit_imports_only_what_a_hit_needs(
     debug = _hit([*args, "--debug"], env)
     assert "logging" in debug  # --debug does log (and so the pin above can fail)
     assert len(server.issued) == 1
+
+
+@pytest.mark.softhsm
+def test_a_cold_run_on_a_token_holding_the_leaf_alone_never_imports_cryptography(
+    softhsm_factory: Any, softhsm_module: str, intermediate_ca: CertificateAuthority,
+) -> None:
+    """Issue 21 item 2: certificates on the token path are parsed with asn1crypto;
+    cryptography is loaded only to verify a candidate issuer on the token, and this token has
+    none."""
+    from tests.fixtures.softhsm import SOFTHSM_PIN
+
+    token = softhsm_factory("lean", [("p256", "leaf", b"\x01")])
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("AWS_")}
+    env.update(token.env, RAH_PKCS11_MODULE=softhsm_module, RAH_PKCS11_PIN=SOFTHSM_PIN)
+    with Emulator(EmulatorConfig.for_certificates([intermediate_ca.certificate])) as emulator:
+        code = ("import atexit, sys\natexit.register(lambda: " + _ALL_MODULES + ")\n"
+                "sys.argv = ['rolesanywhere-hsm', *sys.argv[1:]]\n"
+                "from rolesanywhere_hsm.cli import main\nmain()\n")
+        result = python(code, "credential-process", "--certificate", token.uri_for("leaf", type="cert"),
+                        "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
+                        "--role-arn", emulator.role_arn, "--endpoint", emulator.url, env=env)
+        assert result.returncode == 0, result.stderr
+        assert len(emulator.issued) == 1
+    imported = reported(result)
+    assert {"pkcs11", "asn1crypto", "httpx"} <= {m.split(".")[0] for m in imported}
+    assert not {m for m in imported if m.split(".")[0] == "cryptography"}
