@@ -41,7 +41,7 @@ MIN_DURATION, MAX_DURATION = 900, 43200
 DEFAULT_DURATION = 3600
 # AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
 _ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
-_CACHE_KEY_VERSION = "rah-spec-2"
+_CACHE_KEY_VERSION = "rah-spec-3"
 # Environment variables through which a PKCS#11 module (or the daemon behind it) chooses the
 # token store it opens, read at C_Initialize: the same URI names another token when one of them
 # changes. The rule: every variable of these modules' families (by prefix), each with its value
@@ -235,12 +235,12 @@ class CredentialSpec(Record):
         )
 
     def cache_key(self) -> str:
-        """A stable hex key naming these credentials: from the spec's text, the endpoint as it
-        resolves now (AWS_ENDPOINT_URL* change it) and the identity (device, inode, size,
+        """A stable hex key naming these credentials: from the spec's text, what chooses the
+        endpoint now (AWS_ENDPOINT_URL* and the FIPS/dual-stack switches change it) and the identity (device, inode, size,
         mtime) of the files it names, so a renewed certificate file gives a new key. A
         `pin-value` in a URI is left out: the key may become a file name, and a hash of a
         short PIN is easy to reverse. No token or module is touched."""
-        from rolesanywhere_hsm.endpoints import resolve_endpoint
+        from rolesanywhere_hsm.endpoints import endpoint_source
 
         text = {
             "v": _CACHE_KEY_VERSION,
@@ -252,7 +252,7 @@ class CredentialSpec(Record):
             "trust_anchor_arn": str(self.arns.trust_anchor),
             "profile_arn": str(self.arns.profile),
             "role_arn": str(self.arns.role),
-            "endpoint": resolve_endpoint(self.signing_region, self.endpoint),
+            "endpoint": endpoint_source(self.signing_region, self.endpoint),
             "duration_seconds": self.duration_seconds,
             "role_session_name": self.role_session_name,
             "verify": self.verify,

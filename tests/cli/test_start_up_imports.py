@@ -96,7 +96,8 @@ def test_the_library_keeps_httpx_whole() -> None:
 # tokenize; hashlib pulls OpenSSL's _hashlib), logging unless --debug asks, and everything heavy.
 NOT_ON_A_HIT = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "pathlib", "logging",
                 "_hashlib", "tempfile", "contextlib", "fcntl", "httpx", "httpcore", "h11", "cryptography",
-                "asn1crypto", "pkcs11", "typer", "click", "rich", "certifi", "ssl"}
+                "asn1crypto", "pkcs11", "typer", "click", "rich", "certifi", "ssl", "urllib.parse",
+                "ipaddress"}
 _ALL_MODULES = "print('IMPORTED', ' '.join(sorted(sys.modules)), file=sys.stderr)"
 
 
