@@ -181,8 +181,9 @@ class CredentialCache:
 
     # -- the one operation credential-process needs -------------------------------------------
     def get_or_fetch(self, key: str, fetch: Callable[[], Credentials], *,
-                     description: str = "") -> Credentials:
+                     description: str | Callable[[], str] = "") -> Credentials:
         """A usable cached entry, else `fetch()` once across all processes asking for `key`.
+        `description` (for `cache list`) may be a function: it is then called only on a miss.
 
         Concurrent runs on a cold entry queue on a lock file; the first fetches and stores, the
         others find its entry when they get the lock. A cache that cannot be used (a directory
@@ -199,7 +200,8 @@ class CredentialCache:
                 return hit
             issued_at = self._clock()
             credentials = fetch()
-            self.store(key, credentials, issued_at=issued_at, description=description)
+            self.store(key, credentials, issued_at=issued_at,
+                       description=description() if callable(description) else description)
             return credentials
 
     # -- reading ------------------------------------------------------------------------------

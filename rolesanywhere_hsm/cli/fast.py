@@ -138,8 +138,8 @@ def credential_process(settings: Settings) -> None:
     if settings["cache"]:
         from rolesanywhere_hsm.cache import CredentialCache
 
-        credentials = CredentialCache().get_or_fetch(spec.cache_key(), fetch,
-                                                     description=cache_description(spec))
+        credentials = CredentialCache().get_or_fetch(  # the description only on a miss
+            spec.cache_key(), fetch, description=lambda: cache_description(spec))
     else:
         credentials = fetch()
     sys.stdout.write(credentials.credential_process_json() + "\n")

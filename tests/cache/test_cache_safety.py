@@ -252,3 +252,20 @@ def test_new_descriptions_carry_no_pin_attributes() -> None:
 
     shown = cache_description(spec("pkcs11:token=t;object=k?pin-source=file:/run/secrets/pin"))
     assert shown == f"{ROLE} with pkcs11:token=t;object=k"
+
+
+def test_a_description_function_is_called_on_a_miss_only(tmp_path: Path) -> None:
+    """credential-process passes its description as a function: a hit quotes nothing, so it
+    compiles none of the redaction patterns."""
+    cache = CredentialCache(tmp_path / "cache")
+    calls = []
+
+    def describe() -> str:
+        calls.append(1)
+        return "role with pkcs11:token=t"
+
+    cache.get_or_fetch("source-a", fresh, description=describe)
+    cache.get_or_fetch("source-a", fresh, description=describe)
+    assert len(calls) == 1
+    [entry] = cache.entries()
+    assert entry.description == "role with pkcs11:token=t"
