@@ -56,7 +56,9 @@ def update(settings: Settings, *, profile: str = "default", once: bool = False) 
 def _run(session, path, profile: str) -> None:  # type: ignore[no-untyped-def]
     """Refresh until SIGTERM/SIGINT, writing each new set of credentials. Runs in the main
     thread (no background thread: nothing else to serve), waiting on an Event the signal
-    handlers set, so a stop is noticed at once even in the middle of a long wait."""
+    handlers set, so a stop is noticed at once even in the middle of a long wait. Each wait is
+    at most refresh.WAKE_INTERVAL (next_wait's bound), so a wall-clock jump (suspend/resume,
+    an NTP step) is noticed within seconds and the file never keeps expired keys for long."""
     import signal
     import threading
 
