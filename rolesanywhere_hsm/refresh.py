@@ -63,6 +63,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rolesanywhere_hsm.backoff import full_jitter
 from rolesanywhere_hsm.credentials import Credentials
 from rolesanywhere_hsm.errors import (
     CredentialsUnavailableError,
@@ -168,8 +169,7 @@ def refresh_times(issued_at: dt.datetime, expires_at: dt.datetime, *, jitter: fl
 def backoff_delay(failures: int, cap: float, rand: float) -> float:
     """Seconds to wait after `failures` (>= 1) failed refreshes in a row: full jitter over
     min(cap, 1 s * 2**(failures-1)), never below a twentieth of that ceiling (no busy loop)."""
-    ceiling = min(cap, BACKOFF_BASE * 2 ** min(max(failures - 1, 0), 30))
-    return max(ceiling * rand, ceiling / 20)
+    return full_jitter(failures, rand, base=BACKOFF_BASE, cap=cap)
 
 
 @dataclass(frozen=True)
