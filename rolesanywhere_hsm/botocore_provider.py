@@ -56,6 +56,11 @@ def spec_from_options(config_profile: str | None = None, environ: Mapping[str, s
                       **options: Any) -> CredentialSpec:
     """A `CredentialSpec` from the option table's names with underscores (`trust_anchor_arn=`),
     merged with the environment and the named profile as the command line would be."""
+    return CredentialSpec.from_settings(_settings_from_options(config_profile, environ, **options))
+
+
+def _settings_from_options(config_profile: str | None, environ: Mapping[str, str] | None,
+                           **options: Any) -> Any:
     allowed = {opt.attr: opt.name for opt in options_for("credential-process")
                if opt.name not in _NOT_IN_PROCESS}
     unknown = sorted(set(options) - set(allowed))
@@ -67,7 +72,7 @@ def spec_from_options(config_profile: str | None = None, environ: Mapping[str, s
     flags = {allowed[key]: value for key, value in options.items() if value is not None}
     if config_profile:
         flags["config-profile"] = config_profile
-    return CredentialSpec.from_settings(settings_for("credential-process", flags, environ))
+    return settings_for("credential-process", flags, environ)
 
 
 class _RolesAnywhereCredentials:
@@ -116,10 +121,18 @@ class RolesAnywhereCredentialProvider:
     def __init__(self, spec: CredentialSpec, *, secret_callback: Callable[[str], str] | None = None,
                  pkcs8_password: str | None = None, clock: Callable[[], dt.datetime] | None = None,
                  rng: Callable[[], float] = random.random,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 audit_log: str | None = None) -> None:
         self.spec = spec
+        observers = []
+        if audit_log:
+            from rolesanywhere_hsm.audit import AuditLog
+
+            observers.append(AuditLog(audit_log))
+        # rotate: a renewed certificate is used at the next refresh (rotation.py), no new login.
         self._session = CredentialSession(spec, secret_callback=RememberedSecret(secret_callback),
-                                          pkcs8_password=pkcs8_password)
+                                          pkcs8_password=pkcs8_password, observers=observers,
+                                          rotate=True)
         self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self._rng = rng
         self._monotonic = monotonic
@@ -183,7 +196,8 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
     `config_profile` names a `[profiles.NAME]` of the config file (as `--config-profile` does);
     `options` are the command line's long names with underscores (`certificate=`,
     `private_key=`, `trust_anchor_arn=`, `profile_arn=`, `role_arn=`, `region=`, `endpoint=`,
-    `pkcs11_lib=`, `session_duration=`, ...), taking precedence over the profile. `region_name`
+    `pkcs11_lib=`, `session_duration=`, `audit_log=` (a file, or "-" for stderr: one JSON line per
+    CreateSession attempt), ...), taking precedence over the profile. `region_name`
     is the region of the AWS APIs you call (default: boto3's own, else the trust anchor's).
     Validation happens here; the token is first touched when credentials are first needed.
     """
@@ -193,9 +207,11 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
     except ImportError:
         raise ConfigError("boto3 is not installed.",
                                  hint="pip install 'rolesanywhere-hsm[boto3]'.") from None
-    spec = spec_from_options(config_profile, **options)
+    settings = _settings_from_options(config_profile, None, **options)
+    spec = CredentialSpec.from_settings(settings)
     provider = RolesAnywhereCredentialProvider(spec, secret_callback=secret_callback,
-                                               pkcs8_password=pkcs8_password)
+                                               pkcs8_password=pkcs8_password,
+                                               audit_log=settings["audit-log"])
     core = botocore.session.Session()
     core.get_component("credential_provider").insert_before("env", provider)
     if region_name is None and core.get_config_variable("region") is None:

@@ -128,7 +128,9 @@ class Pkcs11Signer(CertifiedKeySigner):
 
     @property
     def token_serial(self) -> str:
-        return str(self._token.serial or "").strip()
+        from rolesanywhere_hsm.signers.pkcs11.inventory import token_serial
+
+        return token_serial(self._token)
 
     def token_certificates(self) -> list[bytes]:
         """The certificates on the token with the leaf's CKA_ID (a renewal written next to or
