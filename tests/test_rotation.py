@@ -227,7 +227,8 @@ def test_the_boto3_provider_uses_a_renewed_certificate_with_one_login(
     chain = write_pem(tmp_path / "chain.pem", intermediate_ca.certificate)
     key = softhsm_token.keys["ec-p256"]
     spec = spec_for(emulator, softhsm_token.uri_for("ec-p256", type="cert"), intermediates=str(chain))
-    provider = RolesAnywhereCredentialProvider(spec, secret_callback=lambda _: SOFTHSM_PIN)
+    audit = tmp_path / "audit.jsonl"
+    provider = RolesAnywhereCredentialProvider(spec, secret_callback=lambda _: SOFTHSM_PIN, audit_log=str(audit))
     try:
         first = provider.load().get_frozen_credentials()
         assert emulator.issued[-1].leaf_serial == key.certificate.serial_number
@@ -240,3 +241,8 @@ def test_the_boto3_provider_uses_a_renewed_certificate_with_one_login(
         assert first.access_key != emulator.issued[-1].access_key_id
     finally:
         provider.close()
+    import json
+
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [line["certificateSerial"] for line in lines] == [f"{key.certificate.serial_number:x}", "5eed04"]
+    assert [line["accessKeyId"] for line in lines] == [i.access_key_id for i in emulator.issued]
