@@ -240,8 +240,11 @@ class RefreshingCredentials:
             now = self._clock()
         if held is not None and now < held.times.usable_until:
             return held.credentials
-        if self._thread is not None and held is not None:
-            self._wake.set()  # past usable (a clock jump?): the loop refreshes now, not later
+        if self._thread is not None and held is not None and self._next_attempt is None:
+            # Past usable with no backoff running (a clock jump?): the loop refreshes now, not
+            # at its next wake. In a backoff the loop already wakes at its end: requests
+            # answered 503 during an outage must not spin it.
+            self._wake.set()
         error = self._unavailable()
         raise error from (self._fatal or self._last_error)
 
