@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+    from pathlib import Path
     from typing import Any
 
 __all__ = [
@@ -71,24 +71,37 @@ class CommandLineError(ConfigError):
     code = "RAH-USE-002"
 
 
-@dataclass(frozen=True)
-class Option:
-    """One option: `--name` on the command line, `name` in a profile, `env` in the environment."""
+class Option(Record):
+    """One option: `--name` on the command line, `name` in a profile, `env` in the environment.
+    (A plain frozen class, not a dataclass: rolesanywhere_hsm.record says why.)"""
+
+    _compared = ("name", "type", "help", "default", "env", "commands", "in_profile", "secret",
+                 "metavar", "required_by", "required_unless", "negation")
+    __slots__ = _compared
 
     name: str
     type: type
     help: str
-    default: Any = None
-    env: str | None = None
-    commands: frozenset[str] = CREDENTIAL_COMMANDS
-    in_profile: bool = True  # False for options that choose the profile or only make sense once
-    secret: bool = False  # a password: allowed for compatibility, never shown back
-    metavar: str | None = None
-    required_by: frozenset[str] = frozenset()  # commands that cannot run without it
-    required_unless: str | None = None  # ...unless this other option is given
+    default: Any
+    env: str | None
+    commands: frozenset[str]
+    in_profile: bool  # False for options that choose the profile or only make sense once
+    secret: bool  # a password: allowed for compatibility, never shown back
+    metavar: str | None
+    required_by: frozenset[str]  # commands that cannot run without it
+    required_unless: str | None  # ...unless this other option is given
     # A switch's "off" flag (without `--`), so that a switch a profile or the environment
     # turns on can be turned off for one run: `--no-cache` against `cache = true`.
-    negation: str | None = None
+    negation: str | None
+
+    def __init__(self, name: str, type: type, help: str, default: Any = None, env: str | None = None,
+                 commands: frozenset[str] = CREDENTIAL_COMMANDS, in_profile: bool = True,
+                 secret: bool = False, metavar: str | None = None,
+                 required_by: frozenset[str] = frozenset(), required_unless: str | None = None,
+                 negation: str | None = None) -> None:
+        self._set(name=name, type=type, help=help, default=default, env=env, commands=commands,
+                  in_profile=in_profile, secret=secret, metavar=metavar, required_by=required_by,
+                  required_unless=required_unless, negation=negation)
 
     @property
     def attr(self) -> str:
@@ -201,26 +214,40 @@ def options_for(command: str) -> tuple[Option, ...]:
 
 # -- where values come from ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Record):
     """One `[profiles.NAME]` table, as read from `path`."""
+
+    _compared = ("name", "path", "values")
+    __slots__ = _compared
 
     name: str
     path: Path
-    values: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, Any]
+
+    def __init__(self, name: str, path: Path, values: Mapping[str, Any] | None = None) -> None:
+        self._set(name=name, path=path, values={} if values is None else values)
 
     def where(self) -> str:
         return f"profile '{self.name}' of {self.path}"
 
 
-@dataclass(frozen=True)
-class Settings(Mapping[str, "Any"]):  # a string: typing is not imported at run time
+class Settings(Record, Mapping[str, "Any"]):  # a string: typing is not imported at run time
     """Resolved values by option name, each with where it came from."""
+
+    _compared = ("command", "data", "origins", "profile")
+    __slots__ = _compared
 
     command: str
     data: Mapping[str, Any]
     origins: Mapping[str, str]  # name -> "flag", "env", "profile" or "default"
-    profile: Profile | None = None
+    profile: Profile | None
+
+    def __init__(self, command: str, data: Mapping[str, Any], origins: Mapping[str, str],
+                 profile: Profile | None = None) -> None:
+        self._set(command=command, data=data, origins=origins, profile=profile)
+
+    __eq__ = Record.__eq__
+    __hash__ = None  # type: ignore[assignment]  # its mappings are not hashable
 
     def __getitem__(self, name: str) -> Any:
         return self.data[name]
@@ -294,6 +321,8 @@ def _from_text(opt: Option, text: str, *, where: str, error: type[ConfigError] =
 
 def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """`--config`, else `RAH_CONFIG`, else `$XDG_CONFIG_HOME/rolesanywhere-hsm/config.toml`."""
+    from pathlib import Path  # here: a run without a profile (a cache hit) needs no pathlib
+
     environ = os.environ if environ is None else environ
     if explicit:
         return Path(explicit).expanduser()
