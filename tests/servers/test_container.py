@@ -255,7 +255,7 @@ def test_routes_are_one_table_that_others_can_extend(serve_app: Callable[..., Ru
     from rolesanywhere_hsm.httpserver import Response
 
     running = serve_app()
-    running.app.route("/livez", lambda request: Response(200, b"alive"))
-    assert httpx.get(running.url + "/livez").text == "alive"
-    assert set(running.app.routes) == {HEALTH_PATH, CONTAINER_PATH, "/livez"}
+    running.app.route("/custom", lambda request: Response(200, b"custom"))
+    assert httpx.get(running.url + "/custom").text == "custom"
+    assert {HEALTH_PATH, CONTAINER_PATH, "/livez", "/readyz", "/metrics", "/custom"} == set(running.app.routes)
     assert httpx.get(running.url + "/nowhere").status_code == 404

@@ -434,6 +434,7 @@ def open_pkcs11_signer(
             certificate=certificate, chain=chain, algorithm=algorithm, spec=spec,
             always_authenticate=always_auth, pin_request=pin_request,
             login_required=login_required, verify_pending=verify_pending,
+            cert_id=bytes(cert_obj_id) if cert_obj_id else None,
         )
         return Pkcs11Signer(opened, reuse_pin=config.reuse_pin,
                             user_pin=user_pin if isinstance(user_pin, str) else None)
