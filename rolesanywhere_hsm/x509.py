@@ -231,8 +231,10 @@ def certificate_data(der: bytes) -> dict[str, object]:
     }
 
 
-def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = ()) -> None:
-    """Refuse early what the service would refuse anyway, with a clearer message."""
+def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = (), *, dates: bool = True) -> None:
+    """Refuse early what the service would refuse anyway, with a clearer message: a CA
+    certificate, a key type we do not sign with, a certificate outside its validity (which the
+    service calls only "Untrusted signing certificate")."""
     if info.is_ca:
         raise CertificateError(
             f"The certificate for {info.subject or 'an empty subject'} is a CA certificate; "
@@ -240,6 +242,8 @@ def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = ()) -> No
             hint="Pass the workload's own certificate with --certificate.",
         )
     algorithm_for_key_type(info.key_type)
+    if dates:
+        ensure_current(info)
 
 
 def ensure_current(info: CertificateInfo, now: dt.datetime | None = None, *,

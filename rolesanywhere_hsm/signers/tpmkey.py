@@ -467,7 +467,7 @@ def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
     cert_data = _read(config.certificate, "certificate", CertificateError)
     leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
     info = x509util.certificate_info(leaf)
-    x509util.ensure_leaf_usable(info)
+    x509util.ensure_leaf_usable(info, dates=config.check_dates)
     public = serialization.load_der_public_key(key.public.publicArea.to_der()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -241,3 +241,23 @@ def test_a_ca_or_expired_certificate_is_refused_as_the_leaf_and_the_token_is_unc
                                 not_after=now + dt.timedelta(days=30))
     import_certificate(key.uri, write_pem(tmp_path / "future.crt", future), environ=inproc)
     assert object_count(lib(), "onboard", SOFTHSM_PIN) == before + 1
+
+
+def test_a_token_certificate_outside_its_dates_is_refused_before_the_pin(
+        env: dict[str, str], inproc: dict[str, str], root_ca: CertificateAuthority, tmp_path: Path,
+        emulator: Emulator) -> None:
+    import datetime as dt
+
+    key = generate_key(TOKEN, "ec-p256", "later", environ=inproc)
+    public = x509.load_der_x509_csr(make_csr(key.uri, "CN=later", environ=inproc)).public_key()
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    future = root_ca.issue_leaf(public, "later", not_before=now + dt.timedelta(days=1),
+                                not_after=now + dt.timedelta(days=30))
+    stored = import_certificate(key.uri, write_pem(tmp_path / "later.crt", future), environ=inproc)
+    # a wrong PIN: were it tried, the exit would be 5 (and SoftHSM would count a failure)
+    result = cli(dict(env, RAH_PKCS11_PIN="wrong-pin"), "credential-process", "--certificate", stored.uri,
+                 "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
+                 "--role-arn", emulator.role_arn, "--endpoint", emulator.url)
+    assert result.returncode == 3, result.stderr
+    assert f"not valid before {future.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z" in result.stderr
+    assert emulator.requests == []

@@ -379,7 +379,7 @@ def open_pkcs11_signer(
             assert key_uri is not None
             live = _token_for_key(tokens, key_uri, certificate, module_path)
         info = _x509.certificate_info(certificate)
-        _x509.ensure_leaf_usable(info)  # the rules every signer applies: not a CA, a key type we sign with
+        _x509.ensure_leaf_usable(info, dates=config.check_dates)  # the rules every signer applies: not a CA, a key type we sign with
         algorithm = info.algorithm
         key_template, criteria = _key_template(key_uri, cert_uri, cert_obj_id)
         token = live.token
