@@ -20,7 +20,8 @@ from rolesanywhere_hsm.provision.keygen import generate_key
 from rolesanywhere_hsm.provision.store import import_certificate
 from rolesanywhere_hsm.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
-from tests.provision.flow import cli, credential_process, der, key_attributes, object_count, onboard
+from tests.provision.flow import (cli, credential_process, der, key_attributes, object_count, onboard,
+                                  try_to_widen_the_key)
 
 TOKEN = "pkcs11:token=onboard"
 
@@ -261,3 +262,14 @@ def test_a_token_certificate_outside_its_dates_is_refused_before_the_pin(
     assert result.returncode == 3, result.stderr
     assert f"not valid before {future.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z" in result.stderr
     assert emulator.requests == []
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa-2048"])
+def test_signing_only_cannot_be_undone_later(key_type: str, inproc: dict[str, str],
+                                             lib: Callable[[], Any]) -> None:
+    key = generate_key(TOKEN, key_type, "locked", environ=inproc)
+    outcome = try_to_widen_the_key(lib(), "onboard", SOFTHSM_PIN, key.id)
+    assert set(outcome) == {"DECRYPT", "SIGN", "UNWRAP", "DERIVE"}
+    assert set(outcome.values()) <= {"ActionProhibited", "AttributeReadOnly", "unchanged"}, outcome
+    attrs = key_attributes(lib(), "onboard", SOFTHSM_PIN, key.id)
+    assert attrs["SIGN"] is True and attrs["DECRYPT"] is False and attrs["UNWRAP"] is False
