@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "doctor",
     "cache",
     "configure",
+    "devca",
 )
 
 app = typer.Typer(
