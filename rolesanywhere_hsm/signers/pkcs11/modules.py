@@ -26,6 +26,7 @@ __all__ = [
     "MODULE_ENV_VAR",
     "acquire_module",
     "captured_stderr",
+    "module_noise_contained",
     "finalize_module",
     "find_module_by_name",
     "forget_module",
@@ -220,6 +221,29 @@ def captured_stderr() -> Iterator[list[str]]:
             sink.seek(0)
             text = sink.read(64 * 1024).decode("utf-8", "replace")
             captured.extend(line for line in text.splitlines() if line.strip())
+
+
+@contextlib.contextmanager
+def module_noise_contained(path: str) -> Iterator[None]:
+    """`captured_stderr` around a signer's loading, C_Initialize and token listing: what a
+    module prints there (p11-kit-proxy loads every registered module, and tpm2-pkcs11 without
+    a TPM prints over a dozen ERROR lines) would reach the SDK that runs credential-process,
+    before our one-line error. The lines go to the debug log instead. With debug logging on
+    (--debug) nothing is captured: the module's own lines appear where it prints them, as
+    `tokens` and `doctor` do."""
+    import logging
+
+    log = logging.getLogger("rolesanywhere_hsm.pkcs11")
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    noise: list[str] = []
+    try:
+        with captured_stderr() as noise:
+            yield
+    finally:
+        for line in noise[:50]:
+            log.debug("module %s printed: %s", path, line)
 
 
 # ---------------------------------------------------------------------------------------------
