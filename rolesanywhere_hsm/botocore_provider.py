@@ -181,7 +181,7 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
         import botocore.session
     except ImportError:
         raise ConfigError("boto3 is not installed.",
-                                 hint="pip install 'rolesanywhere-hsm[boto3]'.") from None
+                                 hint="pip install boto3 (what the [boto3] extra installs).") from None
     for name, value in (("pkcs8_password", pkcs8_password), ("tpm_key_password", tpm_key_password)):
         if value is not None:
             options[name] = value  # resolved with the environment, as the command line's are

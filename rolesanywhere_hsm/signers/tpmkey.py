@@ -129,7 +129,7 @@ def _import_tpm2_pytss() -> Any:
     except ImportError as exc:
         raise UsageError(
             f"TPM key files need the tpm2-pytss package, which cannot be imported ({exc}).",
-            hint="Install it: pip install 'rolesanywhere-hsm[tpm]' (needs libtss2-dev, pkg-config "
+            hint="Install it: pip install tpm2-pytss, what the [tpm] extra installs (needs libtss2-dev, pkg-config "
             "and a C compiler: apt-get install libtss2-dev pkg-config gcc).",
         ) from None
     return tpm2_pytss
