@@ -78,7 +78,9 @@ def _password(config: SignerConfig, path: str, prompt: SecretCallback | None) ->
     if prompt is None:
         from rolesanywhere_hsm.signers.pin import prompt_on_tty
 
-        prompt = prompt_on_tty
+        def prompt(description: str) -> str:
+            return prompt_on_tty(description, fix="Give the key file's password with "
+                                 "--pkcs8-password or RAH_PKCS8_PASSWORD.")
     return prompt(f"Password for {path}").encode()
 
 

@@ -372,7 +372,9 @@ def _password(config: SignerConfig, key: Any, path: str) -> bytes:
         return _checked(config.secret_callback(description), "the caller's secret callback")
     from rolesanywhere_hsm.signers.pin import prompt_on_tty
 
-    return _checked(prompt_on_tty(description), "the terminal prompt")
+    fix = (f"Give the key's password with --tpm-key-password or {PASSWORD_ENV_VAR} (or "
+           "--no-tpm-key-password if it has none).")
+    return _checked(prompt_on_tty(description, fix=fix), "the terminal prompt")
 
 
 def _checked(password: str, source: str) -> bytes:

@@ -67,3 +67,24 @@ def test_module_name_is_matched_case_insensitively(tmp_path: Path, fake_module: 
     exact = tmp_path / "Vendor-PKCS11.so"
     exact.write_bytes(b"\x7fELF")
     assert modules.find_module_by_name("Vendor-PKCS11") == str(exact)
+
+
+def test_a_typo_in_rah_pkcs11_module_is_blamed_on_the_variable_not_the_flag(tmp_path: Path) -> None:
+    """The option table hands RAH_PKCS11_MODULE's value over as --pkcs11-lib's."""
+    import subprocess
+    import sys
+
+    from rolesanywhere_hsm.signers.pkcs11.modules import resolve_module_path
+
+    typo = str(tmp_path / "libsofthsm.so")
+    with pytest.raises(ModuleLoadError, match=r"\(from RAH_PKCS11_MODULE\)"):
+        resolve_module_path((None,), typo, {"RAH_PKCS11_MODULE": typo})
+    with pytest.raises(ModuleLoadError, match=r"\(from --pkcs11-lib\)"):
+        resolve_module_path((None,), typo, {"RAH_PKCS11_MODULE": "/usr/lib/other.so"})
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+           "RAH_PKCS11_MODULE": typo}
+    result = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "sign-string", "--certificate",
+                             "pkcs11:token=t;object=k"], capture_output=True, text=True, env=env, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 4 and "(from RAH_PKCS11_MODULE)" in result.stderr, result.stderr
+    assert "--pkcs11-lib)" not in result.stderr

@@ -91,7 +91,11 @@ def resolve_module_path(
     for uri in uris:
         if uri is not None and uri.module_name:
             return _find_module_by_name(uri.module_name, "module-name in the pkcs11: URI")
-    for value, where in ((configured, "--pkcs11-lib"), (environ.get(MODULE_ENV_VAR), MODULE_ENV_VAR)):
+    # The option table reads RAH_PKCS11_MODULE into `configured` too: a value equal to the
+    # variable's came from it (a typo there must not be blamed on a flag nobody typed).
+    from_env = bool(configured) and configured == environ.get(MODULE_ENV_VAR)
+    for value, where in ((configured, MODULE_ENV_VAR if from_env else "--pkcs11-lib"),
+                         (environ.get(MODULE_ENV_VAR), MODULE_ENV_VAR)):
         if value:
             if "/" in value:
                 return _existing_module(value, where)
