@@ -88,3 +88,30 @@ def test_a_typo_in_rah_pkcs11_module_is_blamed_on_the_variable_not_the_flag(tmp_
                             stdin=subprocess.DEVNULL)
     assert result.returncode == 4 and "(from RAH_PKCS11_MODULE)" in result.stderr, result.stderr
     assert "--pkcs11-lib)" not in result.stderr
+
+
+def test_no_token_hint_fits_the_module() -> None:
+    from rolesanywhere_hsm.signers.pkcs11.selection import no_token_hint
+
+    client = no_token_hint("/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so")
+    assert "p11-kit server" in client and "P11_KIT_SERVER_ADDRESS" in client and "SoftHSM" not in client
+    assert "SOFTHSM2_CONF" in no_token_hint("/usr/lib/softhsm/libsofthsm2.so")
+    assert "tokens" in no_token_hint("/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so")
+    assert "TPM2_PKCS11_STORE" in no_token_hint("/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so")
+    assert "pcscd" in no_token_hint("/usr/lib/x86_64-linux-gnu/libykcs11.so")
+
+
+def test_a_p11_kit_client_with_no_server_gets_a_p11_kit_hint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    client = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+    if not Path(client).exists():
+        pytest.skip("needs p11-kit-modules (p11-kit-client.so)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+           "P11_KIT_SERVER_ADDRESS": f"unix:path={tmp_path}/no-server.sock"}
+    result = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "sign-string", "--certificate",
+                             f"pkcs11:token=rah?module-path={client}"], capture_output=True, text=True,
+                            env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 4, result.stderr
+    assert "p11-kit server" in result.stderr and "SOFTHSM2_CONF" not in result.stderr, result.stderr
