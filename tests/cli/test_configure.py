@@ -334,3 +334,14 @@ def test_on_a_terminal_the_tokens_certificates_are_offered(
     assert written.startswith("pkcs11:") and "module-path=" in written, written
     assert "id=%01" in written  # ec-p256's CKA_ID: the URI of the certificate chosen
     assert SOFTHSM_PIN not in seen.decode(errors="replace")
+
+
+@pytest.mark.yubikey
+def test_the_certificate_offer_lists_a_card_seen_through_two_modules_once(yubikey: Any) -> None:
+    from rolesanywhere_hsm.cli.configure import token_certificates
+
+    offered = token_certificates(None)
+    on_card = [d for d, _uri in offered if "module libykcs11.so" in d or "module opensc-pkcs11.so" in d]
+    assert on_card, offered
+    subjects = [d.split(" (token ")[0] for d in on_card]
+    assert len(subjects) == len(set(subjects)), on_card  # each certificate once, with its module named
