@@ -52,10 +52,22 @@ _NOT_IN_PROCESS = frozenset({"cache", "debug", "config-profile"})
 _ADVISORY_MARK, _MANDATORY_MARK = 2, 1
 
 
+# Options that are secrets: a CredentialSpec never holds one, so `spec_from_options` refuses
+# them rather than drop them; boto3_session() takes them as its own keywords.
+_SECRET_OPTIONS = {"tpm_key_password": "tpm-key-password", "pkcs8_password": "pkcs8-password"}
+
+
 def spec_from_options(config_profile: str | None = None, environ: Mapping[str, str] | None = None,
                       **options: Any) -> CredentialSpec:
     """A `CredentialSpec` from the option table's names with underscores (`trust_anchor_arn=`),
-    merged with the environment and the named profile as the command line would be."""
+    merged with the environment and the named profile as the command line would be. Secret
+    options (`tpm_key_password`, `pkcs8_password`) are refused: a spec holds no secret, and
+    dropping them silently would leave the key locked (give them to `boto3_session`)."""
+    secret = sorted(set(options) & set(_SECRET_OPTIONS))
+    if secret:
+        raise ConfigError(
+            f"{', '.join(secret)} is a secret, which a CredentialSpec never holds.",
+            hint="Pass it to boto3_session() or RolesAnywhereCredentialProvider() as a keyword.")
     return CredentialSpec.from_settings(_settings_from_options(config_profile, environ, **options))
 
 
@@ -119,7 +131,8 @@ class RolesAnywhereCredentialProvider:
     CANONICAL_NAME = "RolesAnywhereHsm"
 
     def __init__(self, spec: CredentialSpec, *, secret_callback: Callable[[str], str] | None = None,
-                 pkcs8_password: str | None = None, clock: Callable[[], dt.datetime] | None = None,
+                 pkcs8_password: str | None = None, tpm_key_password: str | None = None,
+                 clock: Callable[[], dt.datetime] | None = None,
                  rng: Callable[[], float] = random.random,
                  monotonic: Callable[[], float] = time.monotonic,
                  audit_log: str | None = None) -> None:
@@ -131,7 +144,8 @@ class RolesAnywhereCredentialProvider:
             observers.append(AuditLog(audit_log))
         # rotate: a renewed certificate is used at the next refresh (rotation.py), no new login.
         self._session = CredentialSession(spec, secret_callback=RememberedSecret(secret_callback),
-                                          pkcs8_password=pkcs8_password, observers=observers,
+                                          pkcs8_password=pkcs8_password,
+                                          tpm_key_password=tpm_key_password, observers=observers,
                                           rotate=True)
         self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self._rng = rng
@@ -190,7 +204,8 @@ class RolesAnywhereCredentialProvider:
 
 def boto3_session(config_profile: str | None = None, *, region_name: str | None = None,
                   secret_callback: Callable[[str], str] | None = None,
-                  pkcs8_password: str | None = None, **options: Any) -> boto3.Session:
+                  pkcs8_password: str | None = None, tpm_key_password: str | None = None,
+                  **options: Any) -> boto3.Session:
     """A `boto3.Session` whose credentials come from IAM Roles Anywhere with our signer.
 
     `config_profile` names a `[profiles.NAME]` of the config file (as `--config-profile` does);
@@ -199,6 +214,8 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
     `pkcs11_lib=`, `session_duration=`, `audit_log=` (a file, or "-" for stderr: one JSON line per
     CreateSession attempt), ...), taking precedence over the profile. `region_name`
     is the region of the AWS APIs you call (default: boto3's own, else the trust anchor's).
+    `pkcs8_password` and `tpm_key_password` unlock an encrypted key file and a TPM key file
+    (else RAH_PKCS8_PASSWORD / RAH_TPM_KEY_PASSWORD, else `secret_callback`).
     Validation happens here; the token is first touched when credentials are first needed.
     """
     try:
@@ -206,11 +223,15 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
         import botocore.session
     except ImportError:
         raise ConfigError("boto3 is not installed.",
-                                 hint="pip install 'rolesanywhere-hsm[boto3]'.") from None
+                                 hint="pip install boto3 (what the [boto3] extra installs).") from None
+    for name, value in (("pkcs8_password", pkcs8_password), ("tpm_key_password", tpm_key_password)):
+        if value is not None:
+            options[name] = value  # resolved with the environment, as the command line's are
     settings = _settings_from_options(config_profile, None, **options)
     spec = CredentialSpec.from_settings(settings)
     provider = RolesAnywhereCredentialProvider(spec, secret_callback=secret_callback,
-                                               pkcs8_password=pkcs8_password,
+                                               pkcs8_password=settings["pkcs8-password"],
+                                               tpm_key_password=settings["tpm-key-password"],
                                                audit_log=settings["audit-log"])
     core = botocore.session.Session()
     core.get_component("credential_provider").insert_before("env", provider)

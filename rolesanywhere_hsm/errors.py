@@ -230,9 +230,12 @@ _SERVICE_ERRORS: dict[str, type[ServiceError]] = {
 
 _SERVICE_HINTS: dict[type[ServiceError], str] = {
     AccessDeniedError: "Check that the certificate chains to the trust anchor, that the role is "
-    "in the profile, and that the machine's clock is right.",
-    ValidationError: "Check the ARNs and --session-duration (900..43200 seconds).",
-    ResourceNotFoundError: "Check --trust-anchor-arn and --profile-arn, and the region.",
+    "in the profile, and that the machine's clock is right: `rolesanywhere-hsm doctor` with the "
+    "same options checks each.",
+    ValidationError: "Check the ARNs and --session-duration (900..43200 seconds); "
+    "`rolesanywhere-hsm doctor` with the same options checks them.",
+    ResourceNotFoundError: "Check --trust-anchor-arn and --profile-arn, and the region; "
+    "`rolesanywhere-hsm doctor` with the same options checks them.",
     ThrottlingError: "Too many CreateSession calls for this account and region; use --cache, "
     "serve or update so that one session serves many calls, or wait and try again.",
 }

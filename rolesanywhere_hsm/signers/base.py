@@ -142,6 +142,10 @@ class SignerConfig:
     # A certificate on a token: send its issuer path from the token's CA certificates when
     # no `intermediates` are given (docs/pkcs11.md, "Chain"). Off: send no chain.
     token_chain: bool = True
+    # Refuse a certificate outside its validity at load, before any PIN (the service would
+    # refuse it as "Untrusted signing certificate"). Off only for `doctor`, which checks the
+    # dates itself and still wants to know whether the key signs.
+    check_dates: bool = True
 
     def __post_init__(self) -> None:
         if (self.cert_selector is not None and not self.certificate and self.private_key
