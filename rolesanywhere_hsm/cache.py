@@ -525,7 +525,7 @@ _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r"
 def _plain_json(data: bytes) -> dict[str, Any] | None:
     """`json.loads(data)` when `data` is an object in the compact form we write, of objects,
     strings and non-negative integers; None for anything else (whitespace, arrays, floats,
-    true/false/null, surrogate escapes, a BOM), which json is left to read. What this accepts,
+    true/false/null, a lone surrogate escape, a BOM), which json is left to read. What this accepts,
     json reads to the same value (tests hold it to json.loads)."""
     try:
         text = data.decode("utf-8")
@@ -579,17 +579,26 @@ def _plain_string(text: str, i: int) -> tuple[str, int]:
             return "".join(parts), end + 1
         kind = text[escape + 1]
         if kind == "u":
-            digits = text[escape + 2:escape + 6]
-            if len(digits) != 4 or not _HEX_DIGITS.issuperset(digits):
-                raise ValueError("a bad escape")
-            code = int(digits, 16)
-            if 0xD800 <= code <= 0xDFFF:
-                raise ValueError("a surrogate")
-            parts.append(chr(code))
+            code = _hex4(text, escape + 2)
             i = escape + 6
+            if 0xD800 <= code <= 0xDBFF and text[i:i + 2] == "\\u":  # a pair: one character
+                low = _hex4(text, i + 2)
+                if 0xDC00 <= low <= 0xDFFF:
+                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                    i += 6
+            if 0xD800 <= code <= 0xDFFF:
+                raise ValueError("a lone surrogate")
+            parts.append(chr(code))
         else:
             parts.append(_ESCAPES[kind])
             i = escape + 2
+
+
+def _hex4(text: str, i: int) -> int:
+    digits = text[i:i + 4]
+    if len(digits) != 4 or not _HEX_DIGITS.issuperset(digits):
+        raise ValueError("a bad escape")
+    return int(digits, 16)
 
 
 def epoch_seconds(text: object) -> int | None:
