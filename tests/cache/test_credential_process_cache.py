@@ -102,7 +102,9 @@ def test_a_bad_arn_is_reported_before_anything_heavy_is_imported(tmp_path: Path,
                   "--profile-arn", "not-an-arn", "--role-arn", "arn:aws:iam::111122223333:role/R", *cache],
                  dict(os.environ, RAH_CACHE_DIR=str(tmp_path / "cache")), probe=True)
     assert result.returncode == 2 and result.stdout == ""
-    assert "The profile ARN 'not-an-arn' is not an ARN." in result.stderr
+    assert result.stderr.startswith("rolesanywhere-hsm: The trust anchor ARN "
+                                    "'arn:aws:rolesanywhere:eu-west-1:111122223333:trust-anchor/x' "
+                                    "does not name a trust-anchor resource.")
     assert not imported(result) & HEAVY
 
 
