@@ -136,7 +136,9 @@ def credential_process(settings: Settings) -> None:
 
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
-    if settings["cache"]:
+    # An audit log is opened (and a bad path reported) at start, hit or not: those runs go the
+    # usual way, where that happens before the cache is looked at.
+    if settings["cache"] and not settings["audit-log"]:
         output = _cache_hit(settings)
         if output is not None:
             sys.stdout.write(output + "\n")

@@ -172,6 +172,21 @@ def test_an_input_that_fails_validation_is_reported_as_without_an_entry(
     assert _cli([*good, *bad, "--cache"], capsys) == without
 
 
+def test_an_audit_log_is_still_opened_and_checked_at_start_on_a_hit(
+    files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = ["--certificate", files["leaf.pem"], *ARNS, *DEAD_END, "--cache"]
+    monkeypatch.setenv("RAH_CACHE_DIR", str(tmp_path / "cache"))
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    credentials = Credentials("ASIAHIT", "secret", "token", now + dt.timedelta(hours=1))
+    _stored(tmp_path, _settings(good, {}, monkeypatch), credentials, now)
+    log = tmp_path / "audit.log"
+    assert _cli([*good, "--audit-log", str(log)], capsys)[:2] == (0, credentials.credential_process_json() + "\n")
+    assert log.exists()  # opened at start, as without a cache
+    code, out, err = _cli([*good, "--audit-log", str(tmp_path / "missing" / "audit.log")], capsys)
+    assert code == 2 and out == "" and "audit" in err
+
+
 def test_a_hit_prints_what_the_json_path_prints_and_honours_the_margin(
     files: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
