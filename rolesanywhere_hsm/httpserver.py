@@ -94,6 +94,12 @@ class Request:
         names, name = self._names(), name.lower()
         return self.headers[names.index(name)][1] if name in names else None
 
+    def single_header(self, name: str) -> str | None:
+        """The value of header `name` (case-insensitive) when it was sent exactly once, else None:
+        a credential check wants one token, never a choice among several."""
+        names, name = self._names(), name.lower()
+        return self.headers[names.index(name)][1] if names.count(name) == 1 else None
+
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name`, in the order sent."""
         name = name.lower()
