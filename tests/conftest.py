@@ -8,6 +8,7 @@ import os
 import pytest
 
 pytest_plugins = [
+    "tests.markers",
     "tests.fixtures.pki",
     "tests.fixtures.emulator",
     "tests.fixtures.softhsm",

@@ -1,7 +1,8 @@
 """docs/errors.md, line by line: each stable error code is used in the package and catalogued,
 and each catalogued error is met the way a user meets it.
 
-For a line marked "CLI" the test runs `python -m rolesanywhere_hsm ...` as a subprocess (with the
+For a line marked "CLI" the test runs the command line in-process (tests.clirunner.run_cli, the
+console script's own `main`, with
 emulator, a SoftHSM token or a fault server on loopback where the error needs one) and checks the
 message, the exit code, an empty stdout, no traceback, and `[CODE]` with --debug. For a line
 marked "rendered" (the situation needs real AWS, a locked hardware token, a race, or half a
@@ -24,6 +25,7 @@ from rolesanywhere_hsm import errors
 from rolesanywhere_hsm.cli import _guarded
 from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.settings import CommandLineError, ConfigError
+from tests.clirunner import run_cli
 from tests.fixtures.faults import FaultServer, refused_url
 
 ROOT = Path(__file__).parents[1]
@@ -306,9 +308,7 @@ def _run(run: Run, debug: bool) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, **run.env)
     for name in (*run.drop_env, "RAH_DEBUG"):
         env.pop(name, None)
-    args = [sys.executable, "-m", "rolesanywhere_hsm", *run.args, *(["--debug"] if debug else [])]
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
-                          stdin=subprocess.DEVNULL, start_new_session=True)  # no terminal to prompt on
+    return run_cli(*run.args, *(["--debug"] if debug else []), env=env, cwd=ROOT)
 
 
 def test_cases_follow_the_catalogue() -> None:
@@ -317,7 +317,12 @@ def test_cases_follow_the_catalogue() -> None:
     assert set(RENDERED) == {code for code, how in rows.items() if how == "rendered"}
 
 
-@pytest.mark.parametrize("code", sorted(CLI_CASES))
+# Cases that take a token fixture by name (Context.fixture) carry its marker here: the markers
+# plugin sees only the fixtures a test names in its signature.
+_CASE_MARKS = {"RAH-TOK-001": [pytest.mark.tpmkey]}
+
+
+@pytest.mark.parametrize("code", [pytest.param(code, marks=_CASE_MARKS.get(code, [])) for code in sorted(CLI_CASES)])
 def test_catalogued_error_from_the_cli(code: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     for run in CLI_CASES[code](Context(request, tmp_path)):
         plain = _run(run, debug=False)
