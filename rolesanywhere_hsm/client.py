@@ -3,7 +3,7 @@
 Signing is an `httpx.Auth`, so each attempt (including every retry) is signed afresh with a new
 `X-Amz-Date`, and the signer is asked for exactly one signature per attempt. A
 `RolesAnywhereClient` keeps its connection pool and is meant to live as long as a credential
-server does; `create_session()` is the one-shot convenience for `credential-process`.
+server does; the one-shot `create_session()` is the session module's (a session used once).
 
 Each call has one time budget (a `Deadline`) for all its attempts, enforced on every socket
 operation, and reads at most MAX_ANSWER_BYTES of an answer: whatever the server does, a call
@@ -55,7 +55,6 @@ __all__ = [
     "RetryPolicy",
     "RolesAnywhereClient",
     "X509SigV4Auth",
-    "create_session",
 ]
 
 log = logging.getLogger("rolesanywhere_hsm.client")
@@ -572,61 +571,3 @@ def _ssl_context(cafile: str) -> ssl.SSLContext:
             f"The CA bundle {redact(cafile)} holds no usable certificate ({one_line(str(exc), limit=120)}).",
             hint="Give a PEM file of CA certificates with --ca-bundle / AWS_CA_BUNDLE.",
         ) from None
-
-
-def create_session(
-    signer: Signer | SignerConfig,
-    *,
-    trust_anchor_arn: str,
-    profile_arn: str,
-    role_arn: str,
-    region: str | None = None,
-    endpoint: str | None = None,
-    duration_seconds: int = DEFAULT_DURATION,
-    role_session_name: str | None = None,
-    verify: bool | str = True,
-    trust_env: bool = True,
-    retry: RetryPolicy = RetryPolicy(),
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Credentials:
-    """Get credentials once: a `CredentialSession` used for one fetch and closed.
-
-    Every argument is checked (by `CredentialSpec`) before the key store is opened, so a typo
-    in an ARN never costs a PIN entry. Given an open Signer, it is used and left open.
-    `timeout` is the budget of the call to the service (all attempts), counted from when the
-    signer is open: a PIN prompt does not eat into it.
-    """
-    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
-
-    lent = None if isinstance(signer, SignerConfig) else signer
-    config = signer if isinstance(signer, SignerConfig) else None
-    spec = CredentialSpec(
-        certificate=config.certificate if config else "(an open signer)",
-        private_key=config.private_key if config else None,
-        intermediates=config.intermediates if config else None,
-        pkcs11_lib=config.pkcs11_lib if config else None,
-        reuse_pin=config.reuse_pin if config else False,
-        trust_anchor_arn=trust_anchor_arn,
-        profile_arn=profile_arn,
-        role_arn=role_arn,
-        region=region,
-        endpoint=endpoint,
-        duration_seconds=duration_seconds,
-        role_session_name=role_session_name,
-        verify=verify,
-        trust_env=trust_env,
-        timeout=timeout,
-        no_tpm_key_password=config.no_tpm_key_password if config else False,
-        cert_selector=config.cert_selector if config else None,
-        use_latest_expiring_certificate=config.use_latest_expiring_certificate if config else False,
-        token_chain=config.token_chain if config else True,
-    )
-    with CredentialSession(
-        spec,
-        secret_callback=config.secret_callback if config else None,
-        pkcs8_password=config.pkcs8_password if config else None,
-        tpm_key_password=config.tpm_key_password if config else None,
-        signer=lent,
-        retry=retry,
-    ) as session:
-        return session.fetch()

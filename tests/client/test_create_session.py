@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
+from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
+from rolesanywhere_hsm.session import create_session
 from rolesanywhere_hsm.arn import validate_session_arns
 from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import DISCONNECT, Emulator, EmulatorConfig

@@ -16,12 +16,14 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.client import RetryPolicy, create_session
+from rolesanywhere_hsm.client import RetryPolicy
+from rolesanywhere_hsm.session import create_session
 from rolesanywhere_hsm.devpki import MLDSA_KEY_KINDS, CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import KeyLoadError
 from rolesanywhere_hsm.signers import ALGORITHM_MLDSA, SignerConfig, load_signer
 from rolesanywhere_hsm.x509 import certificate_data, certificate_info
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.02)

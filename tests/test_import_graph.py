@@ -1,0 +1,124 @@
+"""The package's imports form no circle: neither at module level nor inside functions (a lazy
+import still ties the two modules together), and TYPE_CHECKING-only imports aside. The graph is
+read from the source with `ast`, so the test needs no import and sees every branch."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "rolesanywhere_hsm"
+
+__all__ = ["import_graph", "find_cycle"]
+
+
+def _modules(root: Path = ROOT) -> dict[str, Path]:
+    modules = {}
+    for path in sorted((root / PACKAGE).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for inner in node.body:
+                skipped.update(id(n) for n in ast.walk(inner))
+    return skipped
+
+
+def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool,
+             modules: dict[str, Path]) -> list[str]:
+    """The package's modules an import statement loads (the deepest one each name names)."""
+    names: list[str] = []
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            package = module.split(".") if is_package else module.split(".")[:-1]
+            package = package[: len(package) - (node.level - 1)]
+            base = ".".join([*package, *([base] if base else [])])
+        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                 for alias in node.names]
+    found = []
+    for name in names:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        if name.split(".")[0] == PACKAGE:
+            found.append(name)
+    return found
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the package's modules it imports, at module level or in a function."""
+    modules = _modules(root)
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = _type_checking_nodes(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skipped:
+                graph[name].update(t for t in _targets(name, node, path.name == "__init__.py", modules)
+                                   if t != name)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                return [*path[path.index(target):], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_no_import_circle_in_the_package() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_the_graph_sees_module_and_function_level_imports() -> None:
+    graph = import_graph()
+    assert "rolesanywhere_hsm.errors" in graph["rolesanywhere_hsm.client"]  # module level
+    assert "rolesanywhere_hsm.signers.pin" in graph["rolesanywhere_hsm.signers.file"]  # in a function
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"a.py": "from rolesanywhere_hsm import b\n", "b.py": "def f():\n    import rolesanywhere_hsm.a\n"},
+     ["rolesanywhere_hsm.a", "rolesanywhere_hsm.b", "rolesanywhere_hsm.a"]),
+    ({"a.py": "from . import b\n", "b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+      "    from rolesanywhere_hsm import a\n"}, None),
+    ({"p/__init__.py": "", "p/x.py": "from ..q import y\n", "q/__init__.py": "",
+      "q/y.py": "from rolesanywhere_hsm.p.x import z\n"},
+     ["rolesanywhere_hsm.p.x", "rolesanywhere_hsm.q.y", "rolesanywhere_hsm.p.x"]),
+])
+def test_the_check_can_fail(tmp_path: Path, files: dict[str, str], expected: list[str] | None) -> None:
+    (tmp_path / PACKAGE).mkdir()
+    (tmp_path / PACKAGE / "__init__.py").write_text("")
+    for name, text in files.items():
+        target = tmp_path / PACKAGE / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    assert find_cycle(import_graph(tmp_path)) == expected
