@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -166,9 +167,10 @@ def _isolated(env: Mapping[str, str] | None, cwd: str | os.PathLike[str] | None)
         if os.environ != saved_env:
             os.environ.clear()
             os.environ.update(saved_env)
-        for signum, handler in saved_signals.items():
-            if handler is not None:
-                signal.signal(signum, handler)
+        if threading.current_thread() is threading.main_thread():  # signal.signal's rule
+            for signum, handler in saved_signals.items():
+                if handler is not None and signal.getsignal(signum) is not handler:
+                    signal.signal(signum, handler)
         _restore_logging(saved_logging)
         pin.TTY_PATH = saved_tty
 

@@ -9,6 +9,7 @@ import pytest
 
 pytest_plugins = [
     "tests.markers",
+    "pytester",  # tests/test_markers.py runs the markers plugin on a small suite
     "tests.fixtures.pki",
     "tests.fixtures.emulator",
     "tests.fixtures.softhsm",

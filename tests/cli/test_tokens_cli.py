@@ -1,15 +1,14 @@
 """`rolesanywhere-hsm tokens`: every module, token and certificate, each with a URI that,
 pasted as it is, selects that certificate (checked with read-certificate-data and, for those
 with a key, credential-process against the emulator). On SoftHSM with several tokens, the
-software TPM and the virtual YubiKey through ykcs11 and OpenSC; run as users run it, as a
-subprocess."""
+software TPM and the virtual YubiKey through ykcs11 and OpenSC; run through the console script's
+`main` (tests.clirunner.run_cli)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,13 @@ from rolesanywhere_hsm.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.tokens.tpm import TpmToken
 from tests.tokens.yubikey import VirtualYubiKey
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+    return run_cli(*args, env=env, cwd=ROOT)
 
 
 def listed(env: dict[str, str], module: str, *extra: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,8 +132,7 @@ def test_ml_dsa_keys_get_credentials_from_the_emulator(
 
 def run(*args: str) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True, env=env,
-                          cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
+    return run_cli(*args, env=env, cwd=ROOT, text=False)
 
 
 def test_credential_process_with_an_encrypted_ml_dsa_key_and_pkcs8_password(
