@@ -1,5 +1,6 @@
 """The package's imports form no circle: neither at module level nor inside functions (a lazy
-import still ties the two modules together), and TYPE_CHECKING-only imports aside. The graph is
+import still ties the two modules together), and TYPE_CHECKING-only imports aside. No import
+runs back up a layer (LAYERS: a module imports its own layer and those below). The graph is
 read from the source with `ast`, so the test needs no import and sees every branch."""
 
 from __future__ import annotations
@@ -12,7 +13,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "rolesanywhere_hsm"
 
-__all__ = ["import_graph", "find_cycle"]
+__all__ = ["LAYERS", "find_cycle", "import_graph", "layer_of"]
+
+# Lowest first, by the first name under the package (a package counts as a whole). docs/design.md
+# draws its layout map from these and the graph.
+LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("foundations", ("errors", "redact", "files", "deadline", "arn", "sigv4x509", "x509", "inifile",
+                     "tomltable", "credentials", "credentials_file", "endpoints", "issuer_path",
+                     "certselector", "httpserver")),
+    ("keys", ("signers",)),
+    ("the call", ("client", "spec")),
+    ("services", ("session", "refresh", "cache", "settings", "botocore_provider", "provision",
+                  "doctor", "emulator", "servers", "devpki", "softhsm", "_dev")),
+    ("front ends", ("cli", "demo", "__main__")),
+)
 
 
 def _modules(root: Path = ROOT) -> dict[str, Path]:
@@ -92,6 +106,25 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         if start not in state and (cycle := visit(start)):
             return cycle
     return None
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return len(LAYERS) - 1  # the package itself re-exports the public API
+    for index, (_, names) in enumerate(LAYERS):
+        if parts[1] in names:
+            return index
+    return None
+
+
+def test_no_import_runs_back_up_a_layer() -> None:
+    graph = import_graph()
+    unplaced = sorted({m for m in graph if layer_of(m) is None})
+    assert unplaced == [], "give these modules a layer in LAYERS"
+    upward = [f"{m} -> {t}" for m, targets in sorted(graph.items()) for t in sorted(targets)
+              if (layer_of(t) or 0) > (layer_of(m) or 0)]
+    assert upward == []
 
 
 def test_no_import_circle_in_the_package() -> None:
