@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from rolesanywhere_hsm.refresh import RefreshTimes, refresh_times
 from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
+from rolesanywhere_hsm.spec import shown_in_message
 from rolesanywhere_hsm.settings import ConfigError, options_for, settings_for
 
 if TYPE_CHECKING:
@@ -59,7 +60,17 @@ def spec_from_options(config_profile: str | None = None, environ: Mapping[str, s
     flags = {allowed[key]: value for key, value in options.items() if value is not None}
     if config_profile:
         flags["config-profile"] = config_profile
-    return CredentialSpec.from_settings(settings_for("credential-process", flags, environ))
+    settings = settings_for("credential-process", flags, environ)
+    keywords = {opt.name: opt.attr for opt in options_for("credential-process")}
+
+    def spell(name: str) -> str:
+        """A keyword the caller passed is named as that keyword (`session_duration`); a value
+        from the environment or a profile as the CLI names it."""
+        if settings.origins.get(name) in ("flag", "default") and name in keywords:
+            return keywords[name]
+        return shown_in_message(settings, name)
+
+    return CredentialSpec.from_settings(settings, spell)
 
 
 class _RolesAnywhereCredentials:

@@ -37,10 +37,13 @@ from rolesanywhere_hsm.credentials import Credentials
 from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT, Deadline, check_timeout
 from rolesanywhere_hsm.endpoints import resolve_endpoint
 from rolesanywhere_hsm.errors import (
+    SETTING,
+    AnswerTooLargeError,
     ArnError,
     DeadlineExceededError,
     EndpointError,
     RolesAnywhereError,
+    TlsVerificationError,
     TransportError,
     UsageError,
     service_error,
@@ -48,6 +51,7 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.files import CA_BUNDLE_LIMIT, read_regular_file
 from rolesanywhere_hsm.redact import one_line, redact
 from rolesanywhere_hsm.signers.base import Signer, SignerConfig
+from rolesanywhere_hsm.spec import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION  # the spec's bounds
 from rolesanywhere_hsm.x509 import certificate_info
 
 __all__ = [
@@ -60,8 +64,6 @@ __all__ = [
 log = logging.getLogger("rolesanywhere_hsm.client")
 
 # docs/protocol.md section 2.
-DEFAULT_DURATION = 3600
-MIN_DURATION, MAX_DURATION = 900, 43200
 SESSIONS_PATH = "/sessions"
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
 # A CreateSession answer is a few KiB; anything near this is not Roles Anywhere.
@@ -90,10 +92,12 @@ class RetryPolicy:
 
 def _check_duration(duration_seconds: int) -> None:
     if not MIN_DURATION <= duration_seconds <= MAX_DURATION:
-        raise UsageError(
-            f"--session-duration {duration_seconds} is out of range.",
-            hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.",
+        error = UsageError(
+            f"{SETTING} {duration_seconds} is out of range.",
+            hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.", setting="session-duration",
         )
+        error.name_setting("duration_seconds")  # this method's keyword
+        raise error
 
 
 class X509SigV4Auth(httpx.Auth):
@@ -419,7 +423,7 @@ class RolesAnywhereClient:
                     f"{exc.message} The attempt before: {last_error.message}", hint=exc.hint
                 ) from exc
             except TransportError as exc:
-                if not getattr(exc, "retryable", True):
+                if not exc.retryable:
                     raise
                 last_error = exc
                 continue
@@ -457,12 +461,10 @@ class RolesAnywhereClient:
         except httpx.ConnectError as exc:
             text = one_line(str(exc))
             if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
-                tls_error = TransportError(
+                raise TlsVerificationError(
                     f"TLS verification of {self.endpoint} failed: {text}.",
                     hint="Pass --ca-bundle (or AWS_CA_BUNDLE) for a private CA.",
-                )
-                tls_error.retryable = False  # the same certificate will fail the same way
-                raise tls_error from exc
+                ) from exc
             raise TransportError(
                 f"Cannot connect to {self.endpoint}: {text}.",
                 hint="Check the network, the proxy settings and --endpoint.",
@@ -519,12 +521,10 @@ def _phase_words(phase: str) -> str:
 
 
 def _too_big(endpoint: str) -> TransportError:
-    error = TransportError(
+    return AnswerTooLargeError(
         f"The answer of {endpoint} is larger than {MAX_ANSWER_BYTES // 1024 // 1024} MiB; it was not read.",
         hint="Check --endpoint and any proxy between you and the service.",
     )
-    error.retryable = False
-    return error
 
 
 def _credentials_from_answer(answer: bytes) -> Credentials:

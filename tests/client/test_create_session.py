@@ -141,7 +141,7 @@ def test_region_flag_must_match_the_trust_anchor(server: Emulator, leaf_files: d
 def test_out_of_range_duration_is_refused_before_the_key_is_opened(server: Emulator, tmp_path: Path) -> None:
     # The certificate path does not exist: had the signer been opened first, this would be a
     # KeyLoadError, not the duration's UsageError.
-    with pytest.raises(UsageError, match="--session-duration 60 is out of range"):
+    with pytest.raises(UsageError, match="^duration_seconds 60 is out of range"):  # its keyword
         session(server, SignerConfig(str(tmp_path / "absent.crt"), str(tmp_path / "absent.key")), duration_seconds=60)
 
 
