@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "rolesanywhere_hsm"
 
-__all__ = ["LAYERS", "find_cycle", "import_graph", "layer_of"]
+__all__ = ["LAYERS", "find_cycle", "import_graph", "layer_of", "layout_map"]
 
 # Lowest first, by the first name under the package (a package counts as a whole). docs/design.md
 # draws its layout map from these and the graph.
@@ -116,6 +116,42 @@ def layer_of(module: str) -> int | None:
         if parts[1] in names:
             return index
     return None
+
+
+def _component(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "(package)"
+    is_package = (ROOT / PACKAGE / parts[1]).is_dir()
+    return f"{parts[1]}/" if is_package else parts[1]
+
+
+def layout_map(root: Path = ROOT) -> str:
+    """The layout map of docs/design.md: each layer's modules (a package as `name/`) and what
+    each imports from the package, module- and function-level, drawn from `import_graph`."""
+    graph = import_graph(root)
+    uses: dict[str, set[str]] = {}
+    for module, targets in graph.items():
+        uses.setdefault(_component(module), set()).update(
+            _component(t) for t in targets if _component(t) != _component(module))
+    lines = []
+    for index in reversed(range(len(LAYERS))):
+        title, names = LAYERS[index]
+        members = sorted(c for c in uses if layer_of(f"{PACKAGE}.{c.rstrip('/')}") == index
+                         and c != "(package)")
+        for position, component in enumerate(members):
+            head = f"{title}:" if position == 0 else ""
+            imported = ", ".join(sorted(uses[component])) or "-"
+            lines.append(f"{head:<13}{component:<20}-> {imported}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def test_the_design_notes_draw_todays_imports() -> None:
+    design = (ROOT / "docs" / "design.md").read_text()
+    start = design.index("<!-- layout-map -->\n```text\n") + len("<!-- layout-map -->\n```text\n")
+    drawn = design[start:design.index("```", start)]
+    assert drawn == layout_map(), "redraw it: python -c 'from tests.test_import_graph import layout_map; print(layout_map(), end=\"\")'"
 
 
 def test_no_import_runs_back_up_a_layer() -> None:
