@@ -6,6 +6,7 @@ read from the source with `ast`, so the test needs no import and sees every bran
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,11 @@ def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool,
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
     """module -> the package's modules it imports, at module level or in a function."""
+    return {name: set(targets) for name, targets in _graph(root).items()}
+
+
+@functools.cache
+def _graph(root: Path) -> dict[str, frozenset[str]]:  # parsed once per run: 3 tests read it
     modules = _modules(root)
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
@@ -82,7 +88,7 @@ def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
             if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in skipped:
                 graph[name].update(t for t in _targets(name, node, path.name == "__init__.py", modules)
                                    if t != name)
-    return graph
+    return {name: frozenset(targets) for name, targets in graph.items()}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
