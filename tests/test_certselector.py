@@ -27,7 +27,7 @@ from rolesanywhere_hsm.certselector import (
     parse_dn,
     select_certificate,
 )
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key
 from rolesanywhere_hsm.errors import CertificateError, UsageError
 
 CN, O, OU, C = "2.5.4.3", "2.5.4.10", "2.5.4.11", "2.5.4.6"

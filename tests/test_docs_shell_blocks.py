@@ -209,7 +209,7 @@ def _ca_files(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[st
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+    from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 
     ca = CertificateAuthority.create("Docs Test CA", "p256")
     write_pem(work / "ca.pem", ca.certificate)

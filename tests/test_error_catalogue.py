@@ -23,7 +23,7 @@ import pytest
 
 from rolesanywhere_hsm import errors
 from rolesanywhere_hsm.cli import _guarded
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.settings import CommandLineError, ConfigError
 from tests.clirunner import run_cli, run_process
 from tests.fixtures.faults import FaultServer, refused_url

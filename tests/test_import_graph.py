@@ -25,8 +25,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("keys", ("signers",)),
     ("the call", ("client", "spec")),
     ("services", ("session", "refresh", "cache", "settings", "botocore_provider", "provision",
-                  "doctor", "emulator", "servers", "devpki", "softhsm", "_dev")),
-    ("front ends", ("cli", "demo", "__main__")),
+                  "doctor", "emulator", "servers", "_dev")),
+    ("front ends", ("cli", "__main__")),
 )
 
 

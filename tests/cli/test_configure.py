@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.clirunner import run_cli
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.clirunner import run_cli
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.clirunner import run_cli, run_process
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.signers.test_pkcs11_spy import SENSITIVE, SPY, counts, parse_spy_log, signing_key_handles

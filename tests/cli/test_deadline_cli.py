@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.fixtures.faults import FaultServer, credentials_answer, refused_url
 from tests.clirunner import run_cli

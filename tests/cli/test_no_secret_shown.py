@@ -30,9 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]

@@ -15,9 +15,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.tokens.tpm import TpmToken
 from tests.clirunner import run_cli

@@ -13,7 +13,7 @@ import pytest
 from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
 from rolesanywhere_hsm.session import create_session
 from rolesanywhere_hsm.arn import validate_session_arns
-from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import KEY_KINDS, CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import DISCONNECT, Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import (
     AccessDeniedError,

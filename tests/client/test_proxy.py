@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.clirunner import run_cli
 

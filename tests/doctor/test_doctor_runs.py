@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.doctor import EXIT_CHECK_FAILED, FAIL, PASS, WARN, DoctorOptions, run_doctor
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.signers.base import SignerConfig

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.emulator.conftest import sign
 from tests.http.rawclient import exchange, statuses

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from tests.clirunner import run_cli
 

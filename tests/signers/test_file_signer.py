@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from rolesanywhere_hsm.devpki import (
+from rolesanywhere_hsm._dev.devpki import (
     KEY_KINDS,
     CertificateAuthority,
     write_pem,

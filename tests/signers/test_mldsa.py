@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 
 from rolesanywhere_hsm.client import RetryPolicy
 from rolesanywhere_hsm.session import create_session
-from rolesanywhere_hsm.devpki import MLDSA_KEY_KINDS, CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import MLDSA_KEY_KINDS, CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import KeyLoadError
 from rolesanywhere_hsm.signers import ALGORITHM_MLDSA, SignerConfig, load_signer

@@ -18,12 +18,12 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from rolesanywhere_hsm.certselector import parse_cert_selector
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import CertificateError
 from rolesanywhere_hsm.signers.base import SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import open_pkcs11_signer, selected_certificate
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.signatures import verify_signature
 from tests.signers.spylog import SPY, counts, parse_spy_log

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import KEY_KINDS, CertificateAuthority
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
 
 __all__ = [
