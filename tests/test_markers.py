@@ -92,6 +92,7 @@ def test_a_fast_tier_test_that_starts_python_fails(pytester: pytest.Pytester) ->
         "def test_hidden():\n"
         "    start()\n"))
     pytester.syspathinsert(ROOT)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-m", markers.FAST_TIER)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:xdist",
+                                          "-m", markers.FAST_TIER)
     result.assert_outcomes(failed=1)
     assert re.search(r"started a Python process .* add @pytest.mark.process", result.stdout.str())
