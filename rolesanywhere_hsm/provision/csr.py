@@ -87,28 +87,64 @@ def parse_sans(values: Sequence[str]) -> list[SubjectAltName]:
                     "--san dns:host.example.com,uri:spiffe://example/workload.",
                 )
             if kind == "ip":
+                if "%" in rest:  # ipaddress takes fe80::1%eth0; a certificate holds no zone
+                    raise UsageError(f"--san ip:{redact(rest)} has a zone index (%...), which a "
+                                     "certificate cannot hold.",
+                                     hint="Give the address without %ZONE, e.g. ip:fe80::1.")
                 try:
                     rest = str(ipaddress.ip_address(rest))
                 except ValueError:
                     raise UsageError(f"--san ip:{redact(rest)} is not an IP address.",
                                      hint="Write e.g. ip:192.0.2.10 or ip:2001:db8::1.") from None
-            sans.append(SubjectAltName(kind, rest))
+            san = SubjectAltName(kind, rest)
+            _check_encodable(san)
+            sans.append(san)
     return sans
 
 
+def _check_encodable(san: SubjectAltName) -> None:
+    """Refuse, as a usage error, a name the certificate's ASN.1 cannot hold (asn1crypto would
+    raise deep inside the request's encoding): a DNS label over 63 characters, a non-ASCII
+    mailbox (an rfc822Name is IA5String; only the domain may be internationalised)."""
+    from asn1crypto import x509
+
+    shown = f"--san {san.kind}:{redact(san.value)}"
+    if san.kind == "dns" and any(len(label) > 63 for label in san.value.split(".")):
+        raise UsageError(f"{shown} has a DNS label longer than 63 characters.",
+                         hint="Each dot-separated part of a DNS name has at most 63 characters.")
+    if san.kind == "dns" and len(san.value.rstrip(".")) > 253:
+        raise UsageError(f"{shown} is longer than the 253 characters of a DNS name.",
+                         hint="Check the name's spelling.")
+    if san.kind == "email" and not san.value.partition("@")[0].isascii():
+        raise UsageError(f"{shown} has non-ASCII characters before the @, which a certificate's "
+                         "email name cannot hold.", hint="Use an ASCII mailbox name.")
+    try:
+        x509.GeneralName(name=SAN_KINDS[san.kind], value=san.value).dump()
+    except (ValueError, TypeError, UnicodeError, OSError) as exc:
+        reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        raise UsageError(f"{shown} cannot be written in a certificate ({reason}).",
+                         hint="Check the name's spelling.") from None
+
+
 def certification_request_info(public_key_info: bytes, subject: bytes,
-                               sans: Sequence[SubjectAltName] = ()) -> bytes:
-    """The DER that the key signs (RFC 2986 section 4.1)."""
+                               sans: Sequence[SubjectAltName] = (),
+                               extra_extensions: Sequence[tuple[str, bytes]] = ()) -> bytes:
+    """The DER that the key signs (RFC 2986 section 4.1). `extra_extensions` are (dotted OID,
+    value) pairs requested as non-critical extensions: `csr --attest` puts the key's
+    attestation there (docs/attestation.md)."""
     from asn1crypto import csr, keys, x509
 
     attributes = []
+    requested: list[dict[str, Any]] = []
     if sans:
         names = [x509.GeneralName(name=SAN_KINDS[s.kind], value=s.value) for s in sans]
-        extensions = x509.Extensions([{
+        requested.append({
             "extn_id": "subject_alt_name", "critical": False,
             "extn_value": x509.GeneralNames(names),
-        }])
-        attributes.append({"type": "extension_request", "values": [extensions]})
+        })
+    requested += [{"extn_id": oid, "critical": False, "extn_value": value} for oid, value in extra_extensions]
+    if requested:
+        attributes.append({"type": "extension_request", "values": [x509.Extensions(requested)]})
     return csr.CertificationRequestInfo({
         "version": "v1",
         "subject": x509.Name.load(subject),
@@ -169,7 +205,7 @@ def make_csr(
     private_key: str, subject: str, sans: Sequence[str] = (), *, pkcs11_lib: str | None = None,
     pkcs8_password: str | None = None, environ: Mapping[str, str] | None = None,
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
-    digest: str = "sha256",
+    digest: str = "sha256", extra_extensions: Sequence[tuple[str, bytes]] = (),
 ) -> bytes:
     """The DER of a request for `subject` (RFC 4514) and `sans`, signed by `private_key` (a
     `pkcs11:` URI of a token key or a key file) with SHA-256, or SHA-384 for EC keys when
@@ -180,9 +216,17 @@ def make_csr(
     parsed_sans = parse_sans(sans)
     from rolesanywhere_hsm.signers.pkcs11_uri import is_pkcs11_uri
 
+    from rolesanywhere_hsm.signers.tpmkey import is_tss2_key_file
+
+    if not is_pkcs11_uri(private_key) and is_tss2_key_file(private_key):
+        from rolesanywhere_hsm.provision.tpm_request import tpm_key_request_signer
+
+        with tpm_key_request_signer(private_key, digest) as (spki, kind, sign):
+            info = certification_request_info(spki, subject_der, parsed_sans, extra_extensions)
+            return certification_request(info, kind, sign(info))
     if not is_pkcs11_uri(private_key):
         spki, kind, sign = _file_key_signer(private_key, pkcs8_password, prompt, digest)
-        info = certification_request_info(spki, subject_der, parsed_sans)
+        info = certification_request_info(spki, subject_der, parsed_sans, extra_extensions)
         return certification_request(info, kind, sign(info))
 
     from rolesanywhere_hsm.provision.token import open_token, parse_token_uri
@@ -193,6 +237,6 @@ def make_csr(
         key = opened.find_private_key(key_uri)
         if digest == "sha384" and key.key_type != "EC":
             raise UsageError("--digest sha384 is for EC keys only.", hint="Leave --digest out.")
-        info = certification_request_info(key.public_key_info, subject_der, parsed_sans)
+        info = certification_request_info(key.public_key_info, subject_der, parsed_sans, extra_extensions)
         signature = opened.sign(key, info, ecdsa_sha384=digest == "sha384")
     return certification_request(info, "EC-SHA384" if digest == "sha384" else key.key_type, signature)
