@@ -63,7 +63,7 @@ def run_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
     """The command line, in this process: see the module docstring."""
     from rolesanywhere_hsm.cli import main
 
-    argv = [os.fspath(arg) for arg in args]
+    argv = [os.fsdecode(arg) for arg in args]  # bytes as sys.argv holds them (surrogateescape)
     stdin_bytes = input.encode() if isinstance(input, str) else (input or b"")
     stdout, stderr = io.BytesIO(), io.BytesIO()
     with _isolated(env, cwd), _fd_captured(1) as fd_out, _fd_captured(2) as fd_err:
