@@ -184,6 +184,9 @@ def _options() -> tuple[Option, ...]:
         o("no-token-chain", bool, "With a certificate on a token and no --intermediates, send no "
           "chain (by default the issuer path is built from the CA certificates on the same token).",
           default=False, env="RAH_NO_TOKEN_CHAIN", commands=_NETWORK_COMMANDS, negation="token-chain"),
+        o("audit-log", str, "Append one JSON line per CreateSession attempt to FILE (0600, "
+          "created if missing; - for stderr); never a secret. See docs/operations.md.",
+          env="RAH_AUDIT_LOG", metavar="FILE", commands=_SESSION_COMMANDS),
         o("cache", bool, "Reuse credentials across runs from a per-user 0600 cache.",
           default=False, env="RAH_CACHE", commands=frozenset({"credential-process"}),
           negation="no-cache"),

@@ -21,11 +21,12 @@ __all__ = ["LAYERS", "find_cycle", "import_graph", "layer_of", "layout_map"]
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("errors", "redact", "files", "deadline", "arn", "sigv4x509", "x509", "inifile",
                      "tomltable", "credentials", "credentials_file", "endpoints", "issuer_path",
-                     "certselector", "httpserver", "digest", "record")),
+                     "certselector", "httpserver", "digest", "record", "attempts", "backoff",
+                     "rotation")),
     ("keys", ("signers",)),
     ("the call", ("client", "spec")),
     ("services", ("session", "refresh", "cache", "settings", "botocore_provider", "provision",
-                  "doctor", "emulator", "servers", "attestation", "_dev")),
+                  "doctor", "emulator", "servers", "attestation", "audit", "metrics", "_dev")),
     ("front ends", ("cli", "__main__")),
 )
 

@@ -272,16 +272,26 @@ def token_certificates(pkcs11_lib: str | None) -> list[tuple[str, str]]:
     from rolesanywhere_hsm.signers.pkcs11.inventory import take_inventory
     from rolesanywhere_hsm.signers.pkcs11.modules import known_module_paths
 
+    import os
+
     paths = known_module_paths(pkcs11_lib)
     named = [(path, why) for path, why in paths if why in ("--pkcs11-lib", "RAH_PKCS11_MODULE")]
     found = []
+    seen: set[bytes] = set()
     for module in take_inventory(named or paths, pin_for=None, named=()):
         for token in module.tokens:
             for cert in token.certificates:
                 if cert.attestation or cert.info.is_ca:
                     continue
+                # One card seen through two modules (a YubiKey through ykcs11 and OpenSC, which
+                # report different serials) is offered once, through the first module; each
+                # line names its module. The certificate itself is what identifies it.
+                if cert.info.der in seen:
+                    continue
+                seen.add(cert.info.der)
                 found.append((f"{cert.info.subject} (token {token.token.label!r}, "
-                              f"{cert.info.key_type}, until {cert.not_after:%Y-%m-%d})", cert.uri))
+                              f"{cert.info.key_type}, until {cert.not_after:%Y-%m-%d}, "
+                              f"module {os.path.basename(module.path)})", cert.uri))
     return found
 
 

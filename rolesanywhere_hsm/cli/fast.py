@@ -125,6 +125,11 @@ def credential_process(settings: Settings) -> None:
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
     spec = CredentialSpec.from_settings(settings)
+    observers: list[Any] = []
+    if settings["audit-log"]:  # only then is the audit module imported
+        from rolesanywhere_hsm.audit import AuditLog
+
+        observers.append(AuditLog(settings["audit-log"]))
 
     def fetch() -> Credentials:
         if _own_process:
@@ -132,7 +137,8 @@ def credential_process(settings: Settings) -> None:
         from rolesanywhere_hsm.session import CredentialSession
 
         with CredentialSession(spec, pkcs8_password=settings["pkcs8-password"],
-                               tpm_key_password=settings["tpm-key-password"]) as session:
+                               tpm_key_password=settings["tpm-key-password"],
+                               observers=observers) as session:
             return session.fetch()
 
     if settings["cache"]:

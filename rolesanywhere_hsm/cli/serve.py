@@ -24,6 +24,8 @@ from rolesanywhere_hsm.redact import redact
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.metrics import Metrics
+    from rolesanywhere_hsm.session import CredentialSession
     from rolesanywhere_hsm.httpserver import HttpServer
     from rolesanywhere_hsm.refresh import RefreshingCredentials
     from rolesanywhere_hsm.settings import Settings
@@ -110,10 +112,14 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
 
     _log_to_stderr(debug)
+    session = CredentialSession(spec, secret_callback=RememberedSecret(),
+                                pkcs8_password=settings["pkcs8-password"],
+                                tpm_key_password=settings["tpm-key-password"], rotate=True)
+    metrics = _observe(session, settings)
 
     holder: list[RefreshingCredentials] = []
     app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
-                   container_token=token)
+                   container_token=token, metrics=metrics)
     server = HttpServer(app, host=host, port=port, tls=tls, hop_limit=hop_limit,
                         access_log=access_logger(sys.stderr))
     try:
@@ -127,9 +133,6 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
     early_stop: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: early_stop.append(number))
-    session = CredentialSession(spec, secret_callback=RememberedSecret(),
-                                pkcs8_password=settings["pkcs8-password"],
-                                tpm_key_password=settings["tpm-key-password"])
     credentials = RefreshingCredentials(session.fetch, on_refresh=_log_refresh)
     try:
         session.open()  # log in now, in the main thread (a prompt happens here or never)
@@ -164,6 +167,20 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
         if port_file is not None:
             port_file.unlink(missing_ok=True)
     print("rolesanywhere-hsm serve stopped", file=sys.stderr, flush=True)
+
+
+def _observe(session: CredentialSession, settings: Settings) -> Metrics:
+    """The metrics (always counted; rendered only when /metrics is asked) and, with
+    --audit-log, the audit log, as observers of the session. Shared with `update`."""
+    from rolesanywhere_hsm.metrics import Metrics
+
+    metrics = Metrics(settings.command, logins=lambda: session.login_count)
+    session.observers.append(metrics)
+    if settings["audit-log"]:
+        from rolesanywhere_hsm.audit import AuditLog
+
+        session.observers.append(AuditLog(settings["audit-log"]))
+    return metrics
 
 
 class _Deferred:

@@ -116,7 +116,7 @@ def _import_tpm2_pytss() -> Any:
     except ImportError as exc:
         raise UsageError(
             f"TPM key files need the tpm2-pytss package, which cannot be imported ({exc}).",
-            hint="Install it: pip install 'rolesanywhere-hsm[tpm]' (needs libtss2-dev, pkg-config "
+            hint="Install it: pip install tpm2-pytss, what the [tpm] extra installs (needs libtss2-dev, pkg-config "
             "and a C compiler: apt-get install libtss2-dev pkg-config gcc).",
         ) from None
     return tpm2_pytss
@@ -358,7 +358,8 @@ def _password(config: SignerConfig, key: Any, path: str) -> bytes:
         return _checked(config.secret_callback(description), "the caller's secret callback", path)
     from rolesanywhere_hsm.signers.pin import prompt_on_tty
 
-    return _checked(prompt_on_tty(description), "the terminal prompt", path)
+    fix = f"Give the key's password with --tpm-key-password or {PASSWORD_ENV_VAR}."
+    return _checked(prompt_on_tty(description, fix=fix), "the terminal prompt", path)
 
 
 def _checked(password: str, source: str, path: str) -> bytes:
@@ -459,7 +460,7 @@ def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
                                   error=CertificateError)
     leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
     info = x509util.certificate_info(leaf)
-    x509util.ensure_leaf_usable(info)
+    x509util.ensure_leaf_usable(info, dates=config.check_dates)
     public = serialization.load_der_public_key(key.public.publicArea.to_der()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

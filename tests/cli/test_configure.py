@@ -404,6 +404,17 @@ def test_on_a_terminal_the_tokens_certificates_are_offered(
     assert SOFTHSM_PIN not in seen.decode(errors="replace")
 
 
+@pytest.mark.yubikey
+def test_the_certificate_offer_lists_a_card_seen_through_two_modules_once(yubikey: Any) -> None:
+    from rolesanywhere_hsm.cli.configure import token_certificates
+
+    offered = token_certificates(None)
+    on_card = [d for d, _uri in offered if "module libykcs11.so" in d or "module opensc-pkcs11.so" in d]
+    assert on_card, offered
+    subjects = [d.split(" (token ")[0] for d in on_card]
+    assert len(subjects) == len(set(subjects)), on_card  # each certificate once, with its module named
+
+
 def test_a_switch_a_profile_turns_on_is_turned_off_for_one_run(
         server: Emulator, leaf_files: dict[str, Any], tmp_path: Path) -> None:
     """`cache = true` in the profile: `--no-cache` makes this run fetch and leave the cache

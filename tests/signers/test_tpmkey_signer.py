@@ -92,7 +92,7 @@ def test_missing_binding_is_a_usage_error_naming_the_extra(tmp_path: Path, monke
     monkeypatch.setitem(sys.modules, "tpm2_pytss", None)  # import now raises ImportError
     with pytest.raises(UsageError, match=r"tpm2-pytss") as info:
         load_signer(SignerConfig(certificate=str(tmp_path / "c.pem"), private_key=str(key)))
-    assert "rolesanywhere-hsm[tpm]" in (info.value.hint or "")
+    assert "pip install tpm2-pytss" in (info.value.hint or "") and "[tpm]" in (info.value.hint or "")
 
 
 # -- on the software TPM ------------------------------------------------------------------------
