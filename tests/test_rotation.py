@@ -15,11 +15,11 @@ import pytest
 
 from rolesanywhere_hsm.attempts import Rotation
 from rolesanywhere_hsm.botocore_provider import RolesAnywhereCredentialProvider
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.rotation import file_stamp, pick_renewal
 from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 
 NOW = dt.datetime.now(dt.timezone.utc)
