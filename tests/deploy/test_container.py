@@ -227,8 +227,7 @@ def p11_kit_socket(world: World) -> Iterator[Path]:
     host_conf.write_text(f"directories.tokendir = {world.token_dir}/tokens\nobjectstore.backend = file\n"
                          "log.level = ERROR\n")
     process = subprocess.Popen(
-        ["p11-kit", "server", "-f", "-n", str(socket_dir / "pkcs11.sock"), "-u", str(pm.UID), "-g", str(pm.UID),
-         "--provider", SOFTHSM_MODULE, "pkcs11:token=rah-test"],
+        ["p11-kit", "server", "-f", "-n", str(socket_dir / "pkcs11.sock"), "--provider", SOFTHSM_MODULE, "pkcs11:token=rah-test"],
         env={**os.environ, "SOFTHSM2_CONF": str(host_conf)}, stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -236,6 +235,8 @@ def p11_kit_socket(world: World) -> Iterator[Path]:
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         assert time.monotonic() < deadline, "p11-kit server did not create its socket"
         time.sleep(0.05)
+    os.chown(socket_dir / "pkcs11.sock", pm.UID, pm.UID)  # -u/-g take names; the pod's user has none here
+    os.chmod(socket_dir / "pkcs11.sock", 0o600)
     try:
         yield socket_dir
     finally:
