@@ -32,6 +32,11 @@ the catalogue equal, so a code cannot drift or go undocumented.
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
         ├── CredentialsUnavailableError          no valid credentials now (refreshes failing)
         └── DeadlineExceededError                the time budget (--timeout) ran out
+    AttestationError                    exit 10  (under RolesAnywhereError) attestation refused
+    ├── AttestationUnavailableError              the key cannot be attested (imported, module)
+    ├── AttestationChainError                    not signed, or not chaining to the roots
+    ├── AttestationKeyMismatchError              the attested key is not the request's key
+    └── AttestationPolicyError                   attested, but not as the policy requires
 
 (`doctor` reports failures as checks, not exceptions, and exits 8 when one failed.)
 """
@@ -43,6 +48,11 @@ from rolesanywhere_hsm.redact import redact
 __all__ = [
     "AccessDeniedError",
     "ArnError",
+    "AttestationChainError",
+    "AttestationError",
+    "AttestationKeyMismatchError",
+    "AttestationPolicyError",
+    "AttestationUnavailableError",
     "CertificateError",
     "CredentialsUnavailableError",
     "DeadlineExceededError",
@@ -227,3 +237,33 @@ def service_error(error_type: str, status: int, message: str) -> ServiceError:
     cls = _SERVICE_ERRORS.get(error_type, ServiceError)
     text = f"Roles Anywhere refused the request: {error_type or 'HTTP ' + str(status)}: {message}"
     return cls(text, error_type=error_type, status=status, hint=_SERVICE_HINTS.get(cls))
+
+
+class AttestationError(RolesAnywhereError):
+    """A key's attestation is missing or refused (attest, csr --attest, verify-attestation).
+
+    `reason` is a short stable word for policy engines (`verify-attestation --json`)."""
+
+    code = "RAH-ATT-001"
+    exit_code = 10
+    reason = "refused"
+
+
+class AttestationUnavailableError(AttestationError):
+    code = "RAH-ATT-002"
+    reason = "unavailable"
+
+
+class AttestationChainError(AttestationError):
+    code = "RAH-ATT-003"
+    reason = "chain"
+
+
+class AttestationKeyMismatchError(AttestationError):
+    code = "RAH-ATT-004"
+    reason = "key-mismatch"
+
+
+class AttestationPolicyError(AttestationError):
+    code = "RAH-ATT-005"
+    reason = "policy"

@@ -222,9 +222,38 @@ def _ca_files(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[st
     return {}
 
 
+def _attested_csr(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """attestation-roots.pem, ca.pem, ca.key and workload.csr: a request made by our `csr`
+    (library call) whose key was "attested" by a stand-in YubiKey (the virtual card's f9 key and
+    Yubico's extensions, PIN policy once), as docs/attestation.md's CA script expects."""
+    from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+    from rolesanywhere_hsm.attestation import yubico
+    from rolesanywhere_hsm.provision.csr import make_csr, to_pem
+    from tests.vpiv.card import PinPolicy, PivCard, SlotKey, make_attestation_key
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    root = CertificateAuthority.create("Docs Test PIV Attestation Root", "p256")
+    write_pem(work / "attestation-roots.pem", root.certificate)
+    ca = CertificateAuthority.create("Docs Test CA", "p256")
+    write_pem(work / "ca.pem", ca.certificate)
+    write_pem(work / "ca.key", ca.key, mode=0o600)
+    key = new_private_key("p256")
+    key_path = write_pem(work / "workload.key", key, mode=0o600)
+    f9 = make_attestation_key(31415926, (root.key, root.certificate))
+    card = PivCard({}, attestation=f9)
+    attestation = card._issue_attestation(SlotKey(0x9A, key, None, PinPolicy.ONCE))
+    extensions = [(yubico.OID_CSR_ATTESTATION, attestation.public_bytes(Encoding.DER)),
+                  (yubico.OID_CSR_INTERMEDIATE, f9[1].public_bytes(Encoding.DER))]
+    (work / "workload.csr").write_text(to_pem(make_csr(str(key_path), "CN=workload-1",
+                                                       extra_extensions=extensions)))
+    return {}
+
+
 SETUPS: dict[str, Callable[[Path, Path, pytest.FixtureRequest], dict[str, str]]] = {
     "softhsm-home": _softhsm_home,
     "ca-files": _ca_files,
+    "attested-csr": _attested_csr,
 }
 
 CHECKS: dict[str, Callable[[Path, subprocess.CompletedProcess[str]], None]] = {}
@@ -242,7 +271,18 @@ def _check_ca_files(work: Path, done: subprocess.CompletedProcess[str]) -> None:
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
 
 
-CHECKS.update({"softhsm-home": _check_softhsm_home, "ca-files": _check_ca_files})
+def _check_attested_csr(work: Path, done: subprocess.CompletedProcess[str]) -> None:
+    from cryptography import x509
+
+    assert "serial: 31415926" in done.stdout and "pin policy: once" in done.stdout, done.stdout
+    cert = x509.load_pem_x509_certificate((work / "workload.pem").read_bytes())
+    request = x509.load_pem_x509_csr((work / "workload.csr").read_bytes())
+    assert cert.public_key() == request.public_key()
+    assert cert.subject.rfc4514_string() == "CN=workload-1,OU=attested-yubikey"
+
+
+CHECKS.update({"softhsm-home": _check_softhsm_home, "ca-files": _check_ca_files,
+               "attested-csr": _check_attested_csr})
 
 
 def console_script(text: str) -> str:

@@ -290,13 +290,54 @@ def _net_003(c: Context) -> list[Run]:
                 "time budget ran out", 7)]
 
 
+def _att_002(c: Context) -> list[Run]:
+    leaf = c.fixture("leaf_files")["p256"]
+    return [Run(["attest", "--private-key", str(leaf.key)], "A private key file in software cannot be attested", 10)]
+
+
+def _attestation_files(c: Context) -> dict[str, str]:
+    """A YubiKey-shaped attestation made by devpki: root -> f9 -> slot certificate for a key,
+    with a certificate for that key and one for another key."""
+    root = CertificateAuthority.create("Test PIV Attestation Root")
+    f9 = root.issue_intermediate("Yubico PIV Attestation")
+    key, other = new_private_key("p256"), new_private_key("p256")
+    slot = f9.issue_leaf(key.public_key(), "YubiKey PIV Attestation 9a", key_usage=None, basic_constraints_ca=None)
+    some_ca = CertificateAuthority.create("Issuing CA")
+    return {
+        "bundle": str(write_pem(c.tmp / "att.pem", slot, f9.certificate)),
+        "root": str(write_pem(c.tmp / "root.pem", root.certificate)),
+        "other_root": str(write_pem(c.tmp / "other-root.pem", some_ca.certificate)),
+        "cert": str(write_pem(c.tmp / "cert.pem", some_ca.issue_leaf(key.public_key(), "w"))),
+        "other_cert": str(write_pem(c.tmp / "other.pem", some_ca.issue_leaf(other.public_key(), "w"))),
+    }
+
+
+def _verify_call(files: dict[str, str], cert: str, roots: str, *extra: str) -> list[str]:
+    return ["verify-attestation", "--attestation", files["bundle"], "--certificate", files[cert],
+            "--roots", files[roots], *extra]
+
+
+def _att_003(c: Context) -> list[Run]:
+    return [Run(_verify_call(_attestation_files(c), "cert", "other_root"), "does not chain to the given roots", 10)]
+
+
+def _att_004(c: Context) -> list[Run]:
+    return [Run(_verify_call(_attestation_files(c), "other_cert", "root"), "The attestation is for another key", 10)]
+
+
+def _att_005(c: Context) -> list[Run]:
+    return [Run(_verify_call(_attestation_files(c), "cert", "root", "--require-pin-policy", "once"),
+                "The key's PIN policy is not attested; the CA requires once.", 10)]
+
+
 CLI_CASES: dict[str, Callable[[Context], list[Run]]] = {
     "RAH-USE-001": _use_001, "RAH-USE-002": _use_002, "RAH-CFG-001": _cfg_001, "RAH-FILE-001": _file_001,
     "RAH-ARN-001": _arn_001, "RAH-EP-001": _ep_001, "RAH-URI-001": _uri_001, "RAH-CERT-001": _cert_001,
     "RAH-KEY-001": _key_001, "RAH-TOK-001": _tok_001, "RAH-MOD-001": _mod_001, "RAH-SEL-001": _sel_001,
     "RAH-PIN-002": _pin_002, "RAH-PIN-003": _pin_003, "RAH-SVC-001": _svc_001, "RAH-SVC-002": _svc_002,
     "RAH-SVC-003": _svc_003, "RAH-SVC-004": _svc_004, "RAH-SVC-005": _svc_005, "RAH-NET-001": _net_001,
-    "RAH-NET-003": _net_003,
+    "RAH-NET-003": _net_003, "RAH-ATT-002": _att_002, "RAH-ATT-003": _att_003, "RAH-ATT-004": _att_004,
+    "RAH-ATT-005": _att_005,
 }
 
 
@@ -350,6 +391,7 @@ RENDERED: dict[str, tuple[Callable[[], BaseException], str, int]] = {
     "RAH-SIGN-001": (lambda: errors.TokenSigningError("The key id=01 on token 't' may not sign (CKA_SIGN is false)."),
                      "may not sign", 4),
     "RAH-PIN-001": (lambda: errors.PinError("A PIN problem."), "A PIN problem.", 5),
+    "RAH-ATT-001": (lambda: errors.AttestationError("An attestation problem."), "An attestation problem.", 10),
     "RAH-PIN-004": (lambda: errors.PinLockedError("The user PIN of token 't' is locked (not tried)."),
                     "is locked (not tried)", 5),
     "RAH-NET-002": (lambda: errors.CredentialsUnavailableError("no credentials fetched yet"),

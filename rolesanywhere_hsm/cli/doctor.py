@@ -51,7 +51,7 @@ def render(checks: list[Check]) -> str:
 
 
 def doctor(settings: Settings, *, trust_anchor_ca: str | None = None, call: bool = False,
-           as_json: bool = False) -> None:
+           as_json: bool = False, attestation_roots: str | None = None) -> None:
     """Check each link (module, token, PIN source, certificate, key, chain, ARNs, endpoint,
     clock, proxy) and say how to fix what fails. Exit 0 when nothing fails, 8 when a check fails."""
     configure_logging(settings["debug"])
@@ -79,6 +79,7 @@ def doctor(settings: Settings, *, trust_anchor_ca: str | None = None, call: bool
         session_duration=s["session-duration"], role_session_name=s["role-session-name"],
         verify=tls_verify(s), trust_env=not s["no-proxy"],
         trust_anchor_ca=trust_anchor_ca, call=call, contain_module_noise=not s["debug"],
+        attestation_roots=attestation_roots,
     )
     checks = run_doctor(options)
     if as_json:
@@ -99,4 +100,7 @@ def register(app: typer.Typer) -> None:
         extra_option("call", bool, False, "--call",
                      help="End with a real CreateSession (no credentials are printed)."),
         extra_option("as_json", bool, False, "--json", help="Print the checks as JSON for scripts."),
+        extra_option("attestation_roots", Optional[str], None, "--attestation-roots", metavar="FILE",  # noqa: UP045
+                     help="Trusted attestation roots (PEM): add a check that the key's hardware "
+                     "attests it (YubiKey PIV; docs/attestation.md)."),
     ]))

@@ -82,6 +82,17 @@ def csr(
     digest: Annotated[
         CsrDigest, typer.Option("--digest", help="Hash of the request's signature: sha256, or sha384 for EC keys.")
     ] = CsrDigest.sha256,
+    attest: Annotated[
+        bool, typer.Option("--attest", help="Carry the key's attestation in the request (YubiKey PIV: "
+                           "Yubico's certificates; TPM key file: a TPM2_Certify statement by --ak-handle); "
+                           "exit 10 if the key cannot be attested. See docs/attestation.md.")
+    ] = False,
+    ak_handle: Annotated[
+        Optional[str], typer.Option("--ak-handle", help="With --attest, TPM keys: the attestation key's persistent handle.")
+    ] = None,
+    ak_certificate: Annotated[
+        Optional[str], typer.Option("--ak-certificate", help="With --attest, TPM keys: the AK's certificate chain (PEM).")
+    ] = None,
     pkcs8_password: o.Pkcs8Password = None,
     pkcs11_lib: o.Pkcs11Lib = None,
     debug: o.Debug = False,
@@ -90,8 +101,19 @@ def csr(
     o.configure_logging(debug)
     from rolesanywhere_hsm.provision.csr import make_csr, to_pem
 
+    extensions: list[tuple[str, bytes]] = []
+    if attest:  # before any PIN is asked: a key that cannot be attested fails at once
+        from rolesanywhere_hsm.attestation.collect import collect
+
+        extensions = collect(private_key, pkcs11_lib=pkcs11_lib, ak_handle=ak_handle,
+                             ak_certificate=ak_certificate).csr_extensions
+    elif ak_handle is not None or ak_certificate is not None:
+        from rolesanywhere_hsm.errors import UsageError
+
+        raise UsageError("--ak-handle and --ak-certificate go with --attest.", hint="Add --attest.")
     pem = to_pem(make_csr(private_key, subject, san or (), pkcs11_lib=pkcs11_lib,
-                          pkcs8_password=pkcs8_password, digest=digest.value))
+                          pkcs8_password=pkcs8_password, digest=digest.value,
+                          extra_extensions=extensions))
     if out is None:
         sys.stdout.write(pem)
         return

@@ -94,10 +94,37 @@ def _token_data(entry: Any) -> dict[str, Any]:
         "loggedIn": entry.logged_in,
         "error": entry.error,
         "certificates": [_certificate_data(c) for c in entry.certificates],
-        "keys": [{"class": k.object_class, "label": k.label, "id": k.id.hex(), "keyType": k.key_type,
-                  "alwaysAuthenticate": k.always_authenticate, "needsLogin": k.needs_login}
-                 for k in entry.keys],
+        "keys": [_key_data(k, entry) for k in entry.keys],
     }
+
+
+_PROTECTION_NAMES = {"SENSITIVE": "sensitive", "EXTRACTABLE": "extractable", "NEVER_EXTRACTABLE": "neverExtractable",
+                     "ALWAYS_SENSITIVE": "alwaysSensitive", "LOCAL": "local"}
+
+
+def _key_data(key: Any, entry: Any) -> dict[str, Any]:
+    """A key, with the auditor's attributes for private keys: what the token claims about
+    the key (CKA_SENSITIVE ... CKA_LOCAL) and whether it shows an attestation certificate for
+    it (ykcs11 does, under the key's CKA_ID; `attest` asks other PIV modules' cards directly)."""
+    data: dict[str, Any] = {"class": key.object_class, "label": key.label, "id": key.id.hex(),
+                            "keyType": key.key_type, "alwaysAuthenticate": key.always_authenticate,
+                            "needsLogin": key.needs_login}
+    if key.object_class == "private":
+        data.update({_PROTECTION_NAMES[name]: value for name, value in key.protection})
+        data["attestation"] = any(c.attestation and c.object.id == key.id for c in entry.certificates)
+    return data
+
+
+def _protection_text(key: dict[str, Any]) -> str:
+    """'sensitive, never extractable, ...' in CKA_ words; unknown attributes are left out."""
+    words = {"sensitive": ("CKA_SENSITIVE", "sensitive", "not sensitive"),
+             "extractable": ("CKA_EXTRACTABLE", "extractable", "not extractable"),
+             "neverExtractable": ("CKA_NEVER_EXTRACTABLE", "never extractable", "was extractable"),
+             "alwaysSensitive": ("CKA_ALWAYS_SENSITIVE", "always sensitive", "was not always sensitive"),
+             "local": ("CKA_LOCAL", "generated on the token", "not generated on the token")}
+    shown = [(yes if key[name] else no) for name, (_, yes, no) in words.items() if key.get(name) is not None]
+    shown.append("attestation certificate on the token" if key["attestation"] else "no attestation shown")
+    return "; " + ", ".join(shown)
 
 
 def inventory_data(modules: list[Any], token_label: str | None = None) -> list[dict[str, Any]]:
@@ -156,7 +183,7 @@ def _text(modules: list[dict[str, Any]]) -> str:
                 lines.append(f"      uri {c['uri']}")
             for k in t["keys"]:
                 lines.append(f"    {k['class']} key {k['label']!r} id {format_id(bytes.fromhex(k['id']))} "
-                             f"({k['keyType']})")
+                             f"({k['keyType']})" + (_protection_text(k) if k["class"] == "private" else ""))
             if "login required" in t["flags"] and not t["loggedIn"]:
                 lines.append("    (private keys are listed after login: add --login)")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "serve",
     "demo",
     "provision",
+    "attest",
     "doctor",
     "cache",
     "configure",

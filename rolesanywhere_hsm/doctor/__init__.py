@@ -101,6 +101,10 @@ def run_doctor(options: DoctorOptions) -> list[Check]:
                           "for when the key is encrypted)"))
             key_check(run, cleanup)
             signature_check(run)
+        if options.attestation_roots is not None:
+            from rolesanywhere_hsm.doctor.attestation import attestation_check
+
+            attestation_check(run)
         certificate_checks(run)
         chain_checks(run)
         arn_checks(run)

@@ -84,6 +84,7 @@ class DoctorOptions:
     trust_env: bool = True
     trust_anchor_ca: str | None = None
     call: bool = False
+    attestation_roots: str | None = None  # --attestation-roots: add the attestation check
     clock: Clock = _utcnow
     environ: Mapping[str, str] | None = None
     contain_module_noise: bool = True  # off with --debug: the module's stderr is shown

@@ -97,18 +97,24 @@ def parse_sans(values: Sequence[str]) -> list[SubjectAltName]:
 
 
 def certification_request_info(public_key_info: bytes, subject: bytes,
-                               sans: Sequence[SubjectAltName] = ()) -> bytes:
-    """The DER that the key signs (RFC 2986 section 4.1)."""
+                               sans: Sequence[SubjectAltName] = (),
+                               extra_extensions: Sequence[tuple[str, bytes]] = ()) -> bytes:
+    """The DER that the key signs (RFC 2986 section 4.1). `extra_extensions` are (dotted OID,
+    value) pairs requested as non-critical extensions: `csr --attest` puts the key's
+    attestation there (docs/attestation.md)."""
     from asn1crypto import csr, keys, x509
 
     attributes = []
+    requested: list[dict[str, Any]] = []
     if sans:
         names = [x509.GeneralName(name=SAN_KINDS[s.kind], value=s.value) for s in sans]
-        extensions = x509.Extensions([{
+        requested.append({
             "extn_id": "subject_alt_name", "critical": False,
             "extn_value": x509.GeneralNames(names),
-        }])
-        attributes.append({"type": "extension_request", "values": [extensions]})
+        })
+    requested += [{"extn_id": oid, "critical": False, "extn_value": value} for oid, value in extra_extensions]
+    if requested:
+        attributes.append({"type": "extension_request", "values": [x509.Extensions(requested)]})
     return csr.CertificationRequestInfo({
         "version": "v1",
         "subject": x509.Name.load(subject),
@@ -169,7 +175,7 @@ def make_csr(
     private_key: str, subject: str, sans: Sequence[str] = (), *, pkcs11_lib: str | None = None,
     pkcs8_password: str | None = None, environ: Mapping[str, str] | None = None,
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
-    digest: str = "sha256",
+    digest: str = "sha256", extra_extensions: Sequence[tuple[str, bytes]] = (),
 ) -> bytes:
     """The DER of a request for `subject` (RFC 4514) and `sans`, signed by `private_key` (a
     `pkcs11:` URI of a token key or a key file) with SHA-256, or SHA-384 for EC keys when
@@ -180,9 +186,17 @@ def make_csr(
     parsed_sans = parse_sans(sans)
     from rolesanywhere_hsm.signers.pkcs11_uri import is_pkcs11_uri
 
+    from rolesanywhere_hsm.signers.tpmkey import is_tss2_key_file
+
+    if not is_pkcs11_uri(private_key) and is_tss2_key_file(private_key):
+        from rolesanywhere_hsm.provision.tpm_request import tpm_key_request_signer
+
+        with tpm_key_request_signer(private_key, digest) as (spki, kind, sign):
+            info = certification_request_info(spki, subject_der, parsed_sans, extra_extensions)
+            return certification_request(info, kind, sign(info))
     if not is_pkcs11_uri(private_key):
         spki, kind, sign = _file_key_signer(private_key, pkcs8_password, prompt, digest)
-        info = certification_request_info(spki, subject_der, parsed_sans)
+        info = certification_request_info(spki, subject_der, parsed_sans, extra_extensions)
         return certification_request(info, kind, sign(info))
 
     from rolesanywhere_hsm.provision.token import open_token, parse_token_uri
@@ -193,6 +207,6 @@ def make_csr(
         key = opened.find_private_key(key_uri)
         if digest == "sha384" and key.key_type != "EC":
             raise UsageError("--digest sha384 is for EC keys only.", hint="Leave --digest out.")
-        info = certification_request_info(key.public_key_info, subject_der, parsed_sans)
+        info = certification_request_info(key.public_key_info, subject_der, parsed_sans, extra_extensions)
         signature = opened.sign(key, info, ecdsa_sha384=digest == "sha384")
     return certification_request(info, "EC-SHA384" if digest == "sha384" else key.key_type, signature)

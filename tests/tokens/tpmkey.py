@@ -67,6 +67,12 @@ class TpmWithKeyFiles:
     ca_path: Path
     keys: dict[str, TpmKeyFile] = field(default_factory=dict)
     swtpm: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # Attestation: a persistent AK (restricted ECDSA P-256 signing key) and its certificate
+    # from a test attestation CA (`make_attestation_key`).
+    ak_handle: int | None = None
+    ak_certificate_path: Path | None = None
+    attestation_ca: CertificateAuthority | None = None
+    attestation_ca_path: Path | None = None
 
     @property
     def tools_env(self) -> dict[str, str]:
@@ -152,6 +158,89 @@ def _pytss_maker(tpm: TpmWithKeyFiles, kind: str, password: str | None, *, noda:
     return make
 
 
+AK_HANDLE = 0x81010002
+
+
+def make_attestation_key(tpm: TpmWithKeyFiles, ca: CertificateAuthority, handle: int = AK_HANDLE,
+                         name: str = "ak") -> Path:
+    """Create an AK in the endorsement hierarchy (a primary: restricted, ECDSA-SHA256, fixedTPM,
+    empty password), make it persistent at `handle`, and have `ca` certify it; returns the PEM
+    path of the AK's certificate followed by the CA's."""
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_ECC, TPMA_OBJECT
+    from tpm2_pytss.types import (
+        TPM2B_DATA,
+        TPM2B_PUBLIC,
+        TPM2B_SENSITIVE_CREATE,
+        TPML_PCR_SELECTION,
+        TPMS_ECC_PARMS,
+        TPMT_ECC_SCHEME,
+        TPMT_KDF_SCHEME,
+        TPMT_PUBLIC,
+        TPMT_SYM_DEF_OBJECT,
+        TPMU_PUBLIC_PARMS,
+    )
+
+    scheme = TPMT_ECC_SCHEME(scheme=TPM2_ALG.ECDSA)
+    scheme.details.ecdsa.hashAlg = TPM2_ALG.SHA256
+    template = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(
+        type=TPM2_ALG.ECC, nameAlg=TPM2_ALG.SHA256,
+        objectAttributes=TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
+        | TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.NODA,
+        authPolicy=b"",
+        parameters=TPMU_PUBLIC_PARMS(eccDetail=TPMS_ECC_PARMS(
+            symmetric=TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL), scheme=scheme,
+            curveID=TPM2_ECC.NIST_P256, kdf=TPMT_KDF_SCHEME(scheme=TPM2_ALG.NULL))),
+    ))
+    with tpm.esapi() as ectx:
+        primary, public, *_ = ectx.create_primary(TPM2B_SENSITIVE_CREATE(), template, ESYS_TR.RH_ENDORSEMENT,
+                                                  TPM2B_DATA(), TPML_PCR_SELECTION())
+        persistent = ectx.evict_control(ESYS_TR.RH_OWNER, primary, handle)
+        ectx.tr_close(persistent)
+        ectx.flush_context(primary)
+    ak_public: Any = serialization.load_der_public_key(public.publicArea.to_der())
+    certificate = ca.issue_leaf(ak_public, f"tpm-ak-{name}", key_usage=("digital_signature",))
+    return write_pem(tpm.directory / f"{name}.crt.pem", certificate, ca.certificate)
+
+
+def _imported_maker(tpm: TpmWithKeyFiles) -> Callable[[Path], None]:
+    """A P-256 key made in software and put into the TPM with TPM2_Import (what tpm2_import
+    does): it signs like any TPM key, but fixedTPM, fixedParent and sensitiveDataOrigin are
+    clear, and the TPM says so in every certification of it."""
+    def make(path: Path) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
+        from tpm2_pytss.tsskey import TSSPrivKey
+        from tpm2_pytss.types import (
+            TPM2B_DATA,
+            TPM2B_PUBLIC,
+            TPM2B_SENSITIVE,
+            TPM2B_SENSITIVE_CREATE,
+            TPML_PCR_SELECTION,
+            TPMT_SYM_DEF_OBJECT,
+        )
+        from tpm2_pytss.utils import wrap
+
+        from rolesanywhere_hsm.signers.tpmkey import _primary_template
+
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        public = TPM2B_PUBLIC.from_pem(pem, objectAttributes=TPMA_OBJECT.USERWITHAUTH | TPMA_OBJECT.SIGN_ENCRYPT
+                                       | TPMA_OBJECT.NODA)
+        sensitive = TPM2B_SENSITIVE.from_pem(pem)
+        with tpm.esapi() as ectx:
+            parent, parent_public, *_ = ectx.create_primary(TPM2B_SENSITIVE_CREATE(), _primary_template(True),
+                                                            ESYS_TR.RH_OWNER, TPM2B_DATA(), TPML_PCR_SELECTION())
+            try:
+                encryption_key, duplicate, seed = wrap(parent_public.publicArea, public, sensitive)
+                private = ectx.import_(parent, encryption_key, public, duplicate, seed,
+                                       TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL))
+            finally:
+                ectx.flush_context(parent)
+        path.write_bytes(TSSPrivKey(private, public, empty_auth=True, parent=0x40000001).to_pem())
+
+    return make
+
+
 def _openssl_maker(tpm: TpmWithKeyFiles, kind: str, password: str | None) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         options = ["-algorithm", "RSA", "-pkeyopt", "bits:2048"] if kind == "rsa" else \
@@ -171,7 +260,9 @@ def start_tpm_with_key_files(directory: Path, ca: CertificateAuthority) -> TpmWi
       noDA); "ec-da": P-256, password "da-pass", dictionary-attack protected (tpm2-pytss);
     - "ossl-rsa": RSA-2048, no password, and "ossl-ec": P-256 with password "ossl-pass"
       (OpenSSL's tpm2 provider; its keys are dictionary-attack protected);
-    - "rsa-restricted": a restricted RSASSA-SHA256 signing key, no password (tpm2-pytss).
+    - "rsa-restricted": a restricted RSASSA-SHA256 signing key, no password (tpm2-pytss);
+    - "ec-imported": a P-256 key made in software and imported (TPM2_Import), no password;
+    and an AK at AK_HANDLE certified by a test attestation CA (`attestation_ca`).
     """
     directory.mkdir(parents=True, exist_ok=True)
     swtpm, sock = start_swtpm(directory)
@@ -187,6 +278,11 @@ def start_tpm_with_key_files(directory: Path, ca: CertificateAuthority) -> TpmWi
                     dictionary_attack_protected=True)
         tpm.add_key("rsa-restricted", _pytss_maker(tpm, "rsa", None, restricted=True), None,
                     dictionary_attack_protected=False)
+        tpm.add_key("ec-imported", _imported_maker(tpm), None, dictionary_attack_protected=False)
+        tpm.attestation_ca = CertificateAuthority.create("rolesanywhere-hsm Test TPM Attestation CA", "p256")
+        tpm.attestation_ca_path = write_pem(directory / "attestation-ca.pem", tpm.attestation_ca.certificate)
+        tpm.ak_certificate_path = make_attestation_key(tpm, tpm.attestation_ca)
+        tpm.ak_handle = AK_HANDLE
     except BaseException:
         tpm.stop()
         raise

@@ -131,6 +131,8 @@ class VirtualYubiKey:
     ca: CertificateAuthority
     ca_path: Path
     attestation_certificate: x509.Certificate
+    attestation_root: CertificateAuthority  # plays Yubico's PIV root: it issued the f9 certificate
+    attestation_root_path: Path
     directory: Path
     control_path: Path
     pcsc_env: dict[str, str]  # PCSCLITE_CSOCK_NAME: where PC/SC clients find our pcscd
@@ -235,6 +237,14 @@ class VirtualYubiKey:
         longer counts as verified; it is the refusal that makes OpenSC drop its login.
         """
         self._control("refuse-signatures", count=count, sw=sw)
+
+    def import_key(self, slot: str, key_path: Path, cert_path: Path | None = None, *,
+                   pin_policy: str = "once") -> None:
+        """Put the PEM private key at `key_path` into `slot` ("82".."95", "9a", ...) as an
+        imported key (Yubico's IMPORT): it signs, but the card refuses to attest it. Removed
+        by `forget_provisioned`."""
+        self._control("import-key", slot=slot, key=str(key_path),
+                      cert=str(cert_path) if cert_path else None, pin_policy=pin_policy)
 
     def apdu_log(self) -> list[str]:
         """The card's last 400 commands and status words (PINs redacted), for debugging."""
@@ -392,7 +402,8 @@ def _start(
         )
     from tests.vpiv.card import make_attestation_key
 
-    att_key, att_cert = make_attestation_key(serial)
+    attestation_root = CertificateAuthority.create("rolesanywhere-hsm Test PIV Attestation Root", "p256")
+    att_key, att_cert = make_attestation_key(serial, (attestation_root.key, attestation_root.certificate))
     att_paths = {"key": str(write_pem(directory / "f9.key.pem", att_key, mode=0o600)),
                  "cert": str(write_pem(directory / "f9.crt.pem", att_cert))}
     config = directory / "card.json"
@@ -414,7 +425,9 @@ def _start(
         opensc_token_label=slots["9a"].certificate.subject.rfc4514_string().removeprefix("CN="),
         opensc_manufacturer="piv_II", slots=slots, ca=ca,
         ca_path=write_pem(directory / "ca.pem", ca.certificate),
-        attestation_certificate=att_cert, directory=directory, control_path=control,
+        attestation_certificate=att_cert, attestation_root=attestation_root,
+        attestation_root_path=write_pem(directory / "attestation-root.pem", attestation_root.certificate),
+        directory=directory, control_path=control,
         pcsc_env={"PCSCLITE_CSOCK_NAME": str(pcsc_socket_path())},
         private_run=prefix is not None, _card=card, _run_dir=run_dir, _lock=lock,
     )

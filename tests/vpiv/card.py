@@ -120,8 +120,14 @@ class PinPolicy(enum.IntEnum):
     ALWAYS = 3
 
 
-TOUCH_NEVER = 1
+TOUCH_NEVER, TOUCH_ALWAYS, TOUCH_CACHED = 1, 2, 3
 ORIGIN_GENERATED, ORIGIN_IMPORTED = 1, 2
+
+
+def _der_integer(value: int) -> bytes:
+    """DER INTEGER of a non-negative value: how Yubico encodes the serial extension (.3.7)."""
+    body = value.to_bytes(value.bit_length() // 8 + 1, "big")
+    return b"\x02" + bytes([len(body)]) + body
 
 
 @dataclass
@@ -133,6 +139,7 @@ class SlotKey:
     certificate: x509.Certificate | None
     pin_policy: PinPolicy = PinPolicy.ONCE
     origin: int = ORIGIN_GENERATED
+    touch_policy: int = TOUCH_NEVER  # recorded and attested; the card never waits for a touch
 
     @property
     def algorithm(self) -> int:
@@ -141,21 +148,29 @@ class SlotKey:
         return _EC_ALGS[self.private_key.curve.name]
 
 
-def make_attestation_key(serial: int) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """A self-made stand-in for the f9 key and its certificate ("Yubico PIV Attestation")."""
+def make_attestation_key(
+    serial: int, issuer: tuple[Any, x509.Certificate] | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A stand-in for the f9 key and its certificate ("Yubico PIV Attestation").
+
+    `issuer` (key, certificate) plays Yubico's PIV root CA: the f9 certificate is issued by it,
+    as on a real key, so that a verifier given that root as its trust anchor accepts the chain
+    slot attestation -> f9 -> root. Without one the f9 certificate is self-signed (a card whose
+    attestation chains to nothing anyone trusts)."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Yubico PIV Attestation (virtual #{serial})")])
+    signer, issuer_name = (key, name) if issuer is None else (issuer[0], issuer[1].subject)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
+        .sign(signer, hashes.SHA256())
     )
     return key, cert
 
@@ -314,6 +329,17 @@ class PivCard:
             raise ValueError(f"refuse {count} signatures with SW {sw.hex()}: need count >= 0 and an error SW")
         self.refusals_pending = count
         self.refusal_sw = sw
+
+    def import_key(self, slot: int, private_key: Any, certificate: x509.Certificate | None,
+                   pin_policy: PinPolicy = PinPolicy.ONCE) -> None:
+        """Put a key made outside the card into `slot`, as Yubico's IMPORT ASYMMETRIC KEY does:
+        it signs like any other key, GET METADATA says origin "imported", and ATTEST refuses it.
+        Dropped again by `forget_provisioned`."""
+        self.keys[slot] = SlotKey(slot, private_key, certificate, pin_policy, origin=ORIGIN_IMPORTED)
+        self._attestations.pop(slot, None)
+        self.objects.pop(CERT_OBJECTS[slot], None)
+        if slot not in self.generated:
+            self.generated.append(slot)
 
     def forget_provisioned(self) -> None:
         """Drop the keys GENERATE made and the objects PUT DATA wrote (a test's cleanup)."""
@@ -592,8 +618,10 @@ class PivCard:
             return SW_WRONG_DATA
         default_policy = {0x9C: PinPolicy.ALWAYS, 0x9E: PinPolicy.NEVER}.get(slot, PinPolicy.ONCE)
         policy = template.get(0xAA, b"")
+        touch = template.get(0xAB, b"")  # Yubico's touch policy tag
         self.keys[slot] = SlotKey(slot, private, None,
-                                  PinPolicy(policy[0]) if policy and policy[0] else default_policy)
+                                  PinPolicy(policy[0]) if policy and policy[0] else default_policy,
+                                  touch_policy=touch[0] if touch and touch[0] else TOUCH_NEVER)
         self._attestations.pop(slot, None)
         self.objects.pop(CERT_OBJECTS[slot], None)
         if slot not in self.generated:
@@ -691,7 +719,7 @@ class PivCard:
             point = public.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
             pub = tlv.encode(0x86, point)
         body = (tlv.encode(0x01, bytes([key.algorithm]))
-                + tlv.encode(0x02, bytes([int(key.pin_policy), TOUCH_NEVER]))
+                + tlv.encode(0x02, bytes([int(key.pin_policy), key.touch_policy]))
                 + tlv.encode(0x03, bytes([key.origin])) + tlv.encode(0x04, pub))
         return self._respond(body, apdu.le)
 
@@ -719,9 +747,8 @@ class PivCard:
             .not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.UnrecognizedExtension(_OID_FIRMWARE, bytes(self.version)), critical=False)
-            .add_extension(x509.UnrecognizedExtension(_OID_SERIAL, b"\x02\x04" + self.serial.to_bytes(4, "big")),
-                           critical=False)
-            .add_extension(x509.UnrecognizedExtension(_OID_POLICY, bytes([int(key.pin_policy), TOUCH_NEVER])),
+            .add_extension(x509.UnrecognizedExtension(_OID_SERIAL, _der_integer(self.serial)), critical=False)
+            .add_extension(x509.UnrecognizedExtension(_OID_POLICY, bytes([int(key.pin_policy), key.touch_policy])),
                            critical=False)
             .add_extension(x509.UnrecognizedExtension(_OID_FORMFACTOR, b"\x01"), critical=False)
             .sign(issuer_key, hashes.SHA256())

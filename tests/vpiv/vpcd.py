@@ -190,6 +190,15 @@ class CardServer:
                 self.card.refuse_next_signatures(int(request["count"]), bytes.fromhex(request.get("sw", "6982")))
             except (KeyError, TypeError, ValueError) as exc:
                 return {"ok": False, "error": str(exc)}
+        elif command == "import-key":
+            try:
+                private_key = serialization.load_pem_private_key(Path(request["key"]).read_bytes(), None)
+                cert = (x509.load_pem_x509_certificate(Path(request["cert"]).read_bytes())
+                        if request.get("cert") else None)
+                self.card.import_key(int(request["slot"], 16), private_key, cert,
+                                     PinPolicy[str(request.get("pin_policy", "once")).upper()])
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                return {"ok": False, "error": str(exc)}
         elif command == "log":
             return {"ok": True, "log": list(self.card.log)}
         elif command == "stop":

@@ -268,6 +268,13 @@ class KeyEntry:
     public_value: bytes | None  # CKA_MODULUS / CKA_EC_POINT, for pairing
     always_authenticate: bool | None = None  # private keys only
     needs_login: bool | None = None  # CKA_PRIVATE of a private key
+    # The auditor's view of a private key: (attribute name, value or None when the token does
+    # not say) for CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE,
+    # CKA_LOCAL, in that order (PROTECTION_ATTRIBUTES).
+    protection: tuple[tuple[str, bool | None], ...] = ()
+
+
+PROTECTION_ATTRIBUTES = ("SENSITIVE", "EXTRACTABLE", "NEVER_EXTRACTABLE", "ALWAYS_SENSITIVE", "LOCAL")
 
 
 @dataclass(frozen=True)
@@ -382,13 +389,19 @@ def _read_keys(session: Any, token: TokenSnapshot) -> list[KeyEntry]:
             attribute = Attribute.MODULUS if key_type == "RSA" else Attribute.EC_POINT
             value = _public_attribute(obj, attribute) if key_type != "other" else None
             always = needs_login = None
+            protection: list[tuple[str, bool | None]] = []
             if name == "private":
                 with _suppressed_attribute_errors():
                     always = bool(obj[Attribute.ALWAYS_AUTHENTICATE])
                 with _suppressed_attribute_errors():
                     needs_login = bool(obj[Attribute.PRIVATE])
+                for attribute in PROTECTION_ATTRIBUTES:
+                    flag: bool | None = None
+                    with _suppressed_attribute_errors():
+                        flag = bool(obj[getattr(Attribute, attribute)])
+                    protection.append((attribute, flag))
             keys.append(KeyEntry(name, obj[Attribute.LABEL] or "", bytes(obj[Attribute.ID] or b""),
-                                 key_type, value, always, needs_login))
+                                 key_type, value, always, needs_login, tuple(protection)))
     return keys
 
 
