@@ -17,6 +17,11 @@ logging, signals, and the service manager's notifications.
     read again whenever they are needed anyway. (A log rotator's HUP must not kill a server.)
   - SIGUSR1: one log line with the command's state (for serve and update: the credentials'
     expiry, the next refresh, the last error).
+  The kernel may hand a signal to any thread (the emulator's server threads, serve's refresh
+  thread), and then a main thread blocked in a wait is not interrupted: Python would run the
+  handler only once that wait ended by itself. So a wake-up pipe (`signal.set_wakeup_fd`)
+  receives a byte for every signal, and `wait()` (or serve's event loop, through
+  `wakeup_fd`) watches it: the handler runs at once, whichever thread took the signal.
 - **sd_notify** (rolesanywhere_hsm/sdnotify.py; a no-op outside a service manager):
   `READY=1` when the command says so (serve and update: once the first credentials are held),
   `STOPPING=1` as soon as a stop is asked for, and `WATCHDOG=1` every half `WATCHDOG_USEC`
@@ -26,9 +31,12 @@ logging, signals, and the service manager's notifications.
 from __future__ import annotations
 
 import logging
+import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -115,6 +123,8 @@ class LongRunning:
         self._closed = threading.Event()
         self._watchdog: threading.Thread | None = None
         self._stopping_sent = False
+        self._pipe: tuple[int, int] | None = None
+        self._old_wakeup = -1
         self.ready_sent = False
 
     # -- the command's side ------------------------------------------------------------------
@@ -132,8 +142,32 @@ class LongRunning:
         sdnotify.notify(message)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to `timeout` seconds for a stop; True if one was asked for."""
-        return self.stop.wait(timeout)
+        """Wait up to `timeout` seconds for a stop; True if one was asked for. Watches the
+        wake-up pipe, so that a signal taken by another thread still ends the wait at once."""
+        if self._pipe is None:
+            return self.stop.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.stop.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            select.select([self._pipe[0]], [], [], left)  # the handlers run when it returns
+            self.drain()
+        return True
+
+    @property
+    def wakeup_fd(self) -> int | None:
+        """Readable after each signal: an event loop watches it (and calls `drain`) so that
+        the signal's handler runs at once."""
+        return self._pipe[0] if self._pipe else None
+
+    def drain(self) -> None:
+        if self._pipe is not None:
+            try:
+                while os.read(self._pipe[0], 512):
+                    pass
+            except BlockingIOError:
+                pass
 
     # -- life --------------------------------------------------------------------------------
 
@@ -142,6 +176,11 @@ class LongRunning:
             self._handler = log_to_stderr(self._prefix, self._loggers, propagate=self._propagate)
         for signum in HANDLED_SIGNALS:
             self._saved[signum] = signal.signal(signum, self._on_signal)
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        self._pipe = (read, write)
+        self._old_wakeup = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
         interval = sdnotify.watchdog_interval()
         if interval is not None:
             self._watchdog = threading.Thread(target=self._ping, args=(interval,),
@@ -157,6 +196,11 @@ class LongRunning:
         for signum, previous in self._saved.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
         self._saved.clear()
+        if self._pipe is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
         if self._handler is not None:
             remove_handler(self._handler, self._loggers)
             self._handler = None
@@ -169,6 +213,11 @@ class LongRunning:
         log.info("%s: stopping", reason)
         self._send_stopping()
         self.stop.set()
+        if self._pipe is not None:  # a caller in another thread: wake `wait()`
+            try:
+                os.write(self._pipe[1], b"\0")
+            except BlockingIOError:
+                pass
         for callback in self._callbacks:
             callback()
 

@@ -139,6 +139,8 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             life.on_stop(lambda: loop.call_soon_threadsafe(stop.set))
+            if life.wakeup_fd is not None:  # a signal taken by another thread wakes the loop
+                loop.add_reader(life.wakeup_fd, life.drain)
             if port_file is not None:
                 try:
                     write_atomic(port_file, f"{server.port}\n")

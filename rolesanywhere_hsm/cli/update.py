@@ -94,7 +94,7 @@ def _run(session, path, profile: str, life, holder: list) -> None:  # type: igno
                 log.warning("could not write the credentials (%s); retrying in %.0f s", text,
                             WRITE_RETRY_SECONDS)
                 wait = min(wait, WRITE_RETRY_SECONDS)
-        stop.wait(wait)
+        life.wait(wait)
     log.info("stopped")
 
 

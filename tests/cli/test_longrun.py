@@ -170,6 +170,23 @@ def test_stop_signals_set_stop_once_and_send_stopping(life_env: Receiver, capsys
     assert life_env.texts().count("STOPPING=1") == 1
 
 
+def test_a_signal_taken_by_another_thread_ends_the_wait_at_once(life_env: Receiver) -> None:
+    """The kernel may hand a process's signal to any thread; the main thread blocked in
+    `wait()` must still see it at once (it used to wait until its timeout ran out)."""
+    def signal_from_a_worker() -> None:
+        time.sleep(0.2)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)  # the C handler runs in this thread
+
+    with LongRunning("t", prefix="t: ", loggers=()) as life:
+        life.ready("up")
+        worker = threading.Thread(target=signal_from_a_worker)
+        started = time.monotonic()
+        worker.start()
+        assert life.wait(20)
+        assert time.monotonic() - started < 5
+        worker.join()
+
+
 def test_sighup_and_sigusr1_are_logged_and_the_command_keeps_running(
         life_env: Receiver, capsys: pytest.CaptureFixture[str]) -> None:
     with LongRunning("t", prefix="t: ", loggers=(), state=lambda: "3 things done") as life:
