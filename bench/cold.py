@@ -13,11 +13,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import PYTHON, REPO, Material, Row, alternate, child_env, emulator, rows_from_samples, timed_run
+from bench.common import (PYTHON, REPO, Material, Row, alternate, child_env, emulator, load_average,
+                          rows_from_samples, timed_run)
 
 SECTION = "cold start"
 FLOOR = str(REPO / "bench" / "floor.py")
-OURS = [PYTHON, "-m", "rolesanywhere_hsm", "credential-process"]
+CLEAN = " (clean venv)"  # the suffix of rows timed with runtime_venv()'s interpreter
 COLD_TARGET = 1.3
 CACHE_TARGET = 3.0
 
@@ -42,18 +43,21 @@ def peer_path() -> str | None:
     return "" if importlib.util.find_spec("iam_rolesanywhere_session") else None
 
 
-def run(runs: int, warmup: int) -> list[Row]:
+def run(runs: int, warmup: int, python: str = PYTHON, suffix: str = "") -> list[Row]:
+    """Every row, timed with `python` (the development environment's, or a clean virtualenv's:
+    then `suffix` is CLEAN, added to each row's name, and the peer is left out)."""
     rows: list[Row] = []
+    ours = [python, "-m", "rolesanywhere_hsm", "credential-process"]
     with tempfile.TemporaryDirectory(prefix="rah-bench-") as tmp:
         material = Material.create(Path(tmp))
         env = child_env()
         with emulator(material) as emu:
-            floor_args = [PYTHON, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn]
+            floor_args = [python, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn]
             variants = {
                 "file P-256: floor.py": lambda: timed_run([*floor_args, "file", str(material.cert_file),
                                                            str(material.key_file)], env),
                 "file P-256: credential-process": lambda: timed_run(
-                    [*OURS, "--certificate", str(material.cert_file), "--private-key", str(material.key_file),
+                    [*ours, "--certificate", str(material.cert_file), "--private-key", str(material.key_file),
                      *emu.args], env),
             }
             pairs = {"file P-256: credential-process": ("file P-256: floor.py", COLD_TARGET)}
@@ -64,23 +68,30 @@ def run(runs: int, warmup: int) -> list[Row]:
                     variants[f"{name}: floor.py"] = (lambda label=label: timed_run(
                         [*floor_args, "pkcs11", token.module, token.label, label], tenv))
                     variants[f"{name}: credential-process"] = (lambda uri=uri: timed_run(
-                        [*OURS, "--certificate", uri, *emu.args], tenv))
+                        [*ours, "--certificate", uri, *emu.args], tenv))
                     pairs[f"{name}: credential-process"] = (f"{name}: floor.py", COLD_TARGET)
             samples = alternate(variants, runs, warmup)
             rows += rows_from_samples(SECTION, samples, pairs)
-            rows += _cache_hit(material, emu.args, runs, warmup)
-        rows += _peer(material, runs, warmup)
+            rows += _cache_hit(material, emu.args, runs, warmup, python, ours)
+        if not suffix:
+            rows += _peer(material, runs, warmup)
+    load = load_average()
+    for row in rows:
+        row.name += suffix
+        row.vs = row.vs and row.vs + suffix
+        row.extra["load"] = load
     return rows
 
 
-def _cache_hit(material: Material, emu_args: list[str], runs: int, warmup: int) -> list[Row]:
+def _cache_hit(material: Material, emu_args: list[str], runs: int, warmup: int, python: str,
+               ours: list[str]) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="rah-bench-cache-") as cache_dir:
         env = child_env(RAH_CACHE_DIR=cache_dir)
-        args = [*OURS, "--cache", "--certificate", str(material.cert_file), "--private-key",
+        args = [*ours, "--cache", "--certificate", str(material.cert_file), "--private-key",
                 str(material.key_file), *emu_args]
         timed_run(args, env)  # warms the cache: every later run is a hit
         samples = alternate({
-            "python -c pass": lambda: timed_run([PYTHON, "-c", "pass"], env),
+            "python -c pass": lambda: timed_run([python, "-c", "pass"], env),
             "cache hit: credential-process --cache": lambda: timed_run(args, env),
         }, runs, warmup)
     return rows_from_samples("cache hit", samples,
@@ -107,7 +118,8 @@ def _peer(material: Material, runs: int, warmup: int) -> list[Row]:
                 [PYTHON, FLOOR, emu.url, emu.trust_anchor_arn, emu.profile_arn, emu.role_arn,
                  "file", cert, key], env),
             "TLS file P-256: credential-process": lambda: timed_run(
-                [*OURS, "--certificate", cert, "--private-key", key, "--ca-bundle", ca, *emu.args], env),
+                [PYTHON, "-m", "rolesanywhere_hsm", "credential-process", "--certificate", cert,
+                 "--private-key", key, "--ca-bundle", ca, *emu.args], env),
             "TLS file P-256: iam-rolesanywhere-session": lambda: timed_run(
                 [PYTHON, "-c", PEER_SCRIPT, host, emu.trust_anchor_arn, emu.profile_arn,
                  emu.role_arn, cert, key, ca], peer_env),

@@ -104,6 +104,38 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for a row's notes: how busy the machine was."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def runtime_venv() -> str:
+    """The interpreter of a clean virtualenv holding only the runtime dependencies (pyproject's
+    `dependencies`, nothing else: no test or bench tools, no editable install's .pth file), to
+    time what users install beside this development environment. BENCH_CLEAN_PYTHON names one
+    made before; else one is made (pip, from the package index) under ~/.cache, once per
+    Python version and dependency list, and reused. Our own code comes from PYTHONPATH, as in
+    the development environment (child_env), so both time the same checkout."""
+    given = os.environ.get("BENCH_CLEAN_PYTHON")
+    if given:
+        return given
+    import hashlib
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    tag = hashlib.sha256("\n".join([sys.version, *deps]).encode()).hexdigest()[:12]
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    venv = home / "rolesanywhere-hsm" / f"bench-venv-{tag}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"[bench] making a clean virtualenv with the runtime dependencies in {venv} ...",
+              file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *deps], check=True,
+                       stdout=subprocess.DEVNULL)
+    return str(python)
+
+
 def timed_run(args: list[str], env: dict[str, str], timeout: float = 60) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one process run; a failure stops the bench with its
     stderr. CPU time (user + system, from the kernel's accounting of the waited child) hardly

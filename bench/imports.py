@@ -28,11 +28,11 @@ def parse_importtime(stderr: str) -> dict[str, float]:
     return dict(totals)
 
 
-def run(runs: int, warmup: int) -> list[Row]:
+def run(runs: int, warmup: int, python: str = PYTHON, suffix: str = "") -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="rah-bench-") as tmp:
         material = Material.create(Path(tmp), softhsm=False)
         with emulator(material) as emu:
-            args = [PYTHON, "-X", "importtime", "-m", "rolesanywhere_hsm", "credential-process",
+            args = [python, "-X", "importtime", "-m", "rolesanywhere_hsm", "credential-process",
                     "--certificate", str(material.cert_file), "--private-key", str(material.key_file), *emu.args]
             best: dict[str, float] | None = None
             for _ in range(max(1, min(runs, 5)) + warmup):  # the fastest run: least noise
@@ -43,7 +43,7 @@ def run(runs: int, warmup: int) -> list[Row]:
                 if best is None or sum(totals.values()) < sum(best.values()):
                     best = totals
     assert best is not None
-    rows = [Row(SECTION, "all imports (credential-process, file key)", sum(best.values()) / 1000)]
+    rows = [Row(SECTION, f"all imports (credential-process, file key){suffix}", sum(best.values()) / 1000)]
     for name, micros in sorted(best.items(), key=lambda kv: -kv[1])[:10]:
-        rows.append(Row(SECTION, f"import {name}", micros / 1000))
+        rows.append(Row(SECTION, f"import {name}{suffix}", micros / 1000))
     return rows

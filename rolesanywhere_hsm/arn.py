@@ -7,9 +7,9 @@ token PIN entry and a 400 from the service. Shapes: docs/protocol.md section 2.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from rolesanywhere_hsm.errors import ArnError
+from rolesanywhere_hsm.record import Record
 
 __all__ = ["Arn", "SessionArns", "parse_arn", "validate_session_arns"]
 
@@ -22,13 +22,20 @@ _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 _ROLE_RESOURCE = re.compile(r"^role/(?:[\x21-\x7e]+/)*[\w+=,.@-]{1,64}$")
 
 
-@dataclass(frozen=True)
-class Arn:
+class Arn(Record):
+    """The five parts of an ARN (a plain frozen class: rolesanywhere_hsm.record)."""
+
+    _compared = ("partition", "service", "region", "account", "resource")
+    __slots__ = _compared
+
     partition: str
     service: str
     region: str
     account: str
     resource: str
+
+    def __init__(self, partition: str, service: str, region: str, account: str, resource: str) -> None:
+        self._set(partition=partition, service=service, region=region, account=account, resource=resource)
 
     def __str__(self) -> str:
         return f"arn:{self.partition}:{self.service}:{self.region}:{self.account}:{self.resource}"
@@ -61,13 +68,18 @@ def _expect(arn: Arn, value: str, what: str, service: str, resource: str) -> Non
         )
 
 
-@dataclass(frozen=True)
-class SessionArns:
+class SessionArns(Record):
     """The three ARNs of a CreateSession call, checked against each other."""
+
+    _compared = ("trust_anchor", "profile", "role")
+    __slots__ = _compared
 
     trust_anchor: Arn
     profile: Arn
     role: Arn
+
+    def __init__(self, trust_anchor: Arn, profile: Arn, role: Arn) -> None:
+        self._set(trust_anchor=trust_anchor, profile=profile, role=role)
 
     @property
     def region(self) -> str:

@@ -17,6 +17,12 @@ One `CredentialSession` serves the provider for the life of the process: one tok
 signature and one CreateSession per refresh. Nothing happens until credentials are first needed
 (creating the session asks for no PIN). A PIN comes from the URI's pin-source, RAH_PKCS11_PIN,
 or the `secret_callback` given (asked at most once; a background refresh never prompts).
+
+While the token or the endpoint is down, botocore asks for a refresh on every call; the provider
+backs off (`refresh.backoff_delay`: full jitter from one second, capped at a tenth of the
+lifetime and at a minute) and answers calls inside the backoff with the last error at once,
+without touching the token or the network. A PIN the token refused is never presented again
+(the session refuses every later fetch by itself).
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rolesanywhere_hsm.refresh import RefreshTimes, refresh_times
+from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError
+from rolesanywhere_hsm.refresh import BACKOFF_CAP, RefreshTimes, backoff_delay, refresh_times
 from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
 from rolesanywhere_hsm.settings import ConfigError, options_for, settings_for
 
@@ -44,10 +52,27 @@ _NOT_IN_PROCESS = frozenset({"cache", "debug", "config-profile"})
 _ADVISORY_MARK, _MANDATORY_MARK = 2, 1
 
 
+# Options that are secrets: a CredentialSpec never holds one, so `spec_from_options` refuses
+# them rather than drop them; boto3_session() takes them as its own keywords.
+_SECRET_OPTIONS = {"tpm_key_password": "tpm-key-password", "pkcs8_password": "pkcs8-password"}
+
+
 def spec_from_options(config_profile: str | None = None, environ: Mapping[str, str] | None = None,
                       **options: Any) -> CredentialSpec:
     """A `CredentialSpec` from the option table's names with underscores (`trust_anchor_arn=`),
-    merged with the environment and the named profile as the command line would be."""
+    merged with the environment and the named profile as the command line would be. Secret
+    options (`tpm_key_password`, `pkcs8_password`) are refused: a spec holds no secret, and
+    dropping them silently would leave the key locked (give them to `boto3_session`)."""
+    secret = sorted(set(options) & set(_SECRET_OPTIONS))
+    if secret:
+        raise ConfigError(
+            f"{', '.join(secret)} is a secret, which a CredentialSpec never holds.",
+            hint="Pass it to boto3_session() or RolesAnywhereCredentialProvider() as a keyword.")
+    return CredentialSpec.from_settings(_settings_from_options(config_profile, environ, **options))
+
+
+def _settings_from_options(config_profile: str | None, environ: Mapping[str, str] | None,
+                           **options: Any) -> Any:
     allowed = {opt.attr: opt.name for opt in options_for("credential-process")
                if opt.name not in _NOT_IN_PROCESS}
     unknown = sorted(set(options) - set(allowed))
@@ -59,7 +84,7 @@ def spec_from_options(config_profile: str | None = None, environ: Mapping[str, s
     flags = {allowed[key]: value for key, value in options.items() if value is not None}
     if config_profile:
         flags["config-profile"] = config_profile
-    return CredentialSpec.from_settings(settings_for("credential-process", flags, environ))
+    return settings_for("credential-process", flags, environ)
 
 
 class _RolesAnywhereCredentials:
@@ -106,17 +131,33 @@ class RolesAnywhereCredentialProvider:
     CANONICAL_NAME = "RolesAnywhereHsm"
 
     def __init__(self, spec: CredentialSpec, *, secret_callback: Callable[[str], str] | None = None,
-                 pkcs8_password: str | None = None, clock: Callable[[], dt.datetime] | None = None,
-                 rng: Callable[[], float] = random.random) -> None:
+                 pkcs8_password: str | None = None, tpm_key_password: str | None = None,
+                 clock: Callable[[], dt.datetime] | None = None,
+                 rng: Callable[[], float] = random.random,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 audit_log: str | None = None) -> None:
         self.spec = spec
+        observers = []
+        if audit_log:
+            from rolesanywhere_hsm.audit import AuditLog
+
+            observers.append(AuditLog(audit_log))
+        # rotate: a renewed certificate is used at the next refresh (rotation.py), no new login.
         self._session = CredentialSession(spec, secret_callback=RememberedSecret(secret_callback),
-                                          pkcs8_password=pkcs8_password)
+                                          pkcs8_password=pkcs8_password,
+                                          tpm_key_password=tpm_key_password, observers=observers,
+                                          rotate=True)
         self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
         self._rng = rng
+        self._monotonic = monotonic
+        self._failures = 0
+        self._retry_at: float | None = None  # monotonic: no fetch before this after a failure
+        self._last_error: RolesAnywhereError | None = None
         self._times: RefreshTimes | None = None
         self._lock = threading.Lock()
         self._credentials: Any = None
         self.refresh_count = 0
+        self.failure_count = 0  # fetches that failed (not the calls answered inside a backoff)
         self._finalizer = weakref.finalize(self, self._session.close)
 
     def load(self) -> Any:
@@ -127,9 +168,27 @@ class RolesAnywhereCredentialProvider:
             return self._credentials
 
     def _refresh(self) -> dict[str, str]:
-        """botocore's `refresh_using`: one CreateSession; the times for the next refresh."""
+        """botocore's `refresh_using`: one CreateSession, or, inside the backoff after a failed
+        one, the last error again at once; the times for the next refresh."""
+        if self._retry_at is not None and self._monotonic() < self._retry_at:
+            left = self._retry_at - self._monotonic()
+            error = self._last_error
+            raise CredentialsUnavailableError(
+                f"Not fetching credentials for {left:.1f} s more: the last attempt failed: "
+                f"{error.message if error else 'unknown error'}",
+                hint="Refreshing is retried with backoff; check the endpoint and the token.",
+            ) from error
         issued_at = self._clock()
-        credentials = self._session.fetch()
+        try:
+            credentials = self._session.fetch()
+        except RolesAnywhereError as exc:
+            self._failures += 1
+            cap = min(self._times.backoff_cap, BACKOFF_CAP) if self._times else BACKOFF_CAP
+            self._retry_at = self._monotonic() + backoff_delay(self._failures, cap, self._rng())
+            self._last_error = exc
+            self.failure_count += 1
+            raise
+        self._failures, self._retry_at, self._last_error = 0, None, None
         self._times = refresh_times(issued_at, credentials.expiration, jitter=self._rng())
         self.refresh_count += 1
         return {
@@ -145,14 +204,18 @@ class RolesAnywhereCredentialProvider:
 
 def boto3_session(config_profile: str | None = None, *, region_name: str | None = None,
                   secret_callback: Callable[[str], str] | None = None,
-                  pkcs8_password: str | None = None, **options: Any) -> boto3.Session:
+                  pkcs8_password: str | None = None, tpm_key_password: str | None = None,
+                  **options: Any) -> boto3.Session:
     """A `boto3.Session` whose credentials come from IAM Roles Anywhere with our signer.
 
     `config_profile` names a `[profiles.NAME]` of the config file (as `--config-profile` does);
     `options` are the command line's long names with underscores (`certificate=`,
     `private_key=`, `trust_anchor_arn=`, `profile_arn=`, `role_arn=`, `region=`, `endpoint=`,
-    `pkcs11_lib=`, `session_duration=`, ...), taking precedence over the profile. `region_name`
+    `pkcs11_lib=`, `session_duration=`, `audit_log=` (a file, or "-" for stderr: one JSON line per
+    CreateSession attempt), ...), taking precedence over the profile. `region_name`
     is the region of the AWS APIs you call (default: boto3's own, else the trust anchor's).
+    `pkcs8_password` and `tpm_key_password` unlock an encrypted key file and a TPM key file
+    (else RAH_PKCS8_PASSWORD / RAH_TPM_KEY_PASSWORD, else `secret_callback`).
     Validation happens here; the token is first touched when credentials are first needed.
     """
     try:
@@ -160,10 +223,16 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
         import botocore.session
     except ImportError:
         raise ConfigError("boto3 is not installed.",
-                                 hint="pip install 'rolesanywhere-hsm[boto3]'.") from None
-    spec = spec_from_options(config_profile, **options)
+                                 hint="pip install boto3 (what the [boto3] extra installs).") from None
+    for name, value in (("pkcs8_password", pkcs8_password), ("tpm_key_password", tpm_key_password)):
+        if value is not None:
+            options[name] = value  # resolved with the environment, as the command line's are
+    settings = _settings_from_options(config_profile, None, **options)
+    spec = CredentialSpec.from_settings(settings)
     provider = RolesAnywhereCredentialProvider(spec, secret_callback=secret_callback,
-                                               pkcs8_password=pkcs8_password)
+                                               pkcs8_password=settings["pkcs8-password"],
+                                               tpm_key_password=settings["tpm-key-password"],
+                                               audit_log=settings["audit-log"])
     core = botocore.session.Session()
     core.get_component("credential_provider").insert_before("env", provider)
     if region_name is None and core.get_config_variable("region") is None:

@@ -1,11 +1,20 @@
 """A cross-process cache of credentials, so that repeated `credential_process` runs cost a file
 read instead of a PIN, a token login, a signature and a CreateSession.
 
-It holds what `~/.aws/credentials` would hold, in a per-user directory (`$XDG_RUNTIME_DIR/
-rolesanywhere-hsm/`, else `$XDG_CACHE_HOME/rolesanywhere-hsm/`, i.e. `~/.cache/...`), 0700, one
-0600 file per credential source, written atomically; it is opt-in. A file is trusted only when
-it is a regular file (not a symlink), owned by us, unreadable by group and others, and parses;
-anything else is replaced, with a debug line saying why.
+It holds what `~/.aws/credentials` would hold, in a per-user directory (`RAH_CACHE_DIR`, else
+`$XDG_RUNTIME_DIR/rolesanywhere-hsm/`, else `$XDG_CACHE_HOME/rolesanywhere-hsm/`, i.e.
+`~/.cache/...`), one 0600 file per credential source, written atomically; it is opt-in.
+
+The directory is trusted only when it is a directory (not a symlink), owned by us and closed to
+group and others (0700 or stricter); that is checked with one `lstat` on every use, a hit
+included, and a directory that fails is never used, never repaired (a `chmod` on a directory
+someone pointed us at, `$HOME` say, would be ours to regret) and never cleared. A file is
+trusted only when it is a regular file (not a symlink), owned by us, unreadable by group and
+others, and parses; an untrusted file at an entry's own name is replaced, with a debug line
+saying why. `clear()` removes only what is provably an entry or one of its files: the name
+shape (`<40 hex>.json`, its `.lock`, the atomic writer's `.<40 hex>.json.XXXXXXXX` leftovers),
+a regular file owned by us, and (for entries and leftovers) contents that parse as an entry.
+Anything else in the directory is left alone, byte for byte.
 
 The reuse rule (`reuse_margin`): an entry is handed out until `margin` seconds before it
 expires, where `margin = min(16 minutes, lifetime / 2)`. botocore runs a `credential_process`
@@ -16,25 +25,31 @@ session is reused for its first 7.5 minutes (botocore calls us on every command 
 each call is then a file read).
 
 Importing this module must stay cheap: a cache hit imports nothing heavier than json and
-hashlib (no httpx, cryptography, asn1crypto or PKCS#11), which a test pins.
+datetime (no dataclasses, pathlib, logging or hashlib's OpenSSL: rolesanywhere_hsm.digest; no
+httpx, cryptography, asn1crypto or PKCS#11), which tests pin. Debug lines go through `logging` only when something has imported it
+(`--debug` does, and so does any program that configures logging).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import errno
-import hashlib
 import json
-import logging
 import os
 import stat
+import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 from rolesanywhere_hsm.credentials import Credentials, format_expiration, parse_expiration
+from rolesanywhere_hsm.digest import sha256_hex
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+    from typing import Any
+
+    Clock = Callable[[], dt.datetime]
 
 __all__ = [
     "CacheEntry",
@@ -43,16 +58,24 @@ __all__ = [
     "reuse_margin",
 ]
 
-log = logging.getLogger("rolesanywhere_hsm.cache")
-
 BOTOCORE_ADVISORY_SECONDS = 15 * 60  # botocore re-runs credential_process below this
 MAX_MARGIN_SECONDS = BOTOCORE_ADVISORY_SECONDS + 60
 MAX_ENTRY_BYTES = 64 * 1024  # an entry is a few hundred bytes; a bigger file is not ours
 LOCK_WAIT_SECONDS = 30.0  # how long a run waits for another run's fetch before fetching itself
 _FORMAT = 1
 _SUFFIX = ".json"
+_DIGEST_CHARS = 40
+_HEX = frozenset("0123456789abcdef")
+_TEMP_TAIL_CHARS = 8  # tempfile.mkstemp's random part, which files.write_atomic uses
+_TEMP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 
-Clock = Callable[[], dt.datetime]
+
+def _debug(message: str, *args: object) -> None:
+    """A debug line, when logging is in use: importing logging costs a cache hit more than
+    reading the entry does, and without `--debug` no handler would print the line anyway."""
+    logging = sys.modules.get("logging")
+    if logging is not None:
+        logging.getLogger("rolesanywhere_hsm.cache").debug(message, *args)
 
 
 def _utcnow() -> dt.datetime:
@@ -64,29 +87,76 @@ def reuse_margin(lifetime_seconds: float) -> float:
     return max(0.0, min(float(MAX_MARGIN_SECONDS), lifetime_seconds / 2))
 
 
-def cache_directory(environ: Mapping[str, str] | None = None) -> Path:
-    """Where entries live: `RAH_CACHE_DIR`, else under `$XDG_RUNTIME_DIR` (a per-user tmpfs that
-    the system empties at logout), else under `$XDG_CACHE_HOME` or `~/.cache`."""
+def cache_directory(environ: Mapping[str, str] | None = None) -> str:
+    """Where entries live: `RAH_CACHE_DIR` (the directory itself, for a tmpfs of one's choice
+    or a test; it gets the same checks as the default), else under `$XDG_RUNTIME_DIR` (a
+    per-user tmpfs that the system empties at logout), else under `$XDG_CACHE_HOME` or
+    `~/.cache`."""
     environ = os.environ if environ is None else environ
     if environ.get("RAH_CACHE_DIR"):
-        return Path(environ["RAH_CACHE_DIR"])
+        return os.path.abspath(environ["RAH_CACHE_DIR"])
     runtime = environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
-        return Path(runtime) / "rolesanywhere-hsm"
+        return os.path.join(runtime, "rolesanywhere-hsm")
     cache_home = environ.get("XDG_CACHE_HOME")
-    base = Path(cache_home) if cache_home and os.path.isabs(cache_home) else Path.home() / ".cache"
-    return base / "rolesanywhere-hsm"
+    if not (cache_home and os.path.isabs(cache_home)):
+        cache_home = os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache_home, "rolesanywhere-hsm")
 
 
-@dataclass(frozen=True)
+def directory_problem(info: os.stat_result) -> str | None:
+    """Why a directory (its `lstat`) must not hold our entries, or None when it may."""
+    if stat.S_ISLNK(info.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"it is owned by uid {info.st_uid}, not by us"
+    if info.st_mode & 0o077:
+        return f"its mode {stat.S_IMODE(info.st_mode):04o} lets others in (it must be 0700)"
+    return None
+
+
+def entry_file_kind(name: str) -> str | None:
+    """What a file name in the cache directory is by its shape: "entry" (`<40 hex>.json`),
+    "lock" (`<40 hex>.lock`), "leftover" (the atomic writer's `.<40 hex>.json.XXXXXXXX`), or
+    None: not a name we ever create."""
+    hidden = name.startswith(".")
+    stem, dot, rest = name[hidden:].partition(".")
+    if len(stem) != _DIGEST_CHARS or not _HEX.issuperset(stem) or not dot:
+        return None
+    if not hidden:
+        return {"json": "entry", "lock": "lock"}.get(rest)
+    tail = rest[len("json."):]
+    if rest.startswith("json.") and len(tail) == _TEMP_TAIL_CHARS and _TEMP_CHARS.issuperset(tail):
+        return "leftover"
+    return None
+
+
 class CacheEntry:
     """What `cache list` shows of one entry: never a secret."""
 
-    name: str
-    description: str
-    issued_at: dt.datetime | None
-    expiration: dt.datetime | None
-    problem: str | None = None  # why the entry would not be trusted, if it would not
+    __slots__ = ("description", "expiration", "issued_at", "name", "problem")
+
+    def __init__(self, name: str, description: str, issued_at: dt.datetime | None,
+                 expiration: dt.datetime | None, problem: str | None = None) -> None:
+        self.name = name
+        self.description = description
+        self.issued_at = issued_at
+        self.expiration = expiration
+        self.problem = problem  # why the entry would not be trusted, if it would not
+
+    def __repr__(self) -> str:
+        return (f"CacheEntry(name={self.name!r}, description={self.description!r}, "
+                f"issued_at={self.issued_at!r}, expiration={self.expiration!r}, problem={self.problem!r})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CacheEntry) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+
+class CacheDirectoryError(Exception):
+    """The cache directory fails the checks (`directory_problem`); the message says why."""
 
 
 class _Untrusted(Exception):
@@ -96,16 +166,24 @@ class _Untrusted(Exception):
 class CredentialCache:
     """Entries keyed by a credential source's cache key (computed without touching a token)."""
 
-    def __init__(self, directory: Path | None = None, *, clock: Clock = _utcnow,
+    def __init__(self, directory: str | os.PathLike[str] | None = None, *, clock: Clock = _utcnow,
                  lock_wait: float = LOCK_WAIT_SECONDS) -> None:
-        self.directory = Path(directory) if directory is not None else cache_directory()
+        self._dir = os.fspath(directory) if directory is not None else cache_directory()
         self._clock = clock
         self._lock_wait = lock_wait
 
+    @property
+    def directory(self) -> Path:
+        """The directory as a Path (for `cache list` and tests; the hit path uses strings)."""
+        from pathlib import Path
+
+        return Path(self._dir)
+
     # -- the one operation credential-process needs -------------------------------------------
     def get_or_fetch(self, key: str, fetch: Callable[[], Credentials], *,
-                     description: str = "") -> Credentials:
+                     description: str | Callable[[], str] = "") -> Credentials:
         """A usable cached entry, else `fetch()` once across all processes asking for `key`.
+        `description` (for `cache list`) may be a function: it is then called only on a miss.
 
         Concurrent runs on a cold entry queue on a lock file; the first fetches and stores, the
         others find its entry when they get the lock. A cache that cannot be used (a directory
@@ -122,75 +200,82 @@ class CredentialCache:
                 return hit
             issued_at = self._clock()
             credentials = fetch()
-            self.store(key, credentials, issued_at=issued_at, description=description)
+            self.store(key, credentials, issued_at=issued_at,
+                       description=description() if callable(description) else description)
             return credentials
 
     # -- reading ------------------------------------------------------------------------------
     def load(self, key: str) -> Credentials | None:
-        """The entry for `key` if it is trusted and has more than the reuse margin left."""
+        """The entry for `key` if the directory and the entry are trusted and the entry has more
+        than the reuse margin left."""
+        if self._directory_problem() is not None:
+            return None
         path = self._path(key)
+        name = os.path.basename(path)
         try:
-            record = self._read_trusted(path)
+            record = _read_entry(path)
         except FileNotFoundError:
             return None
         except _Untrusted as exc:
-            log.debug("cache entry %s not used: %s; it will be replaced", path.name, exc)
+            _debug("cache entry %s not used: %s; it will be replaced", name, exc)
             self._discard(path)
             return None
-        if record.get("key") != key:  # a hash collision or a hand-edited file
-            log.debug("cache entry %s belongs to another source; it will be replaced", path.name)
+        if record["key"] != key:  # a hash collision or a hand-edited file
+            _debug("cache entry %s belongs to another source; it will be replaced", name)
             return None
         credentials, issued_at = record["credentials"], record["issued_at"]
         lifetime = (credentials.expiration - issued_at).total_seconds()
         left = credentials.seconds_left(self._clock())
         if left <= reuse_margin(lifetime):
-            log.debug("cache entry %s has %.0f s left (margin %.0f s): fetching new credentials",
-                      path.name, left, reuse_margin(lifetime))
+            _debug("cache entry %s has %.0f s left (margin %.0f s): fetching new credentials",
+                   name, left, reuse_margin(lifetime))
             return None
-        log.debug("cache hit: %s, %.0f s left", path.name, left)
+        _debug("cache hit: %s, %.0f s left", name, left)
         return credentials
 
-    def _read_trusted(self, path: Path) -> dict[str, object]:
+    def directory_problem(self) -> str | None:
+        """Why the directory may not be used (None when it may, or does not exist yet)."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            return directory_problem(os.lstat(self._dir))
+        except FileNotFoundError:
+            return None
         except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise FileNotFoundError(path) from None
-            if exc.errno == errno.ELOOP:
-                raise _Untrusted("it is a symbolic link") from None
-            raise _Untrusted(f"it cannot be opened ({exc.strerror})") from None
+            return f"it cannot be examined ({exc.strerror or exc})"
+
+    def _directory_problem(self) -> str | None:
+        """directory_problem() for the hit path: a missing directory is a miss too."""
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise _Untrusted("it is not a regular file")
-            if info.st_uid != os.geteuid():
-                raise _Untrusted(f"it is owned by uid {info.st_uid}, not by us")
-            if info.st_mode & 0o077:
-                raise _Untrusted(f"its mode {stat.S_IMODE(info.st_mode):04o} lets others read it")
-            if info.st_size > MAX_ENTRY_BYTES:
-                raise _Untrusted(f"it is {info.st_size} bytes, larger than an entry can be")
-            data = os.read(fd, MAX_ENTRY_BYTES + 1)
-        finally:
-            os.close(fd)
-        return _parse_entry(data)
+            info = os.lstat(self._dir)
+        except OSError as exc:
+            problem = ("it does not exist" if exc.errno == errno.ENOENT
+                       else f"it cannot be examined ({exc.strerror})")
+        else:
+            problem = directory_problem(info)
+        if problem is not None:
+            _debug("cache directory %s not used: %s", self._dir, problem)
+        return problem
 
     def entries(self) -> list[CacheEntry]:
-        """Every entry file with its state, for `cache list`: names and times, no secrets."""
-        if not self.directory.is_dir():
+        """Every entry file with its state, for `cache list`: names and times, no secrets.
+        A directory that fails the checks raises CacheDirectoryError."""
+        problem = self.directory_problem()
+        if problem is not None:
+            raise CacheDirectoryError(problem)
+        if not os.path.isdir(self._dir):
             return []
         found = []
-        for path in sorted(self.directory.glob("*" + _SUFFIX)):
+        for name in sorted(os.listdir(self._dir)):
+            if entry_file_kind(name) != "entry":
+                continue
             try:
-                record = self._read_trusted(path)
+                record = _read_entry(os.path.join(self._dir, name))
             except FileNotFoundError:
                 continue
             except _Untrusted as exc:
-                found.append(CacheEntry(path.name, "", None, None, problem=str(exc)))
+                found.append(CacheEntry(name, "", None, None, problem=str(exc)))
                 continue
-            credentials = record["credentials"]
-            assert isinstance(credentials, Credentials)
-            found.append(CacheEntry(path.name, str(record.get("description", "")),
-                                    record["issued_at"], credentials.expiration))  # type: ignore[arg-type]
+            found.append(CacheEntry(name, record["description"], record["issued_at"],
+                                    record["credentials"].expiration))
         return found
 
     # -- writing ------------------------------------------------------------------------------
@@ -210,79 +295,154 @@ class CredentialCache:
         if not self._usable_directory():
             return False
         try:
-            if path.is_symlink() or (path.exists() and not path.is_file()):
+            if os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
                 self._discard(path)
             write_atomic(path, json.dumps(record, separators=(",", ":")))
         except OSError as exc:
-            log.debug("cache entry %s not written: %s", path.name, exc.strerror or exc)
+            _debug("cache entry %s not written: %s", os.path.basename(path), exc.strerror or exc)
             return False
         return True
 
-    def clear(self) -> int:
-        """Remove every entry (and its lock file); the number of entries removed."""
-        if not self.directory.is_dir():
-            return 0
-        removed = 0
-        for path in self.directory.iterdir():
-            # entries, their lock files, and leftovers (write_atomic's temp files, entries
-            # moved aside as untrusted): the directory is ours alone
-            if path.suffix in (_SUFFIX, ".lock") or path.name.startswith("."):
-                self._discard(path)
-                removed += path.suffix == _SUFFIX and not path.name.startswith(".")
-        return removed
+    def clear(self) -> tuple[int, int]:
+        """Remove every entry and its files; (entries removed, other files left alone).
+
+        Only what is provably ours goes (module docstring): a name of ours, a regular file owned
+        by us, and for entries and leftovers contents that parse as an entry. A directory that
+        fails the checks is not touched at all: CacheDirectoryError.
+        """
+        problem = self.directory_problem()
+        if problem is not None:
+            raise CacheDirectoryError(problem)
+        try:
+            names = os.listdir(self._dir)
+        except FileNotFoundError:
+            return 0, 0
+        removed = kept = 0
+        for name in names:
+            kind = entry_file_kind(name)
+            path = os.path.join(self._dir, name)
+            if kind is None or not _provably_ours(path, kind):
+                kept += 1
+                continue
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                _debug("cannot remove %s: %s", name, exc.strerror or exc)
+                kept += 1
+                continue
+            removed += kind == "entry"
+        return removed, kept
 
     # -- plumbing -----------------------------------------------------------------------------
-    def _path(self, key: str) -> Path:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
-        return self.directory / f"{digest}{_SUFFIX}"
+    def _path(self, key: str) -> str:
+        digest = sha256_hex(key.encode("utf-8"))[:_DIGEST_CHARS]
+        return os.path.join(self._dir, digest + _SUFFIX)
 
     def _usable_directory(self) -> bool:
-        """Create the directory 0700 if needed; refuse one that others own or can enter."""
+        """Create the directory 0700 if needed; refuse one that fails the checks."""
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            info = os.lstat(self.directory)
+            os.makedirs(self._dir, mode=0o700, exist_ok=True)
         except OSError as exc:
-            log.debug("cache directory %s not usable: %s", self.directory, exc.strerror or exc)
+            _debug("cache directory %s not usable: %s", self._dir, exc.strerror or exc)
             return False
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            log.debug("cache directory %s is not a directory of ours: cache not used", self.directory)
-            return False
-        if info.st_mode & 0o077:
-            os.chmod(self.directory, 0o700)
-        return True
+        return self._directory_problem() is None
 
-    @contextlib.contextmanager
-    def _locked(self, key: str) -> Iterator[None]:
-        """files.locked on the entry's lock file, waited for at most `lock_wait` seconds. A run
-        must end in bounded time: when the lock cannot be had (held too long, or the file
-        cannot be made), it goes on without it, at the cost of a second fetch."""
+    def _locked(self, key: str) -> _Lock:
+        return _Lock(self._path(key)[:-len(_SUFFIX)], self._lock_wait)
+
+    @staticmethod
+    def _discard(path: str) -> None:
+        """Remove an untrusted file at an entry's own name (a directory there is moved aside,
+        never removed): only called inside a directory that passed the checks."""
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                head, name = os.path.split(path)
+                os.rename(path, os.path.join(head, f".{name}.untrusted-{os.getpid()}-{time.monotonic_ns()}"))
+            else:
+                os.unlink(path)
+        except OSError as exc:
+            _debug("cannot remove %s: %s", os.path.basename(path), exc.strerror or exc)
+
+
+class _Lock:
+    """files.locked on the entry's lock file, waited for at most `lock_wait` seconds. A run must
+    end in bounded time: when the lock cannot be had (held too long, or the file cannot be
+    made), it goes on without it, at the cost of a second fetch."""
+
+    def __init__(self, path: str, wait: float) -> None:
+        self._path, self._wait, self._held = path, wait, None
+
+    def __enter__(self) -> None:
         from rolesanywhere_hsm.errors import UsageError
         from rolesanywhere_hsm.files import locked
 
-        lock = locked(self._path(key).with_suffix(""), self._lock_wait)
+        lock = locked(self._path, self._wait)
         try:
             lock.__enter__()
         except UsageError as exc:
-            log.debug("cache lock not used (%s): fetching without it", exc.message)
-            yield
+            _debug("cache lock not used (%s): fetching without it", exc.message)
             return
-        try:
-            yield
-        finally:
-            lock.__exit__(None, None, None)
+        self._held = lock
 
-    @staticmethod
-    def _discard(path: Path) -> None:
-        try:
-            if path.is_dir() and not path.is_symlink():
-                path.rename(path.with_name(f".{path.name}.untrusted-{os.getpid()}-{time.monotonic_ns()}"))
-            else:
-                path.unlink()
-        except OSError as exc:
-            log.debug("cannot remove %s: %s", path.name, exc.strerror or exc)
+    def __exit__(self, *exc_info: object) -> None:
+        if self._held is not None:
+            self._held.__exit__(None, None, None)
+            self._held = None
 
 
-def _parse_entry(data: bytes) -> dict[str, object]:
+def _provably_ours(path: str, kind: str) -> bool:
+    """For clear(): a regular file owned by us; an entry or leftover that parses; a lock file
+    that is empty (files.locked never writes to it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return False
+        if kind == "lock":
+            return info.st_size == 0
+        if info.st_size > MAX_ENTRY_BYTES:
+            return False
+        data = os.read(fd, MAX_ENTRY_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        _parse_entry(data)
+    except _Untrusted:
+        return False
+    return True
+
+
+def _read_entry(path: str) -> dict[str, Any]:
+    """The entry at `path` if it is trusted (module docstring), else _Untrusted; a missing file
+    is FileNotFoundError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise FileNotFoundError(path) from None
+        if exc.errno == errno.ELOOP:
+            raise _Untrusted("it is a symbolic link") from None
+        raise _Untrusted(f"it cannot be opened ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _Untrusted("it is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise _Untrusted(f"it is owned by uid {info.st_uid}, not by us")
+        if info.st_mode & 0o077:
+            raise _Untrusted(f"its mode {stat.S_IMODE(info.st_mode):04o} lets others read it")
+        if info.st_size > MAX_ENTRY_BYTES:
+            raise _Untrusted(f"it is {info.st_size} bytes, larger than an entry can be")
+        data = os.read(fd, MAX_ENTRY_BYTES + 1)
+    finally:
+        os.close(fd)
+    return _parse_entry(data)
+
+
+def _parse_entry(data: bytes) -> dict[str, Any]:
     """Decode an entry file; anything malformed is untrusted."""
     try:
         record = json.loads(data)
@@ -300,7 +460,7 @@ def _parse_entry(data: bytes) -> dict[str, object]:
             raise ValueError("no key")
     except (ValueError, KeyError, TypeError) as exc:
         raise _Untrusted(f"it does not parse ({type(exc).__name__})") from None
-    return {"key": record["key"], "description": record.get("description", ""),
+    return {"key": record["key"], "description": str(record.get("description", "")),
             "credentials": credentials, "issued_at": issued_at}
 
 

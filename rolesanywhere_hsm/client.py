@@ -33,6 +33,7 @@ import httpx
 
 from rolesanywhere_hsm import sigv4x509
 from rolesanywhere_hsm.arn import SessionArns
+from rolesanywhere_hsm.backoff import full_jitter
 from rolesanywhere_hsm.credentials import Credentials
 from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT, Deadline, check_timeout
 from rolesanywhere_hsm.endpoints import resolve_endpoint
@@ -79,14 +80,27 @@ def _utcnow() -> dt.datetime:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Full-jitter exponential backoff: attempt n waits uniform(0, min(cap, base * 2**n))."""
+    """Full-jitter exponential backoff: attempt n waits uniform(0, min(cap, base * 2**n)).
+
+    A throttled answer (429) is backed off in seconds, not fractions of one (the account's
+    rate is counted per second, and a fleet retrying at once keeps it exceeded): up to
+    `throttle_attempts` attempts, retry n waiting full jitter over min(throttle_max_delay,
+    throttle_base_delay * 2**(n-1)) seconds, all within the call's deadline.
+    """
 
     attempts: int = 3
     base_delay: float = 0.25
     max_delay: float = 5.0
+    throttle_attempts: int = 5
+    throttle_base_delay: float = 1.0
+    throttle_max_delay: float = 8.0
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+    def throttle_delay(self, throttled: int, rand: float) -> float:
+        """Seconds to wait after the `throttled`-th (>= 1) 429 in a row; `rand` in [0, 1)."""
+        return full_jitter(throttled, rand, base=self.throttle_base_delay, cap=self.throttle_max_delay)
 
 
 def _check_duration(duration_seconds: int) -> None:
@@ -159,6 +173,8 @@ def _error_from_answer(status: int, headers: httpx.Headers, body: bytes) -> Role
             f"The endpoint failed with HTTP {status}{said}.",
             hint="The service had a fault; the call was retried within the time budget. Try again later.",
         )
+    if status == 429:  # throttled, whatever the body says (a proxy's own 429 has none)
+        return service_error(error_type or "ThrottlingException", status, message or "Rate exceeded")
     if not error_type and not message:
         return TransportError(
             f"The endpoint answered HTTP {status} without a Roles Anywhere error.",
@@ -394,13 +410,20 @@ class RolesAnywhereClient:
         }
         auth = X509SigV4Auth(signer, self.region, self._clock)
         last_error: RolesAnywhereError | None = None
-        for attempt in range(self._retry.attempts):
+        throttled = 0  # 429s in a row: backed off by their own rule, in seconds
+        attempt = 0
+        while attempt < (self._retry.throttle_attempts if throttled else self._retry.attempts):
             if attempt:
-                delay = self._retry.delay(attempt)
+                if throttled:
+                    delay = self._retry.throttle_delay(throttled, random.random())
+                else:
+                    delay = self._retry.delay(attempt)
                 if delay >= deadline.remaining():  # no time left for another attempt
                     break
-                log.debug("retrying in %.2f s (attempt %d of %d)", delay, attempt + 1, self._retry.attempts)
+                log.debug("retrying in %.2f s (attempt %d%s)", delay, attempt + 1,
+                          ", throttled" if throttled else "")
                 self._sleep(delay)
+            attempt += 1
             if deadline.expired():
                 break
             request = self._http.build_request(
@@ -412,7 +435,7 @@ class RolesAnywhereClient:
                 timeout=httpx.Timeout(deadline.remaining()),
             )
             try:
-                status, headers, answer = self._exchange(request, auth, deadline, attempt + 1)
+                status, headers, answer = self._exchange(request, auth, deadline, attempt)
             except DeadlineExceededError as exc:
                 if last_error is None:
                     raise
@@ -422,7 +445,7 @@ class RolesAnywhereClient:
             except TransportError as exc:
                 if not getattr(exc, "retryable", True):
                     raise
-                last_error = exc
+                last_error, throttled = exc, 0
                 continue
             log.debug("CreateSession answered HTTP %d", status)
             if status in (200, 201):
@@ -430,6 +453,7 @@ class RolesAnywhereClient:
             last_error = _error_from_answer(status, headers, answer)
             if status not in _RETRY_STATUSES:
                 raise last_error
+            throttled = throttled + 1 if status == 429 else 0
         if last_error is None:  # the budget was gone before the first attempt
             raise DeadlineExceededError(
                 f"The {deadline.describe()} time budget ran out before {self.endpoint} could be called.",

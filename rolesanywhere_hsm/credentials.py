@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from rolesanywhere_hsm.errors import TransportError
+from rolesanywhere_hsm.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 if TYPE_CHECKING:
@@ -47,15 +47,29 @@ def format_expiration(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(Record):
+    """One set of temporary credentials; `repr()` leaves the secret key and the token out. A
+    plain frozen class (rolesanywhere_hsm.record): a cache hit builds one."""
+
+    _compared = ("access_key_id", "secret_access_key", "session_token", "expiration", "role_arn",
+                 "assumed_role_arn", "source_identity")
+    _shown = ("access_key_id", "expiration", "role_arn", "assumed_role_arn", "source_identity")
+    __slots__ = _compared
+
     access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str = field(repr=False)
+    secret_access_key: str
+    session_token: str
     expiration: dt.datetime
-    role_arn: str | None = None
-    assumed_role_arn: str | None = None
-    source_identity: str | None = None
+    role_arn: str | None
+    assumed_role_arn: str | None
+    source_identity: str | None
+
+    def __init__(self, access_key_id: str, secret_access_key: str, session_token: str,
+                 expiration: dt.datetime, role_arn: str | None = None,
+                 assumed_role_arn: str | None = None, source_identity: str | None = None) -> None:
+        self._set(access_key_id=access_key_id, secret_access_key=secret_access_key,
+                  session_token=session_token, expiration=expiration, role_arn=role_arn,
+                  assumed_role_arn=assumed_role_arn, source_identity=source_identity)
 
     @classmethod
     def from_create_session(

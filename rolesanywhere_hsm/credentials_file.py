@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rolesanywhere_hsm.credentials import Credentials
-from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.files import update_atomic
 from rolesanywhere_hsm.inifile import set_section_values
 
@@ -43,8 +42,5 @@ def write_profile(path: str | Path, profile: str, credentials: Credentials) -> P
         text = "" if old is None else old.decode("utf-8", "surrogateescape")
         return set_section_values(text, profile, values).encode("utf-8", "surrogateescape")
 
-    target = Path(path)
-    if target.is_dir():
-        raise UsageError(f"The credentials file {target} is a directory.",
-                         hint="Point AWS_SHARED_CREDENTIALS_FILE at a file.")
-    return update_atomic(target, change, mode=0o600)
+    # A directory, a FIFO, a device, a planted link: refused by update_atomic, naming the file.
+    return update_atomic(Path(path), change, mode=0o600, what="credentials")

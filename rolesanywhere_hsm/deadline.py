@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["DEFAULT_TIMEOUT", "Deadline", "check_timeout"]
 
@@ -35,16 +38,22 @@ def check_timeout(seconds: float, *, setting: str = "--timeout") -> float:
     return float(seconds)
 
 
-@dataclass(frozen=True)
-class Deadline:
+class Deadline(Record):
     """An instant on `clock` (time.monotonic by default) by which the work must be over.
 
     `budget` is the length it was created with, kept for messages ("the 20 s budget").
+    A plain frozen class (rolesanywhere_hsm.record), as it is imported on a cache hit.
     """
+
+    _compared = ("at", "budget")
+    __slots__ = ("at", "budget", "clock")
 
     at: float
     budget: float
-    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    clock: Callable[[], float]
+
+    def __init__(self, at: float, budget: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._set(at=at, budget=budget, clock=clock)
 
     @classmethod
     def after(cls, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> Deadline:

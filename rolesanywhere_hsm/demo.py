@@ -35,7 +35,16 @@ def run_demo(key_kind: str = "p256", keep: Path | None = None, say: Say = print)
     if key_kind not in KEY_KINDS:
         raise UsageError(f"Unknown key type {key_kind!r}.", hint=f"Use one of {', '.join(KEY_KINDS)}.")
     if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file of that name, a parent we may not write
+            from rolesanywhere_hsm.files import FILE_CODE
+            from rolesanywhere_hsm.redact import redact
+
+            reason = ("a file of that name exists" if isinstance(exc, FileExistsError)
+                      else exc.strerror or type(exc).__name__)
+            raise UsageError(f"Cannot create the directory {redact(str(keep))} for --keep: {reason}.",
+                             hint="Give --keep a new or existing directory.", code=FILE_CODE) from None
         workdir_context: tempfile.TemporaryDirectory[str] | None = None
         workdir = keep
     else:

@@ -25,7 +25,20 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, mldsa, padding, rsa
 from cryptography.x509.oid import NameOID
 
-__all__ = ["KEY_KINDS", "MLDSA_KEY_KINDS", "CertificateAuthority", "new_private_key", "write_pem"]
+__all__ = [
+    "KEY_KINDS",
+    "MLDSA_KEY_KINDS",
+    "CertificateAuthority",
+    "load_test_ca",
+    "new_private_key",
+    "save_test_ca",
+    "sign_request",
+    "write_pem",
+]
+
+# `dev-ca`: the files of a test CA directory.
+CA_CERTIFICATE_FILE = "ca.pem"
+CA_KEY_FILE = "ca.key"
 
 # Kinds every key store takes (tokens too); ML-DSA kinds apart, since no token here has them.
 KEY_KINDS = ("rsa2048", "rsa3072", "rsa4096", "p256", "p384", "p521")
@@ -343,3 +356,80 @@ def write_pem(path: str | Path, *items: Any, mode: int = 0o644) -> Path:
     path.write_bytes(b"".join(chunks))
     path.chmod(mode)
     return path
+
+
+def save_test_ca(ca: CertificateAuthority, directory: str | Path) -> tuple[Path, Path]:
+    """`dev-ca init`: write `ca`'s certificate (0644) and unencrypted key (0600, created so:
+    never readable by others, not even for a moment) into `directory` (made 0700 if new).
+    An existing key is never overwritten: it may be the only copy of someone's test CA."""
+    from rolesanywhere_hsm.errors import UsageError
+    from rolesanywhere_hsm.files import write_atomic
+
+    where = Path(directory)
+    where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path, cert_path = where / CA_KEY_FILE, where / CA_CERTIFICATE_FILE
+    if key_path.exists() or cert_path.exists():
+        raise UsageError(f"{where} already holds a test CA ({CA_KEY_FILE}/{CA_CERTIFICATE_FILE}); "
+                         "nothing was written.",
+                         hint="Choose another directory, or remove the old CA's files first.")
+    key_pem = ca.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())
+    write_atomic(key_path, key_pem, mode=0o600)
+    write_atomic(cert_path, ca.certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
+    return cert_path, key_path
+
+
+def load_test_ca(directory: str | Path) -> CertificateAuthority:
+    """The test CA that `save_test_ca` wrote into `directory`."""
+    from rolesanywhere_hsm.errors import CertificateError, UsageError
+    from rolesanywhere_hsm.files import read_regular_file
+
+    where = Path(directory)
+    key_path, cert_path = where / CA_KEY_FILE, where / CA_CERTIFICATE_FILE
+    if not key_path.exists() or not cert_path.exists():
+        raise UsageError(f"{where} holds no test CA (it needs {CA_CERTIFICATE_FILE} and {CA_KEY_FILE}).",
+                         hint=f"Make one with: rolesanywhere-hsm dev-ca init {where}")
+    try:
+        certificate = x509.load_pem_x509_certificate(
+            read_regular_file(cert_path, what="CA certificate", limit=1 << 20, error=CertificateError))
+        key = serialization.load_pem_private_key(
+            read_regular_file(key_path, what="CA key", limit=1 << 20, error=CertificateError), None)
+    except ValueError as exc:
+        raise CertificateError(f"The test CA in {where} cannot be read: {exc}",
+                               hint=f"Make a new one with: rolesanywhere-hsm dev-ca init DIR") from None
+    return CertificateAuthority(certificate, key)
+
+
+def sign_request(ca: CertificateAuthority, request: bytes, *, days: int = 365) -> x509.Certificate:
+    """`dev-ca sign`: the end-entity certificate Roles Anywhere wants for the PKCS#10 request
+    `request` (PEM or DER): the request's subject and subject alternative names, `CA:FALSE`,
+    `digitalSignature`, SHA-256, `days` long. The request's signature is checked first: a
+    request that its key did not sign proves nothing about who holds the key.
+
+    Takes the request itself (not a path) so that further rules on it (an attested request)
+    can be added here, in one place."""
+    from rolesanywhere_hsm.errors import CertificateError, UsageError
+
+    if not 1 <= days <= 3650:
+        raise UsageError(f"--days {days} is out of range.", hint="Use 1..3650 days.")
+    try:
+        csr = (x509.load_pem_x509_csr(request) if request.lstrip().startswith(b"-----")
+               else x509.load_der_x509_csr(request))
+        valid = csr.is_signature_valid
+        public_key = csr.public_key()
+    except (ValueError, TypeError) as exc:
+        raise CertificateError(f"The certificate request cannot be read: {exc}",
+                               hint="Give the PEM (or DER) request that `rolesanywhere-hsm csr` wrote.") from None
+    if not valid:
+        raise CertificateError("The certificate request's signature does not verify; nothing was signed.",
+                               hint="Make the request again with `rolesanywhere-hsm csr`.")
+    builder = ca._builder(csr.subject, public_key, None, None, None, days)
+    builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    builder = builder.add_extension(_key_usage(("digital_signature",)), critical=True)
+    try:
+        names = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        names = None
+    if names is not None:
+        builder = builder.add_extension(names, critical=False)
+    return _finish(builder, public_key, ca.key, "sha256")

@@ -7,15 +7,17 @@ Order of precedence (the official helper's, docs/protocol.md section 1): `--endp
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from rolesanywhere_hsm.errors import EndpointError
 from rolesanywhere_hsm.redact import redact
 
-__all__ = ["FIPS_REGIONS", "default_endpoint", "resolve_endpoint"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["FIPS_REGIONS", "default_endpoint", "endpoint_source", "resolve_endpoint"]
 
 FIPS_REGIONS = frozenset(
     {"us-east-1", "us-east-2", "us-west-1", "us-west-2", "us-gov-east-1", "us-gov-west-1"}
@@ -47,24 +49,37 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
 
 
+# What an IP address literal is made of: a host with anything else is a name, known without
+# importing ipaddress (which a cache hit with a named endpoint then never loads).
+_IP_CHARACTERS = frozenset("0123456789abcdefABCDEF.:%")
+
+
+def _ip_address(host: str) -> Any:
+    """ipaddress.ip_address(host), or None when `host` is not an IP address literal."""
+    if not host or not _IP_CHARACTERS.issuperset(host):
+        return None
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    address = _ip_address(host)
+    return address is not None and address.is_loopback
 
 
 def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+    return _ip_address(host) is not None
 
 
 def _check_override(url: str, source: str) -> str:
+    from urllib.parse import urlsplit  # here: a cache hit checks no URL
+
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError for a port that is not a number in range)
@@ -92,14 +107,27 @@ def resolve_endpoint(
     region: str, override: str | None = None, environ: Mapping[str, str] | None = None
 ) -> str:
     """The base URL (no path) to POST /sessions to."""
+    source = endpoint_source(region, override, environ)
+    if source[0] != "default":
+        return _check_override(source[1], source[0])
+    return default_endpoint(region, fips=source[2], dualstack=source[3])
+
+
+_OVERRIDES = ("AWS_ENDPOINT_URL_ROLESANYWHERE", "AWS_ENDPOINT_URL")
+
+
+def endpoint_source(
+    region: str, override: str | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[str, str, bool, bool]:
+    """What decides the endpoint, unchecked: (where, the URL given) for an override (where is
+    "--endpoint" or the variable's name), else ("default", region, fips, dualstack). The cache
+    key is made of this, so that a hit neither parses nor checks a URL (urllib.parse and
+    ipaddress stay unloaded); the miss that stored the entry checked it (resolve_endpoint)."""
     env = os.environ if environ is None else environ
     if override:
-        return _check_override(override, "--endpoint")
-    for var in ("AWS_ENDPOINT_URL_ROLESANYWHERE", "AWS_ENDPOINT_URL"):
+        return ("--endpoint", override, False, False)
+    for var in _OVERRIDES:
         if env.get(var):
-            return _check_override(env[var], var)
-    return default_endpoint(
-        region,
-        fips=_truthy(env.get("AWS_USE_FIPS_ENDPOINT")),
-        dualstack=_truthy(env.get("AWS_USE_DUALSTACK_ENDPOINT")),
-    )
+            return (var, env[var], False, False)
+    return ("default", region, _truthy(env.get("AWS_USE_FIPS_ENDPOINT")),
+            _truthy(env.get("AWS_USE_DUALSTACK_ENDPOINT")))

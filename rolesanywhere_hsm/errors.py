@@ -28,7 +28,7 @@ the catalogue equal, so a code cannot drift or go undocumented.
     │   ├── AccessDeniedError                    403 AccessDeniedException
     │   ├── ValidationError                      400 ValidationException
     │   ├── ResourceNotFoundError                404 ResourceNotFoundException
-    │   └── ThrottlingError                      429 ThrottlingException (after retries)
+    │   └── ThrottlingError             exit 9   429 ThrottlingException (after backing off)
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
         ├── CredentialsUnavailableError          no valid credentials now (refreshes failing)
         └── DeadlineExceededError                the time budget (--timeout) ran out
@@ -193,7 +193,12 @@ class ResourceNotFoundError(ServiceError):
 
 
 class ThrottlingError(ServiceError):
+    """The service throttled the account (10 CreateSession/s per account and region) and was
+    still doing so after the backoff: not a refusal of who we are, so its own exit code, which
+    a wrapper can retry on later while it must not retry an access denial."""
+
     code = "RAH-SVC-005"
+    exit_code = 9
 
 
 class TransportError(RolesAnywhereError):
@@ -225,16 +230,20 @@ _SERVICE_ERRORS: dict[str, type[ServiceError]] = {
 
 _SERVICE_HINTS: dict[type[ServiceError], str] = {
     AccessDeniedError: "Check that the certificate chains to the trust anchor, that the role is "
-    "in the profile, and that the machine's clock is right.",
-    ValidationError: "Check the ARNs and --session-duration (900..43200 seconds).",
-    ResourceNotFoundError: "Check --trust-anchor-arn and --profile-arn, and the region.",
-    ThrottlingError: "Too many CreateSession calls; use a cache or wait and try again.",
+    "in the profile, and that the machine's clock is right: `rolesanywhere-hsm doctor` with the "
+    "same options checks each.",
+    ValidationError: "Check the ARNs and --session-duration (900..43200 seconds); "
+    "`rolesanywhere-hsm doctor` with the same options checks them.",
+    ResourceNotFoundError: "Check --trust-anchor-arn and --profile-arn, and the region; "
+    "`rolesanywhere-hsm doctor` with the same options checks them.",
+    ThrottlingError: "Too many CreateSession calls for this account and region; use --cache, "
+    "serve or update so that one session serves many calls, or wait and try again.",
 }
 
 
 def service_error(error_type: str, status: int, message: str) -> ServiceError:
     """Build the exception for an error answer, keeping the service's type and message."""
-    cls = _SERVICE_ERRORS.get(error_type, ServiceError)
+    cls = _SERVICE_ERRORS.get(error_type) or (ThrottlingError if status == 429 else ServiceError)
     text = f"Roles Anywhere refused the request: {error_type or 'HTTP ' + str(status)}: {message}"
     return cls(text, error_type=error_type, status=status, hint=_SERVICE_HINTS.get(cls))
 

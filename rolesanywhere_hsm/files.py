@@ -41,6 +41,7 @@ __all__ = [
     "CappedOutput",
     "read_regular_file",
     "locked",
+    "resolve_link_safely",
     "run_capped",
     "update_atomic",
     "write_atomic",
@@ -48,6 +49,7 @@ __all__ = [
 
 FILE_CODE = "RAH-FILE-001"  # a file or directory we must read or write cannot be (docs/errors.md)
 LOCK_CODE = "RAH-FILE-002"  # another program holds our lock file
+PLANTED_LINK_CODE = "RAH-FILE-003"  # a symbolic link another user made in a shared directory
 
 LOCK_TIMEOUT = 30.0
 
@@ -58,6 +60,7 @@ KEY_LIMIT = 4 * MiB
 CA_BUNDLE_LIMIT = 16 * MiB  # the system bundles are a few hundred KiB
 CONFIG_LIMIT = 4 * MiB
 PIN_FILE_LIMIT = 1024
+UPDATE_LIMIT = 4 * MiB  # a file update_atomic changes (shared credentials, config): KiBs in real life
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -102,6 +105,16 @@ def read_regular_file(
     except OSError as exc:
         raise fail(exc.strerror or type(exc).__name__, "Check the path and its permissions.") from None
     try:
+        return _read_open(fd, limit, fail)[0]
+    finally:
+        os.close(fd)
+
+
+def _read_open(fd: int, limit: int,
+               fail: Callable[..., RolesAnywhereError]) -> tuple[bytes, os.stat_result]:
+    """The bytes of the open file `fd` and its fstat, refused unless it is a regular file of
+    at most `limit` bytes; at most `limit + 1` bytes are read (a file that grows is caught)."""
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):  # replaced between stat and open
             raise fail(f"it is {_kind(info.st_mode)}, not a regular file")
@@ -117,11 +130,9 @@ def read_regular_file(
             size += len(chunk)
         if size > limit:
             raise fail(f"it is larger than {_size(limit)}", "Check that this is the right file.")
-        return b"".join(chunks)
+        return b"".join(chunks), info
     except OSError as exc:
         raise fail(exc.strerror or type(exc).__name__, "Check the path and its permissions.") from None
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -182,15 +193,22 @@ def _size(limit: int) -> str:
     return f"{limit} bytes"
 
 
-def write_atomic(path: str | Path, text: str | bytes, mode: int = 0o600) -> Path:
+def write_atomic(path: str | Path, text: str | bytes, mode: int = 0o600,
+                 owner: tuple[int, int] | None = None) -> Path:
     """Replace `path` with `text` in one rename, the new file created with `mode`.
 
-    Text is written as UTF-8 with its line endings untouched; bytes as they are."""
+    Text is written as UTF-8 with its line endings untouched; bytes as they are. `owner`
+    (uid, gid) is given to the new file before a byte is written, when we may (root keeps a
+    user's file the user's; anyone else keeps a group they are in), so that replacing a file
+    does not change who owns it."""
     path = Path(path).absolute()
     data = text.encode("utf-8") if isinstance(text, str) else text
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
     try:
         with os.fdopen(fd, "wb") as handle:
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                with contextlib.suppress(PermissionError):  # not ours to give: the file becomes ours
+                    os.fchown(handle.fileno(), *owner)
             if mode != 0o600:
                 os.fchmod(handle.fileno(), mode)
             handle.write(data)
@@ -202,6 +220,36 @@ def write_atomic(path: str | Path, text: str | bytes, mode: int = 0o600) -> Path
         raise
     _fsync_directory(path.parent)  # the rename itself survives a crash
     return path
+
+
+# The names tempfile.mkstemp gives write_atomic's temporary files: `.NAME.` and 8 of these.
+_TEMP_CHARACTERS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _is_our_temporary(name: str, target: str) -> bool:
+    prefix = f".{target}."
+    tail = name[len(prefix):]
+    return (name.startswith(prefix) and len(tail) == 8
+            and all(c in _TEMP_CHARACTERS for c in tail))
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove the temporary files a killed writer of `target` left behind (each may hold a
+    secret key). Called under `locked(target)`: every writer of ours takes that lock before it
+    makes a temporary file, so any one that exists now is stale. Only what is provably ours
+    goes: write_atomic's name shape for this target, a regular file (not a link), owned by us."""
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return
+    for name in names:
+        if not _is_our_temporary(name, target.name):
+            continue
+        candidate = target.parent / name
+        with contextlib.suppress(OSError):
+            info = os.lstat(candidate)
+            if stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid():
+                os.unlink(candidate)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -259,32 +307,151 @@ def update_atomic(
     mode: int = 0o600,
     timeout: float = LOCK_TIMEOUT,
     make_parents: bool = True,
+    what: str = "file",
+    limit: int = UPDATE_LIMIT,
 ) -> Path:
     """Read `path` (None if missing), let `change` compute the new content, write it
     atomically with `mode`, all under `locked(path)`. A symbolic link is followed: its target
-    is updated, the link stays. Missing parent directories are created 0700."""
-    target = Path(os.path.realpath(Path(path).expanduser()))
-    if make_parents and not target.parent.is_dir():
-        try:
-            missing = [p for p in (target.parent, *target.parent.parents) if not p.is_dir()]
-            for directory in reversed(missing):  # each one 0700 (mkdir's parents=True would not)
-                directory.mkdir(mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"Cannot create the directory {target.parent}: {exc.strerror or exc}.",
-                             code=FILE_CODE) from None
+    is updated, the link stays; but not a link another user planted in a shared sticky
+    directory (`resolve_link_safely`). Missing parent directories are created 0700.
+
+    The file must be a regular file of at most `limit` bytes: anything else (a FIFO, a device,
+    a link to one, a directory) is refused before the lock file is made, with one line naming
+    the file as `what` ("credentials"). The new file keeps the old one's owner and group where
+    we may give them (root updating a user's file), and temporary files a killed writer left
+    are removed under the lock."""
+    target = resolve_link_safely(Path(path).expanduser(), what=what)
+    shown = redact(str(target))
+
+    def fail(reason: str, hint: str = "Give the path of a regular file.") -> UsageError:
+        return UsageError(f"Cannot update the {what} file {shown}: {reason}.", hint=hint,
+                          code=FILE_CODE)
+
+    try:
+        info: os.stat_result | None = os.lstat(target)
+    except (FileNotFoundError, NotADirectoryError):  # a file in the way: _make_parents says so
+        info = None
+    except OSError as exc:
+        raise fail(exc.strerror or type(exc).__name__, _PERMISSION_HINT) from None
+    if info is not None and not stat.S_ISREG(info.st_mode):  # before the lock file is made
+        raise fail(f"it is {_kind(info.st_mode)}, not a regular file")
+    if make_parents and info is None:
+        _make_parents(target.parent)
     with locked(target, timeout):
-        try:
-            old: bytes | None = target.read_bytes()
-        except FileNotFoundError:
-            old = None
-        except OSError as exc:
-            raise UsageError(f"Cannot read {target}: {exc.strerror or exc}.",
-                             hint="Check the file's permissions.", code=FILE_CODE) from None
+        old, owner = _read_for_update(target, limit, fail)
+        _remove_stale_temporaries(target)
         new = change(old)
         try:
-            write_atomic(target, new, mode)
+            write_atomic(target, new, mode, owner=owner)
         except OSError as exc:
-            raise UsageError(f"Cannot write {target}: {exc.strerror or exc}.",
+            raise UsageError(f"Cannot write {shown}: {exc.strerror or exc}.",
                              hint="Check that the directory is writable by you.",
                              code=FILE_CODE) from None
     return target
+
+
+_PERMISSION_HINT = "Check the permissions of the file and of the directories on its path."
+
+
+def _read_for_update(target: Path, limit: int, fail: Callable[..., UsageError],
+                     ) -> tuple[bytes | None, tuple[int, int] | None]:
+    """The current content and (uid, gid) of `target`, or (None, None) when it is missing.
+    Opened without following a link and without blocking (a FIFO swapped in meanwhile is
+    refused by fstat, not waited on)."""
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        reason = ("it was replaced by a symbolic link" if exc.errno == errno.ELOOP
+                  else exc.strerror or type(exc).__name__)
+        raise fail(reason, _PERMISSION_HINT) from None
+    try:
+        data, info = _read_open(fd, limit, fail)
+    finally:
+        os.close(fd)
+    return data, (info.st_uid, info.st_gid)
+
+
+def _make_parents(directory: Path) -> None:
+    """Create the missing directories down to `directory`, each 0700 (mkdir's parents=True
+    would give the umask's mode to all but the last)."""
+    missing = []
+    try:
+        for candidate in (directory, *directory.parents):
+            try:
+                info = os.stat(candidate)
+            except FileNotFoundError:
+                missing.append(candidate)
+                continue
+            if not stat.S_ISDIR(info.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            break
+        for each in reversed(missing):
+            each.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"Cannot create the directory {redact(str(directory))}: "
+                         f"{exc.strerror or exc}.", hint=_PERMISSION_HINT, code=FILE_CODE) from None
+
+
+_MAX_LINKS = 40  # as the kernel's ELOOP limit
+
+
+def resolve_link_safely(path: Path, *, what: str = "file") -> Path:
+    """`os.path.realpath(path)`, refusing to follow a symbolic link that another user owns in
+    a sticky, world-writable directory (/tmp, /var/tmp, a shared drop directory).
+
+    Such a link is how one user makes another's program write where the first one chose (the
+    victim's own files, or root's): the kernel's fs.protected_symlinks rule, applied by us
+    whatever the sysctl says, and with a message instead of EACCES. A link owned by us or by
+    the directory's owner is followed. A path we may not look at is a usage error too."""
+    current = Path("/")
+    absolute = path if path.is_absolute() else Path.cwd() / path  # no lexical `..` folding:
+    pending = list(reversed(absolute.parts[1:]))  # `link/..` is the parent of the link's target
+    links = 0
+    while pending:
+        name = pending.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = current.parent
+            continue
+        candidate = current / name
+        try:
+            info = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            return candidate.joinpath(*reversed(pending))  # the rest does not exist yet
+        except OSError as exc:
+            raise UsageError(f"Cannot reach the {what} file {redact(str(path))}: "
+                             f"{exc.strerror or type(exc).__name__} ({redact(str(candidate))}).",
+                             hint=_PERMISSION_HINT, code=FILE_CODE) from None
+        if not stat.S_ISLNK(info.st_mode):
+            current = candidate
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise UsageError(f"Cannot reach the {what} file {redact(str(path))}: too many "
+                             "levels of symbolic links.", hint="Check the links on its path.",
+                             code=FILE_CODE)
+        try:
+            _refuse_planted_link(candidate, info, current, what)
+            target = Path(os.readlink(candidate))
+        except OSError as exc:  # changed under us
+            raise UsageError(f"Cannot reach the {what} file {redact(str(path))}: "
+                             f"{exc.strerror or type(exc).__name__} ({redact(str(candidate))}).",
+                             hint=_PERMISSION_HINT, code=FILE_CODE) from None
+        if target.is_absolute():
+            current = Path("/")
+        pending.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+    return current
+
+
+def _refuse_planted_link(link: Path, info: os.stat_result, directory: Path, what: str) -> None:
+    directory_info = os.stat(directory)
+    shared = directory_info.st_mode & stat.S_ISVTX and directory_info.st_mode & stat.S_IWOTH
+    if shared and info.st_uid not in (os.geteuid(), directory_info.st_uid):
+        raise UsageError(
+            f"The {what} file {redact(str(link))} is a symbolic link owned by another user "
+            f"(uid {info.st_uid}) in the shared directory {redact(str(directory))}; it is not "
+            "followed.", hint="Remove the link, or use a file in a directory only you can write.",
+            code=PLANTED_LINK_CODE)

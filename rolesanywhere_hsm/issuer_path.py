@@ -12,49 +12,65 @@ certificates are never sent. Roles Anywhere takes at most 5 intermediates in X-A
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from rolesanywhere_hsm.errors import CertificateError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.x509 import MAX_CHAIN
 
 __all__ = ["IssuerPath", "build_issuer_path"]
 
 
-@dataclass(frozen=True)
-class IssuerPath:
+class IssuerPath(Record):
     """`intermediates` to send, nearest the leaf first; `root` the self-signed certificate
     the walk ended on, if any (never sent); `subjects` the names along the path, for --debug."""
+
+    _compared = ("intermediates", "root", "subjects")
+    __slots__ = _compared
 
     intermediates: tuple[bytes, ...]
     root: bytes | None
     subjects: tuple[str, ...]
 
+    def __init__(self, intermediates: tuple[bytes, ...], root: bytes | None, subjects: tuple[str, ...]) -> None:
+        self._set(intermediates=intermediates, root=root, subjects=subjects)
+
+
+# Parsing (names, key identifiers, CA flags) is asn1crypto's, which the token path loads anyway;
+# `cryptography` is imported only to verify a signature, i.e. only when the token holds a CA
+# certificate whose name and key identifier make it a candidate issuer (a token with the leaf
+# alone, the common case, never loads it: about 50 ms of a cold run).
+
+def _parsed(der: bytes) -> Any:
+    from asn1crypto import x509
+
+    cert = x509.Certificate.load(der)
+    cert.native  # noqa: B018 (parse it all now: a malformed candidate is skipped, not fatal later)
+    return cert
+
 
 def _key_identifier(cert: Any, authority: bool) -> bytes | None:
-    from cryptography import x509
-
     try:
-        if authority:
-            return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except (x509.ExtensionNotFound, ValueError):
+        return cert.authority_key_identifier if authority else cert.key_identifier
+    except ValueError:
         return None
 
 
 def _is_ca(cert: Any) -> bool:
-    from cryptography import x509
-
     try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
+        return bool(cert.ca)
+    except ValueError:
         return False
 
 
 def _issued_by(cert: Any, issuer: Any) -> bool:
-    """Names chain and the issuer's key verifies the signature (cryptography checks both)."""
+    """The issuer's key verifies the certificate's signature, and the names chain (cryptography
+    checks both; the caller has matched the names already)."""
+    from cryptography import x509
+
     try:
-        cert.verify_directly_issued_by(issuer)
+        x509.load_der_x509_certificate(cert.dump()).verify_directly_issued_by(
+            x509.load_der_x509_certificate(issuer.dump()))
     except Exception:  # noqa: BLE001 (InvalidSignature, ValueError, TypeError: not the issuer)
         return False
     return True
@@ -64,19 +80,31 @@ def _is_self_signed(cert: Any) -> bool:
     return cert.subject == cert.issuer and _issued_by(cert, cert)
 
 
+def _name(cert: Any) -> str:
+    """The subject as RFC 4514 writes it (most specific first), for --debug."""
+    parts = []
+    for rdn in reversed(cert.subject.chosen):
+        parts.append("+".join(f"{_SHORT.get(a['type'].native, a['type'].dotted)}={a['value'].native}"
+                              for a in rdn))
+    return ",".join(parts)
+
+
+_SHORT = {"common_name": "CN", "organization_name": "O", "organizational_unit_name": "OU",
+          "country_name": "C", "state_or_province_name": "ST", "locality_name": "L",
+          "domain_component": "DC", "user_id": "UID", "street_address": "STREET"}
+
+
 def build_issuer_path(leaf: bytes, candidates: Iterable[bytes],
                       max_intermediates: int = MAX_CHAIN) -> IssuerPath:
     """Walk from `leaf` up through the CA certificates among `candidates` (see the module
     docstring). Raises CertificateError when the path needs more than `max_intermediates`."""
-    from cryptography import x509
-
-    current = x509.load_der_x509_certificate(leaf)
+    current = _parsed(leaf)
     pool = []
     for der in dict.fromkeys(candidates):
         if der == leaf:
             continue
         try:
-            cert = x509.load_der_x509_certificate(der)
+            cert = _parsed(der)
         except ValueError:
             continue
         if _is_ca(cert):
@@ -85,7 +113,7 @@ def build_issuer_path(leaf: bytes, candidates: Iterable[bytes],
     subjects: list[str] = []
     root = None
     used = {leaf}
-    while True:
+    while pool:
         named = [(d, c) for d, c in pool if d not in used and c.subject == current.issuer]
         aki = _key_identifier(current, authority=True)
         if aki is not None:  # prefer the issuer whose SKI is the AKI; others only if none has it
@@ -98,10 +126,10 @@ def build_issuer_path(leaf: bytes, candidates: Iterable[bytes],
         used.add(der)
         if _is_self_signed(cert):
             root = der
-            subjects.append(cert.subject.rfc4514_string() + " (root, not sent)")
+            subjects.append(_name(cert) + " (root, not sent)")
             break
         path.append(der)
-        subjects.append(cert.subject.rfc4514_string())
+        subjects.append(_name(cert))
         current = cert
     if len(path) > max_intermediates:
         raise CertificateError(

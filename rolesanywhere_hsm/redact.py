@@ -21,10 +21,13 @@ quoted value is still safe, in the one-line error and in a `--debug` traceback.
 
 from __future__ import annotations
 
-import logging
 import re
 
-__all__ = ["HIDDEN", "RedactingFilter", "one_line", "redact", "redact_optional"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["HIDDEN", "RedactingFilter", "one_line", "redact", "redact_optional", "without_pin_attributes"]
 
 HIDDEN = "<hidden>"
 
@@ -33,14 +36,25 @@ HIDDEN = "<hidden>"
 _NEXT_ATTRIBUTE = r"(?=[&;][A-Za-z][A-Za-z0-9-]*=|$)"
 # A value already hidden is left with what follows it, so that redact() is idempotent and a
 # message built from redacted parts keeps its tail (": No such file or directory").
-_PIN_VALUE = re.compile(r"(pin-value\s*=)(?!<hidden>).*?" + _NEXT_ATTRIBUTE,
-                        re.IGNORECASE | re.DOTALL)
-_PIN_SOURCE = re.compile(r"(pin-source\s*=)(?!<hidden>)(.*?)" + _NEXT_ATTRIBUTE,
-                         re.IGNORECASE | re.DOTALL)
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@")
-# Shown only in the conventional form (upper case): `env:Pin1234` is more likely a PIN.
-_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_PATTERNS: dict[str, tuple[str, int]] = {
+    "pin_value": (r"(pin-value\s*=)(?!<hidden>).*?" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL),
+    "pin_source": (r"(pin-source\s*=)(?!<hidden>)(.*?)" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL),
+    "userinfo": (r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@", 0),
+    # Shown only in the conventional form (upper case): `env:Pin1234` is more likely a PIN.
+    "env_name": (r"[A-Z_][A-Z0-9_]*", 0),
+    "control": (r"[\x00-\x1f\x7f-\x9f]", 0),
+}
+_compiled: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(name: str) -> re.Pattern[str]:
+    """The pattern `name` of _PATTERNS, compiled on first use: this module is imported on every
+    run (errors.py uses it), and compiling them all costs a cache hit, which quotes nothing."""
+    pattern = _compiled.get(name)
+    if pattern is None:
+        source, flags = _PATTERNS[name]
+        pattern = _compiled[name] = re.compile(source, flags)
+    return pattern
 
 
 def _shown_pin_source(value: str) -> str:
@@ -50,7 +64,7 @@ def _shown_pin_source(value: str) -> str:
     decoded = unquote(value)
     if decoded.startswith("file:") or decoded.startswith("/"):
         return value
-    if decoded.startswith("env:") and _ENV_NAME.fullmatch(decoded[4:]):
+    if decoded.startswith("env:") and _pattern("env_name").fullmatch(decoded[4:]):
         return value
     if decoded.startswith("cmd:"):
         words = decoded[4:].split()
@@ -65,10 +79,35 @@ def _escape_control(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """`text` (a path, a URI, an option value) made fit to quote in a message or a log."""
-    text = _PIN_VALUE.sub(lambda m: m.group(1) + HIDDEN, text)
-    text = _PIN_SOURCE.sub(lambda m: m.group(1) + _shown_pin_source(m.group(2)), text)
-    text = _USERINFO.sub(lambda m: m.group(1), text)
-    return _CONTROL.sub(_escape_control, text)
+    text = _pattern("pin_value").sub(lambda m: m.group(1) + HIDDEN, text)
+    text = _pattern("pin_source").sub(lambda m: m.group(1) + _shown_pin_source(m.group(2)), text)
+    text = _pattern("userinfo").sub(lambda m: m.group(1), text)
+    return _pattern("control").sub(_escape_control, text)
+
+
+# A PIN attribute in a pkcs11: URI, with the separator that joins it to the rest; its value ends
+# where the next attribute starts (as for redaction) or at the query's `?`.
+_PIN_ATTRIBUTE_END = r"(?=[&;?][A-Za-z][A-Za-z0-9-]*=|\?|$)"
+_PATTERNS["pin_attribute_after"] = (r"[;&]pin-(?:value|source)\s*=.*?" + _PIN_ATTRIBUTE_END,
+                                    re.IGNORECASE | re.DOTALL)
+_PATTERNS["pin_attribute_first"] = (r"(?<=[:?])pin-(?:value|source)\s*=.*?(?:[&;](?=[A-Za-z][A-Za-z0-9-]*=)"
+                                    r"|(?=\?)|$)", re.IGNORECASE | re.DOTALL)
+
+
+def without_pin_attributes(uri: str) -> str:
+    """A pkcs11: URI without its `pin-value` and `pin-source` attributes (anywhere), so that
+    how the PIN is found never changes what the URI names: the cache key and `cache list`'s
+    description use this. Text that is not a pkcs11: URI is returned as it is."""
+    if uri[:7].lower() != "pkcs11:":
+        return uri
+    if "pin-" not in uri.lower():
+        return uri
+    after, first = _pattern("pin_attribute_after"), _pattern("pin_attribute_first")
+    previous = None
+    while previous != uri:  # one pass can leave a second attribute at the front
+        previous = uri
+        uri = first.sub("", after.sub("", uri))
+    return uri.replace("?&", "?").removesuffix("?")
 
 
 def redact_optional(text: str | None) -> str | None:
@@ -78,7 +117,7 @@ def redact_optional(text: str | None) -> str | None:
 
 # Beyond the C0/C1 controls: line and paragraph separators, and the bidirectional overrides
 # that make a terminal show text in another order than it was sent.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_PATTERNS["unsafe"] = (r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]", 0)
 
 
 def _escape_unsafe(match: re.Match[str]) -> str:
@@ -90,15 +129,16 @@ def one_line(text: str, limit: int = 200) -> str:
     """Text from a server (an error message, an error type) made fit to show: one line,
     control characters escaped (so it cannot move the cursor or recolour the terminal), and
     at most `limit` characters, the cut marked with `...`."""
-    shown = _UNSAFE.sub(_escape_unsafe, text)
+    shown = _pattern("unsafe").sub(_escape_unsafe, text)
     return shown if len(shown) <= limit else shown[: max(0, limit - 3)] + "..."
 
 
-class RedactingFilter(logging.Filter):
+class RedactingFilter:
     """A logging filter that passes every record's text through `redact()`: the safety net
     for `--debug` log lines that quote user input (a module path, a URI's criteria), as
     errors.py is for messages. Put it on the handler (a logger's own filters do not see
-    its children's records)."""
+    its children's records). A plain class (logging takes any object with a `filter` method):
+    this module is imported on a cache hit, which must not import logging."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()

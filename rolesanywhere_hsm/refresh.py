@@ -27,6 +27,15 @@ Failed refreshes are retried with full-jitter exponential backoff (`backoff_dela
 at one second and capped at min(L / 10, 60 s), so that service comes back soon after the
 endpoint does without hammering it; `close()` interrupts a backoff at once.
 
+Clock jumps. The times above are wall-clock times (the service's expiry is one), but waits are
+monotonic, and the two part ways: a suspended laptop or a paused VM stops the monotonic clock
+while the wall clock runs on, and an NTP step moves the wall clock alone. So the engine (1)
+never sleeps longer than WAKE_INTERVAL before looking at the clocks again, (2) measures the age
+of the credentials it holds by whichever clock says more time has passed since they arrived
+(a wall clock stepped back cannot make them look younger than they are; one stepped forward
+makes them due at once), and (3) wakes its loop at once when a reader finds the credentials
+past usable. Backoffs are timed on the monotonic clock alone.
+
 `RefreshingCredentials` is modelled on botocore's `RefreshableCredentials._refresh` and
 `_protected_refresh`: one refresh at a time however many callers ask (a lock, re-checked after
 taking it), the last good credentials kept while a refresh fails, and never an expired
@@ -50,9 +59,11 @@ import datetime as dt
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rolesanywhere_hsm.backoff import full_jitter
 from rolesanywhere_hsm.credentials import Credentials
 from rolesanywhere_hsm.errors import (
     CredentialsUnavailableError,
@@ -64,6 +75,7 @@ from rolesanywhere_hsm.errors import (
 __all__ = [
     "RefreshTimes",
     "RefreshingCredentials",
+    "WAKE_INTERVAL",
     "backoff_delay",
     "refresh_times",
 ]
@@ -90,6 +102,10 @@ USABLE_FRACTION = 0.05
 BACKOFF_BASE = 1.0
 BACKOFF_CAP = 60.0
 BACKOFF_FRACTION = 0.10
+# The longest the background loop sleeps before it looks at the wall clock again: after a
+# suspend/resume or an NTP step the credentials may be due (or past usable) long before the
+# monotonic wait computed earlier ends. A wake is a lock and a comparison: cheap.
+WAKE_INTERVAL = 5.0
 
 DEFAULT_FATAL: tuple[type[BaseException], ...] = (PinIncorrectError, PinLockedError)
 
@@ -153,14 +169,15 @@ def refresh_times(issued_at: dt.datetime, expires_at: dt.datetime, *, jitter: fl
 def backoff_delay(failures: int, cap: float, rand: float) -> float:
     """Seconds to wait after `failures` (>= 1) failed refreshes in a row: full jitter over
     min(cap, 1 s * 2**(failures-1)), never below a twentieth of that ceiling (no busy loop)."""
-    ceiling = min(cap, BACKOFF_BASE * 2 ** min(max(failures - 1, 0), 30))
-    return max(ceiling * rand, ceiling / 20)
+    return full_jitter(failures, rand, base=BACKOFF_BASE, cap=cap)
 
 
 @dataclass(frozen=True)
 class _Held:
     credentials: Credentials
     times: RefreshTimes
+    received_wall: dt.datetime
+    received_mono: float
 
 
 class RefreshingCredentials:
@@ -179,9 +196,14 @@ class RefreshingCredentials:
         max_backoff: float = BACKOFF_CAP,
         fatal: tuple[type[BaseException], ...] = DEFAULT_FATAL,
         on_refresh: Callable[[Credentials], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wake_interval: float = WAKE_INTERVAL,
     ) -> None:
         self._fetch = fetch
-        self._clock = clock
+        self._wall_clock = clock
+        self._monotonic = monotonic
+        self._wake_interval = wake_interval
+
         self._rng = rng
         self._max_backoff = max_backoff
         self._fatal_types = fatal
@@ -189,11 +211,12 @@ class RefreshingCredentials:
         self._held: _Held | None = None  # replaced whole: readers need no lock
         self._lock = threading.Lock()  # one refresh at a time
         self._failures = 0
-        self._next_attempt: dt.datetime | None = None
+        self._next_attempt: float | None = None  # monotonic: a wall-clock step cannot stretch it
         self._last_error: BaseException | None = None
         self._fatal: BaseException | None = None
         self._closed = threading.Event()
         self._changed = threading.Condition()
+        self._wake = threading.Event()  # set to end the background loop's sleep early
         self._thread: threading.Thread | None = None
         self.refresh_count = 0
 
@@ -217,6 +240,11 @@ class RefreshingCredentials:
             now = self._clock()
         if held is not None and now < held.times.usable_until:
             return held.credentials
+        if self._thread is not None and held is not None and self._next_attempt is None:
+            # Past usable with no backoff running (a clock jump?): the loop refreshes now, not
+            # at its next wake. In a backoff the loop already wakes at its end: requests
+            # answered 503 during an outage must not spin it.
+            self._wake.set()
         error = self._unavailable()
         raise error from (self._fatal or self._last_error)
 
@@ -265,6 +293,7 @@ class RefreshingCredentials:
         """Stop refreshing; interrupts a backoff or a wait at once (a fetch in progress is
         bounded by its own deadline)."""
         self._closed.set()
+        self._wake.set()
         with self._changed:
             self._changed.notify_all()
         thread = self._thread
@@ -279,32 +308,45 @@ class RefreshingCredentials:
 
     def next_wait(self) -> float | None:
         """One step of the background loop: refresh if due, then the seconds to wait before
-        the next step (None: stop). Public so that tests can drive the loop with a fake clock."""
+        the next step (None: stop), never more than the wake interval (the clocks are looked
+        at again then). Public so that tests can drive the loop with a fake clock."""
         if self._closed.is_set() or self._fatal is not None:
             return None
         with self._lock:
             self._refresh_locked()
             if self._fatal is not None:
                 return None
-            now = self._clock()
-            due = self._due_at()
-        return max(0.0, (due - now).total_seconds())
+            wait = self._seconds_until_due()
+        return min(max(0.0, wait), self._wake_interval)
 
     def _run(self) -> None:
         while True:
             wait = self.next_wait()
             if wait is None:
                 return
-            if self._closed.wait(wait):
+            self._wake.wait(wait)
+            self._wake.clear()
+            if self._closed.is_set():
                 return
 
-    def _due_at(self) -> dt.datetime:
-        """When the next fetch may happen: the advisory time, or the end of a backoff."""
+    def _clock(self) -> dt.datetime:
+        """The wall clock, but never earlier than the held credentials' arrival plus the
+        monotonic time since: a wall clock stepped back cannot make them look younger."""
+        now = self._wall_clock()
         held = self._held
-        due = held.times.advisory if held is not None else self._clock()
-        if self._next_attempt is not None and self._next_attempt > due:
-            due = self._next_attempt
-        return due
+        if held is not None:
+            aged = held.received_wall + dt.timedelta(seconds=self._monotonic() - held.received_mono)
+            if aged > now:
+                return aged
+        return now
+
+    def _seconds_until_due(self) -> float:
+        """Until the next fetch may happen: the advisory time, or the end of a backoff."""
+        held = self._held
+        wait = (held.times.advisory - self._clock()).total_seconds() if held is not None else 0.0
+        if self._next_attempt is not None:
+            wait = max(wait, self._next_attempt - self._monotonic())
+        return wait
 
     def _refresh_locked(self) -> None:
         """Under self._lock: re-check (another caller may just have refreshed), then fetch
@@ -315,7 +357,7 @@ class RefreshingCredentials:
         held = self._held
         if held is not None and now < held.times.advisory:
             return
-        if self._next_attempt is not None and now < self._next_attempt:
+        if self._next_attempt is not None and self._monotonic() < self._next_attempt:
             return
         try:
             self._fetch_locked()
@@ -333,7 +375,7 @@ class RefreshingCredentials:
                 with self._changed:
                     self._changed.notify_all()
             raise
-        now = self._clock()
+        now = self._wall_clock()
         times = refresh_times(now, credentials.expiration, jitter=self._rng() % 1.0)
         if now >= times.usable_until:
             raise CredentialsUnavailableError(
@@ -341,7 +383,7 @@ class RefreshingCredentials:
                 "already past by this machine's clock.",
                 hint="Check the machine's clock (NTP).",
             )
-        self._held = _Held(credentials, times)
+        self._held = _Held(credentials, times, now, self._monotonic())
         self._failures = 0
         self._next_attempt = None
         self._last_error = None
@@ -361,7 +403,7 @@ class RefreshingCredentials:
         held = self._held
         cap = min(held.times.backoff_cap if held else self._max_backoff, self._max_backoff)
         delay = backoff_delay(self._failures, cap, self._rng())
-        self._next_attempt = self._clock() + dt.timedelta(seconds=delay)
+        self._next_attempt = self._monotonic() + delay
         state = "keeping the current credentials" if held and self._clock() < held.times.usable_until else "no valid credentials"
         log.warning("refresh failed (%s; %s); retrying in %.1f s", _describe(exc), state, delay)
 

@@ -16,25 +16,34 @@ How a PIN is obtained is the front end's choice (docs/update.md): pin sources in
 from the main thread: a fetch from a background thread that would need to prompt fails with
 `PinUnavailableError` instead of opening `/dev/tty`. `RememberedSecret` lets a front end ask
 once at start and answer later re-logins from memory.
+
+A renewed certificate is picked up at the next fetch without a new login (rotation.py), and
+each fetch is told to the session's observers as an `attempts.Attempt` (the audit log and the
+metrics of the long-running front ends).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from rolesanywhere_hsm.errors import (
     PinIncorrectError,
     PinLockedError,
     PinUnavailableError,
+    RolesAnywhereError,
     TokenError,
 )
 from rolesanywhere_hsm.spec import CredentialSpec  # here too: the public API's historic home
 
 if TYPE_CHECKING:
+    from rolesanywhere_hsm.attempts import Observer
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
+    from rolesanywhere_hsm.rotation import RotationWatch
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.signers.base import SecretCallback, Signer
 
@@ -108,8 +117,13 @@ class CredentialSession:
         signer: Signer | None = None,
         retry: RetryPolicy | None = None,
         tpm_key_password: str | None = None,
+        observers: Sequence[Observer] = (),
+        rotate: bool = False,
     ) -> None:
         self.spec = spec
+        self.observers = list(observers)
+        self._rotate = rotate  # long-running front ends: pick up a renewed certificate
+        self._watch: RotationWatch | None = None
         self._callback = secret_callback
         self._pkcs8_password = pkcs8_password
         self._tpm_key_password = tpm_key_password
@@ -122,6 +136,7 @@ class CredentialSession:
         self._closed = False
         self.open_count = 0  # signers opened: 1 for a healthy session, for diagnostics and tests
         self.fetch_count = 0
+        self._earlier_logins = 0  # re-logins of signers closed since
 
     def open(self) -> CredentialSession:
         """Open the signer (log in) and the client now, in the calling thread, instead of on
@@ -135,12 +150,58 @@ class CredentialSession:
     def fetch(self) -> Credentials:
         """One CreateSession with the session's signer. A token that lost its session is
         reopened once; a refused PIN ends the session (raised again on every later fetch)."""
+        if not self.observers:
+            return self._fetch()
+        started, clock = dt.datetime.now(dt.timezone.utc), time.monotonic()
+        try:
+            credentials = self._fetch()
+        except RolesAnywhereError as exc:
+            self._tell(started, time.monotonic() - clock, None, exc)
+            raise
+        self._tell(started, time.monotonic() - clock, credentials, None)
+        return credentials
+
+    @property
+    def login_count(self) -> int:
+        """Key store logins so far (opens, and re-logins after the token dropped a session)."""
+        signer = self._signer
+        relogins = max(0, getattr(signer, "login_count", 1) - 1) if signer is not None else 0
+        return self.open_count + self._earlier_logins + relogins
+
+    def _tell(self, started: dt.datetime, seconds: float, credentials: Credentials | None,
+              error: RolesAnywhereError | None) -> None:
+        from rolesanywhere_hsm.attempts import Attempt, certificate_summary, notify
+        from rolesanywhere_hsm.errors import ThrottlingError
+
+        signer = self._signer
+        summary = None
+        if signer is not None:
+            try:
+                summary = certificate_summary(signer.certificate)
+            except RolesAnywhereError:
+                summary = None
+        spec = self.spec
+        notify(self.observers, Attempt(
+            time=started, seconds=seconds, outcome="failure" if error else "success",
+            error_code=error.code if error else None, certificate=summary,
+            key=spec.private_key or spec.certificate,
+            token_serial=getattr(signer, "token_serial", None) or None,
+            trust_anchor_arn=spec.trust_anchor_arn, profile_arn=spec.profile_arn, role_arn=spec.role_arn,
+            role_session_name=spec.role_session_name, duration_seconds=spec.duration_seconds,
+            expiration=credentials.expiration if credentials else None,
+            access_key_id=credentials.access_key_id if credentials else None,
+            throttled=isinstance(error, ThrottlingError),
+        ))
+
+    def _fetch(self) -> Credentials:
         with self._lock:
             self._check_open()
             client = self._open_client()
             for attempt in (1, 2):
                 fresh = self._signer is None
                 signer = self._open_signer()
+                if not fresh and self._watch is not None:
+                    signer = self._rotated(signer)
                 try:
                     credentials = client.create_session(
                         signer,
@@ -208,18 +269,47 @@ class CredentialSession:
 
     def _open_signer(self) -> Signer:
         if self._signer is None:
-            from rolesanywhere_hsm.signers.base import load_signer
-
-            callback = self._callback or _main_thread_prompt(None)
-            config = self.spec.signer_config(callback, pkcs8_password=self._pkcs8_password,
-                                             tpm_key_password=self._tpm_key_password)
             try:
-                self._signer = load_signer(config)
+                self._signer = self._load_signer()
             except (PinIncorrectError, PinLockedError) as exc:
                 self._fail_for_good(exc)
                 raise
             self.open_count += 1
+            if self._rotate and self._owns_signer:
+                self._watch_rotation()
         return self._signer
+
+    def _load_signer(self) -> Signer:
+        from rolesanywhere_hsm.signers.base import load_signer
+
+        callback = self._callback or _main_thread_prompt(None)
+        config = self.spec.signer_config(callback, pkcs8_password=self._pkcs8_password,
+                                         tpm_key_password=self._tpm_key_password)
+        return load_signer(config)
+
+    def _watch_rotation(self) -> None:
+        if self._watch is not None:
+            self._watch.restamp()
+            return
+        from rolesanywhere_hsm.attempts import notify
+        from rolesanywhere_hsm.rotation import RotationWatch
+        from rolesanywhere_hsm.signers.base import signer_kind
+
+        spec = self.spec
+        key_in_file = signer_kind(spec.signer_config(None)) == "file"
+        self._watch = RotationWatch(spec.certificate, spec.private_key, spec.intermediates,
+                                    key_in_file=key_in_file, reopen=self._load_signer,
+                                    notify=lambda event: notify(self.observers, event))
+
+    def _rotated(self, signer: Signer) -> Signer:
+        """The signer after a renewed certificate was applied (the same, or a new one for a
+        key in a file: the old one is closed)."""
+        assert self._watch is not None
+        current = self._watch.check(signer)
+        if current is not signer:
+            self._close_signer()
+            self._signer = current
+        return current
 
     def _fail_for_good(self, exc: PinIncorrectError | PinLockedError) -> None:
         self._fatal = exc
@@ -229,6 +319,8 @@ class CredentialSession:
 
     def _close_signer(self) -> None:
         signer, self._signer = self._signer, None
+        if signer is not None:
+            self._earlier_logins += max(0, getattr(signer, "login_count", 1) - 1)
         if signer is not None and self._owns_signer:
             try:
                 signer.close()

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
+    from pathlib import Path
     from typing import Any
 
 __all__ = [
@@ -71,21 +71,37 @@ class CommandLineError(ConfigError):
     code = "RAH-USE-002"
 
 
-@dataclass(frozen=True)
-class Option:
-    """One option: `--name` on the command line, `name` in a profile, `env` in the environment."""
+class Option(Record):
+    """One option: `--name` on the command line, `name` in a profile, `env` in the environment.
+    (A plain frozen class, not a dataclass: rolesanywhere_hsm.record says why.)"""
+
+    _compared = ("name", "type", "help", "default", "env", "commands", "in_profile", "secret",
+                 "metavar", "required_by", "required_unless", "negation")
+    __slots__ = _compared
 
     name: str
     type: type
     help: str
-    default: Any = None
-    env: str | None = None
-    commands: frozenset[str] = CREDENTIAL_COMMANDS
-    in_profile: bool = True  # False for options that choose the profile or only make sense once
-    secret: bool = False  # a password: allowed for compatibility, never shown back
-    metavar: str | None = None
-    required_by: frozenset[str] = frozenset()  # commands that cannot run without it
-    required_unless: str | None = None  # ...unless this other option is given
+    default: Any
+    env: str | None
+    commands: frozenset[str]
+    in_profile: bool  # False for options that choose the profile or only make sense once
+    secret: bool  # a password: allowed for compatibility, never shown back
+    metavar: str | None
+    required_by: frozenset[str]  # commands that cannot run without it
+    required_unless: str | None  # ...unless this other option is given
+    # A switch's "off" flag (without `--`), so that a switch a profile or the environment
+    # turns on can be turned off for one run: `--no-cache` against `cache = true`.
+    negation: str | None
+
+    def __init__(self, name: str, type: type, help: str, default: Any = None, env: str | None = None,
+                 commands: frozenset[str] = CREDENTIAL_COMMANDS, in_profile: bool = True,
+                 secret: bool = False, metavar: str | None = None,
+                 required_by: frozenset[str] = frozenset(), required_unless: str | None = None,
+                 negation: str | None = None) -> None:
+        self._set(name=name, type=type, help=help, default=default, env=env, commands=commands,
+                  in_profile=in_profile, secret=secret, metavar=metavar, required_by=required_by,
+                  required_unless=required_unless, negation=negation)
 
     @property
     def attr(self) -> str:
@@ -100,6 +116,11 @@ class Option:
     def is_flag(self) -> bool:
         """A switch: present means True, and it takes no value on the command line."""
         return self.type is bool
+
+    @property
+    def negation_flag(self) -> str | None:
+        """`--no-cache` for `cache`: present means False (None: the switch has no negation)."""
+        return None if self.negation is None else f"--{self.negation}"
 
 
 def _options() -> tuple[Option, ...]:
@@ -129,13 +150,13 @@ def _options() -> tuple[Option, ...]:
         o("role-session-name", str, "Role session name (the profile must accept it).",
           env="RAH_ROLE_SESSION_NAME", metavar="NAME", commands=_NETWORK_COMMANDS),
         o("no-verify-ssl", bool, "Do not verify the endpoint's TLS certificate.", default=False,
-          commands=_NETWORK_COMMANDS),
+          commands=_NETWORK_COMMANDS, negation="verify-ssl"),
         o("ca-bundle", str, "CA bundle to verify the endpoint with.", env="AWS_CA_BUNDLE",
           metavar="FILE", commands=_NETWORK_COMMANDS),
         o("with-proxy", bool, "Accepted for compatibility: proxies from HTTPS_PROXY/NO_PROXY are "
           "always honoured.", default=False, commands=_NETWORK_COMMANDS),
         o("no-proxy", bool, "Ignore HTTPS_PROXY and the other proxy variables.", default=False,
-          commands=_NETWORK_COMMANDS),
+          commands=_NETWORK_COMMANDS, negation="use-proxy"),
         o("timeout", float, "Total time for getting credentials, all attempts included.",
           default=20.0, env="RAH_TIMEOUT", metavar="SECONDS", commands=_NETWORK_COMMANDS),
         o("pkcs8-password", str, "Password of an encrypted key file (prefer RAH_PKCS8_PASSWORD or "
@@ -144,26 +165,31 @@ def _options() -> tuple[Option, ...]:
         o("pkcs11-lib", str, "PKCS#11 module when the URI has no module-path.",
           env="RAH_PKCS11_MODULE", commands=_KEY_COMMANDS, metavar="PATH"),
         o("reuse-pin", bool, "Use the user PIN again for keys that need a PIN before every "
-          "signature.", default=False, env="RAH_REUSE_PIN"),
+          "signature.", default=False, env="RAH_REUSE_PIN", negation="no-reuse-pin"),
         o("tpm-key-password", str, "Password of a TPM key file (TSS2 PEM) (prefer "
           "RAH_TPM_KEY_PASSWORD, which the TPM signer reads itself, or the prompt: argv is visible "
           "to other users).", in_profile=False, secret=True, metavar="PASSWORD"),
         o("no-tpm-key-password", bool, "The TPM key file's key has no password: do not ask for one.",
-          default=False),
+          default=False, negation="tpm-key-has-password"),
         o("cert-selector", str, "Pick the certificate: Key=x509Subject|x509Issuer|x509Serial,"
           "Value=... pairs, or file://selector.json (the official helper's syntax).",
           commands=_KEY_COMMANDS, metavar="SELECTOR"),
         o("use-latest-expiring-certificate", bool, "When --cert-selector matches several "
-          "certificates, use the one that expires last.", default=False, commands=_SELECT_COMMANDS),
+          "certificates, use the one that expires last.", default=False, commands=_SELECT_COMMANDS,
+          negation="no-use-latest-expiring-certificate"),
         o("system-store-name", str, "Windows certificate store (the official helper's flag): "
           "accepted, ignored here.", commands=_KEY_COMMANDS, metavar="NAME"),
         o("system-store-location", str, "Windows certificate store location (the official "
           "helper's flag): accepted, ignored here.", metavar="LOCATION", commands=_SELECT_COMMANDS),
         o("no-token-chain", bool, "With a certificate on a token and no --intermediates, send no "
           "chain (by default the issuer path is built from the CA certificates on the same token).",
-          default=False, env="RAH_NO_TOKEN_CHAIN", commands=_NETWORK_COMMANDS),
+          default=False, env="RAH_NO_TOKEN_CHAIN", commands=_NETWORK_COMMANDS, negation="token-chain"),
+        o("audit-log", str, "Append one JSON line per CreateSession attempt to FILE (0600, "
+          "created if missing; - for stderr); never a secret. See docs/operations.md.",
+          env="RAH_AUDIT_LOG", metavar="FILE", commands=_SESSION_COMMANDS),
         o("cache", bool, "Reuse credentials across runs from a per-user 0600 cache.",
-          default=False, env="RAH_CACHE", commands=frozenset({"credential-process"})),
+          default=False, env="RAH_CACHE", commands=frozenset({"credential-process"}),
+          negation="no-cache"),
         o("config", str, "The named-profiles file (default "
           "$XDG_CONFIG_HOME/rolesanywhere-hsm/config.toml).", env="RAH_CONFIG",
           commands=_KEY_COMMANDS, in_profile=False, metavar="FILE"),
@@ -188,26 +214,40 @@ def options_for(command: str) -> tuple[Option, ...]:
 
 # -- where values come from ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(Record):
     """One `[profiles.NAME]` table, as read from `path`."""
+
+    _compared = ("name", "path", "values")
+    __slots__ = _compared
 
     name: str
     path: Path
-    values: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, Any]
+
+    def __init__(self, name: str, path: Path, values: Mapping[str, Any] | None = None) -> None:
+        self._set(name=name, path=path, values={} if values is None else values)
 
     def where(self) -> str:
         return f"profile '{self.name}' of {self.path}"
 
 
-@dataclass(frozen=True)
-class Settings(Mapping[str, "Any"]):  # a string: typing is not imported at run time
+class Settings(Record, Mapping[str, "Any"]):  # a string: typing is not imported at run time
     """Resolved values by option name, each with where it came from."""
+
+    _compared = ("command", "data", "origins", "profile")
+    __slots__ = _compared
 
     command: str
     data: Mapping[str, Any]
     origins: Mapping[str, str]  # name -> "flag", "env", "profile" or "default"
-    profile: Profile | None = None
+    profile: Profile | None
+
+    def __init__(self, command: str, data: Mapping[str, Any], origins: Mapping[str, str],
+                 profile: Profile | None = None) -> None:
+        self._set(command=command, data=data, origins=origins, profile=profile)
+
+    __eq__ = Record.__eq__
+    __hash__ = None  # type: ignore[assignment]  # its mappings are not hashable
 
     def __getitem__(self, name: str) -> Any:
         return self.data[name]
@@ -281,6 +321,8 @@ def _from_text(opt: Option, text: str, *, where: str, error: type[ConfigError] =
 
 def config_path(explicit: str | None = None, environ: Mapping[str, str] | None = None) -> Path:
     """`--config`, else `RAH_CONFIG`, else `$XDG_CONFIG_HOME/rolesanywhere-hsm/config.toml`."""
+    from pathlib import Path  # here: a run without a profile (a cache hit) needs no pathlib
+
     environ = os.environ if environ is None else environ
     if explicit:
         return Path(explicit).expanduser()
@@ -301,17 +343,18 @@ def load_profile(path: Path, name: str) -> Profile:
     """
     import tomllib
 
+    from rolesanywhere_hsm.files import read_regular_file
     from rolesanywhere_hsm.redact import redact
+    from rolesanywhere_hsm.tomltable import loads
 
     shown = redact(str(path))
-    from rolesanywhere_hsm.files import read_regular_file
     if not os.path.lexists(path):
         raise ConfigError(f"The config file {shown} does not exist, so profile '{name}' cannot "
                           "be read.", hint="Create it with `rolesanywhere-hsm configure`, or "
                           "point --config / RAH_CONFIG at it.")
     data = read_regular_file(path, what="config", limit=MAX_CONFIG_BYTES, error=ConfigError)
     try:
-        document = tomllib.loads(data.decode("utf-8"))
+        document = loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"The config file {shown} is not UTF-8 text.",
                           hint="Save it as UTF-8.") from None
@@ -381,6 +424,7 @@ def parse_args(command: str, argv: Iterable[str]) -> dict[str, Any] | None:
     Errors never echo a value the user typed (it may be a PIN in the wrong place).
     """
     known = {opt.flag: opt for opt in options_for(command)}
+    negations = {opt.negation_flag: opt for opt in options_for(command) if opt.negation_flag}
     given: dict[str, Any] = {}
     args = list(argv)
     i = 0
@@ -394,6 +438,11 @@ def parse_args(command: str, argv: Iterable[str]) -> dict[str, Any] | None:
                              hint=f"{command} takes only options; see "
                              f"`rolesanywhere-hsm {command} --help`.")
         flag, has_value, value = arg.partition("=")
+        if flag in negations:  # a switch turned off for this run, whatever profile or env say
+            if has_value:
+                raise CommandLineError(f"{flag} takes no value.", hint=f"Write {flag} alone.")
+            given[negations[flag].name] = False
+            continue
         opt = known.get(flag)
         if opt is None:
             import difflib
@@ -402,7 +451,7 @@ def parse_args(command: str, argv: Iterable[str]) -> dict[str, Any] | None:
             # An option name is shown only when it looks like one: a PIN typed as `--1234`
             # or `--Secret` is not repeated (the same rule as cli/usage.py for typer's errors).
             shown = flag if re.fullmatch(r"--[a-z][a-z0-9-]{0,39}", flag) else "(not shown)"
-            close = difflib.get_close_matches(flag, known, n=1) if shown != "(not shown)" else []
+            close = difflib.get_close_matches(flag, [*known, *negations], n=1) if shown != "(not shown)" else []
             raise CommandLineError(f"No such option: {shown}.",
                              hint=f"Did you mean {close[0]}?" if close else
                              f"See `rolesanywhere-hsm {command} --help`.")

@@ -8,24 +8,26 @@ before any token is touched, so that a typo costs a clear message and not a PIN 
 loading a PKCS#11 module.
 
 It lives apart from the session layer (rolesanywhere_hsm.session, which re-exports it) because a
-`credential-process --cache` hit needs only this: importing it costs os, json, hashlib, re and
+`credential-process --cache` hit needs only this: importing it costs os, json, re and
 our ARN and error modules, never threading, the signers or httpx (a test pins what a hit imports).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+import stat
 
 from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
+from rolesanywhere_hsm.digest import sha256_hex
 from rolesanywhere_hsm.errors import ArnError, UsageError
-from rolesanywhere_hsm.redact import redact
+from rolesanywhere_hsm.record import Record
+from rolesanywhere_hsm.redact import redact, without_pin_attributes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
     from rolesanywhere_hsm.settings import Settings
@@ -39,7 +41,23 @@ MIN_DURATION, MAX_DURATION = 900, 43200
 DEFAULT_DURATION = 3600
 # AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
 _ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
-_CACHE_KEY_VERSION = "rah-spec-1"
+_CACHE_KEY_VERSION = "rah-spec-3"
+# Environment variables through which a PKCS#11 module (or the daemon behind it) chooses the
+# token store it opens, read at C_Initialize: the same URI names another token when one of them
+# changes. The rule: every variable of these modules' families (by prefix), each with its value
+# and, when the value names a file or directory, that file's identity (a SOFTHSM2_CONF edited to
+# another tokendir). A variable that may hold a secret never enters the key.
+_MODULE_CONFIG_PREFIXES = (
+    "SOFTHSM2_",          # SoftHSM2: SOFTHSM2_CONF
+    "TPM2_PKCS11_",       # tpm2-pkcs11: TPM2_PKCS11_STORE, TPM2_PKCS11_TCTI
+    "TSS2_",              # the TPM software stack under tpm2-pkcs11 (TSS2_TCTI, TSS2_FAPICONF)
+    "P11_KIT_",           # p11-kit's client module: P11_KIT_SERVER_ADDRESS
+    "PCSCLITE_",          # the PC/SC daemon behind OpenSC and ykcs11: PCSCLITE_CSOCK_NAME
+    "OPENSC_",            # OpenSC: OPENSC_CONF
+    "YKCS11_",            # ykcs11
+    "ChrystokiConfigurationPath",  # Thales Luna client
+)
+_SECRET_WORDS = ("PIN", "PASS", "SECRET", "TOKEN_AUTH", "AUTH_VALUE")
 
 
 def _as_given(exc: UsageError, settings: Settings) -> UsageError:
@@ -63,38 +81,67 @@ def tls_verify(settings: Settings) -> bool | str:
     return settings["ca-bundle"] or True
 
 
-@dataclass(frozen=True)
-class CredentialSpec:
+class CredentialSpec(Record):
     """Everything that decides which credentials a fetch gets; no secrets.
 
     `verify` is True (system CAs), False (no verification) or a CA bundle path; `trust_env`
     honours HTTPS_PROXY and friends; `timeout` is the total seconds one fetch may take
-    (None: the client's defaults).
+    (None: the client's defaults). `arns` and `selector` are derived (the ARNs checked, the
+    --cert-selector parsed). A plain frozen class, not a dataclass: a cache hit builds one
+    (rolesanywhere_hsm.record says why).
     """
+
+    _compared = (
+        "certificate", "trust_anchor_arn", "profile_arn", "role_arn", "private_key", "intermediates",
+        "pkcs11_lib", "reuse_pin", "region", "endpoint", "duration_seconds", "role_session_name",
+        "verify", "trust_env", "timeout", "no_tpm_key_password", "cert_selector",
+        "use_latest_expiring_certificate", "token_chain",
+    )
+    __slots__ = (*_compared, "arns", "selector")
 
     certificate: str | None  # None: --cert-selector picks it among the tokens' certificates
     trust_anchor_arn: str
     profile_arn: str
     role_arn: str
-    private_key: str | None = None
-    intermediates: str | None = None
-    pkcs11_lib: str | None = None
-    reuse_pin: bool = False
-    region: str | None = None
-    endpoint: str | None = None
-    duration_seconds: int = DEFAULT_DURATION
-    role_session_name: str | None = None
-    verify: bool | str = True
-    trust_env: bool = True
-    timeout: float | None = None
-    no_tpm_key_password: bool = False
-    cert_selector: Any = None  # the official helper's --cert-selector text (or a parsed one)
-    use_latest_expiring_certificate: bool = False
-    token_chain: bool = True  # a certificate on a token: send its issuer path from the token
-    arns: SessionArns = field(init=False, repr=False, compare=False)
-    selector: Any = field(init=False, repr=False, compare=False)  # cert_selector, parsed
+    private_key: str | None
+    intermediates: str | None
+    pkcs11_lib: str | None
+    reuse_pin: bool
+    region: str | None
+    endpoint: str | None
+    duration_seconds: int
+    role_session_name: str | None
+    verify: bool | str
+    trust_env: bool
+    timeout: float | None
+    no_tpm_key_password: bool
+    cert_selector: Any  # the official helper's --cert-selector text (or a parsed one)
+    use_latest_expiring_certificate: bool
+    token_chain: bool  # a certificate on a token: send its issuer path from the token
+    arns: SessionArns
+    selector: Any  # cert_selector, parsed
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self, certificate: str | None, trust_anchor_arn: str, profile_arn: str, role_arn: str,
+        private_key: str | None = None, intermediates: str | None = None, pkcs11_lib: str | None = None,
+        reuse_pin: bool = False, region: str | None = None, endpoint: str | None = None,
+        duration_seconds: int = DEFAULT_DURATION, role_session_name: str | None = None,
+        verify: bool | str = True, trust_env: bool = True, timeout: float | None = None,
+        no_tpm_key_password: bool = False, cert_selector: Any = None,
+        use_latest_expiring_certificate: bool = False, token_chain: bool = True,
+    ) -> None:
+        self._set(
+            certificate=certificate, trust_anchor_arn=trust_anchor_arn, profile_arn=profile_arn,
+            role_arn=role_arn, private_key=private_key, intermediates=intermediates,
+            pkcs11_lib=pkcs11_lib, reuse_pin=reuse_pin, region=region, endpoint=endpoint,
+            duration_seconds=duration_seconds, role_session_name=role_session_name, verify=verify,
+            trust_env=trust_env, timeout=timeout, no_tpm_key_password=no_tpm_key_password,
+            cert_selector=cert_selector, use_latest_expiring_certificate=use_latest_expiring_certificate,
+            token_chain=token_chain,
+        )
+        self._check()
+
+    def _check(self) -> None:
         if not self.certificate and not self.cert_selector:
             raise UsageError("No certificate was given.",
                              hint="Pass --certificate (a file or a pkcs11: URI) or --cert-selector.")
@@ -188,12 +235,12 @@ class CredentialSpec:
         )
 
     def cache_key(self) -> str:
-        """A stable hex key naming these credentials: from the spec's text, the endpoint as it
-        resolves now (AWS_ENDPOINT_URL* change it) and the identity (device, inode, size,
+        """A stable hex key naming these credentials: from the spec's text, what chooses the
+        endpoint now (AWS_ENDPOINT_URL* and the FIPS/dual-stack switches change it) and the identity (device, inode, size,
         mtime) of the files it names, so a renewed certificate file gives a new key. A
         `pin-value` in a URI is left out: the key may become a file name, and a hash of a
         short PIN is easy to reverse. No token or module is touched."""
-        from rolesanywhere_hsm.endpoints import resolve_endpoint
+        from rolesanywhere_hsm.endpoints import endpoint_source
 
         text = {
             "v": _CACHE_KEY_VERSION,
@@ -205,7 +252,7 @@ class CredentialSpec:
             "trust_anchor_arn": str(self.arns.trust_anchor),
             "profile_arn": str(self.arns.profile),
             "role_arn": str(self.arns.role),
-            "endpoint": resolve_endpoint(self.signing_region, self.endpoint),
+            "endpoint": endpoint_source(self.signing_region, self.endpoint),
             "duration_seconds": self.duration_seconds,
             "role_session_name": self.role_session_name,
             "verify": self.verify,
@@ -214,9 +261,10 @@ class CredentialSpec:
             "cert_selector": _selector_reference(self.cert_selector),
             "use_latest_expiring_certificate": self.use_latest_expiring_certificate,
             "token_chain": self.token_chain,
+            "module_config": module_configuration(os.environ),
         }
         blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return sha256_hex(blob)
 
 
 def _selector_reference(selector: Any) -> Any:
@@ -232,10 +280,33 @@ def _reference(ref: str | None) -> Any:
     if ref is None:
         return None
     if ref[:7].lower() == "pkcs11:":
-        return redact(ref)
+        return without_pin_attributes(ref)
     path = os.path.abspath(ref)
     try:
         st = os.stat(path)
     except OSError:
         return [path, None]
     return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def module_configuration(environ: Mapping[str, str]) -> list[Any]:
+    """The PKCS#11 modules' configuration for the cache key (the rule at _MODULE_CONFIG_PREFIXES):
+    sorted (name, value, identity of the file it names, if any)."""
+    found = []
+    for name, value in environ.items():
+        if not name.startswith(_MODULE_CONFIG_PREFIXES):
+            continue
+        if any(word in name.upper() for word in _SECRET_WORDS):
+            continue
+        identity = None
+        if value.startswith("/"):
+            try:
+                st = os.stat(value)
+                # a directory (a token store) by what it is, not by its mtime, which its
+                # database's journal files change on every use
+                identity = ([st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
+                            if stat.S_ISREG(st.st_mode) else [st.st_dev, st.st_ino])
+            except OSError:
+                pass
+        found.append([name, value, identity])
+    return sorted(found)

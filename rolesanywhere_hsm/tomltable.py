@@ -14,9 +14,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-__all__ = ["TomlEditError", "render_table", "replace_table", "toml_key", "toml_value"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (settings loads us)
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["TomlEditError", "loads", "render_table", "replace_table", "toml_key", "toml_value"]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _HEADER = re.compile(r"\s*\[")
@@ -24,6 +27,17 @@ _HEADER = re.compile(r"\s*\[")
 
 class TomlEditError(ValueError):
     """The file cannot be edited safely line by line; the caller says what to do."""
+
+
+def loads(text: str) -> dict[str, Any]:
+    """`tomllib.loads`, with a document nested too deeply for its recursive parser (thousands
+    of `[[[`) reported as the TOMLDecodeError every caller handles, not a RecursionError."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("it is nested too deeply") from None
 
 
 def toml_key(key: str) -> str:
@@ -69,7 +83,7 @@ def _header_path(line: str) -> tuple[str, ...] | None:
     if not _HEADER.match(line) or stripped.startswith("[["):
         return None
     try:
-        document = tomllib.loads(stripped)
+        document = loads(stripped)
     except tomllib.TOMLDecodeError:
         return None
     path: list[str] = []
@@ -93,7 +107,7 @@ def replace_table(text: str, path: Sequence[str], values: Mapping[str, Any]) -> 
     import tomllib
 
     try:
-        before = tomllib.loads(text)
+        before = loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TomlEditError(f"it is not valid TOML: {exc}") from None
     lines = text.splitlines(keepends=True)
@@ -120,7 +134,7 @@ def replace_table(text: str, path: Sequence[str], values: Mapping[str, Any]) -> 
         new = head + block
     expected = _with_table(before, wanted, dict(values))
     try:
-        after = tomllib.loads(new)
+        after = loads(new)
     except tomllib.TOMLDecodeError as exc:
         raise TomlEditError(f"the edited file would not parse ({exc})") from None
     if after != expected:

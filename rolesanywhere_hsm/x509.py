@@ -6,6 +6,7 @@ token key never pays for `cryptography`. Verification belongs to the emulator, n
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "algorithm_for_key_type",
     "certificate_data",
     "certificate_info",
+    "ensure_current",
     "ensure_leaf_usable",
     "load_certificates",
     "order_chain",
@@ -69,6 +71,8 @@ class CertificateInfo:
     subject_raw: bytes
     issuer_raw: bytes
     parameter_set: str | None = None  # "ML-DSA-44", "ML-DSA-65", "ML-DSA-87" for ML-DSA
+    not_before: dt.datetime | None = None  # aware, UTC
+    not_after: dt.datetime | None = None
 
     @property
     def algorithm(self) -> str:
@@ -159,6 +163,8 @@ def certificate_info(der: bytes) -> CertificateInfo:
             subject_raw=cert.subject.dump(),
             issuer_raw=cert.issuer.dump(),
             parameter_set=parameter_set,
+            not_before=tbs["validity"]["not_before"].native,
+            not_after=tbs["validity"]["not_after"].native,
         )
     except CertificateError:
         raise
@@ -225,8 +231,10 @@ def certificate_data(der: bytes) -> dict[str, object]:
     }
 
 
-def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = ()) -> None:
-    """Refuse early what the service would refuse anyway, with a clearer message."""
+def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = (), *, dates: bool = True) -> None:
+    """Refuse early what the service would refuse anyway, with a clearer message: a CA
+    certificate, a key type we do not sign with, a certificate outside its validity (which the
+    service calls only "Untrusted signing certificate")."""
     if info.is_ca:
         raise CertificateError(
             f"The certificate for {info.subject or 'an empty subject'} is a CA certificate; "
@@ -234,6 +242,30 @@ def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = ()) -> No
             hint="Pass the workload's own certificate with --certificate.",
         )
     algorithm_for_key_type(info.key_type)
+    if dates:
+        ensure_current(info)
+
+
+def ensure_current(info: CertificateInfo, now: dt.datetime | None = None, *,
+                   refuse_future: bool = True) -> None:
+    """PURE (given `now`): refuse a certificate outside its validity, which the service would
+    refuse as "Untrusted signing certificate", naming the date that is wrong. Needs neither the
+    network nor a PIN. `refuse_future=False` lets a not-yet-valid one through (storing a
+    renewal ahead of its start is fine; signing with it is not)."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    who = info.subject or "an empty subject"
+    if info.not_after is not None and now > info.not_after:
+        raise CertificateError(
+            f"The certificate for {who} (serial {info.serial:x}) expired on "
+            f"{info.not_after:%Y-%m-%d %H:%M:%S}Z (not after); Roles Anywhere refuses it.",
+            hint="Renew it (a new certificate for the same key works: csr, then "
+            "import-certificate --replace); `rolesanywhere-hsm doctor` shows its dates.")
+    if refuse_future and info.not_before is not None and now < info.not_before:
+        raise CertificateError(
+            f"The certificate for {who} (serial {info.serial:x}) is not valid before "
+            f"{info.not_before:%Y-%m-%d %H:%M:%S}Z (not before); Roles Anywhere refuses it until "
+            "then.",
+            hint="Check this machine's clock, or wait until the certificate is valid.")
 
 
 def public_key_type(key: Any) -> str:

@@ -139,3 +139,32 @@ def test_a_profile_supplies_the_options(tmp_path: Path, monkeypatch: pytest.Monk
         'role-arn = "arn:aws:iam::111122223333:role/R"\nsession-duration = 900\n')
     spec = spec_from_options("dev", {"RAH_CONFIG": str(config)}, session_duration=1800)
     assert spec.duration_seconds == 1800 and spec.signing_region == "eu-west-1"
+
+
+def test_boto3_session_unlocks_a_tpm_key_file_with_tpm_key_password(tpmkeys: Any) -> None:
+    """The keyword reaches the TPM key file signer (it was accepted and dropped: the key then
+    asked for its password, here a callback that fails the test)."""
+    from rolesanywhere_hsm import boto3_session
+    from rolesanywhere_hsm.emulator import EmulatorConfig
+
+    key = tpmkeys.keys["ec"]
+    assert key.password == "ec-pass"
+
+    def no_prompt(what: str) -> str:
+        raise AssertionError(f"asked for a secret although tpm_key_password was given: {what}")
+
+    with Emulator(EmulatorConfig.for_certificates([tpmkeys.ca.certificate])) as server:
+        session = boto3_session(certificate=str(key.certificate_path), private_key=str(key.path),
+                                tpm_key_password="ec-pass", secret_callback=no_prompt,
+                                trust_anchor_arn=server.trust_anchor_arn, profile_arn=server.profile_arn,
+                                role_arn=server.role_arn, endpoint=server.url)
+        frozen = session.get_credentials().get_frozen_credentials()
+        assert frozen.access_key == server.last_issued.access_key_id
+
+
+def test_spec_from_options_refuses_a_secret_rather_than_drop_it() -> None:
+    from rolesanywhere_hsm.botocore_provider import spec_from_options
+
+    with pytest.raises(ConfigError, match="tpm_key_password is a secret") as raised:
+        spec_from_options(certificate="c.pem", tpm_key_password="pw")
+    assert "pw" not in str(raised.value.diagnostics())

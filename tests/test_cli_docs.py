@@ -31,9 +31,11 @@ def _commands() -> dict[str, Any]:
 
 
 def _shown_options(command: Any) -> list[str]:
+    """Every long flag `--help` shows, a switch's "off" flag (`--no-cache`) included."""
     return [opt for param in command.params
             if param.param_type_name == "option" and not getattr(param, "hidden", False)
-            for opt in param.opts if opt.startswith("--") and opt != "--help"]
+            for opt in (*param.opts, *getattr(param, "secondary_opts", ()))
+            if opt.startswith("--") and opt != "--help"]
 
 
 def _sections() -> dict[str, str]:
@@ -64,3 +66,4 @@ def test_the_check_can_fail() -> None:
     assert not _documented("--config", "`--config-profile NAME`")
     assert _documented("--config", "`--config FILE`")
     assert "--config-profile" in _shown_options(COMMANDS["credential-process"])
+    assert "--no-cache" in _shown_options(COMMANDS["credential-process"])  # "off" flags are checked too

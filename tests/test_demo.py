@@ -70,3 +70,16 @@ def test_demo_keep_prints_lines_that_reuse_what_it_kept(tmp_path: Path) -> None:
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
+
+
+def test_demo_keep_naming_a_file_is_a_usage_error(tmp_path: Path) -> None:
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]))
+    for where in (taken, taken / "demo"):  # the file itself, or a directory under it
+        result = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "demo", "--keep", str(where)],
+                                capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+        assert result.returncode == 2, result.stderr
+        assert result.stdout == "" and "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"rolesanywhere-hsm: Cannot create the directory {where} for --keep")
+    assert taken.read_text() == "mine\n"

@@ -16,7 +16,6 @@ are output.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
@@ -188,23 +187,18 @@ def test_the_parse_check_can_fail() -> None:
 # Run the blocks marked run-by-test
 
 
-def _softhsm_home(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    """A HOME where ~/.config/softhsm2/softhsm2.conf points at an empty token directory, as the
-    onboarding guide's SoftHSM block expects; SoftHSM's module where the block says it is."""
-    module = request.getfixturevalue("softhsm_module")
-    tokens = home / ".local" / "share" / "softhsm2" / "tokens"
-    tokens.mkdir(parents=True)
-    conf = home / ".config" / "softhsm2" / "softhsm2.conf"
-    conf.parent.mkdir(parents=True)
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
+def _softhsm_walk(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Nothing: the onboarding guide's SoftHSM blocks make their own configuration, token and
+    CA from an empty HOME. Only SoftHSM's module has to be where the block says it is."""
+    request.getfixturevalue("softhsm_module")
     if not Path("/usr/lib/softhsm/libsofthsm2.so").exists():
-        pytest.skip(f"the docs name /usr/lib/softhsm/libsofthsm2.so; SoftHSM is at {module}")
+        pytest.skip("the docs name /usr/lib/softhsm/libsofthsm2.so; SoftHSM is elsewhere here")
     return {}
 
 
 def _ca_files(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    """ca.pem and ca.key (a test CA) and workload.csr (made by our `csr` from a file key) in the
-    working directory, as the onboarding guide's openssl block expects."""
+    """What the text before the onboarding guide's openssl block says the reader has: their
+    CA's ca.pem and ca.key, and workload.csr (a request, here from a file key)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
@@ -251,24 +245,36 @@ def _attested_csr(home: Path, work: Path, request: pytest.FixtureRequest) -> dic
 
 
 SETUPS: dict[str, Callable[[Path, Path, pytest.FixtureRequest], dict[str, str]]] = {
-    "softhsm-home": _softhsm_home,
+    "softhsm-walk": _softhsm_walk,
     "ca-files": _ca_files,
     "attested-csr": _attested_csr,
 }
+# Setups whose blocks continue each other, in the order of their file: each block runs after
+# the ones before it with the same mark, in the same HOME and directory ("continuing from the
+# token above").
+CHAINED = {"softhsm-walk"}
 
 CHECKS: dict[str, Callable[[Path, subprocess.CompletedProcess[str]], None]] = {}
 
 
-def _check_softhsm_home(work: Path, done: subprocess.CompletedProcess[str]) -> None:
+def _check_leaf(path: Path) -> None:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+
+
+def _check_softhsm_walk(work: Path, done: subprocess.CompletedProcess[str]) -> None:
     assert re.search(r"^pkcs11:token=aws;.*object=workload;type=private", done.stdout, re.M), done.stdout
+    if (work / "workload.pem").exists():  # the test CA block ran too
+        _check_leaf(work / "workload.pem")
+        assert re.search(r"^pkcs11:token=aws;.*object=workload;type=cert", done.stdout, re.M), done.stdout
+        assert (work / "test-ca" / "ca.key").stat().st_mode & 0o777 == 0o600
 
 
 def _check_ca_files(work: Path, done: subprocess.CompletedProcess[str]) -> None:
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificate((work / "workload.pem").read_bytes())
-    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
-    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    _check_leaf(work / "workload.pem")
 
 
 def _check_attested_csr(work: Path, done: subprocess.CompletedProcess[str]) -> None:
@@ -281,8 +287,20 @@ def _check_attested_csr(work: Path, done: subprocess.CompletedProcess[str]) -> N
     assert cert.subject.rfc4514_string() == "CN=workload-1,OU=attested-yubikey"
 
 
-CHECKS.update({"softhsm-home": _check_softhsm_home, "ca-files": _check_ca_files,
+CHECKS.update({"softhsm-walk": _check_softhsm_walk, "ca-files": _check_ca_files,
                "attested-csr": _check_attested_csr})
+
+
+def clean_environment(home: Path) -> dict[str, str]:
+    """What a new user's shell has: a HOME (empty), a PATH on which the installed console
+    script is found, a UTF-8 locale. Nothing of the test run's own environment (no RAH_*,
+    SOFTHSM2_*, AWS_*, proxies, p11-kit or TPM settings) leaks into a docs block."""
+    import sys
+
+    script_dir = Path(sys.executable).parent
+    assert (script_dir / PROGRAM).exists(), f"the console script is not installed beside {sys.executable}"
+    return {"HOME": str(home), "PATH": f"{script_dir}:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+            "PYTHONPATH": str(ROOT)}  # the worktree's code, not an installed copy
 
 
 def console_script(text: str) -> str:
@@ -325,10 +343,10 @@ def test_block_runs(block: Block, tmp_path: Path, request: pytest.FixtureRequest
     home.mkdir()
     work.mkdir()
     extra = SETUPS[block.reason](home, work, request)
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("RAH_", "SOFTHSM2_", "AWS_"))}
-    env.update(HOME=str(home), PYTHONPATH=f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}", **extra)
-    script = console_script(block.text) if block.kind == "console" else block.text
+    env = dict(clean_environment(home), **extra)
+    chain = [b for b in RUN if b.path == block.path and b.reason == block.reason
+             and b.line <= block.line] if block.reason in CHAINED else [block]
+    script = "\n".join(console_script(b.text) if b.kind == "console" else b.text for b in chain)
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
                           cwd=work, env=env, timeout=120, stdin=subprocess.DEVNULL,
                           start_new_session=True)

@@ -10,6 +10,7 @@ minute) it builds the error object and runs it through the CLI's own error handl
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -167,7 +168,26 @@ def _file_001(c: Context) -> list[Run]:
     target = blocker / "aws" / "credentials"  # its parent cannot be made: a file is in the way
     server = c.fixture("emulator")
     args = ["update", "--once", *c.leaf(), *c.arns(server), "--endpoint", server.url]
-    return [Run(args, "Cannot create the directory", 2, env={"AWS_SHARED_CREDENTIALS_FILE": str(target)})]
+    fifo = c.tmp / "fifo"
+    os.mkfifo(fifo)
+    return [Run(args, "Cannot create the directory", 2, env={"AWS_SHARED_CREDENTIALS_FILE": str(target)}),
+            Run(args, "it is a FIFO (named pipe), not a regular file", 2,
+                env={"AWS_SHARED_CREDENTIALS_FILE": str(fifo)})]
+
+
+def _file_003(c: Context) -> list[Run]:
+    if os.geteuid() != 0:
+        pytest.skip("planting a link as another user needs root")
+    shared = c.tmp / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    planted = shared / "credentials"
+    planted.symlink_to(c.tmp / "victim")
+    os.lchown(planted, 65534, 65534)
+    server = c.fixture("emulator")
+    args = ["update", "--once", *c.leaf(), *c.arns(server), "--endpoint", server.url]
+    return [Run(args, "is a symbolic link owned by another user (uid 65534)", 2,
+                env={"AWS_SHARED_CREDENTIALS_FILE": str(planted)})]
 
 
 def _arn_001(c: Context) -> list[Run]:
@@ -275,7 +295,8 @@ def _svc_004(c: Context) -> list[Run]:
 
 
 def _svc_005(c: Context) -> list[Run]:
-    return [Run(_svc(c, 429), "ThrottlingException", 6)]
+    # Throttled answers are backed off in seconds: a short budget keeps the run to ~3 s.
+    return [Run([*_svc(c, 429), "--timeout", "3"], "ThrottlingException", 9)]
 
 
 def _net_001(c: Context) -> list[Run]:
@@ -332,6 +353,7 @@ def _att_005(c: Context) -> list[Run]:
 
 CLI_CASES: dict[str, Callable[[Context], list[Run]]] = {
     "RAH-USE-001": _use_001, "RAH-USE-002": _use_002, "RAH-CFG-001": _cfg_001, "RAH-FILE-001": _file_001,
+    "RAH-FILE-003": _file_003,
     "RAH-ARN-001": _arn_001, "RAH-EP-001": _ep_001, "RAH-URI-001": _uri_001, "RAH-CERT-001": _cert_001,
     "RAH-KEY-001": _key_001, "RAH-TOK-001": _tok_001, "RAH-MOD-001": _mod_001, "RAH-SEL-001": _sel_001,
     "RAH-PIN-002": _pin_002, "RAH-PIN-003": _pin_003, "RAH-SVC-001": _svc_001, "RAH-SVC-002": _svc_002,

@@ -54,3 +54,23 @@ def test_rsa_pss_and_sha384_are_not_what_the_service_accepts() -> None:
     ec_key = new_private_key("p256")
     sha384 = ec_key.sign(MESSAGE, ec.ECDSA(hashes.SHA384()))
     assert not verify_signature(ec_key.public_key(), MESSAGE, sha384)
+
+
+def test_ensure_current_names_the_wrong_date_on_plain_data() -> None:
+    import datetime as dt
+
+    from rolesanywhere_hsm.errors import CertificateError
+    from rolesanywhere_hsm.x509 import CertificateInfo, ensure_current
+
+    start, end = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), dt.datetime(2026, 6, 30, 12, tzinfo=dt.timezone.utc)
+    info = CertificateInfo(der=b"", serial=0x1F, key_type="EC", subject="CN=w", issuer="CN=ca",
+                           public_key_info=b"", curve="secp256r1", key_bits=256, is_ca=False,
+                           subject_raw=b"", issuer_raw=b"", not_before=start, not_after=end)
+    ensure_current(info, start)
+    ensure_current(info, end)
+    with pytest.raises(CertificateError, match=r"CN=w \(serial 1f\) expired on 2026-06-30 12:00:00Z") as raised:
+        ensure_current(info, end + dt.timedelta(seconds=1))
+    assert "doctor" in (raised.value.hint or "")
+    with pytest.raises(CertificateError, match="not valid before 2026-01-01 00:00:00Z"):
+        ensure_current(info, start - dt.timedelta(seconds=1))
+    ensure_current(info, start - dt.timedelta(days=1), refuse_future=False)

@@ -171,6 +171,7 @@ def sign_string(settings: Settings, *, output_format: OutputFormat = OutputForma
         no_tpm_key_password=settings["no-tpm-key-password"],
         cert_selector=selector,
         use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
+        check_dates=False,  # a test of the key; nothing goes to the service
     )
     signature, _spki = _sign(config, digest.value)
     if output_format is OutputFormat.bin:

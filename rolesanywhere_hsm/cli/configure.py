@@ -93,7 +93,9 @@ def plan(flags: Mapping[str, Any], *, aws_profile: str | None, command: str = "r
     if not _PROFILE_NAME.fullmatch(name):
         raise ConfigError("The --config-profile name may hold only letters, digits, '-' and '_' "
                           "(at most 64).", hint="Choose a name such as dev or prod-eu.")
+    _refuse_undecodable({**flags, "aws-profile": aws_profile, "command": command})
     aws_profile = aws_profile or name
+    check_aws_profile_name(aws_profile)
     check_section_name(aws_section(aws_profile))
     config_file = config_path(flags.get("config"), environ)
     values = {key: value for key, value in flags.items() if key not in _META and value is not None}
@@ -117,18 +119,58 @@ def plan(flags: Mapping[str, Any], *, aws_profile: str | None, command: str = "r
                          {"credential_process": line})
 
 
+def _refuse_undecodable(values: Mapping[str, Any]) -> None:
+    """Both files are UTF-8 text: an argument that is not (bytes the shell passed through
+    undecoded) is refused by its option's name, without echoing it."""
+    for key, value in values.items():
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"The value of --{key} is not valid UTF-8 text, and configure "
+                                  "writes UTF-8 files.",
+                                  hint="Give it in UTF-8 (check the terminal's or the script's "
+                                  "encoding).") from None
+
+
+# botocore finds `[profile NAME]` by shlex-splitting the section name into exactly two words:
+# a name with white space, a quote or a backslash is written but never found.
+_UNREADABLE_AWS_PROFILE = re.compile(r"[\s'\"\\]")
+
+
+def check_aws_profile_name(name: str) -> None:
+    """An AWS profile name that the SDKs find again in ~/.aws/config as the same name."""
+    if _UNREADABLE_AWS_PROFILE.search(name):
+        raise UsageError("The --aws-profile name may not hold white space, quotes or backslashes: "
+                         "the AWS SDKs would not find the profile configure writes.",
+                         hint="Choose a name such as dev or prod-eu.")
+
+
 def _refuse_pin_values(values: Mapping[str, Any]) -> None:
     """A PIN is never written to a file: a `pin-value` in a URI is refused (one line, without
-    the URI), with the ways that keep the PIN out of the profile."""
+    the URI), with the ways that keep the PIN out of the profile; and so is a `pin-source` that
+    redaction would hide (not file:, an absolute path, env:NAME or cmd:), which is most likely
+    a PIN typed where the source goes."""
+    from rolesanywhere_hsm.redact import HIDDEN, redact
     from rolesanywhere_hsm.signers.pkcs11_uri import is_pkcs11_uri, parse_pkcs11_uri
 
     for key in ("certificate", "private-key"):
         value = values.get(key)
-        if isinstance(value, str) and is_pkcs11_uri(value) and parse_pkcs11_uri(value).pin_value is not None:
+        if not (isinstance(value, str) and is_pkcs11_uri(value)):
+            continue
+        uri = parse_pkcs11_uri(value)
+        if uri.pin_value is not None:
             raise ConfigError(f"The --{key} URI has a pin-value: configure does not write a PIN "
                               "into a file.",
                               hint="Use pin-source=file:/path (a 0600 file) in the URI, set "
                               "RAH_PKCS11_PIN when running, or let the prompt ask.")
+        if uri.pin_source is not None and HIDDEN in redact(f"pin-source={uri.pin_source}"):
+            raise ConfigError(f"The --{key} URI has a pin-source that is not file:PATH, an "
+                              "absolute path, env:NAME or cmd:COMMAND; it may be a PIN, and "
+                              "configure does not write a PIN into a file.",
+                              hint="Write pin-source=file:/path (a 0600 file), "
+                              "pin-source=env:RAH_PIN or pin-source=cmd:..., or leave it out and "
+                              "set RAH_PKCS11_PIN when running.")
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -148,10 +190,10 @@ def new_toml(text: str, plan_: ConfigurePlan, force: bool) -> str:
     """Our config file's text with the profile written; refuses to replace one unless `force`."""
     import tomllib
 
-    from rolesanywhere_hsm.tomltable import TomlEditError, replace_table
+    from rolesanywhere_hsm.tomltable import TomlEditError, loads, replace_table
 
     try:
-        profiles = tomllib.loads(text).get("profiles", {}) if text else {}
+        profiles = loads(text).get("profiles", {}) if text else {}
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"The config file {plan_.config_file} is not valid TOML: {exc}.",
                           hint="Fix the line it names, then run configure again.") from None
@@ -179,7 +221,7 @@ def new_aws_config(text: str, plan_: ConfigurePlan, force: bool) -> str:
     return set_section_values(text, section, plan_.aws_values)
 
 
-def _write(path: Path, change: Any) -> None:
+def _write(path: Path, change: Any, what: str) -> None:
     from rolesanywhere_hsm.files import update_atomic
 
     try:
@@ -187,7 +229,7 @@ def _write(path: Path, change: Any) -> None:
     except OSError:
         mode = 0o600
     update_atomic(path, lambda old: change("" if old is None else old.decode("utf-8")).encode("utf-8"),
-                  mode=mode)
+                  mode=mode, what=what)
 
 
 def configure(flags: dict[str, Any], *, aws_profile: str | None, force: bool, dry_run: bool,
@@ -211,8 +253,8 @@ def configure(flags: dict[str, Any], *, aws_profile: str | None, force: bool, dr
                          f"# {plan_.aws_file}\n{plan_.aws_text()}")
         sys.stdout.flush()
         return
-    _write(plan_.config_file, lambda text: new_toml(text, plan_, force))
-    _write(plan_.aws_file, lambda text: new_aws_config(text, plan_, force))
+    _write(plan_.config_file, lambda text: new_toml(text, plan_, force), "config")
+    _write(plan_.aws_file, lambda text: new_aws_config(text, plan_, force), "AWS config")
     print(f"Wrote [profiles.{plan_.config_profile}] to {plan_.config_file} and "
           f"[{aws_section(plan_.aws_profile)}] to {plan_.aws_file}.\n"
           f"Try: aws sts get-caller-identity --profile {plan_.aws_profile}", file=sys.stderr)
@@ -230,16 +272,26 @@ def token_certificates(pkcs11_lib: str | None) -> list[tuple[str, str]]:
     from rolesanywhere_hsm.signers.pkcs11.inventory import take_inventory
     from rolesanywhere_hsm.signers.pkcs11.modules import known_module_paths
 
+    import os
+
     paths = known_module_paths(pkcs11_lib)
     named = [(path, why) for path, why in paths if why in ("--pkcs11-lib", "RAH_PKCS11_MODULE")]
     found = []
+    seen: set[bytes] = set()
     for module in take_inventory(named or paths, pin_for=None, named=()):
         for token in module.tokens:
             for cert in token.certificates:
                 if cert.attestation or cert.info.is_ca:
                     continue
+                # One card seen through two modules (a YubiKey through ykcs11 and OpenSC, which
+                # report different serials) is offered once, through the first module; each
+                # line names its module. The certificate itself is what identifies it.
+                if cert.info.der in seen:
+                    continue
+                seen.add(cert.info.der)
                 found.append((f"{cert.info.subject} (token {token.token.label!r}, "
-                              f"{cert.info.key_type}, until {cert.not_after:%Y-%m-%d})", cert.uri))
+                              f"{cert.info.key_type}, until {cert.not_after:%Y-%m-%d}, "
+                              f"module {os.path.basename(module.path)})", cert.uri))
     return found
 
 

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.spec import CredentialSpec
 
-__all__ = ["credential_process", "import_http_client", "run_fast"]
+__all__ = ["cache_description", "credential_process", "import_http_client", "run_fast"]
 
 # Imported by httpx and httpcore when installed, and never used by one synchronous request:
 # httpx's command-line tool (httpx._main pulls click, rich and pygments: about 45 ms) and
@@ -98,6 +99,20 @@ def configure_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def cache_description(spec: CredentialSpec) -> str:
+    """What `cache list` shows for an entry: the role and the certificate (a URI without its
+    PIN attributes), or the selector when the certificate is chosen by --cert-selector."""
+    from rolesanywhere_hsm.redact import redact, without_pin_attributes
+
+    if spec.certificate is not None:
+        source = without_pin_attributes(spec.certificate)
+    elif spec.cert_selector is not None:
+        source = f"the certificate selected by {spec.cert_selector}"
+    else:
+        source = "no certificate"
+    return redact(f"{spec.role_arn} with {source}")
+
+
 def credential_process(settings: Settings) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads.
 
@@ -110,6 +125,11 @@ def credential_process(settings: Settings) -> None:
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
     spec = CredentialSpec.from_settings(settings)
+    observers: list[Any] = []
+    if settings["audit-log"]:  # only then is the audit module imported
+        from rolesanywhere_hsm.audit import AuditLog
+
+        observers.append(AuditLog(settings["audit-log"]))
 
     def fetch() -> Credentials:
         if _own_process:
@@ -117,15 +137,15 @@ def credential_process(settings: Settings) -> None:
         from rolesanywhere_hsm.session import CredentialSession
 
         with CredentialSession(spec, pkcs8_password=settings["pkcs8-password"],
-                               tpm_key_password=settings["tpm-key-password"]) as session:
+                               tpm_key_password=settings["tpm-key-password"],
+                               observers=observers) as session:
             return session.fetch()
 
     if settings["cache"]:
         from rolesanywhere_hsm.cache import CredentialCache
-        from rolesanywhere_hsm.redact import redact
 
-        description = f"{spec.role_arn} with {redact(spec.certificate)}"
-        credentials = CredentialCache().get_or_fetch(spec.cache_key(), fetch, description=description)
+        credentials = CredentialCache().get_or_fetch(  # the description only on a miss
+            spec.cache_key(), fetch, description=lambda: cache_description(spec))
     else:
         credentials = fetch()
     sys.stdout.write(credentials.credential_process_json() + "\n")

@@ -26,6 +26,8 @@ from rolesanywhere_hsm.redact import redact
 if TYPE_CHECKING:
     from rolesanywhere_hsm.cli.longrun import LongRunning
     from rolesanywhere_hsm.credentials import Credentials
+    from rolesanywhere_hsm.metrics import Metrics
+    from rolesanywhere_hsm.session import CredentialSession
     from rolesanywhere_hsm.httpserver import HttpServer
     from rolesanywhere_hsm.refresh import RefreshingCredentials
     from rolesanywhere_hsm.settings import Settings
@@ -111,22 +113,28 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
 
     holder: list[RefreshingCredentials] = []
-    app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
-                   container_token=token)
-    server = HttpServer(app, host=host, port=port, tls=tls, hop_limit=hop_limit,
-                        access_log=access_logger(sys.stderr))
-    try:
-        server.bind()  # before the PIN: a busy port must not cost a login
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {_base_url('tcp', host, port)[6:]}: "
-                         f"{exc.strerror or exc}") from None
-
-    # A SIGTERM while logging in or fetching the first credentials: finish that step (it is
-    # bounded), then stop cleanly instead of serving.
+    # Signals, sd_notify and the stderr log from here on. A SIGTERM while logging in or
+    # fetching the first credentials: finish that step (it is bounded), then stop cleanly
+    # instead of serving.
     life = _life(debug, holder).__enter__()
-    session = CredentialSession(spec, secret_callback=RememberedSecret(),
-                                pkcs8_password=settings["pkcs8-password"],
-                                tpm_key_password=settings["tpm-key-password"])
+    try:
+        session = CredentialSession(spec, secret_callback=RememberedSecret(),
+                                    pkcs8_password=settings["pkcs8-password"],
+                                    tpm_key_password=settings["tpm-key-password"], rotate=True)
+        metrics = _observe(session, settings)
+        app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
+                       container_token=token, metrics=metrics)
+        server = HttpServer(app, host=host, port=port, tls=tls, hop_limit=hop_limit,
+                            access_log=access_logger(sys.stderr))
+        try:
+            server.bind()  # before the PIN: a busy port must not cost a login
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {_base_url('tcp', host, port)[6:]}: "
+                             f"{exc.strerror or exc}") from None
+    except BaseException:
+        life.__exit__(None, None, None)
+        raise
+
     credentials = RefreshingCredentials(session.fetch, on_refresh=_log_refresh)
     try:
         session.open()  # log in now, in the main thread (a prompt happens here or never)
@@ -163,6 +171,20 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
             port_file.unlink(missing_ok=True)
         life.__exit__(None, None, None)
     print("rolesanywhere-hsm serve stopped", file=sys.stderr, flush=True)
+
+
+def _observe(session: CredentialSession, settings: Settings) -> Metrics:
+    """The metrics (always counted; rendered only when /metrics is asked) and, with
+    --audit-log, the audit log, as observers of the session. Shared with `update`."""
+    from rolesanywhere_hsm.metrics import Metrics
+
+    metrics = Metrics(settings.command, logins=lambda: session.login_count)
+    session.observers.append(metrics)
+    if settings["audit-log"]:
+        from rolesanywhere_hsm.audit import AuditLog
+
+        session.observers.append(AuditLog(settings["audit-log"]))
+    return metrics
 
 
 class _Deferred:

@@ -33,7 +33,8 @@ def option_help(opt: Option) -> str:
 
 def table_parameter(opt: Option) -> inspect.Parameter:
     """The typer parameter of one table option (None by default: "not given")."""
-    info = typer.Option(opt.flag, help=option_help(opt), metavar=opt.metavar, show_default=False)
+    declaration = opt.flag if opt.negation_flag is None else f"{opt.flag}/{opt.negation_flag}"
+    info = typer.Option(declaration, help=option_help(opt), metavar=opt.metavar, show_default=False)
     annotation = Annotated[Optional[opt.type], info]  # type: ignore[name-defined]  # noqa: UP045
     return inspect.Parameter(opt.attr, inspect.Parameter.KEYWORD_ONLY, default=None,
                              annotation=annotation)

@@ -58,7 +58,18 @@ def _pin_for_tokens(login: bool, token_label: str | None) -> Any:
     return pin_for
 
 
+def validity_state(not_before: Any, not_after: Any, now: Any) -> str:
+    """PURE: "valid", "expired" or "not yet valid" (what the service would answer at `now`)."""
+    if now > not_after:
+        return "expired"
+    if now < not_before:
+        return "not yet valid"
+    return "valid"
+
+
 def _certificate_data(cert: Any) -> dict[str, Any]:
+    import datetime as dt
+
     info = cert.info
     return {
         "label": cert.object.label,
@@ -68,6 +79,7 @@ def _certificate_data(cert: Any) -> dict[str, Any]:
         "serialNumber": format(info.serial, "x"),
         "notBefore": cert.not_before.isoformat(),
         "notAfter": cert.not_after.isoformat(),
+        "validity": validity_state(cert.not_before, cert.not_after, dt.datetime.now(dt.timezone.utc)),
         "keyType": info.key_type,
         "keyBits": info.key_bits,
         "curve": info.curve,
@@ -128,7 +140,13 @@ def _protection_text(key: dict[str, Any]) -> str:
 
 
 def inventory_data(modules: list[Any], token_label: str | None = None) -> list[dict[str, Any]]:
-    """The JSON shape of `tokens --json` (documented in docs/cli.md)."""
+    """The JSON shape of `tokens --json` (documented in docs/cli.md). With `token_label`
+    (--token), only modules that show that token, or that the user named and that failed:
+    the errors and noise of every other module are not about the token asked for."""
+    named = ("--pkcs11-lib", "RAH_PKCS11_MODULE")
+    if token_label is not None:
+        modules = [m for m in modules if any(t.token.label == token_label for t in m.tokens)
+                   or (m.error and m.reason in named)]
     return [{
         "module": m.path,
         "foundBy": m.reason,
@@ -172,6 +190,7 @@ def _text(modules: list[dict[str, Any]]) -> str:
             for c in t["certificates"]:
                 mark = "  [attestation certificate]" if c["attestation"] else ""
                 mark += "  [CA certificate]" if c["isCA"] else ""
+                mark += f"  [{c['validity'].upper()}]" if c["validity"] != "valid" else ""
                 lines.append(f"    certificate {c['label']!r} id {format_id(bytes.fromhex(c['id']))}{mark}")
                 lines.append(f"      subject {c['subject']}")
                 lines.append(f"      issuer  {c['issuer']}")
@@ -218,6 +237,9 @@ def tokens(
                              token)
     if as_json:
         print(json.dumps(modules, indent=2))
+    elif token is not None and not modules:
+        print(f"no token labelled {token!r} in the {len(found)} module(s) looked at "
+              f"({', '.join(path for path, _ in found)})")
     else:
         print(_text(modules))
 

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "doctor",
     "cache",
     "configure",
+    "devca",
 )
 
 app = typer.Typer(

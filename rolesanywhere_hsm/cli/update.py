@@ -14,7 +14,7 @@ never presented again (the command then exits with code 5). See docs/update.md.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -29,7 +29,8 @@ log = logging.getLogger("rolesanywhere_hsm.update")
 # After a failed write (disk full, permissions), try again this often while credentials last.
 WRITE_RETRY_SECONDS = 5.0
 
-def update(settings: Settings, *, profile: str = "default", once: bool = False) -> None:
+def update(settings: Settings, *, profile: str = "default", once: bool = False,
+           metrics_port: int | None = None) -> None:
     """Write temporary credentials into a profile of ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE)."""
     configure_logging(settings["debug"])
     from rolesanywhere_hsm.cli.compat import check_store_flags
@@ -44,31 +45,69 @@ def update(settings: Settings, *, profile: str = "default", once: bool = False) 
                "tpm_key_password": settings["tpm-key-password"]}
     path = shared_credentials_path()
     if once:
+        if metrics_port is not None:
+            from rolesanywhere_hsm.errors import UsageError
+
+            raise UsageError("--metrics-port needs update to keep running; drop --once.")
         from rolesanywhere_hsm.cli.longrun import log_to_stderr, remove_handler
 
         handler = None if settings["debug"] else log_to_stderr(LOG_PREFIX, LOGGERS, propagate=False)
         try:
             with CredentialSession(spec, **secrets) as session:
+                if settings["audit-log"]:
+                    from rolesanywhere_hsm.audit import AuditLog
+
+                    session.observers.append(AuditLog(settings["audit-log"]))
                 _write(path, profile, session.fetch())
         finally:
             if handler is not None:
                 remove_handler(handler, LOGGERS)
         return
+    from rolesanywhere_hsm.cli.serve import _observe
+
     holder: list = []
     with _life(settings["debug"], holder) as life, \
-            CredentialSession(spec, secret_callback=RememberedSecret(), **secrets) as session:
-        session.open()  # the one login, in the main thread: a prompt happens here or never
-        _run(session, path, profile, life, holder)
+            CredentialSession(spec, secret_callback=RememberedSecret(), rotate=True, **secrets) as session:
+        metrics = _observe(session, settings)
+        health = _health_server(metrics_port, metrics) if metrics_port is not None else None
+        try:
+            session.open()  # the one login, in the main thread: a prompt happens here or never
+            _run(session, path, profile, life, holder, health)
+        finally:
+            if health is not None:
+                health[0].stop()
 
 
-def _run(session, path, profile: str, life, holder: list) -> None:  # type: ignore[no-untyped-def]
+def _health_server(port: int, metrics):  # type: ignore[no-untyped-def]
+    """/livez, /readyz and /metrics on 127.0.0.1:PORT, served from a thread (the refresh loop
+    owns the main thread). Bound before the login: a busy port costs no PIN."""
+    from rolesanywhere_hsm.errors import UsageError
+    from rolesanywhere_hsm.httpserver import HttpServer
+    from rolesanywhere_hsm.servers.app import HealthApp
+
+    ready: list = [lambda: False]
+    app = HealthApp(lambda: ready[0](), metrics)
+    server = HttpServer(app, host="127.0.0.1", port=port)
+    try:
+        server.start_in_thread("rah-update-metrics")
+    except OSError as exc:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port} (--metrics-port): {exc.strerror or exc}") from None
+    log.info("health and metrics on http://127.0.0.1:%d/ (livez, readyz, metrics)", server.port)
+    return server, ready
+
+
+def _run(session, path, profile: str, life, holder: list, health=None) -> None:  # type: ignore[no-untyped-def]
     """Refresh until SIGTERM/SIGINT, writing each new set of credentials. Runs in the main
-    thread (no background thread: nothing else to serve), waiting on the Event the signal
-    handlers set, so a stop is noticed at once even in the middle of a long wait."""
+    thread (no background thread: nothing else to serve), waiting on the stop the signal
+    handlers set, so a stop is noticed at once even in the middle of a long wait. Each wait is
+    at most refresh.WAKE_INTERVAL (next_wait's bound), so a wall-clock jump (suspend/resume,
+    an NTP step) is noticed within seconds and the file never keeps expired keys for long."""
     from rolesanywhere_hsm.refresh import RefreshingCredentials
 
     engine = RefreshingCredentials(session.fetch)
     holder.append(engine)
+    if health is not None:
+        health[1][0] = _holds_valid(engine)
     credentials = engine.refresh()  # the first fetch: its error ends the command with its code
     _write(path, profile, credentials)
     written = engine.refresh_count
@@ -98,6 +137,21 @@ def _run(session, path, profile: str, life, holder: list) -> None:  # type: igno
     log.info("stopped")
 
 
+def _holds_valid(engine):  # type: ignore[no-untyped-def]
+    """/readyz's answer: the engine holds credentials not yet past usable (read only: in
+    update's loop mode the engine refreshes only from the main thread)."""
+
+    def ready() -> bool:
+        times = engine.refresh_times()
+        if times is None or engine.fatal_error is not None:
+            return False
+        import datetime as dt
+
+        return dt.datetime.now(dt.timezone.utc) < times.usable_until
+
+    return ready
+
+
 def _write(path, profile: str, credentials) -> None:  # type: ignore[no-untyped-def]
     from rolesanywhere_hsm.credentials import format_expiration
     from rolesanywhere_hsm.credentials_file import write_profile
@@ -108,7 +162,8 @@ def _write(path, profile: str, credentials) -> None:  # type: ignore[no-untyped-
 
 
 LOG_PREFIX = "rolesanywhere-hsm update: "
-LOGGERS = ("rolesanywhere_hsm.update", "rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session")
+LOGGERS = ("rolesanywhere_hsm.update", "rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session",
+           "rolesanywhere_hsm.httpserver")
 
 
 def _life(debug: bool, holder: list):  # type: ignore[no-untyped-def]
@@ -127,4 +182,7 @@ def register(app: typer.Typer) -> None:
                      help="Profile (section) of the shared credentials file to write."),
         extra_option("once", bool, False, "--once", help="Write the credentials once and exit, "
                      "instead of refreshing them until stopped."),
+        extra_option("metrics_port", Optional[int], None, "--metrics-port", metavar="PORT",  # noqa: UP045
+                     min=0, max=65535, help="Serve /livez, /readyz and /metrics on 127.0.0.1:PORT "
+                     "while running (docs/operations.md)."),
     ]))

@@ -184,11 +184,30 @@ def chain_checks(run: Run) -> None:
                       "to shorten the chain."))
     else:
         run.add(Check("chain-length", PASS, f"{len(sent)} of at most {_x509.MAX_CHAIN}"))
-    run.add(_path_check(run.certificate, sent, run.options.trust_anchor_ca, run.options.clock()))
+    run.add(_path_check(run.certificate, sent, run.options.trust_anchor_ca, run.options.clock(),
+                        known=given))
+
+
+def path_fix(missing: str, missing_is_root: bool | None) -> str:
+    """PURE: what to do when no path reaches the trust anchor and the chain stops at an issuer
+    named `missing`. A root CA (self-signed) is never sent (the service has it in the trust
+    anchor, or not at all): proposing to send one that is already on the token or in the
+    bundle sends the user in a circle. `missing_is_root` None: not known here (a chain from
+    the token, whose CA certificates doctor does not list)."""
+    anchor = "check that --trust-anchor-ca is the CA registered in the trust anchor"
+    if missing_is_root:
+        return (f"{missing!r} is a root CA: sending it does not help; the trust anchor must be "
+                f"that CA (or one of its intermediates): {anchor}.")
+    if missing_is_root is None:
+        return (f"If {missing!r} is an intermediate CA, send it with --intermediates (or store it "
+                f"on the token); if it is the root CA (perhaps already on the token), sending it "
+                f"does not help: {anchor}.")
+    return (f"Send the intermediate CA {missing!r} with --intermediates (or store it on the "
+            f"token), or {anchor}.")
 
 
 def _path_check(leaf_der: bytes, chain: list[bytes], anchor_file: str | None,
-                now: dt.datetime) -> Check:
+                now: dt.datetime, *, known: list[bytes] | None = None) -> Check:
     """A PKIX path from the leaf through `chain` to a certificate of the anchor's CA file, by
     the emulator's rules (every signature checked, CA flags, validity, path length)."""
     if anchor_file is None:
@@ -214,9 +233,11 @@ def _path_check(leaf_der: bytes, chain: list[bytes], anchor_file: str | None,
     except Rejection as exc:
         top = intermediates[-1] if intermediates else leaf
         missing = top.issuer.rfc4514_string()
+        issuers = [c for c in (x509.load_der_x509_certificate(d) for d in known or [])
+                   if c.subject == top.issuer]
+        is_root = True if any(c.issuer == c.subject for c in issuers) else (
+            False if issuers or known else None)
         return Check("chain-path", FAIL, f"no path to the trust anchor: {exc.detail}",
-                     f"Send the intermediate CA {missing!r} with --intermediates (or store it "
-                     "on the token), or check that --trust-anchor-ca is the CA registered in the "
-                     "trust anchor.")
+                     path_fix(missing, is_root))
     names = " -> ".join(c.subject.rfc4514_string() or "(empty)" for c in path)
     return Check("chain-path", PASS, f"path: {names}")

@@ -87,13 +87,43 @@ def parse_sans(values: Sequence[str]) -> list[SubjectAltName]:
                     "--san dns:host.example.com,uri:spiffe://example/workload.",
                 )
             if kind == "ip":
+                if "%" in rest:  # ipaddress takes fe80::1%eth0; a certificate holds no zone
+                    raise UsageError(f"--san ip:{redact(rest)} has a zone index (%...), which a "
+                                     "certificate cannot hold.",
+                                     hint="Give the address without %ZONE, e.g. ip:fe80::1.")
                 try:
                     rest = str(ipaddress.ip_address(rest))
                 except ValueError:
                     raise UsageError(f"--san ip:{redact(rest)} is not an IP address.",
                                      hint="Write e.g. ip:192.0.2.10 or ip:2001:db8::1.") from None
-            sans.append(SubjectAltName(kind, rest))
+            san = SubjectAltName(kind, rest)
+            _check_encodable(san)
+            sans.append(san)
     return sans
+
+
+def _check_encodable(san: SubjectAltName) -> None:
+    """Refuse, as a usage error, a name the certificate's ASN.1 cannot hold (asn1crypto would
+    raise deep inside the request's encoding): a DNS label over 63 characters, a non-ASCII
+    mailbox (an rfc822Name is IA5String; only the domain may be internationalised)."""
+    from asn1crypto import x509
+
+    shown = f"--san {san.kind}:{redact(san.value)}"
+    if san.kind == "dns" and any(len(label) > 63 for label in san.value.split(".")):
+        raise UsageError(f"{shown} has a DNS label longer than 63 characters.",
+                         hint="Each dot-separated part of a DNS name has at most 63 characters.")
+    if san.kind == "dns" and len(san.value.rstrip(".")) > 253:
+        raise UsageError(f"{shown} is longer than the 253 characters of a DNS name.",
+                         hint="Check the name's spelling.")
+    if san.kind == "email" and not san.value.partition("@")[0].isascii():
+        raise UsageError(f"{shown} has non-ASCII characters before the @, which a certificate's "
+                         "email name cannot hold.", hint="Use an ASCII mailbox name.")
+    try:
+        x509.GeneralName(name=SAN_KINDS[san.kind], value=san.value).dump()
+    except (ValueError, TypeError, UnicodeError, OSError) as exc:
+        reason = redact(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
+        raise UsageError(f"{shown} cannot be written in a certificate ({reason}).",
+                         hint="Check the name's spelling.") from None
 
 
 def certification_request_info(public_key_info: bytes, subject: bytes,

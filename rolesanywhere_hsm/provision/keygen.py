@@ -43,8 +43,12 @@ class GeneratedKey:
     token: str
 
 
-def _private_template(piv: bool) -> dict[Any, Any]:
+def _private_template(piv: bool, *, lock: bool = True) -> dict[Any, Any]:
+    """`lock`: CKA_MODIFIABLE false, so that nobody can later turn CKA_DECRYPT (or anything
+    else) on with C_SetAttributeValue; "signing only" would otherwise be a default, not a
+    property. Tokens that refuse the attribute get the template without it (_generate)."""
     return {
+        Attribute.MODIFIABLE: False if lock and not piv else _OMIT,
         Attribute.TOKEN: True,
         Attribute.PRIVATE: True,
         Attribute.SENSITIVE: True,
@@ -99,11 +103,18 @@ def _ensure_unused(token: ProvisioningSession, label: str | None, key_id: bytes 
             )
 
 
+# What a module answers to a template attribute it does not support. Only for these is the
+# generation tried again, once, without CKA_MODIFIABLE (nothing was made: no PIN is involved).
+_REFUSED_ATTRIBUTE = (p11.AttributeTypeInvalid, p11.AttributeValueInvalid, p11.TemplateInconsistent,
+                      p11.AttributeReadOnly)
+
+
 def _generate(token: ProvisioningSession, spec: keyspec.KeySpec, label: str, key_id: bytes) -> tuple[Any, Any]:
-    common = dict(id=key_id, label=label, store=True,
-                  capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
-                  private_template=_private_template(token.piv), public_template=_public_template())
-    with _mapped_errors(f"generating a {spec.name} key on token {token.label!r}"):
+    def attempt(lock: bool) -> tuple[Any, Any]:
+        common = dict(id=key_id, label=label, store=True,
+                      capabilities=MechanismFlag.SIGN | MechanismFlag.VERIFY,
+                      private_template=_private_template(token.piv, lock=lock),
+                      public_template=_public_template())
         if spec.key_type == "RSA":
             return token.session.generate_keypair(KeyType.RSA, spec.bits, **common)
         from pkcs11.util.ec import encode_named_curve_parameters
@@ -111,6 +122,16 @@ def _generate(token: ProvisioningSession, spec: keyspec.KeySpec, label: str, key
         params = token.session.create_domain_parameters(
             KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(spec.curve)}, local=True)
         return params.generate_keypair(**common)
+
+    with _mapped_errors(f"generating a {spec.name} key on token {token.label!r}"):
+        if token.piv:
+            return attempt(lock=False)
+        try:
+            return attempt(lock=True)
+        except _REFUSED_ATTRIBUTE as exc:
+            log.debug("token %r refused CKA_MODIFIABLE=false (%s); the key stays modifiable",
+                      token.label, type(exc).__name__)
+            return attempt(lock=False)
 
 
 def _check_policy(token: ProvisioningSession, public: Any, private: Any, spec: keyspec.KeySpec) -> None:

@@ -89,6 +89,23 @@ def _check_chain(chain: Sequence[bytes]) -> None:
                 "issuing CA certificates only.")
 
 
+def _check_leaf(info: _x509.CertificateInfo) -> None:
+    """Before the token is opened: the first certificate becomes the key's own, which a CA
+    certificate or an expired one can never be (the service refuses both at every use). A
+    not-yet-valid one passes: storing a renewal ahead of its start is legitimate."""
+    who = info.subject or "an empty subject"
+    if info.is_ca:
+        raise CertificateError(
+            f"The certificate for {who} is a CA certificate (CA:TRUE), not an end-entity "
+            "certificate for the key; nothing was written.",
+            hint="Give the certificate the CA issued for this key's request as --certificate "
+            "(the first certificate of the file) and CA certificates with --chain.")
+    try:
+        _x509.ensure_current(info, refuse_future=False)
+    except CertificateError as exc:
+        raise CertificateError(f"{exc.message} Nothing was written.", hint=exc.hint) from None
+
+
 def _store_chain(token: ProvisioningSession, chain: Sequence[bytes]) -> list[str]:
     uris = []
     for der in chain:
@@ -137,6 +154,7 @@ def import_certificate(
     leaf, *extra = _x509.load_certificates(certificate)
     chain_ders = [*extra, *(_x509.load_certificates(chain) if chain else [])]
     leaf_info = _x509.certificate_info(leaf)
+    _check_leaf(leaf_info)
     _check_chain(chain_ders)
     with open_token(key_uri, pkcs11_lib=pkcs11_lib, environ=environ, prompt=prompt,
                     callback=callback, writes="storing a certificate",

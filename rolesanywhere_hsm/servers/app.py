@@ -20,10 +20,71 @@ from rolesanywhere_hsm.servers.container import CONTAINER_PATH, ContainerApp
 from rolesanywhere_hsm.servers.imds import ImdsApp, ImdsTokens
 from rolesanywhere_hsm.servers.snapshot import CredentialSource, SnapshotCache
 
-__all__ = ["HEALTH_PATH", "ServeApp", "access_logger"]
+__all__ = ["HEALTH_PATH", "LIVE_PATH", "METRICS_PATH", "READY_PATH", "HealthApp", "ServeApp", "access_logger"]
 
 HEALTH_PATH = "/healthz"
+LIVE_PATH = "/livez"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 _JSON = ("Content-Type", "application/json")
+_ALIVE = b'{"status":"alive"}'
+_NOT_READY = b'{"status":"unavailable"}'
+_NOT_FOUND = b'{"message":"Not found"}'
+_NO_METRICS = (b'{"message":"/metrics needs prometheus-client: '
+               b'pip install \"rolesanywhere-hsm[metrics]\""}')
+
+
+class HealthApp:
+    """The operator's paths, for `serve` and `update --metrics-port`: /livez (the process
+    answers), /readyz (valid credentials are held: 503 before the first and after expiry) and
+    /metrics (Prometheus text format, when a `metrics.Metrics` is given). `ready` says whether
+    valid credentials are held now; it only reads memory."""
+
+    def __init__(self, ready: Callable[[], bool], metrics: object | None = None) -> None:
+        self._ready = ready
+        self.metrics = metrics
+
+    def route(self, request: Request) -> tuple[str, Response] | None:
+        """(endpoint name, answer) for the paths it owns, else None."""
+        path = request.path
+        if path == LIVE_PATH:
+            return "livez", _get_only(request) or Response(200, _ALIVE, [_JSON])
+        if path == READY_PATH:
+            if (refused := _get_only(request)) is not None:
+                return "readyz", refused
+            return "readyz", (Response(200, b'{"status":"ready"}', [_JSON]) if self._ready()
+                              else Response(503, _NOT_READY, [_JSON]))
+        if path == METRICS_PATH:
+            return "metrics", _get_only(request) or self._metrics()
+        return None
+
+    def __call__(self, request: Request) -> Response:
+        routed = self.route(request)
+        if routed is None:
+            response = Response(404, _NOT_FOUND, [_JSON])
+            endpoint = "other"
+        else:
+            endpoint, response = routed
+        if self.metrics is not None:
+            self.metrics.request(endpoint, response.status)  # type: ignore[attr-defined]
+        return response
+
+    def _metrics(self) -> Response:
+        if self.metrics is None:
+            return Response(404, _NOT_FOUND, [_JSON])
+        from rolesanywhere_hsm.metrics import MetricsUnavailable
+
+        try:
+            body, content_type = self.metrics.render()  # type: ignore[attr-defined]
+        except MetricsUnavailable:
+            return Response(501, _NO_METRICS, [_JSON])
+        return Response(200, body, [("Content-Type", content_type)])
+
+
+def _get_only(request: Request) -> Response | None:
+    if request.method not in ("GET", "HEAD"):
+        return Response(405, b"", [("Allow", "GET, HEAD")])
+    return None
 
 
 class ServeApp:
@@ -39,22 +100,36 @@ class ServeApp:
         container_token: str | None = None,
         wall_clock: Callable[[], float] = time.time,
         tokens: ImdsTokens | None = None,
+        metrics: object | None = None,
     ) -> None:
         self.snapshots = SnapshotCache(source, wall_clock=wall_clock)
         self.imds = ImdsApp(self.snapshots, role_name, tokens=tokens) if imds else None
         self.container = ContainerApp(self.snapshots, container_token) if container_token else None
+        self.operator = HealthApp(lambda: self.snapshots.get() is not None, metrics)
+        self.metrics = metrics
 
     def __call__(self, request: Request) -> Response:
         path = request.path
         if path.startswith("/latest/"):
+            endpoint = "imds"
             if self.imds is None:
-                return Response(404, b'{"message":"IMDS is off on this address"}', [_JSON])
-            return self.imds(request)
-        if path == CONTAINER_PATH and self.container is not None:
-            return self.container(request)
-        if path == HEALTH_PATH:
-            return self.health(request)
-        return Response(404, b'{"message":"Not found"}', [_JSON])
+                response = Response(404, b'{"message":"IMDS is off on this address"}', [_JSON])
+            else:
+                response = self.imds(request)
+        elif path == CONTAINER_PATH and self.container is not None:
+            endpoint, response = "container", self.container(request)
+        elif path == HEALTH_PATH:
+            endpoint, response = "healthz", self.health(request)
+        else:
+            routed = self.operator.route(request)
+            if routed is None:
+                endpoint, response = "other", Response(404, _NOT_FOUND, [_JSON])
+            else:
+                endpoint, response = routed
+        metrics = self.metrics
+        if metrics is not None:  # a dictionary update per answer; no allocation per request
+            metrics.request(endpoint, response.status)  # type: ignore[attr-defined]
+        return response
 
     def health(self, request: Request) -> Response:
         """200 while valid credentials are held, 503 while there are none (a readiness answer)."""

@@ -91,6 +91,19 @@ class CertifiedKeySigner:
     def algorithm(self) -> str:
         return self._algorithm
 
+    def replace_certificate(self, certificate: bytes, chain: tuple[bytes, ...]) -> None:
+        """Sign for a renewed certificate of the same key from now on (rotation without
+        restart). Refused unless its public key is the current certificate's, which was
+        checked against the key when the signer opened: no signature is spent on the check."""
+        from rolesanywhere_hsm.rotation import mismatch_error
+        from rolesanywhere_hsm.x509 import certificate_info, ensure_leaf_usable
+
+        new = certificate_info(certificate)
+        if new.public_key_info != certificate_info(self._certificate).public_key_info:
+            raise mismatch_error(f"{new.serial:x}")
+        ensure_leaf_usable(new)
+        self._certificate, self._chain = certificate, chain
+
     def sign(self, message: bytes) -> bytes:
         raise NotImplementedError
 
@@ -129,6 +142,10 @@ class SignerConfig:
     # A certificate on a token: send its issuer path from the token's CA certificates when
     # no `intermediates` are given (docs/pkcs11.md, "Chain"). Off: send no chain.
     token_chain: bool = True
+    # Refuse a certificate outside its validity at load, before any PIN (the service would
+    # refuse it as "Untrusted signing certificate"). Off only for `doctor`, which checks the
+    # dates itself and still wants to know whether the key signs.
+    check_dates: bool = True
 
     def __post_init__(self) -> None:
         if (self.cert_selector is not None and not self.certificate and self.private_key

@@ -78,7 +78,9 @@ def _password(config: SignerConfig, path: str, prompt: SecretCallback | None) ->
     if prompt is None:
         from rolesanywhere_hsm.signers.pin import prompt_on_tty
 
-        prompt = prompt_on_tty
+        def prompt(description: str) -> str:
+            return prompt_on_tty(description, fix="Give the key file's password with "
+                                 "--pkcs8-password or RAH_PKCS8_PASSWORD.")
     return prompt(f"Password for {path}").encode()
 
 
@@ -108,9 +110,10 @@ def _load_private_key(data: bytes, password: bytes | None, path: str) -> Any:
 class FileSigner(CertifiedKeySigner):
     """A Signer over a private key held in memory by `cryptography`."""
 
-    def __init__(self, key: Any, certificate: bytes, chain: tuple[bytes, ...]) -> None:
+    def __init__(self, key: Any, certificate: bytes, chain: tuple[bytes, ...], *,
+                 check_dates: bool = True) -> None:
         info = x509util.certificate_info(certificate)
-        x509util.ensure_leaf_usable(info)
+        x509util.ensure_leaf_usable(info, dates=check_dates)
         public = key.public_key().public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -193,7 +196,7 @@ def open_file_signer(config: SignerConfig) -> FileSigner:
     if config.intermediates:
         extra.extend(x509util.load_certificates(config.intermediates))
     chain = x509util.order_chain(leaf, extra) if extra else ()
-    return FileSigner(key, leaf, chain)
+    return FileSigner(key, leaf, chain, check_dates=config.check_dates)
 
 
 def _pick_leaf(certificates: list[bytes], config: SignerConfig) -> tuple[bytes, list[bytes]]:

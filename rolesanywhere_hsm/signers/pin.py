@@ -63,13 +63,14 @@ TTY_PATH = "/dev/tty"
 PIN_COMMAND_TIMEOUT = 120.0
 
 
-def prompt_on_tty(description: str) -> str:
+def prompt_on_tty(description: str, *, fix: str | None = None) -> str:
     """Ask for a secret on the controlling terminal with echo off; return what was typed.
 
     `description` is shown as the prompt ("PIN for token 'ci'"). stdout and stderr are never
     used: they belong to the program that runs us. Raises `PinUnavailableError` at once when
     there is no controlling terminal (a service, a CI job, `setsid`), so a missing PIN fails
-    fast instead of blocking.
+    fast instead of blocking; `fix` is that error's hint when the caller knows the exact
+    option (a key file's password), instead of the general one.
     """
     try:
         fd = os.open(TTY_PATH, os.O_RDWR | os.O_NOCTTY)
@@ -77,9 +78,10 @@ def prompt_on_tty(description: str) -> str:
         raise PinUnavailableError(
             f"A secret is needed ({description}) but there is no terminal to ask on "
             f"({TTY_PATH}: {exc.strerror or exc}).",
-            hint=f"Give it non-interactively: for a token PIN, pin-source=file:/path in the "
-            f"pkcs11: URI or the {PIN_ENV_VAR} environment variable; for a key file, its "
-            "password option (see --help).",
+            hint=fix or f"Give it non-interactively: for a token PIN, pin-source=file:/path in "
+            f"the pkcs11: URI or the {PIN_ENV_VAR} environment variable; for a key file, "
+            "--pkcs8-password / RAH_PKCS8_PASSWORD, for a TPM key file --tpm-key-password / "
+            "RAH_TPM_KEY_PASSWORD.",
         ) from None
     stopped: list[int] = []
     with open(fd, "r+b", buffering=0) as tty, _stop_signals_raise(stopped):

@@ -17,8 +17,12 @@ and where we are stricter:
   CK_BYTE (0..255); `type` is one of `cert`, `data`, `private`, `public`, `secret-key`;
 - characters whose meaning changes are refused: `;` inside a query value (some parsers end
   the attribute there: `?pin-value=1234;pin-source=...` must not send the PIN
-  `1234;pin-source=...` here and something else elsewhere) and `&` inside a path value; write
-  them `%3B` and `%26`;
+  `1234;pin-source=...` here and something else elsewhere), written `%3B`. An unencoded `&`
+  in a path value is accepted as RFC 7512's grammar allows (`pk11-path-res-avail`; p11tool
+  prints labels like `R&D` that way) and printed back as `%26`; inside a query value it ends
+  the value, as the grammar says. A path value holding `&pin-value=` (or another query
+  attribute) is refused: that is a query whose `?` was forgotten, and the PIN would end up in
+  a label;
 - `module-path` must be absolute (RFC 7512 section 2.4: a URI must not load a library from
   wherever the process happens to run); `module-name` is case-insensitive
   (`module_name_matches`);
@@ -68,6 +72,9 @@ _ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 # unencoded in a path value (besides unreserved) and in a query value. quote() keeps
 # unreserved characters "A-Za-z0-9-._~" whatever `safe` says.
 _PATH_SAFE = ":[]@!$'()*+,="
+# RFC 7512 allows '&' in a path value (pk11-path-res-avail), but `&pin-value=` there is a query
+# whose '?' was forgotten: the PIN would become part of a label. Refused instead of guessed.
+_MISPLACED_QUERY = re.compile(r"&(pin-value|pin-source|module-name|module-path)=", re.IGNORECASE)
 _QUERY_SAFE = ":[]@!$'()*+,=/?|"
 
 # Python field name -> URI attribute name, in the order the printer writes them.
@@ -354,10 +361,13 @@ def parse_pkcs11_uri(text: str) -> Pkcs11Uri:
 
     for index, part in enumerate(path_text.split(";") if path_text else [], start=1):
         name, raw = _split_attribute(part, "path", index, hidden=False)
-        if "&" in raw:
+        misplaced = _MISPLACED_QUERY.search(raw)  # '&' itself is allowed (a label like R&D)
+        if misplaced:
             raise Pkcs11UriError(
-                f"pkcs11: URI path attribute {_shown_name(name)} has an unencoded '&'.",
-                hint="Write '&' inside a value as %26 (RFC 7512 section 2.3).",
+                f"pkcs11: URI path attribute {_shown_name(name)} holds the query attribute "
+                f"{misplaced.group(1).lower()} (after an '&'); query attributes come after a '?'.",
+                hint="Separate the query from the path with '?'; a '&' meant inside the value "
+                "may be written %26.",
             )
         key = _PATH_BY_URI_NAME.get(name)
         if key is None:

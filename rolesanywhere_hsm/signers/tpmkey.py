@@ -45,6 +45,7 @@ from rolesanywhere_hsm.errors import (
     KeyLoadError,
     PinIncorrectError,
     PinLockedError,
+    PinUnavailableError,
     TokenError,
     TokenSigningError,
     UsageError,
@@ -129,7 +130,7 @@ def _import_tpm2_pytss() -> Any:
     except ImportError as exc:
         raise UsageError(
             f"TPM key files need the tpm2-pytss package, which cannot be imported ({exc}).",
-            hint="Install it: pip install 'rolesanywhere-hsm[tpm]' (needs libtss2-dev, pkg-config "
+            hint="Install it: pip install tpm2-pytss, what the [tpm] extra installs (needs libtss2-dev, pkg-config "
             "and a C compiler: apt-get install libtss2-dev pkg-config gcc).",
         ) from None
     return tpm2_pytss
@@ -360,26 +361,40 @@ def _password(config: SignerConfig, key: Any, path: str) -> bytes:
         if config.tpm_key_password is not None:
             log.debug("the TPM key file says emptyAuth: the given password is not used")
         return b""
+    # From here on the file says the key has a password (emptyAuth false): an empty one cannot
+    # be right, and sending it would spend one of the TPM's dictionary-attack tries (a few
+    # wrong tries lock the TPM for every program), so it is refused before the TPM is touched.
     if config.no_tpm_key_password:
-        return b""
+        raise UsageError(
+            f"--no-tpm-key-password was given, but the TPM key file {path} says its key has a "
+            "password (emptyAuth is false); nothing was sent to the TPM.",
+            hint=f"Give the password in {PASSWORD_ENV_VAR} (or let the prompt ask) and leave "
+            "--no-tpm-key-password out.")
     if config.tpm_key_password is not None:
-        return _checked(config.tpm_key_password, "--tpm-key-password")
+        return _checked(config.tpm_key_password, "--tpm-key-password", path)
     env = os.environ.get(PASSWORD_ENV_VAR)
     if env is not None:
-        return _checked(env, PASSWORD_ENV_VAR)
+        return _checked(env, PASSWORD_ENV_VAR, path)
     description = f"Password for the TPM key {path}"
     if config.secret_callback is not None:
-        return _checked(config.secret_callback(description), "the caller's secret callback")
+        return _checked(config.secret_callback(description), "the caller's secret callback", path)
     from rolesanywhere_hsm.signers.pin import prompt_on_tty
 
-    return _checked(prompt_on_tty(description), "the terminal prompt")
+    fix = f"Give the key's password with --tpm-key-password or {PASSWORD_ENV_VAR}."
+    return _checked(prompt_on_tty(description, fix=fix), "the terminal prompt", path)
 
 
-def _checked(password: str, source: str) -> bytes:
-    """The password as the TPM takes it (UTF-8). A TPM authValue holds at most 64 bytes (a
-    SHA-512 digest; 32 for the usual SHA-256 keys): anything longer cannot be right, and is
-    refused here rather than spent against the lockout counter."""
+def _checked(password: str, source: str, path: str) -> bytes:
+    """The password as the TPM takes it (UTF-8), for a key whose file says it has one. Empty
+    cannot be right then, and a TPM authValue holds at most 64 bytes (a SHA-512 digest; 32 for
+    the usual SHA-256 keys): both are refused here rather than spent against the lockout
+    counter."""
     data = password.encode()
+    if not data:
+        raise PinUnavailableError(
+            f"The TPM key password from {source} is empty, but the key file {path} says the key "
+            "has one; it was not sent to the TPM (a wrong try counts toward its lockout).",
+            hint=f"Give the key's password ({PASSWORD_ENV_VAR}, --tpm-key-password or the prompt).")
     if len(data) > _MAX_AUTH_BYTES:
         raise PinIncorrectError(
             f"The TPM key password from {source} is {len(data)} bytes long; a TPM key password "
@@ -467,7 +482,7 @@ def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
     cert_data = _read(config.certificate, "certificate", CertificateError)
     leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
     info = x509util.certificate_info(leaf)
-    x509util.ensure_leaf_usable(info)
+    x509util.ensure_leaf_usable(info, dates=config.check_dates)
     public = serialization.load_der_public_key(key.public.publicArea.to_der()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -113,7 +113,7 @@ def test_list_shows_no_secret_and_clear_removes_everything(cache: CredentialCach
     assert entry.description == "role/Workload"
     assert entry.problem is None
     assert "secret-1" not in repr(entry) and "token-1" not in repr(entry)
-    assert cache.clear() == 1
+    assert cache.clear() == (1, 0)
     assert list(cache.directory.iterdir()) == []
 
 
@@ -205,11 +205,11 @@ def test_a_directory_owned_by_another_user_is_not_used(tmp_path: Path, clock: Cl
 # -- where it lives -------------------------------------------------------------------------
 
 def test_directory_prefers_the_runtime_dir(tmp_path: Path) -> None:
-    assert cache_directory({"XDG_RUNTIME_DIR": str(tmp_path)}) == tmp_path / "rolesanywhere-hsm"
+    assert cache_directory({"XDG_RUNTIME_DIR": str(tmp_path)}) == str(tmp_path / "rolesanywhere-hsm")
     assert cache_directory({"XDG_RUNTIME_DIR": "/nonexistent", "XDG_CACHE_HOME": str(tmp_path)}) == (
-        tmp_path / "rolesanywhere-hsm")
-    assert cache_directory({"RAH_CACHE_DIR": "/x", "XDG_RUNTIME_DIR": str(tmp_path)}) == Path("/x")
-    assert cache_directory({}) == Path.home() / ".cache" / "rolesanywhere-hsm"
+        str(tmp_path / "rolesanywhere-hsm"))
+    assert cache_directory({"RAH_CACHE_DIR": "/x", "XDG_RUNTIME_DIR": str(tmp_path)}) == "/x"
+    assert cache_directory({}) == str(Path.home() / ".cache" / "rolesanywhere-hsm")
 
 
 # -- many processes, one fetch --------------------------------------------------------------

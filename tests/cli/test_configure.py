@@ -68,7 +68,7 @@ def env_for(aws: Path, ours: Path, base: dict[str, str] | None = None) -> dict[s
     return env
 
 
-def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def cli(args: list[Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True,
                           text=True, env=env, cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL,
                           start_new_session=True)
@@ -199,6 +199,75 @@ def test_values_are_checked_before_writing(files: tuple[Path, Path], extra: list
     assert_one_line_error(result, *parts)
     assert "s3cret-value" not in result.stderr
     assert (aws.read_bytes(), ours.read_bytes()) == before
+
+
+@pytest.mark.parametrize("pin_source", ["MARKER-PIN-9876", "env:lower9876", "9876", "%39876"])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_a_pin_typed_where_a_pin_source_goes_is_refused_and_never_shown(
+        files: tuple[Path, Path], pin_source: str, dry_run: list[str]) -> None:
+    aws, ours = files
+    before = (aws.read_bytes(), ours.read_bytes())
+    uri = f"pkcs11:token=t;object=k?pin-source={pin_source}"
+    result = cli(["configure", "--config-profile", "dev", "--certificate", uri, *ARNS, *dry_run],
+                 env_for(aws, ours))
+    assert_one_line_error(result, "has a pin-source that is not file:PATH", "configure does not write a PIN")
+    shown = pin_source.replace("%3", "")
+    assert shown not in result.stderr and shown not in result.stdout
+    assert (aws.read_bytes(), ours.read_bytes()) == before
+
+
+@pytest.mark.parametrize("pin_source", ["file:/etc/pin", "/etc/pin", "env:RAH_PIN", "cmd:pass show pin"])
+def test_pin_sources_redaction_shows_are_written(files: tuple[Path, Path], pin_source: str) -> None:
+    aws, ours = files
+    uri = f"pkcs11:token=t;object=k?pin-source={pin_source}"
+    result = cli(["configure", "--config-profile", "dev", "--certificate", uri, *ARNS], env_for(aws, ours))
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(ours.read_text())["profiles"]["dev"]["certificate"] == uri
+
+
+@pytest.mark.parametrize("name", ["my prof", "my\tprof", "it's", 'say"hi"', "back\\slash"])
+def test_an_aws_profile_name_the_sdks_would_not_find_is_refused(files: tuple[Path, Path], name: str) -> None:
+    aws, ours = files
+    before = (aws.read_bytes(), ours.read_bytes())
+    result = cli(["configure", "--config-profile", "dev", "--aws-profile", name, "--certificate", "/c.pem",
+                  *ARNS], env_for(aws, ours))
+    assert_one_line_error(result, "--aws-profile name may not hold white space, quotes or backslashes")
+    assert (aws.read_bytes(), ours.read_bytes()) == before
+
+
+@pytest.mark.parametrize("name", ["dev.eu-west_1", "team+ci@example", "a/b:c", "dev"])
+def test_the_aws_profiles_configure_writes_are_found_by_botocore(files: tuple[Path, Path], name: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import botocore.session
+
+    aws, ours = files
+    result = cli(["configure", "--config-profile", "dev", "--aws-profile", name, "--certificate", "/c.pem",
+                  *ARNS], env_for(aws, ours))
+    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(aws))
+    found = botocore.session.Session().full_config["profiles"]
+    assert found[name]["credential_process"].startswith("rolesanywhere-hsm credential-process --config-profile dev")
+
+
+def test_a_non_utf8_argument_is_a_usage_error(files: tuple[Path, Path]) -> None:
+    aws, ours = files
+    before = (aws.read_bytes(), ours.read_bytes())
+    for extra in (["--certificate", b"/etc/\xff.pem"], ["--certificate", "/c.pem", "--aws-profile", b"a\xffb"]):
+        for dry_run in ([], ["--dry-run"]):
+            args: list[Any] = ["configure", "--config-profile", "dev", *ARNS, *extra, *dry_run]
+            result = cli(args, env_for(aws, ours))
+            assert_one_line_error(result, "is not valid UTF-8 text")
+            assert (aws.read_bytes(), ours.read_bytes()) == before
+
+
+def test_a_config_file_nested_too_deeply_is_a_usage_error(files: tuple[Path, Path]) -> None:
+    aws, ours = files
+    ours.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    result = cli(["configure", "--config-profile", "dev", "--certificate", "/c.pem", *ARNS], env_for(aws, ours))
+    assert_one_line_error(result, f"The config file {ours} is not valid TOML: it is nested too deeply")
+    for command in ("credential-process", "update"):
+        assert_one_line_error(cli([command, "--config-profile", "dev"], env_for(aws, ours)),
+                              "is not valid TOML: it is nested too deeply")
 
 
 def test_a_profile_without_a_required_value_is_refused(files: tuple[Path, Path]) -> None:
@@ -334,3 +403,37 @@ def test_on_a_terminal_the_tokens_certificates_are_offered(
     assert written.startswith("pkcs11:") and "module-path=" in written, written
     assert "id=%01" in written  # ec-p256's CKA_ID: the URI of the certificate chosen
     assert SOFTHSM_PIN not in seen.decode(errors="replace")
+
+
+@pytest.mark.yubikey
+def test_the_certificate_offer_lists_a_card_seen_through_two_modules_once(yubikey: Any) -> None:
+    from rolesanywhere_hsm.cli.configure import token_certificates
+
+    offered = token_certificates(None)
+    on_card = [d for d, _uri in offered if "module libykcs11.so" in d or "module opensc-pkcs11.so" in d]
+    assert on_card, offered
+    subjects = [d.split(" (token ")[0] for d in on_card]
+    assert len(subjects) == len(set(subjects)), on_card  # each certificate once, with its module named
+
+
+def test_a_switch_a_profile_turns_on_is_turned_off_for_one_run(
+        server: Emulator, leaf_files: dict[str, Any], tmp_path: Path) -> None:
+    """`cache = true` in the profile: `--no-cache` makes this run fetch and leave the cache
+    alone; without it, the next run is served from the cache."""
+    leaf = leaf_files["p256"]
+    ours = tmp_path / "rah.toml"
+    ours.write_text(f'[profiles.dev]\ncache = true\ncertificate = "{leaf.certificate}"\n'
+                    f'private-key = "{leaf.key}"\ntrust-anchor-arn = "{server.trust_anchor_arn}"\n'
+                    f'profile-arn = "{server.profile_arn}"\nrole-arn = "{server.role_arn}"\n'
+                    f'endpoint = "{server.url}"\n'
+                    + (f'intermediates = "{leaf.chain}"\n' if leaf.chain else ""))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = dict(env_for(tmp_path / "aws-config", ours), XDG_RUNTIME_DIR=str(runtime))
+    for _ in range(2):
+        result = cli(["credential-process", "--config-profile", "dev", "--no-cache"], env)
+        assert result.returncode == 0, result.stderr
+    assert len(server.issued) == 2 and not (runtime / "rolesanywhere-hsm").exists()
+    for _ in range(2):
+        assert cli(["credential-process", "--config-profile", "dev"], env).returncode == 0
+    assert len(server.issued) == 3  # the profile's cache = true: the second run was a hit

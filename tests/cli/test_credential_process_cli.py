@@ -110,7 +110,32 @@ def test_untrusted_certificate_exits_6_with_the_service_message(
     cert = write_pem(tmp_path / "u.crt", CertificateAuthority.create("Other CA").issue_leaf(files.private_key.public_key()))
     args = command(server, files)
     args[args.index("--certificate") + 1] = str(cert)
-    _assert_clean_failure(run(args), 6, "AccessDeniedException: Untrusted signing certificate")
+    result = run(args)
+    _assert_clean_failure(result, 6, "AccessDeniedException: Untrusted signing certificate")
+    assert "rolesanywhere-hsm doctor" in result.stderr  # the hint points at the checks
+
+
+@pytest.mark.parametrize("days", [(-30, -1), (1, 30)], ids=["expired", "not-yet-valid"])
+def test_a_certificate_outside_its_dates_is_refused_before_any_call(
+    server: Emulator, leaf_files: dict[str, Any], root_ca: CertificateAuthority, tmp_path: Path,
+    days: tuple[int, int],
+) -> None:
+    import datetime as dt
+
+    files = leaf_files["p256"]
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    cert = root_ca.issue_leaf(files.private_key.public_key(), "dated",
+                              not_before=now + dt.timedelta(days=days[0]),
+                              not_after=now + dt.timedelta(days=days[1]))
+    args = command(server, files)
+    args[args.index("--certificate") + 1] = str(write_pem(tmp_path / "dated.crt", cert))
+    result = run(args)
+    if days[1] < 0:
+        _assert_clean_failure(result, 3, f"expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z")
+    else:
+        _assert_clean_failure(result, 3, f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z")
+    assert "Untrusted" not in result.stderr
+    assert server.requests == []  # refused without a call to the service
 
 
 def test_nothing_listening_exits_7(server: Emulator, leaf_files: dict[str, Any]) -> None:

@@ -89,6 +89,8 @@ def test_password_needed_without_a_terminal_fails_at_once(tpmkeys: TpmWithKeyFil
     result = credential_process(server, tpmkeys.subprocess_env(), tpmkeys.keys["ec-da"])
     assert result.returncode == 5, result.stderr
     assert "no terminal" in result.stderr
+    # the fix names the option and the variable, not "its password option (see --help)"
+    assert "--tpm-key-password" in result.stderr and "RAH_TPM_KEY_PASSWORD" in result.stderr, result.stderr
     assert time.monotonic() - started < 30
     assert tpmkeys.lockout_counter() == before  # nothing was sent to the TPM
     assert server.requests == []

@@ -89,3 +89,72 @@ def test_the_library_keeps_httpx_whole() -> None:
                     "print(sync.anyio is not None)\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+# What a `credential-process --cache` hit may not import (issue 21 item 1): the standard-library
+# modules that cost more than the hit's own work (dataclasses pulls inspect, ast, dis and
+# tokenize; hashlib pulls OpenSSL's _hashlib), logging unless --debug asks, and everything heavy.
+NOT_ON_A_HIT = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "pathlib", "logging",
+                "_hashlib", "tempfile", "contextlib", "fcntl", "httpx", "httpcore", "h11", "cryptography",
+                "asn1crypto", "pkcs11", "typer", "click", "rich", "certifi", "ssl", "urllib.parse",
+                "ipaddress"}
+_ALL_MODULES = "print('IMPORTED', ' '.join(sorted(sys.modules)), file=sys.stderr)"
+
+
+def _hit(args: list[str], env: dict[str, str]) -> set[str]:
+    code = ("import atexit, sys\natexit.register(lambda: " + _ALL_MODULES + ")\n"
+            "sys.argv = ['rolesanywhere-hsm', *sys.argv[1:]]\n"
+            "from rolesanywhere_hsm.cli import main\nmain()\n")
+    result = python(code, *args, env=env)
+    assert result.returncode == 0, result.stderr
+    assert '"AccessKeyId"' in result.stdout
+    return reported(result)
+
+
+def test_a_cache_hit_imports_only_what_a_hit_needs(
+    server: Emulator, leaf_files: dict[str, Any], tmp_path: Path,
+) -> None:
+    files = leaf_files["p256"]
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("AWS_")}
+    env["RAH_CACHE_DIR"] = str(tmp_path / "cache")
+    args = ["credential-process", "--cache", "--certificate", str(files.certificate), "--private-key",
+            str(files.key), "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
+            "--role-arn", server.role_arn, "--endpoint", server.url]
+    cold = _hit(args, env)
+    assert "httpx" in cold  # the first run fetched
+    hit = _hit(args, env)
+    assert len(server.issued) == 1, "the second run was not a hit"
+    # what the interpreter loads before any code of ours (an editable install's .pth file loads
+    # pathlib and typing in a development environment) is not the hit's doing
+    bare = python("import sys\n" + _ALL_MODULES, env=env)
+    ours = hit - reported(bare)
+    assert not ours & NOT_ON_A_HIT, sorted(ours & NOT_ON_A_HIT)
+    debug = _hit([*args, "--debug"], env)
+    assert "logging" in debug  # --debug does log (and so the pin above can fail)
+    assert len(server.issued) == 1
+
+
+@pytest.mark.softhsm
+def test_a_cold_run_on_a_token_holding_the_leaf_alone_never_imports_cryptography(
+    softhsm_factory: Any, softhsm_module: str, intermediate_ca: CertificateAuthority,
+) -> None:
+    """Issue 21 item 2: certificates on the token path are parsed with asn1crypto;
+    cryptography is loaded only to verify a candidate issuer on the token, and this token has
+    none."""
+    from tests.fixtures.softhsm import SOFTHSM_PIN
+
+    token = softhsm_factory("lean", [("p256", "leaf", b"\x01")])
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("AWS_")}
+    env.update(token.env, RAH_PKCS11_MODULE=softhsm_module, RAH_PKCS11_PIN=SOFTHSM_PIN)
+    with Emulator(EmulatorConfig.for_certificates([intermediate_ca.certificate])) as emulator:
+        code = ("import atexit, sys\natexit.register(lambda: " + _ALL_MODULES + ")\n"
+                "sys.argv = ['rolesanywhere-hsm', *sys.argv[1:]]\n"
+                "from rolesanywhere_hsm.cli import main\nmain()\n")
+        result = python(code, "credential-process", "--certificate", token.uri_for("leaf", type="cert"),
+                        "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
+                        "--role-arn", emulator.role_arn, "--endpoint", emulator.url, env=env)
+        assert result.returncode == 0, result.stderr
+        assert len(emulator.issued) == 1
+    imported = reported(result)
+    assert {"pkcs11", "asn1crypto", "httpx"} <= {m.split(".")[0] for m in imported}
+    assert not {m for m in imported if m.split(".")[0] == "cryptography"}

@@ -218,3 +218,39 @@ def test_softhsm_pin_from_the_environment_goes_to_one_token_only(three_tokens: l
     refused = [t for t in entry["tokens"] if t["error"]]
     assert len(logged) == 1 and len(refused) == 2
     assert all("--token" in t["error"] for t in refused)
+
+
+@pytest.mark.softhsm
+def test_tokens_token_shows_only_that_token_and_marks_an_expired_certificate(
+        softhsm_factory: Callable[..., SoftHsmToken], root_ca: CertificateAuthority, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from rolesanywhere_hsm.devpki import new_private_key
+
+    token = softhsm_factory("dated", [("p256", "current", b"\x01")])
+    now = dt.datetime.now(dt.timezone.utc)
+    old = root_ca.issue_leaf(new_private_key("p256").public_key(), "old",
+                             not_before=now - dt.timedelta(days=30), not_after=now - dt.timedelta(days=1))
+    token.add_certificate(old, "old", b"\x0e")
+    # a module the user did not name that fails to load: not part of `--token dated`
+    modules = tmp_path / "home" / ".config" / "pkcs11" / "modules"
+    modules.mkdir(parents=True)
+    (modules / "broken.module").write_text(f"module: {tmp_path / 'not-a-module.so'}\n")
+    (tmp_path / "not-a-module.so").write_bytes(b"not an ELF file")
+    env = dict({k: v for k, v in os.environ.items() if not k.startswith(("RAH_", "TPM2_PKCS11_"))},
+               **token.env, HOME=str(tmp_path / "home"))
+    everything = run(env, "tokens", "--pkcs11-lib", token.module)
+    assert everything.returncode == 0 and "not-a-module.so" in everything.stdout  # the probe sees it
+    result = run(env, "tokens", "--pkcs11-lib", token.module, "--token", "dated")
+    assert result.returncode == 0, result.stderr
+    assert "not-a-module.so" not in result.stdout and "cannot list it" not in result.stdout, result.stdout
+    assert "ERROR" not in result.stderr
+    old_lines = result.stdout.split("certificate 'old'")[1].splitlines()[0]
+    assert "[EXPIRED]" in old_lines
+    current = result.stdout.split("certificate 'current'")[1].splitlines()[0]
+    assert "EXPIRED" not in current
+    entries = json.loads(run(env, "tokens", "--json", "--pkcs11-lib", token.module, "--token", "dated").stdout)
+    states = {c["label"]: c["validity"] for m in entries for t in m["tokens"] for c in t["certificates"]}
+    assert states == {"old": "expired", "current": "valid"}
+    absent = run(env, "tokens", "--pkcs11-lib", token.module, "--token", "nothere")
+    assert absent.returncode == 0 and "no token labelled 'nothere'" in absent.stdout

@@ -24,7 +24,8 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.signers import SignerConfig, load_signer
 from tests.oracle import verify_signed_request
 
-FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
+FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02, throttle_attempts=3,
+                   throttle_base_delay=0.01, throttle_max_delay=0.02)
 
 
 @pytest.fixture
@@ -117,6 +118,47 @@ def test_throttling_gives_up_after_the_attempts_with_the_service_error(server: E
         session(server, config_for(leaf_files["p256"]))
     assert info.value.status == 429 and info.value.error_type == "ThrottlingException"
     assert len(server.requests) == 3
+
+
+def test_throttle_backoff_rule_is_full_jitter_in_seconds() -> None:
+    policy = RetryPolicy()
+    # The ceilings double from one second up to the cap: 1, 2, 4, 8, 8 s.
+    assert [policy.throttle_delay(n, 0.999999) for n in range(1, 6)] == pytest.approx([1, 2, 4, 8, 8], abs=1e-4)
+    # A draw near zero still waits a twentieth of the ceiling (no busy loop); full jitter between.
+    assert [policy.throttle_delay(n, 0.0) for n in (1, 2, 3)] == [0.05, 0.1, 0.2]
+    assert policy.throttle_delay(3, 0.5) == 2.0
+    # The other retries stay in fractions of a second.
+    assert all(policy.delay(1) <= 0.5 for _ in range(50))
+
+
+def test_throttled_attempts_back_off_by_the_throttle_rule_within_the_deadline(
+    server: Emulator, leaf_files: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real 429s from the emulator; the waits are recorded instead of slept (they are seconds)."""
+    import random
+
+    monkeypatch.setattr(random, "random", lambda: 0.75)
+    client = RolesAnywhereClient("us-east-1", endpoint=server.url, timeout=30)
+    slept: list[float] = []
+    client._sleep = slept.append  # type: ignore[method-assign]
+    server.inject_failures([429, 429, 429])
+    arns = validate_session_arns(server.trust_anchor_arn, server.profile_arn, server.role_arn)
+    from rolesanywhere_hsm.signers.base import load_signer
+
+    with load_signer(config_for(leaf_files["p256"])) as signer:
+        credentials = client.create_session(signer, arns)
+    client.close()
+    assert credentials.access_key_id == server.last_issued.access_key_id
+    assert slept == [0.75, 1.5, 3.0]  # seconds: 0.75 of 1, 2 and 4
+    # Within the deadline: a wait that does not fit ends the call with the ThrottlingError.
+    client = RolesAnywhereClient("us-east-1", endpoint=server.url, timeout=2.5)
+    slept.clear()
+    client._sleep = slept.append  # type: ignore[method-assign]
+    server.inject_failures([429] * 8)
+    with load_signer(config_for(leaf_files["p256"])) as signer, pytest.raises(ThrottlingError) as info:
+        client.create_session(signer, arns)
+    client.close()
+    assert slept == [0.75, 1.5] and info.value.exit_code == 9  # 3.0 s would not fit in 2.5
 
 
 def test_access_denied_is_not_retried_and_keeps_the_service_message(

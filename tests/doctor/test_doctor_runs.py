@@ -392,3 +392,29 @@ def test_softhsm_pin_value_warns_and_empty_pin_fails(emulator: Emulator, softhsm
     empty = doctor(emulator, softhsm_token.uri_for("ec-p256", type="cert"))
     assert empty["pin"].status == FAIL and "empty" in empty["pin"].message
     assert empty["key"].status == "skip"  # an empty PIN is never sent
+
+
+def test_chain_path_never_proposes_sending_a_root_already_given(
+        emulator: Emulator, root_ca: CertificateAuthority, tmp_path: Path) -> None:
+    """The leaf chains to root_ca, whose certificate is in the bundle (as it is on a token
+    after `import-certificate --chain`), but the trust anchor is another CA: sending the
+    root cannot help, and the fix must not say so."""
+    key = new_private_key("p256")
+    cert = root_ca.issue_leaf(key.public_key(), "rooted")
+    bundle = write_pem(tmp_path / "bundle.pem", root_ca.certificate)
+    other = write_pem(tmp_path / "other-anchor.pem", CertificateAuthority.create("Other Root").certificate)
+    checks = doctor(emulator, str(write_pem(tmp_path / "c.pem", cert)),
+                    str(write_pem(tmp_path / "k.pem", key, mode=0o600)), intermediates=str(bundle),
+                    trust_anchor_ca=str(other))
+    path = checks["chain-path"]
+    assert path.status == FAIL
+    assert "is a root CA: sending it does not help" in path.fix and "Send the intermediate" not in path.fix
+
+
+def test_path_fix_on_plain_data() -> None:
+    from rolesanywhere_hsm.doctor.certificate import path_fix
+
+    assert path_fix("CN=I", False).startswith("Send the intermediate CA 'CN=I' with --intermediates")
+    assert "does not help" in path_fix("CN=R", True) and "--intermediates" not in path_fix("CN=R", True)
+    unknown = path_fix("CN=X", None)
+    assert "If 'CN=X' is an intermediate CA" in unknown and "already on the token" in unknown

@@ -19,7 +19,8 @@ from rolesanywhere_hsm.emulator import Emulator
 
 ROOT = Path(__file__).parents[2]
 
-__all__ = ["Onboarded", "cli", "credential_process", "key_attributes", "object_count", "onboard"]
+__all__ = ["Onboarded", "cli", "credential_process", "key_attributes", "object_count", "onboard",
+           "try_to_widen_the_key"]
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -84,6 +85,31 @@ def key_attributes(lib: Any, token_label: str, pin: str, key_id: bytes) -> dict[
         values["certificates"] = [bytes(c[Attribute.VALUE]) for c in certs]
         values["certificate labels"] = [c[Attribute.LABEL] for c in certs]
     return values
+
+
+def try_to_widen_the_key(lib: Any, token_label: str, pin: str, key_id: bytes) -> dict[str, str]:
+    """Try, as any later program with the PIN could, to undo "signing only" with
+    C_SetAttributeValue (CKA_DECRYPT, CKA_SIGN, CKA_UNWRAP, CKA_DERIVE) on the private key;
+    what each attempt got: "changed" or the PKCS#11 exception's name. The key's attributes are
+    read back, so a module that answers OK without changing anything counts as refused."""
+    from pkcs11 import Attribute, ObjectClass
+    from pkcs11 import exceptions as p11
+
+    wanted = {"DECRYPT": True, "SIGN": False, "UNWRAP": True, "DERIVE": True}
+    outcome = {}
+    with lib.get_token(token_label=token_label).open(user_pin=pin, rw=True) as session:
+        (key,) = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id})
+        for name, value in wanted.items():
+            attribute = getattr(Attribute, name)
+            try:
+                key[attribute] = value
+            except p11.PKCS11Error as exc:
+                # python-pkcs11 has no class for CKR_ACTION_PROHIBITED (0x1b), SoftHSM's answer
+                unmapped = type(exc) is p11.PKCS11Error and str(exc).lower().endswith("0x1b")
+                outcome[name] = "ActionProhibited" if unmapped else type(exc).__name__
+                continue
+            outcome[name] = "changed" if key[attribute] == value else "unchanged"
+    return outcome
 
 
 def object_count(lib: Any, token_label: str, pin: str) -> int:

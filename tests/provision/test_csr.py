@@ -47,6 +47,28 @@ def test_bad_sans_are_refused(value: str) -> None:
         parse_sans([value])
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    ("ip:fe80::1%eth0", "has a zone index"),
+    ("email:\u00e9@example.com", "non-ASCII characters before the @"),
+    ("dns:" + "a" * 70 + ".example.com", "DNS label longer than 63"),
+    ("dns:" + ".".join(["a" * 60] * 5), "longer than the 253 characters"),
+    ("dns:b\u00fccher..example", "cannot be written in a certificate"),  # an empty label
+])
+def test_sans_a_certificate_cannot_hold_are_usage_errors(value: str, expected: str) -> None:
+    with pytest.raises(UsageError, match=expected) as caught:
+        parse_sans([value])
+    assert "\n" not in caught.value.message
+
+
+def test_cli_sans_a_certificate_cannot_hold_are_one_line_and_exit_2(leaf_files: dict[str, LeafFiles]) -> None:
+    key = str(leaf_files["p256"].key)
+    for value in ("ip:fe80::1%eth0", "email:\u00e9@example.com", "dns:" + "a" * 70 + ".example.com"):
+        result = run_csr("--private-key", key, "--subject", "CN=x", "--san", value)
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr.startswith("rolesanywhere-hsm: --san") and "Traceback" not in result.stderr
+        assert "internal error" not in result.stderr
+
+
 @pytest.mark.parametrize("kind", ["rsa2048", "p256", "p384"])
 def test_csr_from_a_key_file_verifies(kind: str, leaf_files: dict[str, LeafFiles]) -> None:
     der = make_csr(str(leaf_files[kind].key), "CN=workload-1,O=Example", ["dns:w.example,ip:192.0.2.1"])

@@ -20,7 +20,8 @@ from rolesanywhere_hsm.provision.keygen import generate_key
 from rolesanywhere_hsm.provision.store import import_certificate
 from rolesanywhere_hsm.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
-from tests.provision.flow import cli, credential_process, der, key_attributes, object_count, onboard
+from tests.provision.flow import (cli, credential_process, der, key_attributes, object_count, onboard,
+                                  try_to_widen_the_key)
 
 TOKEN = "pkcs11:token=onboard"
 
@@ -203,3 +204,72 @@ def test_token_ec_key_signs_a_sha384_request(inproc: dict[str, str]) -> None:
     rsa = generate_key(TOKEN, "rsa-2048", "rsa384", environ=inproc)
     with pytest.raises(UsageError, match="EC keys only"):
         make_csr(rsa.uri, "CN=x", environ=inproc, digest="sha384")
+
+
+
+def _ca_certificate_for(ca: CertificateAuthority, public_key: Any) -> x509.Certificate:
+    """A CA:TRUE certificate for `public_key`, issued by `ca` (what a user gets when they pass
+    the CA's file, or a CA certificate made for the key, as --certificate)."""
+    from cryptography.hazmat.primitives import hashes
+
+    builder = ca._builder(x509.Name.from_rfc4514_string("CN=leafcheck CA"), public_key, None, None, None, 30)
+    return builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(
+        ca.key, hashes.SHA256())
+
+
+def test_a_ca_or_expired_certificate_is_refused_as_the_leaf_and_the_token_is_unchanged(
+        env: dict[str, str], inproc: dict[str, str], root_ca: CertificateAuthority, tmp_path: Path,
+        lib: Callable[[], Any]) -> None:
+    import datetime as dt
+
+    key = generate_key(TOKEN, "ec-p256", "leafcheck", environ=inproc)
+    public = x509.load_der_x509_csr(make_csr(key.uri, "CN=leafcheck", environ=inproc)).public_key()
+    before = object_count(lib(), "onboard", SOFTHSM_PIN)
+    lib().finalize()
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    expired = root_ca.issue_leaf(public, "leafcheck", not_before=now - dt.timedelta(days=30),
+                                 not_after=now - dt.timedelta(days=1))
+    for cert, words in ((expired, f"expired on {expired.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z"),
+                        (_ca_certificate_for(root_ca, public), "is a CA certificate")):
+        path = write_pem(tmp_path / "leaf.crt", cert)
+        result = cli(env, "import-certificate", "--private-key", key.uri, "--certificate", str(path))
+        assert result.returncode == 3 and result.stdout == "", result.stderr
+        assert words in result.stderr and "nothing was written" in result.stderr.lower(), result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+    assert object_count(lib(), "onboard", SOFTHSM_PIN) == before
+    # a certificate that starts tomorrow (a renewal stored ahead of time) is accepted
+    future = root_ca.issue_leaf(public, "leafcheck", not_before=now + dt.timedelta(days=1),
+                                not_after=now + dt.timedelta(days=30))
+    import_certificate(key.uri, write_pem(tmp_path / "future.crt", future), environ=inproc)
+    assert object_count(lib(), "onboard", SOFTHSM_PIN) == before + 1
+
+
+def test_a_token_certificate_outside_its_dates_is_refused_before_the_pin(
+        env: dict[str, str], inproc: dict[str, str], root_ca: CertificateAuthority, tmp_path: Path,
+        emulator: Emulator) -> None:
+    import datetime as dt
+
+    key = generate_key(TOKEN, "ec-p256", "later", environ=inproc)
+    public = x509.load_der_x509_csr(make_csr(key.uri, "CN=later", environ=inproc)).public_key()
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    future = root_ca.issue_leaf(public, "later", not_before=now + dt.timedelta(days=1),
+                                not_after=now + dt.timedelta(days=30))
+    stored = import_certificate(key.uri, write_pem(tmp_path / "later.crt", future), environ=inproc)
+    # a wrong PIN: were it tried, the exit would be 5 (and SoftHSM would count a failure)
+    result = cli(dict(env, RAH_PKCS11_PIN="wrong-pin"), "credential-process", "--certificate", stored.uri,
+                 "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
+                 "--role-arn", emulator.role_arn, "--endpoint", emulator.url)
+    assert result.returncode == 3, result.stderr
+    assert f"not valid before {future.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z" in result.stderr
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "rsa-2048"])
+def test_signing_only_cannot_be_undone_later(key_type: str, inproc: dict[str, str],
+                                             lib: Callable[[], Any]) -> None:
+    key = generate_key(TOKEN, key_type, "locked", environ=inproc)
+    outcome = try_to_widen_the_key(lib(), "onboard", SOFTHSM_PIN, key.id)
+    assert set(outcome) == {"DECRYPT", "SIGN", "UNWRAP", "DERIVE"}
+    assert set(outcome.values()) <= {"ActionProhibited", "AttributeReadOnly", "unchanged"}, outcome
+    attrs = key_attributes(lib(), "onboard", SOFTHSM_PIN, key.id)
+    assert attrs["SIGN"] is True and attrs["DECRYPT"] is False and attrs["UNWRAP"] is False

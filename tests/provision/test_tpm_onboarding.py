@@ -75,3 +75,30 @@ def test_rsa_4096_is_refused_with_the_sizes_the_tpm_makes(blank_tpm: TpmToken) -
                  "--key-type", "rsa-4096")
     assert result.returncode == 4
     assert "generates RSA keys of" in result.stderr and "not 4096" in result.stderr
+
+
+
+def test_tpm2_pkcs11_stores_modifiable_false_but_does_not_enforce_it(blank_tpm: TpmToken) -> None:
+    """keygen asks for CKA_MODIFIABLE false on the TPM too and tpm2-pkcs11 1.9 stores it, but
+    its C_SetAttributeValue does not check it: a later program with the PIN can turn
+    CKA_DECRYPT on. This pins the limitation docs/tpm.md states; when a tpm2-pkcs11 release
+    enforces the attribute, this fails and the docs get updated."""
+    from pkcs11 import Attribute, ObjectClass
+
+    from tests.provision.flow import try_to_widen_the_key
+
+    env = blank_tpm.subprocess_env(pin=True)
+    result = cli(env, "keygen", "--token", TOKEN, "--key-type", "ec-p256", "--label", "locked")
+    assert result.returncode == 0, result.stderr
+    key_id = parse_pkcs11_uri(result.stdout.strip()).id
+    assert key_id is not None
+    lib = blank_tpm.open_library()
+    try:
+        with lib.get_token(token_label="rah-blank").open(user_pin=blank_tpm.user_pin) as session:
+            (key,) = session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: key_id})
+            modifiable = key[Attribute.MODIFIABLE]
+        outcome = try_to_widen_the_key(lib, "rah-blank", blank_tpm.user_pin, key_id)
+    finally:
+        lib.finalize()
+    assert modifiable is False  # keygen asked for it and the module kept it
+    assert outcome["DECRYPT"] == "changed", outcome  # ... and does not enforce it (docs/tpm.md)

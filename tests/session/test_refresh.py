@@ -19,7 +19,7 @@ from rolesanywhere_hsm.errors import (
     PinIncorrectError,
     TransportError,
 )
-from rolesanywhere_hsm.refresh import RefreshingCredentials, backoff_delay, refresh_times
+from rolesanywhere_hsm.refresh import WAKE_INTERVAL, RefreshingCredentials, backoff_delay, refresh_times
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -134,7 +134,19 @@ class Fetch:
                 self.concurrent -= 1
 
 
+class Monotonic:
+    """A monotonic clock the test moves by hand (it stops while the machine sleeps)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def engine(clock: Clock, fetch: Fetch, **kw: object) -> RefreshingCredentials:
+    kw.setdefault("wake_interval", 1e9)  # the rule's own waits, unbounded (tested apart below)
+    kw.setdefault("monotonic", lambda: (clock() - T0).total_seconds())  # no jumps: both agree
     return RefreshingCredentials(fetch, clock=clock, rng=lambda: 0.0, **kw)  # type: ignore[arg-type]
 
 
@@ -289,6 +301,76 @@ def test_background_steps_with_a_fake_clock() -> None:
     clock.advance(wait)
     fetch.error = None
     assert creds.next_wait() == 50.0 and fetch.calls == 3
+
+
+def test_a_forward_wall_clock_jump_refreshes_at_the_next_wake() -> None:
+    """Suspend/resume: the wall clock jumps 90 s, the monotonic one does not move. The loop
+    never sleeps longer than the wake interval, and at its next step it refreshes at once."""
+    clock, mono = Clock(), Monotonic()
+    fetch = Fetch(clock)
+    creds = engine(clock, fetch, monotonic=mono, wake_interval=WAKE_INTERVAL)
+    wait = creds.next_wait()
+    assert wait == WAKE_INTERVAL < 50.0  # the advisory time is 50 s away; the loop wakes sooner
+    clock.advance(99.5)  # the held set (100 s) is past usable; the monotonic clock stood still
+    assert creds.next_wait() == WAKE_INTERVAL and fetch.calls == 2
+    assert creds.current().access_key_id.endswith("2")
+
+
+def test_a_wall_clock_stepped_back_does_not_make_credentials_look_younger() -> None:
+    """An NTP step back by an hour: the monotonic clock still says 60 s passed since the
+    credentials arrived, so they are refreshed on time and not handed out once past usable."""
+    clock, mono = Clock(), Monotonic()
+    fetch = Fetch(clock)
+    creds = engine(clock, fetch, monotonic=mono)
+    assert creds.next_wait() == 50.0
+    clock.advance(-3600)
+    mono.now += 60
+    assert creds.next_wait() == 50.0 and fetch.calls == 2  # refreshed (advisory passed by age)
+    clock.advance(1)
+    mono.now += 99.5
+    fetch.error = TransportError("down")  # so that current() cannot refresh on demand
+    with pytest.raises(CredentialsUnavailableError):
+        creds.current()  # 99.5 s old by the monotonic clock: past usable, whatever the wall says
+
+
+def test_a_backoff_is_timed_on_the_monotonic_clock() -> None:
+    clock, mono = Clock(), Monotonic()
+    fetch = Fetch(clock)
+    fetch.error = TransportError("down")
+    creds = engine(clock, fetch, monotonic=mono)
+    wait = creds.next_wait()
+    assert wait is not None and wait > 0 and fetch.calls == 1
+    clock.advance(-3600)  # a step back must not stretch the backoff by an hour
+    mono.now += wait
+    fetch.error = None
+    assert creds.next_wait() == 50.0 and fetch.calls == 2
+
+
+@pytest.mark.slow
+def test_a_reader_finding_credentials_past_usable_wakes_the_loop() -> None:
+    """Background mode, a real thread: the wall clock jumps past usable; the first reader that
+    finds no valid credentials wakes the loop, which refreshes well before its wake interval."""
+    offset = [0.0]
+
+    def wall() -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc) + s(offset[0])
+
+    fetch = Fetch(wall, lifetime=3600.0)
+    creds = RefreshingCredentials(fetch, clock=wall, wake_interval=30.0)
+    creds.start()
+    try:
+        assert creds.wait_ready(5) and fetch.calls == 1
+        time.sleep(0.2)  # the loop is asleep now, for its 30 s wake interval
+        offset[0] = 3599.5  # past usable (3599 s)
+        with pytest.raises(CredentialsUnavailableError):
+            creds.current()
+        deadline = time.monotonic() + 5
+        while fetch.calls < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert fetch.calls == 2
+        assert creds.current().expiration > wall()
+    finally:
+        creds.close()
 
 
 def test_background_thread_refreshes_and_readers_never_fetch() -> None:

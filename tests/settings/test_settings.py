@@ -183,6 +183,12 @@ ARGVS = [
     ["--certificate", "c", "--trust-anchor-arn", TA, "--profile-arn", PA, "--role-arn", RA,
      "--pkcs11-lib", "/usr/lib/softhsm/libsofthsm2.so", "--endpoint", "http://127.0.0.1:1",
      "--with-proxy", "--no-proxy", "--debug", "--region", "eu-west-1"],
+    # the "off" flags, and both ways on one line (the last one counts)
+    ["--certificate", "c", "--trust-anchor-arn", TA, "--profile-arn", PA, "--role-arn", RA,
+     "--no-cache", "--no-reuse-pin", "--verify-ssl", "--use-proxy", "--token-chain",
+     "--tpm-key-has-password", "--no-use-latest-expiring-certificate"],
+    ["--certificate", "c", "--trust-anchor-arn", TA, "--profile-arn", PA, "--role-arn", RA,
+     "--cache", "--no-cache", "--no-reuse-pin", "--reuse-pin", "--verify-ssl", "--no-verify-ssl"],
 ]
 
 
@@ -206,7 +212,8 @@ def test_fast_parser_parity_on_generated_command_lines(chosen: list[Any], data: 
                         "config", "config-profile"):  # a profile is read: see the test below
             continue
         if opt.is_flag:
-            argv.append(opt.flag)
+            use_negation = opt.negation_flag is not None and data.draw(st.booleans())
+            argv.append(opt.negation_flag if use_negation else opt.flag)
         elif opt.type is int:
             argv += [opt.flag, str(data.draw(st.integers(900, 43200)))]
         elif opt.type is float:
@@ -227,6 +234,8 @@ def test_fast_parser_parity_on_generated_command_lines(chosen: list[Any], data: 
         (["--certficate", "c"], "Did you mean --certificate?"),
         (["--certificate"], "--certificate needs a value"),
         (["--reuse-pin=yes"], "--reuse-pin takes no value"),
+        (["--no-cache=1234"], "--no-cache takes no value"),
+        (["--no-cach"], "Did you mean --no-cache?"),
         (["--session-duration", "an hour"], "--session-duration must be a whole number"),
     ],
 )
@@ -247,3 +256,47 @@ def test_fast_parser_parity_with_a_profile(tmp_path: Path, monkeypatch: pytest.M
 
 def test_help_is_left_to_typer() -> None:
     assert parse_args("credential-process", ["--certificate", "c", "--help"]) is None
+
+
+# -- switches turned off for one run (the "off" flags) ---------------------------------------
+
+SWITCHES = [opt for opt in OPTIONS if opt.is_flag and opt.in_profile]
+
+
+def test_every_switch_a_profile_may_set_has_an_off_flag_that_names_no_other_option() -> None:
+    flags = {opt.flag for opt in OPTIONS}
+    without = {opt.name for opt in SWITCHES if opt.negation_flag is None}
+    assert without == {"with-proxy"}  # accepted for compatibility and changes nothing
+    negations = [opt.negation_flag for opt in SWITCHES if opt.negation_flag]
+    assert len(set(negations)) == len(negations) and not flags & set(negations)
+    assert all(opt.negation_flag is None for opt in OPTIONS if not opt.is_flag)
+
+
+@pytest.mark.parametrize("opt", [opt for opt in SWITCHES if opt.negation_flag], ids=lambda o: o.name)
+def test_an_off_flag_beats_the_profile_and_the_environment(tmp_path: Path, opt: Any) -> None:
+    command = sorted(opt.commands)[0]
+    path = write_config(tmp_path, f'[profiles.dev]\n{opt.name} = true\ncertificate = "c.pem"\n'
+                                  f'trust-anchor-arn = "{TA}"\nprofile-arn = "{PA}"\nrole-arn = "{RA}"\n')
+    argv = ["--config", str(path), "--config-profile", "dev", opt.negation_flag]
+    flags = parse_args(command, argv)
+    assert flags is not None and flags[opt.name] is False
+    assert flags == _typer_reading(command, argv)
+    env = {opt.env: "1"} if opt.env else {}
+    got = resolve(command, flags, env, load_profile(path, "dev"))
+    assert got[opt.name] is False and got.origins[opt.name] == "flag"
+    # without it, the profile (or the environment) turns the switch on
+    flags.pop(opt.name)
+    assert resolve(command, flags, env, load_profile(path, "dev"))[opt.name] is True
+
+
+def test_the_off_flags_are_in_every_command_built_from_the_table() -> None:
+    from rolesanywhere_hsm.cli.typer_app import app
+
+    group = typer.main.get_command(app)
+    for name in ("credential-process", "serve", "update", "doctor", "sign-string", "read-certificate-data",
+                 "configure"):
+        command = group.commands[name]  # type: ignore[attr-defined]
+        shown = {flag for param in command.params for flag in getattr(param, "secondary_opts", ())}
+        table = "credential-process" if name == "configure" else name
+        wanted = {opt.negation_flag for opt in options_for(table) if opt.negation_flag}
+        assert wanted and shown >= wanted, name

@@ -163,6 +163,30 @@ def test_credential_process_gets_credentials_with_the_selected_leaf(
         assert base64.b64decode(server.requests[-1].header("x-amz-x509")) == tokens["shared-late"]
 
 
+def test_credential_process_with_cache_and_a_selector_alone_caches_the_selected_leaf(
+    tokens: dict[str, bytes], softhsm_module: str, intermediate_ca: CertificateAuthority, tmp_path: Path,
+) -> None:
+    """Issue 16 item 6: `--cache --cert-selector` without --certificate exited 1 (the cache
+    entry's description redacted a None certificate)."""
+    env = dict(os.environ, SOFTHSM2_CONF=os.environ["SOFTHSM2_CONF"], RAH_PKCS11_MODULE=softhsm_module,
+               RAH_PKCS11_PIN=SOFTHSM_PIN, RAH_CACHE_DIR=str(tmp_path / "cache"))
+    with Emulator(EmulatorConfig.for_certificates([intermediate_ca.certificate])) as server:
+        command = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process", "--cache",
+                   "--cert-selector", f"Key=x509Serial,Value={serial_of(tokens['right'])}",
+                   "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
+                   "--role-arn", server.role_arn, "--endpoint", server.url]
+        runs = [subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=90,
+                               stdin=subprocess.DEVNULL, start_new_session=True) for _ in range(2)]
+        assert [run.returncode for run in runs] == [0, 0], runs[0].stderr
+        assert runs[0].stdout == runs[1].stdout
+        assert len(server.issued) == 1  # the second run was a hit
+        assert base64.b64decode(server.requests[-1].header("x-amz-x509")) == tokens["right"]
+    listed = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "cache", "list", "--json"],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True)
+    [row] = json.loads(listed.stdout)["entries"]
+    assert "x509Serial" in row["description"] and row["state"] == "valid"
+
+
 def test_no_pin_is_spent_before_the_selection_succeeds(
     tokens: dict[str, bytes], softhsm_module: str, tmp_path: Path,
 ) -> None:

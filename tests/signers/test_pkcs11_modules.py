@@ -67,3 +67,51 @@ def test_module_name_is_matched_case_insensitively(tmp_path: Path, fake_module: 
     exact = tmp_path / "Vendor-PKCS11.so"
     exact.write_bytes(b"\x7fELF")
     assert modules.find_module_by_name("Vendor-PKCS11") == str(exact)
+
+
+def test_a_typo_in_rah_pkcs11_module_is_blamed_on_the_variable_not_the_flag(tmp_path: Path) -> None:
+    """The option table hands RAH_PKCS11_MODULE's value over as --pkcs11-lib's."""
+    import subprocess
+    import sys
+
+    from rolesanywhere_hsm.signers.pkcs11.modules import resolve_module_path
+
+    typo = str(tmp_path / "libsofthsm.so")
+    with pytest.raises(ModuleLoadError, match=r"\(from RAH_PKCS11_MODULE\)"):
+        resolve_module_path((None,), typo, {"RAH_PKCS11_MODULE": typo})
+    with pytest.raises(ModuleLoadError, match=r"\(from --pkcs11-lib\)"):
+        resolve_module_path((None,), typo, {"RAH_PKCS11_MODULE": "/usr/lib/other.so"})
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+           "RAH_PKCS11_MODULE": typo}
+    result = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "sign-string", "--certificate",
+                             "pkcs11:token=t;object=k"], capture_output=True, text=True, env=env, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 4 and "(from RAH_PKCS11_MODULE)" in result.stderr, result.stderr
+    assert "--pkcs11-lib)" not in result.stderr
+
+
+def test_no_token_hint_fits_the_module() -> None:
+    from rolesanywhere_hsm.signers.pkcs11.selection import no_token_hint
+
+    client = no_token_hint("/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so")
+    assert "p11-kit server" in client and "P11_KIT_SERVER_ADDRESS" in client and "SoftHSM" not in client
+    assert "SOFTHSM2_CONF" in no_token_hint("/usr/lib/softhsm/libsofthsm2.so")
+    assert "tokens" in no_token_hint("/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so")
+    assert "TPM2_PKCS11_STORE" in no_token_hint("/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so")
+    assert "pcscd" in no_token_hint("/usr/lib/x86_64-linux-gnu/libykcs11.so")
+
+
+def test_a_p11_kit_client_with_no_server_gets_a_p11_kit_hint(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    client = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+    if not Path(client).exists():
+        pytest.skip("needs p11-kit-modules (p11-kit-client.so)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+           "P11_KIT_SERVER_ADDRESS": f"unix:path={tmp_path}/no-server.sock"}
+    result = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "sign-string", "--certificate",
+                             f"pkcs11:token=rah?module-path={client}"], capture_output=True, text=True,
+                            env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 4, result.stderr
+    assert "p11-kit server" in result.stderr and "SOFTHSM2_CONF" not in result.stderr, result.stderr

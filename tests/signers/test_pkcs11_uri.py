@@ -94,7 +94,8 @@ def test_vendor_attributes_are_kept() -> None:
         ("pkcs11:library-version=1.", "library-version"),
         ("pkcs11:?module-path=libsofthsm2.so", "absolute"),
         ("pkcs11:?module-path=./lib/m.so", "absolute"),
-        ("pkcs11:token=a&b", "unencoded '&'"),
+        ("pkcs11:token=a&pin-value=1234", "holds the query attribute pin-value (after an '&'); query attributes come after a '?'"),
+        ("pkcs11:object=k;token=a&Module-Path=/x.so", "holds the query attribute module-path"),
         ("pkcs11:token=a?module-name=x;y", "unencoded ';'"),
         ("pkcs11:library-version=1.x", "library-version"),
         ("pkcs11:type=key", "type='key'"),
@@ -296,3 +297,16 @@ def test_a_pin_typed_as_pin_source_is_hidden_from_str_and_repr() -> None:
     uri = parse_pkcs11_uri("pkcs11:token=t?pin-source=48151623")
     assert "48151623" not in str(uri) and "48151623" not in repr(uri)
     assert str(parse_pkcs11_uri("pkcs11:token=t?pin-source=file:/etc/pin")).endswith("pin-source=file:/etc/pin")
+
+
+def test_an_unencoded_ampersand_is_accepted_in_the_path_but_ends_a_query_value() -> None:
+    """RFC 7512: pk11-path-res-avail includes '&' (p11tool prints labels like R&D unencoded);
+    in the query '&' is the delimiter."""
+    uri = parse_pkcs11_uri("pkcs11:token=R&D;object=a&b;manufacturer=x&y&z?module-name=m&pin-source=/p")
+    assert (uri.token, uri.object, uri.manufacturer) == ("R&D", "a&b", "x&y&z")
+    assert (uri.module_name, uri.pin_source) == ("m", "/p")
+    assert parse_pkcs11_uri(uri.to_string()) == uri
+    assert uri.to_string().startswith("pkcs11:token=R%26D;")
+    assert parse_pkcs11_uri("pkcs11:x-vendor=a&b").vendor_path == (("x-vendor", "a&b"),)
+    with pytest.raises(Pkcs11UriError, match="not name=value"):  # '&' still ends a query value
+        parse_pkcs11_uri("pkcs11:object=a?module-name=R&D")

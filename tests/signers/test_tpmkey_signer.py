@@ -92,7 +92,7 @@ def test_missing_binding_is_a_usage_error_naming_the_extra(tmp_path: Path, monke
     monkeypatch.setitem(sys.modules, "tpm2_pytss", None)  # import now raises ImportError
     with pytest.raises(UsageError, match=r"tpm2-pytss") as info:
         load_signer(SignerConfig(certificate=str(tmp_path / "c.pem"), private_key=str(key)))
-    assert "rolesanywhere-hsm[tpm]" in (info.value.hint or "")
+    assert "pip install tpm2-pytss" in (info.value.hint or "") and "[tpm]" in (info.value.hint or "")
 
 
 # -- on the software TPM ------------------------------------------------------------------------
@@ -168,13 +168,34 @@ def test_wrong_password_is_sent_once_and_counted_once(tpmkeys: TpmWithKeyFiles) 
 
 
 @pytest.mark.tpmkey
-def test_no_tpm_key_password_on_a_key_that_has_one_is_one_refused_try(tpmkeys: TpmWithKeyFiles) -> None:
-    key = tpmkeys.keys["ossl-ec"]
+@pytest.mark.parametrize("name", ["ossl-ec", "ec-da"])
+def test_no_tpm_key_password_on_a_key_that_has_one_is_refused_before_the_tpm(
+        tpmkeys: TpmWithKeyFiles, name: str) -> None:
+    """The key file says the key has a password (emptyAuth false): --no-tpm-key-password is
+    refused without a try against the TPM's dictionary-attack counter."""
+    key = tpmkeys.keys[name]
     before = tpmkeys.lockout_counter()
-    with load_signer(config(key, no_tpm_key_password=True)) as signer:
-        with pytest.raises(PinIncorrectError):
-            signer.sign(MESSAGE)
-    assert tpmkeys.lockout_counter() == before + 1
+    with pytest.raises(UsageError, match="says its key has a password"):
+        load_signer(config(key, no_tpm_key_password=True))
+    assert tpmkeys.lockout_counter() == before
+
+
+@pytest.mark.tpmkey
+def test_an_empty_password_for_a_key_that_has_one_is_never_sent(
+        tpmkeys: TpmWithKeyFiles, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tpmkeys.keys["ec-da"]
+    before = tpmkeys.lockout_counter()
+    with pytest.raises(PinUnavailableError, match="from --tpm-key-password is empty"):
+        load_signer(config(key, tpm_key_password=""))
+    monkeypatch.setenv("RAH_TPM_KEY_PASSWORD", "")
+    with pytest.raises(PinUnavailableError, match="from RAH_TPM_KEY_PASSWORD is empty"):
+        load_signer(config(key))
+    monkeypatch.delenv("RAH_TPM_KEY_PASSWORD")
+    with pytest.raises(PinUnavailableError, match="from the caller's secret callback is empty"):
+        load_signer(config(key, secret_callback=lambda description: ""))
+    assert tpmkeys.lockout_counter() == before
+    with load_signer(config(key, tpm_key_password="da-pass")) as signer:  # nothing was spent
+        verify(key.certificate, signer.sign(MESSAGE))
 
 
 @pytest.mark.tpmkey

@@ -41,7 +41,7 @@ def missing_tpmkey_requirements() -> list[str]:
     try:
         import tpm2_pytss  # noqa: F401
     except ImportError:
-        missing.append("tpm2-pytss (pip install 'rolesanywhere-hsm[tpm]')")
+        missing.append("tpm2-pytss (pip install tpm2-pytss)")
     return missing
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "MODULE_ENV_VAR",
     "acquire_module",
     "captured_stderr",
+    "module_noise_contained",
     "finalize_module",
     "find_module_by_name",
     "forget_module",
@@ -90,7 +91,11 @@ def resolve_module_path(
     for uri in uris:
         if uri is not None and uri.module_name:
             return _find_module_by_name(uri.module_name, "module-name in the pkcs11: URI")
-    for value, where in ((configured, "--pkcs11-lib"), (environ.get(MODULE_ENV_VAR), MODULE_ENV_VAR)):
+    # The option table reads RAH_PKCS11_MODULE into `configured` too: a value equal to the
+    # variable's came from it (a typo there must not be blamed on a flag nobody typed).
+    from_env = bool(configured) and configured == environ.get(MODULE_ENV_VAR)
+    for value, where in ((configured, MODULE_ENV_VAR if from_env else "--pkcs11-lib"),
+                         (environ.get(MODULE_ENV_VAR), MODULE_ENV_VAR)):
         if value:
             if "/" in value:
                 return _existing_module(value, where)
@@ -220,6 +225,29 @@ def captured_stderr() -> Iterator[list[str]]:
             sink.seek(0)
             text = sink.read(64 * 1024).decode("utf-8", "replace")
             captured.extend(line for line in text.splitlines() if line.strip())
+
+
+@contextlib.contextmanager
+def module_noise_contained(path: str) -> Iterator[None]:
+    """`captured_stderr` around a signer's loading, C_Initialize and token listing: what a
+    module prints there (p11-kit-proxy loads every registered module, and tpm2-pkcs11 without
+    a TPM prints over a dozen ERROR lines) would reach the SDK that runs credential-process,
+    before our one-line error. The lines go to the debug log instead. With debug logging on
+    (--debug) nothing is captured: the module's own lines appear where it prints them, as
+    `tokens` and `doctor` do."""
+    import logging
+
+    log = logging.getLogger("rolesanywhere_hsm.pkcs11")
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    noise: list[str] = []
+    try:
+        with captured_stderr() as noise:
+            yield
+    finally:
+        for line in noise[:50]:
+            log.debug("module %s printed: %s", path, line)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from rolesanywhere_hsm.signers.pkcs11.modules import (
     captured_stderr,
     known_module_paths,
     loaded_module,
+    module_noise_contained,
     release_module,
     resolve_module_path,
 )
@@ -357,13 +358,15 @@ def open_pkcs11_signer(
     module_path = _selector_module(config, cert_uri, key_uri, environ)
     main_uri = key_uri or cert_uri
     assert main_uri is not None
-    lib = acquire_module(module_path)
+    with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
+        lib = acquire_module(module_path)
     session = None
     try:
         for uri in (key_uri, cert_uri):
             if uri is not None:
                 check_library(lib, uri, module_path)
-        tokens = read_tokens(lib)
+        with module_noise_contained(module_path):
+            tokens = read_tokens(lib)
         # 1. The certificate, before any PIN: certificates are public objects, so an empty or
         #    ambiguous selection is reported without spending a PIN (even a wrong one).
         chain_candidates: list[bytes] = []
@@ -379,7 +382,7 @@ def open_pkcs11_signer(
             assert key_uri is not None
             live = _token_for_key(tokens, key_uri, certificate, module_path)
         info = _x509.certificate_info(certificate)
-        _x509.ensure_leaf_usable(info)  # the rules every signer applies: not a CA, a key type we sign with
+        _x509.ensure_leaf_usable(info, dates=config.check_dates)  # the rules every signer applies: not a CA, a key type we sign with
         algorithm = info.algorithm
         key_template, criteria = _key_template(key_uri, cert_uri, cert_obj_id)
         token = live.token
@@ -434,6 +437,7 @@ def open_pkcs11_signer(
             certificate=certificate, chain=chain, algorithm=algorithm, spec=spec,
             always_authenticate=always_auth, pin_request=pin_request,
             login_required=login_required, verify_pending=verify_pending,
+            cert_id=bytes(cert_obj_id) if cert_obj_id else None,
         )
         return Pkcs11Signer(opened, reuse_pin=config.reuse_pin,
                             user_pin=user_pin if isinstance(user_pin, str) else None)

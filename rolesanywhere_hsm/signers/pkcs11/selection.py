@@ -111,12 +111,28 @@ def _wanted(uri: Pkcs11Uri) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in uri.token_criteria().items()) or "(any token)"
 
 
+def no_token_hint(module_path: str) -> str:
+    """PURE: what to check when `module_path` shows no initialised token, for the module it
+    is (a p11-kit client with no server behind it is not a SoftHSM problem)."""
+    name = module_path.rsplit("/", 1)[-1].lower()
+    if "p11-kit-client" in name:
+        return ("The p11-kit client reaches no token: check that `p11-kit server` runs on the "
+                "host, that P11_KIT_SERVER_ADDRESS names its socket, and that this user may open it.")
+    if "p11-kit-proxy" in name:
+        return ("p11-kit-proxy found no token in the modules registered with p11-kit "
+                "(`rolesanywhere-hsm tokens` lists them): name your module with module-path= in "
+                "the URI or --pkcs11-lib, and check that the token is there.")
+    if "softhsm" in name:
+        return "Check SOFTHSM2_CONF and the token directory it names (softhsm2-util --show-slots)."
+    if "tpm2" in name:
+        return ("Check TPM2_PKCS11_STORE (the store with the token) and TPM2_PKCS11_TCTI (the TPM), "
+                "and that the token was created (docs/tpm.md).")
+    return "Insert the token (for smart cards, check that pcscd runs)."
+
+
 def _no_token(tokens: Sequence[TokenSnapshot], module_path: str) -> SelectionError:
-    return SelectionError(
-        f"The module {module_path} shows no initialised token.",
-        hint="Insert the token (for SoftHSM, check SOFTHSM2_CONF and the token directory; "
-        "for smart cards, that pcscd runs).",
-    )
+    return SelectionError(f"The module {module_path} shows no initialised token.",
+                          hint=no_token_hint(module_path))
 
 
 def _no_matching_token(tokens: Sequence[TokenSnapshot], uri: Pkcs11Uri, module_path: str) -> SelectionError:

@@ -56,6 +56,7 @@ class OpenedKey:
     pin_request: PinRequest
     login_required: bool
     verify_pending: bool
+    cert_id: bytes | None = None  # the leaf's CKA_ID when it is on the token (rotation)
 
 
 def find_one_key(session: Any, template: dict[Any, Any], criteria: str, token_label: str,
@@ -99,6 +100,7 @@ class Pkcs11Signer(CertifiedKeySigner):
         # what the user asked for. Never shown: see __repr__.
         self._kept_pin = user_pin if reuse_pin else None
         self._verify_pending = opened.verify_pending
+        self._cert_id = opened.cert_id
         self._login_required = opened.login_required
         self._key_mismatch = False
         # Set when the token refused a PIN (a re-login or a context login): from then on this
@@ -123,6 +125,24 @@ class Pkcs11Signer(CertifiedKeySigner):
     @property
     def always_authenticate(self) -> bool:
         return self._always_authenticate
+
+    @property
+    def token_serial(self) -> str:
+        from rolesanywhere_hsm.signers.pkcs11.inventory import token_serial
+
+        return token_serial(self._token)
+
+    def token_certificates(self) -> list[bytes]:
+        """The certificates on the token with the leaf's CKA_ID (a renewal written next to or
+        over it), read in the session already open: no login. Empty when the leaf is a file."""
+        from pkcs11 import ObjectClass
+
+        with self._lock:
+            if self._cert_id is None or self._session is None or self._closed:
+                return []
+            with mapped_errors(f"reading the certificates on token {self._token.label!r}"):
+                return [bytes(o[Attribute.VALUE]) for o in self._session.get_objects(
+                    {Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: self._cert_id})]
 
     def sign(self, message: bytes) -> bytes:
         """One C_Sign (after a context login for always-authenticate keys). A failure discards
