@@ -23,7 +23,7 @@ def wait_until(ready, what, timeout=120.0):
 
 def healthy():
     try:
-        with urllib.request.urlopen(f"{SERVE}/healthz", timeout=2) as answer:
+        with urllib.request.urlopen(f"{SERVE}/readyz", timeout=2) as answer:
             return answer.status == 200
     except (OSError, urllib.error.URLError):
         return False

@@ -10,7 +10,7 @@ podman lacks and what the test stands in for:
 - a DaemonSet or Deployment becomes a Pod of its template (4.3 ignores DaemonSets);
 - native sidecars (init containers with `restartPolicy: Always`) become ordinary containers,
   started first; probes are dropped (4.3 turns them into systemd timers, absent here): the
-  application script waits for /healthz itself, as the startup probe would have it wait;
+  application script waits for /readyz itself, as the startup probe would have it wait;
 - `secret` volumes become host directories holding the same files (4.3's secret volumes
   ignore defaultMode and may serve stale data), `hostNetwork` goes (the pod runs with
   `--network none`: every packet stays on its loopback), and the node agent listens on the

@@ -1,6 +1,6 @@
 """The Kubernetes manifests as data (fast; tests/deploy/test_container.py plays them): non-root,
 read-only, PINs and tokens only from Secret files, the node agent on the container endpoint
-only with a token, probes on /healthz."""
+only with a token, probes on /readyz and /livez."""
 
 from __future__ import annotations
 
@@ -59,4 +59,5 @@ def test_sidecars_hold_the_app_back_until_ready(name: str) -> None:
     assert container["restartPolicy"] == "Always"  # a native sidecar: started before the app
     assert "startupProbe" in container
     if name == "sidecar.yaml":
-        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
