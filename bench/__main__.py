@@ -56,7 +56,8 @@ def _plan(smoke: bool, runs: int | None, clean: bool) -> dict[str, Callable[[], 
         "tokens": lambda: tokens.spy_rows(n) + tokens.yubikey_rows(1 if smoke else max(3, n // 3), warmup),
         "throughput": lambda: throughput.emulator_rows(20 if smoke else 400)
         + throughput.session_rows(10 if smoke else 200),
-        "serve": lambda: serve.run(1 if smoke else 5, [1, 10] if smoke else [1, 10, 50], python_load=smoke),
+        "serve": lambda: serve.run(1 if smoke else 3, [1, 10] if smoke else [1, 10, 50], python_load=smoke,
+                                   rounds=1 if smoke else 5),
         "imports": lambda: both(imports.run, 1 if smoke else 5, 0 if smoke else 1),
         "fleet": lambda: fleet.rows([1_000] if smoke else [10_000, 100_000], find_limit=not smoke),
     }

@@ -24,30 +24,34 @@ would run us again; sessions of 32 minutes or less keep half their lifetime, so 
 session is reused for its first 7.5 minutes (botocore calls us on every command for those, and
 each call is then a file read).
 
-Importing this module must stay cheap: a cache hit imports nothing heavier than json and
-datetime (no dataclasses, pathlib, logging or hashlib's OpenSSL: rolesanywhere_hsm.digest; no
-httpx, cryptography, asn1crypto or PKCS#11), which tests pin. Debug lines go through `logging` only when something has imported it
-(`--debug` does, and so does any program that configures logging).
+Importing this module must stay cheap: a cache hit (`CredentialCache.hit_output`) reads the
+entry with a small reader of the JSON we write and does the reuse rule on epoch seconds, so it
+imports no json (which imports re and enum) and no datetime; nor dataclasses, pathlib, logging,
+hashlib's OpenSSL (rolesanywhere_hsm.digest), httpx, cryptography, asn1crypto or PKCS#11, which
+tests pin. Whatever that reader does not take (an escape it does not know, a timestamp in
+another form) is left to `load`, which reads the entry with json and datetime and decides as
+before. Debug lines go through `logging` only when something has imported it (`--debug` does,
+and so does any program that configures logging).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
-import json
 import os
 import stat
 import sys
 import time
 
-from rolesanywhere_hsm.credentials import Credentials, format_expiration, parse_expiration
 from rolesanywhere_hsm.digest import sha256_hex
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Callable, Mapping
     from pathlib import Path
     from typing import Any
+
+    from rolesanywhere_hsm.credentials import Credentials
 
     Clock = Callable[[], dt.datetime]
 
@@ -79,6 +83,8 @@ def _debug(message: str, *args: object) -> None:
 
 
 def _utcnow() -> dt.datetime:
+    import datetime as dt
+
     return dt.datetime.now(dt.timezone.utc)
 
 
@@ -233,6 +239,36 @@ class CredentialCache:
         _debug("cache hit: %s, %.0f s left", name, left)
         return credentials
 
+    def hit_output(self, key: str, now: float | None = None) -> str | None:
+        """The line `credential_process` prints for `key` (without its newline), from an entry
+        that `load` would hand out, read without json or datetime (module docstring); None for
+        anything else (no entry, an untrusted one, one that needs json to read, one too close to
+        expiry), and then `load` decides as it always has. `now`: epoch seconds (for tests)."""
+        try:
+            if directory_problem(os.lstat(self._dir)) is not None:
+                return None
+            path = self._path(key)
+            record = _plain_json(_read_entry_bytes(path))
+        except (OSError, _Untrusted):
+            return None
+        if record is None or record.get("format") != _FORMAT or record.get("key") != key:
+            return None
+        fields = record.get("credentials")
+        if not isinstance(fields, dict):
+            return None
+        values = tuple(fields.get(name) for name in _OUTPUT_FIELDS)
+        if not all(isinstance(v, str) and v and _PLAIN.issuperset(v) for v in values):
+            return None  # json.dumps would escape something: load's way prints it
+        expires, issued = epoch_seconds(values[-1]), epoch_seconds(record.get("issued_at"))
+        if expires is None or issued is None:
+            return None
+        left = expires - (time.time() if now is None else now)
+        if left <= reuse_margin(expires - issued):
+            return None  # load says why under --debug
+        _debug("cache hit: %s, %.0f s left", os.path.basename(path), left)
+        # Credentials.credential_process_json's text: compact, the keys in its order
+        return '{"Version":1,' + ",".join(f'"{n}":"{v}"' for n, v in zip(_OUTPUT_FIELDS, values)) + "}"
+
     def directory_problem(self) -> str | None:
         """Why the directory may not be used (None when it may, or does not exist yet)."""
         try:
@@ -282,6 +318,9 @@ class CredentialCache:
     def store(self, key: str, credentials: Credentials, *, issued_at: dt.datetime,
               description: str = "") -> bool:
         """Write the entry atomically, 0600; False (with a debug line) when it cannot be."""
+        import json
+
+        from rolesanywhere_hsm.credentials import format_expiration
         from rolesanywhere_hsm.files import write_atomic
 
         record = {
@@ -418,6 +457,12 @@ def _provably_ours(path: str, kind: str) -> bool:
 def _read_entry(path: str) -> dict[str, Any]:
     """The entry at `path` if it is trusted (module docstring), else _Untrusted; a missing file
     is FileNotFoundError."""
+    return _parse_entry(_read_entry_bytes(path))
+
+
+def _read_entry_bytes(path: str) -> bytes:
+    """The bytes of the entry file at `path` if the file is trusted, else _Untrusted; a missing
+    file is FileNotFoundError."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
@@ -439,11 +484,15 @@ def _read_entry(path: str) -> dict[str, Any]:
         data = os.read(fd, MAX_ENTRY_BYTES + 1)
     finally:
         os.close(fd)
-    return _parse_entry(data)
+    return data
 
 
 def _parse_entry(data: bytes) -> dict[str, Any]:
     """Decode an entry file; anything malformed is untrusted."""
+    import json
+
+    from rolesanywhere_hsm.credentials import Credentials, parse_expiration
+
     try:
         record = json.loads(data)
         if not isinstance(record, dict) or record.get("format") != _FORMAT:
@@ -462,6 +511,121 @@ def _parse_entry(data: bytes) -> dict[str, Any]:
         raise _Untrusted(f"it does not parse ({type(exc).__name__})") from None
     return {"key": record["key"], "description": str(record.get("description", "")),
             "credentials": credentials, "issued_at": issued_at}
+
+
+# -- the hit's reader: json.loads and parse_expiration for what we write, and nothing else ------
+_OUTPUT_FIELDS = ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")
+# What json.dumps (ensure_ascii) writes as it is: printable ASCII but `"` and `\`.
+_PLAIN = frozenset(map(chr, range(0x20, 0x7F))) - {'"', "\\"}
+_DIGITS = frozenset("0123456789")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+def _plain_json(data: bytes) -> dict[str, Any] | None:
+    """`json.loads(data)` when `data` is an object in the compact form we write, of objects,
+    strings and non-negative integers; None for anything else (whitespace, arrays, floats,
+    true/false/null, a lone surrogate escape, a BOM), which json is left to read. What this accepts,
+    json reads to the same value (tests hold it to json.loads)."""
+    try:
+        text = data.decode("utf-8")
+        value, end = _plain_value(text, 0)
+    except (ValueError, IndexError, KeyError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return value if end == len(text) and isinstance(value, dict) else None
+
+
+def _plain_value(text: str, i: int) -> tuple[Any, int]:
+    c = text[i]
+    if c == '"':
+        return _plain_string(text, i + 1)
+    if c == "{":
+        found: dict[str, Any] = {}
+        i += 1
+        if text[i] == "}":
+            return found, i + 1
+        while True:
+            if text[i] != '"':
+                raise ValueError("a name")
+            name, i = _plain_string(text, i + 1)
+            if text[i] != ":":
+                raise ValueError("a colon")
+            found[name], i = _plain_value(text, i + 1)  # a repeated name: the last wins, as in json
+            if text[i] == "}":
+                return found, i + 1
+            if text[i] != ",":
+                raise ValueError("a comma")
+            i += 1
+    end = i
+    while end < len(text) and text[end] in _DIGITS:
+        end += 1
+    digits = text[i:end]
+    if not digits or (digits[0] == "0" and len(digits) > 1) or text[end:end + 1] in (".", "e", "E"):
+        raise ValueError("not a plain integer")
+    return int(digits), end
+
+
+def _plain_string(text: str, i: int) -> tuple[str, int]:
+    """The string whose text starts at `i` (after its quote), and the index after its end."""
+    parts = []
+    while True:
+        end = text.index('"', i)
+        escape = text.find("\\", i, end)
+        raw = text[i:end if escape == -1 else escape]
+        if raw and min(raw) < " ":
+            raise ValueError("a control character")  # json's strict mode refuses them too
+        parts.append(raw)
+        if escape == -1:
+            return "".join(parts), end + 1
+        kind = text[escape + 1]
+        if kind == "u":
+            code = _hex4(text, escape + 2)
+            i = escape + 6
+            if 0xD800 <= code <= 0xDBFF and text[i:i + 2] == "\\u":  # a pair: one character
+                low = _hex4(text, i + 2)
+                if 0xDC00 <= low <= 0xDFFF:
+                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                    i += 6
+            if 0xD800 <= code <= 0xDFFF:
+                raise ValueError("a lone surrogate")
+            parts.append(chr(code))
+        else:
+            parts.append(_ESCAPES[kind])
+            i = escape + 2
+
+
+def _hex4(text: str, i: int) -> int:
+    digits = text[i:i + 4]
+    if len(digits) != 4 or not _HEX_DIGITS.issuperset(digits):
+        raise ValueError("a bad escape")
+    return int(digits, 16)
+
+
+def epoch_seconds(text: object) -> int | None:
+    """`2026-01-16T00:02:43Z` (format_expiration's form, the only one we write) as seconds since
+    the epoch, without datetime; None for any other text, or a date that does not exist."""
+    if not (isinstance(text, str) and len(text) == 20 and text[4] == text[7] == "-" and text[10] == "T"
+            and text[13] == text[16] == ":" and text[19] == "Z"):
+        return None
+    numbers = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    if not all(_DIGITS.issuperset(n) for n in numbers):
+        return None
+    year, month, day, hour, minute, second = map(int, numbers)
+    if not (year >= 1 and 1 <= month <= 12 and hour < 24 and minute < 60 and second < 60):
+        return None
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= (29 if month == 2 and leap else _MONTH_DAYS[month - 1]):
+        return None
+    # days from 1970-01-01 to the date (the proleptic Gregorian calendar, as datetime's)
+    y = year - (month <= 2)
+    era, year_of_era = divmod(y, 400)
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    days = era * 146097 + day_of_era - 719468
+    return days * 86400 + hour * 3600 + minute * 60 + second
+
+
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def _text(fields: object, name: str) -> str:

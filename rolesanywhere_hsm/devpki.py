@@ -400,14 +400,16 @@ def load_test_ca(directory: str | Path) -> CertificateAuthority:
     return CertificateAuthority(certificate, key)
 
 
-def sign_request(ca: CertificateAuthority, request: bytes, *, days: int = 365) -> x509.Certificate:
+def sign_request(ca: CertificateAuthority, request: bytes, *, days: int = 365,
+                 subject: x509.Name | None = None) -> x509.Certificate:
     """`dev-ca sign`: the end-entity certificate Roles Anywhere wants for the PKCS#10 request
     `request` (PEM or DER): the request's subject and subject alternative names, `CA:FALSE`,
     `digitalSignature`, SHA-256, `days` long. The request's signature is checked first: a
     request that its key did not sign proves nothing about who holds the key.
 
     Takes the request itself (not a path) so that further rules on it (an attested request)
-    can be added here, in one place."""
+    can be added here, in one place; `subject` replaces the request's subject (the attesting
+    CA writes its own OU)."""
     from rolesanywhere_hsm.errors import CertificateError, UsageError
 
     if not 1 <= days <= 3650:
@@ -423,7 +425,7 @@ def sign_request(ca: CertificateAuthority, request: bytes, *, days: int = 365) -
     if not valid:
         raise CertificateError("The certificate request's signature does not verify; nothing was signed.",
                                hint="Make the request again with `rolesanywhere-hsm csr`.")
-    builder = ca._builder(csr.subject, public_key, None, None, None, days)
+    builder = ca._builder(subject or csr.subject, public_key, None, None, None, days)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     builder = builder.add_extension(_key_usage(("digital_signature",)), critical=True)
     try:

@@ -15,7 +15,17 @@ and must stay fast with many keep-alive clients. What it does and why:
   Content-Length with Transfer-Encoding, obs-fold, control characters), a deadline for a whole
   request once its first byte arrived (408: a client that drips a byte at a time cannot hold a
   connection for longer), an idle timeout between keep-alive requests, a bound on connections
-  (the extra ones get 503 and are closed) and on unread pipelined input;
+  and on unread pipelined input;
+- the bound on connections also stays below the process's limit on open files (RLIMIT_NOFILE)
+  with a reserve for what the rest of the process opens (a token, an HTTPS client): a full
+  server must never starve its own refreshes. At the bound, a new connection takes the place of
+  the least recently active one not being answered, first among those that never got an
+  `authorized` answer: so whoever holds connections with keep-alive health checks cannot keep
+  an SDK out (a kept-alive client finds its idle connection closed and opens another, as it
+  would after the idle timeout); only when every connection is being answered does the new
+  one get 503 and a close. Out of descriptors anyway (another part of
+  the process, or the system's limit), accepting pauses for a moment and one line a minute is
+  logged, instead of asyncio's traceback per failed accept;
 - TLS optional, its handshake run by asyncio with a timeout, so a slow handshake stalls no one;
   key files named when they cannot be loaded, and a pass phrase is never prompted for;
 - applications may be plain functions (called inline: `serve`'s, which only read memory), plain
@@ -29,8 +39,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import inspect
 import logging
+import os
 import re
 import socket
 import threading
@@ -79,10 +91,8 @@ class Request:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
-        try:
-            return self.headers[self._names().index(name.lower())][1]
-        except ValueError:
-            return None
+        names, name = self._names(), name.lower()
+        return self.headers[names.index(name)][1] if name in names else None
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name`, in the order sent."""
@@ -96,6 +106,9 @@ class Response:
     body: bytes = b""
     headers: Sequence[tuple[str, str]] = ()
     close: bool = False  # close the connection after this answer
+    # The client proved it may have what it asked for (it sent the right token): at the
+    # connection bound, its connection is given up for a newcomer only after every other one.
+    authorized: bool = False
 
 
 Application = Callable[[Request], Union["Response | None", Awaitable["Response | None"]]]
@@ -116,8 +129,32 @@ class Limits:
     request_timeout: float = 10.0  # first byte to last byte of one request; 408 after
     keep_alive_timeout: float = 30.0  # idle between requests; closed silently after
     tls_handshake_timeout: float = 10.0
-    max_connections: int = 1024  # more get 503 and are closed
+    max_connections: int = 1024  # at most; fewer when RLIMIT_NOFILE is lower (see RESERVED_DESCRIPTORS)
     max_pipelined: int = 256 * 1024  # unread input buffered while an answer is pending
+
+
+# Descriptors kept free for the rest of the process when the connection bound is set from
+# RLIMIT_NOFILE: the token's module (pcscd, a TPM, p11-kit sockets), the HTTPS client's
+# connections on each refresh, log files, DNS, a connection accepted only to be turned away.
+RESERVED_DESCRIPTORS = 64
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_PAUSE = 0.25  # seconds without accepting after the process or system ran out of descriptors
+OUT_OF_DESCRIPTORS_LOG_INTERVAL = 60.0
+
+
+def connection_budget(wanted: int, reserve: int = RESERVED_DESCRIPTORS) -> int:
+    """How many connections may be open at once: `wanted`, or fewer so that the descriptors
+    open now, the connections and `reserve` stay within the soft RLIMIT_NOFILE. At least 1."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    try:
+        in_use = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc: a guess at what a Python process holds at start
+        in_use = 32
+    return max(1, min(wanted, soft - in_use - reserve))
 
 
 _REASONS = {
@@ -204,13 +241,32 @@ def _header_line(header: tuple[str, str]) -> bytes:
     return line
 
 
+# id(response) -> (response, status line, whether to add Date, header lines and Content-Length):
+# applications hand out the same Response object for every credential GET of a credential set,
+# so its bytes are built once. The response is held so that its id cannot be reused meanwhile.
+_wire_cache: dict[int, tuple[Response, bytes, bool, bytes]] = {}
+
+
+def _wire_parts(response: Response) -> tuple[Response, bytes, bool, bytes]:
+    cached = _wire_cache.get(id(response))
+    if cached is None or cached[0] is not response:
+        status = response.status
+        cached = (
+            response,
+            b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode()),
+            # else the application keeps its own clock (the emulator's)
+            not any(name.lower() == "date" for name, _ in response.headers),
+            b"".join(map(_header_line, response.headers)) + b"Content-Length: %d\r\n" % len(response.body),
+        )
+        if len(_wire_cache) >= 64:
+            _wire_cache.clear()
+        _wire_cache[id(response)] = cached
+    return cached
+
+
 def _serialize(response: Response, close: bool, head_only: bool = False, http10: bool = False) -> bytes:
-    status = response.status
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Unknown").encode())]
-    if not any(name.lower() == "date" for name, _ in response.headers):
-        parts.append(_date_header())  # else the application keeps its own clock (the emulator's)
-    parts += map(_header_line, response.headers)
-    parts.append(b"Content-Length: %d\r\n" % len(response.body))
+    _, status_line, add_date, fields = _wire_parts(response)
+    parts = [status_line, _date_header(), fields] if add_date else [status_line, fields]
     if close:
         parts.append(b"Connection: close\r\n")
     elif http10:  # an HTTP/1.0 client keeps the connection only when told so
@@ -273,6 +329,28 @@ def _parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, list[tuple[
     return method.decode("ascii"), target.decode("latin-1"), version.decode("ascii"), headers, names
 
 
+# What a request head says, parsed once per distinct head: (method, target, version, headers,
+# lowercase names, body length (None: chunked), path, query, keep-alive asked for).
+_ParsedHead = tuple[str, str, str, tuple[tuple[str, str], ...], tuple[str, ...], "int | None", str, str, bool]
+_HEAD_CACHE_SIZE = 256  # distinct heads remembered per server (cleared when full)
+_HEAD_CACHE_MAX_BYTES = 2048  # longer heads are parsed every time
+
+
+def _parse_request_head(head: bytes, limits: Limits) -> _ParsedHead:
+    """Everything the layer needs from a head, as immutable values: a keep-alive client sends
+    the same head (same path, same token) again and again, so this runs once per distinct head
+    and a dictionary answers the rest (parsing was the largest part of a credential GET)."""
+    method, target, version, headers, names = _parse_head(head, limits)
+    length = _body_framing(headers, names, limits.max_body)
+    path, query = _split_target(target)
+    if "connection" not in names:
+        keep_alive = version == "HTTP/1.1"
+    else:
+        tokens = {t.strip().lower() for k, (_, v) in zip(names, headers) if k == "connection" for t in v.split(",")}
+        keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+    return method, target, version, tuple(headers), tuple(names), length, path, query, keep_alive
+
+
 def _body_framing(headers: list[tuple[str, str]], names: list[str], max_body: int) -> int | None:
     """Content length to read, or None for a chunked body."""
     if "transfer-encoding" not in names and "content-length" not in names:
@@ -318,6 +396,8 @@ class _Connection(asyncio.Protocol):
         self.writing_paused = False
         self.reading_paused = False
         self.processing = False
+        self.authorized = False  # an answer to this client was `authorized`
+        self.active = time.monotonic()  # when the last request started or was answered
         self._reset_request()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -328,11 +408,6 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("-", 0)
         server = self.server
-        if len(server._connections) >= self.limits.max_connections:
-            transport.write(_refusal_response(503, "Too many connections"))
-            transport.close()
-            self.state = _CLOSED
-            return
         server._connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -362,13 +437,27 @@ class _Connection(asyncio.Protocol):
             self._process()
 
     def data_received(self, data: bytes) -> None:
+        if self.state == _HEAD and not self.buffer and not self.writing_paused and data[-4:] == b"\r\n\r\n":
+            # The keep-alive client's next request, whole, in one read, a head seen before: no
+            # buffer, no parsing (a head never holds a blank line, so pipelined requests miss).
+            parsed = self.server._heads.get(data[:-4])
+            if parsed is not None and parsed[5] == 0:
+                self.in_request = True
+                self.started = time.perf_counter()
+                self.active = time.monotonic()
+                self.deadline = self.active + self.limits.request_timeout
+                (self.method, self.target, self.version, self.headers, self.names, _, self.path, self.query,
+                 self.keep_alive) = parsed
+                self._dispatch()
+                return
         if self.state == _CLOSED:
             return
         self.buffer += data
         if not self.in_request:
             self.in_request = True
             self.started = time.perf_counter()
-            self.deadline = time.monotonic() + self.limits.request_timeout
+            self.active = time.monotonic()
+            self.deadline = self.active + self.limits.request_timeout
         if self.state == _BUSY or self.writing_paused:
             if len(self.buffer) > self.limits.max_pipelined and self.transport is not None:
                 self.transport.pause_reading()
@@ -390,9 +479,10 @@ class _Connection(asyncio.Protocol):
     # -- parsing --------------------------------------------------------------------------------
 
     def _reset_request(self) -> None:
-        self.method = self.target = self.version = ""
-        self.headers: list[tuple[str, str]] = []
-        self.names: list[str] = []
+        self.method = self.target = self.version = self.path = self.query = ""
+        self.headers: tuple[tuple[str, str], ...] = ()
+        self.names: tuple[str, ...] = ()
+        self.keep_alive = False
         self.body = bytearray()
         self.remaining = 0
         self.task: asyncio.Future[Any] | None = None
@@ -431,8 +521,16 @@ class _Connection(asyncio.Protocol):
                 raise _Refusal(431, "Request header fields too large")
             head = bytes(buffer[:end])
             del buffer[:end + 4]
-            self.method, self.target, self.version, self.headers, self.names = _parse_head(head, limits)
-            length = _body_framing(self.headers, self.names, limits.max_body)
+            heads = self.server._heads
+            parsed = heads.get(head)
+            if parsed is None:
+                parsed = _parse_request_head(head, limits)
+                if len(head) <= _HEAD_CACHE_MAX_BYTES:
+                    if len(heads) >= _HEAD_CACHE_SIZE:
+                        heads.clear()
+                    heads[head] = parsed
+            (self.method, self.target, self.version, self.headers, self.names, length, self.path, self.query,
+             self.keep_alive) = parsed
             if length is None or length > 0:
                 self._maybe_continue()
             if length is None:
@@ -519,19 +617,9 @@ class _Connection(asyncio.Protocol):
 
     # -- answering ------------------------------------------------------------------------------
 
-    def _keep_alive(self) -> bool:
-        if "connection" not in self.names:
-            return self.version == "HTTP/1.1"
-        tokens = {t.strip().lower() for k, (_, v) in zip(self.names, self.headers) if k == "connection"
-                  for t in v.split(",")}
-        if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
-        return "close" not in tokens
-
     def _dispatch(self) -> None:
-        path, query = _split_target(self.target)
-        request = Request(self.method, self.target, path, query, self.version, tuple(self.headers),
-                          bytes(self.body), self.client, tuple(self.names))
+        request = Request(self.method, self.target, self.path, self.query, self.version, self.headers,
+                          bytes(self.body) if self.body else b"", self.client, self.names)
         self.state = _BUSY
         server = self.server
         try:
@@ -542,9 +630,9 @@ class _Connection(asyncio.Protocol):
             else:
                 result = server.app(request)
         except Exception:
-            log.exception("the application failed on %s %s", self.method, path)
+            log.exception("the application failed on %s %s", self.method, self.path)
             result = Response(500, b'{"message":"Internal error"}', [("Content-Type", "application/json")])
-        if inspect.isawaitable(result):
+        if result is not None and result.__class__ is not Response and inspect.isawaitable(result):
             self.task = asyncio.ensure_future(result)
             self.task.add_done_callback(self._finished)
         else:
@@ -569,7 +657,9 @@ class _Connection(asyncio.Protocol):
             self._log(0, 0)
             self._close()
             return
-        close = response.close or self.eof_pending or not self._keep_alive()
+        if response.authorized:
+            self.authorized = True
+        close = response.close or self.eof_pending or not self.keep_alive
         transport.write(_serialize(response, close, self.method == "HEAD", self.version == "HTTP/1.0"))
         self._log(response.status, len(response.body))
         if close:
@@ -578,7 +668,7 @@ class _Connection(asyncio.Protocol):
         self.state = _HEAD
         self._reset_request()
         self.in_request = bool(self.buffer)
-        now = time.monotonic()
+        self.active = now = time.monotonic()
         if self.in_request:
             self.started = time.perf_counter()
             self.deadline = now + self.limits.request_timeout
@@ -657,9 +747,14 @@ class HttpServer:
         self._max_workers = max_workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sock: socket.socket | None = None
-        self._server: asyncio.AbstractServer | None = None
+        self._accepting = False
+        self._handshakes: set[asyncio.Task[Any]] = set()  # accepted, transport not made yet (TLS)
+        self._capacity = self.limits.max_connections  # set from RLIMIT_NOFILE at start()
+        self._out_of_descriptors_logged = 0.0
+        self._out_of_descriptors_since = 0  # failed accepts not logged yet
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
+        self._heads: dict[bytes, _ParsedHead] = {}  # see _parse_request_head
         self._sweeper: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
 
@@ -711,12 +806,99 @@ class HttpServer:
         if self._threaded and self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self._max_workers, thread_name_prefix="rah-http")
-        self._server = await self._loop.create_server(
-            lambda: _Connection(self), sock=self._sock, ssl=self.tls,
-            ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.tls else None,
-            backlog=1024,
-        )
+        self._capacity = connection_budget(self.limits.max_connections)
+        if self._capacity < self.limits.max_connections:
+            log.warning("at most %d connections at once (not %d): the limit on open files is low; "
+                        "raise it (systemd: LimitNOFILE=) to allow more", self._capacity,
+                        self.limits.max_connections)
+        # Our own accept loop rather than loop.create_server(): asyncio's logs a traceback per
+        # failed accept when descriptors run out (hundreds of thousands a minute), and cannot
+        # bound connections before a transport is made.
+        self._accepting = True
+        assert self._sock is not None
+        self._loop.add_reader(self._sock.fileno(), self._accept)
         self._sweeper = asyncio.ensure_future(self._sweep())
+
+    def _accept(self) -> None:
+        sock, loop = self._sock, self._loop
+        assert sock is not None and loop is not None
+        for _ in range(64):  # a burst per wake-up, then others get their turn
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._out_of_descriptors(exc)
+                else:
+                    log.debug("accept failed: %s", exc)
+                return
+            if len(self._connections) + len(self._handshakes) >= self._capacity and not self._evict():
+                self._turn_away(conn)
+                continue
+            conn.setblocking(False)
+            task = loop.create_task(loop.connect_accepted_socket(
+                lambda: _Connection(self), conn, ssl=self.tls,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.tls else None))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, task: asyncio.Task[Any]) -> None:
+        self._handshakes.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # a failed TLS handshake
+            log.debug("connection setup failed: %s", task.exception())
+
+    def _evict(self) -> bool:
+        """Close the least recently active connection not being answered, first among those
+        that never got an authorized answer; False when every one is being answered."""
+        victim, stalest = None, (True, float("inf"))
+        for connection in self._connections:
+            if connection.state != _BUSY:
+                key = (connection.authorized, connection.active)
+                if key < stalest:
+                    victim, stalest = connection, key
+        if victim is None:
+            return False
+        self._connections.discard(victim)
+        victim.state = _CLOSED
+        victim.deadline = 0.0
+        if victim.transport is not None:
+            victim.transport.abort()  # its descriptor is needed now, not after a graceful close
+        return True
+
+    def _turn_away(self, conn: socket.socket) -> None:
+        if self.tls is None:
+            try:
+                conn.setblocking(False)
+                conn.send(_refusal_response(503, "Too many connections"))
+            except OSError:
+                pass
+        conn.close()
+
+    def _out_of_descriptors(self, exc: OSError) -> None:
+        """Stop accepting for ACCEPT_PAUSE (the listening socket stays readable, so retrying at
+        once would spin), free one descriptor if a connection can give it up, and say so once a
+        minute at most."""
+        loop, sock = self._loop, self._sock
+        assert loop is not None and sock is not None
+        loop.remove_reader(sock.fileno())
+        loop.call_later(ACCEPT_PAUSE, self._resume_accepting)
+        self._evict()
+        self._out_of_descriptors_since += 1
+        now = time.monotonic()
+        if now - self._out_of_descriptors_logged >= OUT_OF_DESCRIPTORS_LOG_INTERVAL:
+            log.warning("out of file descriptors (%s): not accepting connections for a moment; "
+                        "%d open, %d failed accepts since the last such line; raise the limit on "
+                        "open files (systemd: LimitNOFILE=)", exc.strerror or exc,
+                        len(self._connections), self._out_of_descriptors_since)
+            self._out_of_descriptors_logged = now
+            self._out_of_descriptors_since = 0
+
+    def _resume_accepting(self) -> None:
+        if self._accepting and self._loop is not None and self._sock is not None:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
 
     async def _sweep(self) -> None:
         # One timer for every connection instead of a timer per request: the hot path only
@@ -735,8 +917,9 @@ class HttpServer:
             flush()
 
     def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self._accepting and self._loop is not None and self._sock is not None:
+            self._accepting = False
+            self._loop.remove_reader(self._sock.fileno())
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, let answers in progress finish (up to `grace`), close every connection."""
@@ -752,12 +935,8 @@ class HttpServer:
             self._sweeper.cancel()
             self._sweeper = None
         self._flush_log()
-        if self._server is not None:
-            try:
-                await asyncio.wait_for(self._server.wait_closed(), timeout=grace)
-            except asyncio.TimeoutError:
-                pass
-            self._server = None
+        for task in list(self._handshakes):
+            task.cancel()
         if self._sock is not None:
             self._sock.close()
             self._sock = None

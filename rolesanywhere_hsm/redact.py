@@ -21,11 +21,10 @@ quoted value is still safe, in the one-line error and in a `--debug` traceback.
 
 from __future__ import annotations
 
-import re
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
 if TYPE_CHECKING:
     import logging
+    import re
 
 __all__ = ["HIDDEN", "RedactingFilter", "one_line", "redact", "redact_optional", "without_pin_attributes"]
 
@@ -36,13 +35,15 @@ HIDDEN = "<hidden>"
 _NEXT_ATTRIBUTE = r"(?=[&;][A-Za-z][A-Za-z0-9-]*=|$)"
 # A value already hidden is left with what follows it, so that redact() is idempotent and a
 # message built from redacted parts keeps its tail (": No such file or directory").
-_PATTERNS: dict[str, tuple[str, int]] = {
-    "pin_value": (r"(pin-value\s*=)(?!<hidden>).*?" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL),
-    "pin_source": (r"(pin-source\s*=)(?!<hidden>)(.*?)" + _NEXT_ATTRIBUTE, re.IGNORECASE | re.DOTALL),
-    "userinfo": (r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@", 0),
+# Flags are written inline (`(?is)`: IGNORECASE, DOTALL) so that `re` is imported only when a
+# pattern is first compiled: a cache hit quotes nothing and must not pay for `re` and `enum`.
+_PATTERNS: dict[str, str] = {
+    "pin_value": r"(?is)(pin-value\s*=)(?!<hidden>).*?" + _NEXT_ATTRIBUTE,
+    "pin_source": r"(?is)(pin-source\s*=)(?!<hidden>)(.*?)" + _NEXT_ATTRIBUTE,
+    "userinfo": r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]*@",
     # Shown only in the conventional form (upper case): `env:Pin1234` is more likely a PIN.
-    "env_name": (r"[A-Z_][A-Z0-9_]*", 0),
-    "control": (r"[\x00-\x1f\x7f-\x9f]", 0),
+    "env_name": r"[A-Z_][A-Z0-9_]*",
+    "control": r"[\x00-\x1f\x7f-\x9f]",
 }
 _compiled: dict[str, re.Pattern[str]] = {}
 
@@ -52,8 +53,9 @@ def _pattern(name: str) -> re.Pattern[str]:
     run (errors.py uses it), and compiling them all costs a cache hit, which quotes nothing."""
     pattern = _compiled.get(name)
     if pattern is None:
-        source, flags = _PATTERNS[name]
-        pattern = _compiled[name] = re.compile(source, flags)
+        import re
+
+        pattern = _compiled[name] = re.compile(_PATTERNS[name])
     return pattern
 
 
@@ -88,10 +90,9 @@ def redact(text: str) -> str:
 # A PIN attribute in a pkcs11: URI, with the separator that joins it to the rest; its value ends
 # where the next attribute starts (as for redaction) or at the query's `?`.
 _PIN_ATTRIBUTE_END = r"(?=[&;?][A-Za-z][A-Za-z0-9-]*=|\?|$)"
-_PATTERNS["pin_attribute_after"] = (r"[;&]pin-(?:value|source)\s*=.*?" + _PIN_ATTRIBUTE_END,
-                                    re.IGNORECASE | re.DOTALL)
-_PATTERNS["pin_attribute_first"] = (r"(?<=[:?])pin-(?:value|source)\s*=.*?(?:[&;](?=[A-Za-z][A-Za-z0-9-]*=)"
-                                    r"|(?=\?)|$)", re.IGNORECASE | re.DOTALL)
+_PATTERNS["pin_attribute_after"] = r"(?is)[;&]pin-(?:value|source)\s*=.*?" + _PIN_ATTRIBUTE_END
+_PATTERNS["pin_attribute_first"] = (r"(?is)(?<=[:?])pin-(?:value|source)\s*=.*?(?:[&;](?=[A-Za-z][A-Za-z0-9-]*=)"
+                                    r"|(?=\?)|$)")
 
 
 def without_pin_attributes(uri: str) -> str:
@@ -117,7 +118,7 @@ def redact_optional(text: str | None) -> str | None:
 
 # Beyond the C0/C1 controls: line and paragraph separators, and the bidirectional overrides
 # that make a terminal show text in another order than it was sent.
-_PATTERNS["unsafe"] = (r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]", 0)
+_PATTERNS["unsafe"] = r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 
 
 def _escape_unsafe(match: re.Match[str]) -> str:

@@ -5,29 +5,26 @@ name, the key and certificate references (no secrets: a `pin-value` in a URI nev
 cache key), and the TLS and proxy settings. All validation happens in its constructor, once,
 before any token is touched, so that a typo costs a clear message and not a PIN entry.
 `cache_key()` names the source from its text (and the identity of the files it names) without
-loading a PKCS#11 module.
+loading a PKCS#11 module, by the rule in rolesanywhere_hsm.cachekey.
 
-It lives apart from the session layer (rolesanywhere_hsm.session, which re-exports it) because a
-`credential-process --cache` hit needs only this: importing it costs os, json, re and
-our ARN and error modules, never threading, the signers or httpx (a test pins what a hit imports).
+It lives apart from the session layer (rolesanywhere_hsm.session, which re-exports it) because
+`credential-process` validates a source before anything heavy: importing it costs re and our
+ARN and error modules, never threading, the signers or httpx. A cache hit does not import it at
+all (it computes the same key from the settings: rolesanywhere_hsm.cachekey says why that is sound).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import stat
 
 from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
-from rolesanywhere_hsm.digest import sha256_hex
+from rolesanywhere_hsm.cachekey import cache_key, spec_fields, tls_verify
 from rolesanywhere_hsm.errors import ArnError, UsageError
 from rolesanywhere_hsm.record import Record
-from rolesanywhere_hsm.redact import redact, without_pin_attributes
+from rolesanywhere_hsm.redact import redact
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
     from typing import Any
 
     from rolesanywhere_hsm.settings import Settings
@@ -41,23 +38,6 @@ MIN_DURATION, MAX_DURATION = 900, 43200
 DEFAULT_DURATION = 3600
 # AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
 _ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
-_CACHE_KEY_VERSION = "rah-spec-3"
-# Environment variables through which a PKCS#11 module (or the daemon behind it) chooses the
-# token store it opens, read at C_Initialize: the same URI names another token when one of them
-# changes. The rule: every variable of these modules' families (by prefix), each with its value
-# and, when the value names a file or directory, that file's identity (a SOFTHSM2_CONF edited to
-# another tokendir). A variable that may hold a secret never enters the key.
-_MODULE_CONFIG_PREFIXES = (
-    "SOFTHSM2_",          # SoftHSM2: SOFTHSM2_CONF
-    "TPM2_PKCS11_",       # tpm2-pkcs11: TPM2_PKCS11_STORE, TPM2_PKCS11_TCTI
-    "TSS2_",              # the TPM software stack under tpm2-pkcs11 (TSS2_TCTI, TSS2_FAPICONF)
-    "P11_KIT_",           # p11-kit's client module: P11_KIT_SERVER_ADDRESS
-    "PCSCLITE_",          # the PC/SC daemon behind OpenSC and ykcs11: PCSCLITE_CSOCK_NAME
-    "OPENSC_",            # OpenSC: OPENSC_CONF
-    "YKCS11_",            # ykcs11
-    "ChrystokiConfigurationPath",  # Thales Luna client
-)
-_SECRET_WORDS = ("PIN", "PASS", "SECRET", "TOKEN_AUTH", "AUTH_VALUE")
 
 
 def _as_given(exc: UsageError, settings: Settings) -> UsageError:
@@ -71,14 +51,6 @@ def _as_given(exc: UsageError, settings: Settings) -> UsageError:
             reworded.__cause__ = exc.__cause__
             return reworded
     return exc
-
-
-def tls_verify(settings: Settings) -> bool | str:
-    """httpx's `verify` from resolved options: off (--no-verify-ssl), a CA bundle (--ca-bundle
-    or AWS_CA_BUNDLE, through the option table), or the system store."""
-    if settings["no-verify-ssl"]:
-        return False
-    return settings["ca-bundle"] or True
 
 
 class CredentialSpec(Record):
@@ -181,29 +153,8 @@ class CredentialSpec(Record):
     def from_settings(cls, settings: Settings) -> CredentialSpec:
         """The source that resolved options describe (rolesanywhere_hsm.settings): what the
         CLI commands, profiles and `boto3_session()` all go through."""
-        verify = tls_verify(settings)
         try:
-            return cls(
-                certificate=settings["certificate"],
-                private_key=settings["private-key"],
-                intermediates=settings["intermediates"],
-                pkcs11_lib=settings["pkcs11-lib"],
-                reuse_pin=settings["reuse-pin"],
-                trust_anchor_arn=settings["trust-anchor-arn"],
-                profile_arn=settings["profile-arn"],
-                role_arn=settings["role-arn"],
-                region=settings["region"],
-                endpoint=settings["endpoint"],
-                duration_seconds=settings["session-duration"],
-                role_session_name=settings["role-session-name"],
-                verify=verify,
-                trust_env=not settings["no-proxy"],
-                timeout=settings["timeout"],
-                no_tpm_key_password=settings["no-tpm-key-password"],
-                cert_selector=settings["cert-selector"],
-                use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
-                token_chain=not settings["no-token-chain"],
-            )
+            return cls(**spec_fields(settings))
         except UsageError as exc:
             raise _as_given(exc, settings) from None
 
@@ -235,78 +186,6 @@ class CredentialSpec(Record):
         )
 
     def cache_key(self) -> str:
-        """A stable hex key naming these credentials: from the spec's text, what chooses the
-        endpoint now (AWS_ENDPOINT_URL* and the FIPS/dual-stack switches change it) and the identity (device, inode, size,
-        mtime) of the files it names, so a renewed certificate file gives a new key. A
-        `pin-value` in a URI is left out: the key may become a file name, and a hash of a
-        short PIN is easy to reverse. No token or module is touched."""
-        from rolesanywhere_hsm.endpoints import endpoint_source
-
-        text = {
-            "v": _CACHE_KEY_VERSION,
-            "certificate": _reference(self.certificate),
-            "private_key": _reference(self.private_key),
-            "intermediates": _reference(self.intermediates),
-            "pkcs11_lib": self.pkcs11_lib,
-            "reuse_pin": self.reuse_pin,
-            "trust_anchor_arn": str(self.arns.trust_anchor),
-            "profile_arn": str(self.arns.profile),
-            "role_arn": str(self.arns.role),
-            "endpoint": endpoint_source(self.signing_region, self.endpoint),
-            "duration_seconds": self.duration_seconds,
-            "role_session_name": self.role_session_name,
-            "verify": self.verify,
-            "trust_env": self.trust_env,
-            "no_tpm_key_password": self.no_tpm_key_password,
-            "cert_selector": _selector_reference(self.cert_selector),
-            "use_latest_expiring_certificate": self.use_latest_expiring_certificate,
-            "token_chain": self.token_chain,
-            "module_config": module_configuration(os.environ),
-        }
-        blob = json.dumps(text, sort_keys=True, separators=(",", ":")).encode()
-        return sha256_hex(blob)
-
-
-def _selector_reference(selector: Any) -> Any:
-    """A --cert-selector for the cache key: a selector file by its identity, else its text."""
-    if isinstance(selector, str) and selector.startswith("file://"):
-        return _reference(selector[len("file://"):])
-    return selector if selector is None or isinstance(selector, str) else repr(selector)
-
-
-def _reference(ref: str | None) -> Any:
-    """A key or certificate reference for the cache key: a URI without its PIN, or a file's
-    absolute path with its identity."""
-    if ref is None:
-        return None
-    if ref[:7].lower() == "pkcs11:":
-        return without_pin_attributes(ref)
-    path = os.path.abspath(ref)
-    try:
-        st = os.stat(path)
-    except OSError:
-        return [path, None]
-    return [path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-
-
-def module_configuration(environ: Mapping[str, str]) -> list[Any]:
-    """The PKCS#11 modules' configuration for the cache key (the rule at _MODULE_CONFIG_PREFIXES):
-    sorted (name, value, identity of the file it names, if any)."""
-    found = []
-    for name, value in environ.items():
-        if not name.startswith(_MODULE_CONFIG_PREFIXES):
-            continue
-        if any(word in name.upper() for word in _SECRET_WORDS):
-            continue
-        identity = None
-        if value.startswith("/"):
-            try:
-                st = os.stat(value)
-                # a directory (a token store) by what it is, not by its mtime, which its
-                # database's journal files change on every use
-                identity = ([st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-                            if stat.S_ISREG(st.st_mode) else [st.st_dev, st.st_ino])
-            except OSError:
-                pass
-        found.append([name, value, identity])
-    return sorted(found)
+        """A stable hex key naming these credentials (rolesanywhere_hsm.cachekey: the rule, and
+        why a hit may compute it from the settings before validating). No token is touched."""
+        return cache_key(**{name: getattr(self, name) for name in self._compared})

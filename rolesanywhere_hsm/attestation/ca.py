@@ -26,30 +26,19 @@ def require_attested(csr_data: bytes, roots: Sequence[Any],
 
 def issue_attested(ca: Any, csr_data: bytes, roots: Sequence[Any],
                    requirements: Requirements = Requirements(), *, days: int = 365) -> Any:
-    """A leaf from `ca` (devpki.CertificateAuthority) for an attested request: the request's
-    CN, and the OU naming how the key was attested."""
-    import datetime as dt
-
+    """A leaf from `ca` (devpki.CertificateAuthority) for an attested request, made by the test
+    CA's one signing function (devpki.sign_request: the request's signature checked, CA:FALSE,
+    digitalSignature, its alternative names) with the subject the request's CN under the OU
+    naming how the key was attested."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
+
+    from rolesanywhere_hsm.devpki import sign_request
 
     verdict = require_attested(csr_data, roots, requirements)
     csr = x509.load_pem_x509_csr(csr_data) if b"-----BEGIN" in csr_data else x509.load_der_x509_csr(csr_data)
     names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     common_name = str(names[0].value) if names else "attested-workload"
-    now = dt.datetime.now(dt.timezone.utc)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ATTESTED_OU[verdict.kind]),
-                                 x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca.certificate.subject)
-        .public_key(csr.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ATTESTED_OU[verdict.kind]),
+                         x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return sign_request(ca, csr_data, days=days, subject=subject)

@@ -53,11 +53,17 @@ def sign(
     csr: Annotated[Path, typer.Option("--csr", metavar="FILE", help="The request `rolesanywhere-hsm csr` wrote (PEM or DER).")],
     out: Annotated[Path, typer.Option("--out", metavar="FILE", help="Where the certificate (PEM) goes.")],
     days: Annotated[int, typer.Option("--days", help="Validity in days (1..3650).")] = 365,
+    require_attestation: Annotated[Path | None, typer.Option(
+        "--require-attestation", metavar="ROOTS",
+        help="Sign only a request whose key attestation (`csr --attest`) chains to these "
+             "attestation roots (PEM); the certificate's subject then carries "
+             "OU=attested-yubikey or OU=attested-tpm. A refusal exits 10.")] = None,
     debug: o.Debug = False,
 ) -> None:
     """Sign a certificate request with the TEST CA in DIR: an end-entity certificate (CA:FALSE,
     digitalSignature, SHA-256) with the request's subject and alternative names, as Roles
-    Anywhere wants it. The request's signature is checked first."""
+    Anywhere wants it. The request's signature is checked first; with --require-attestation,
+    its key attestation too (docs/attestation.md)."""
     o.configure_logging(debug)
     from cryptography.hazmat.primitives import serialization
 
@@ -67,7 +73,15 @@ def sign(
 
     authority = load_test_ca(ca)
     request = read_regular_file(csr, what="certificate request", limit=1 << 20, error=CertificateError)
-    certificate = sign_request(authority, request, days=days)
+    if require_attestation is None:
+        certificate = sign_request(authority, request, days=days)
+    else:
+        from rolesanywhere_hsm.attestation.ca import issue_attested
+        from rolesanywhere_hsm.attestation.verify import load_certificates
+
+        roots = load_certificates(read_regular_file(require_attestation, what="attestation roots", limit=1 << 22,
+                                                    error=CertificateError), "--require-attestation")
+        certificate = issue_attested(authority, request, roots, days=days)
     write_atomic(out, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644)
     print(out)
 

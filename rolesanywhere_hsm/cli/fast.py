@@ -1,8 +1,12 @@
 """The fast path of the commands SDKs run: option table in, credentials out, nothing heavy first.
 
-`run_fast()` parses argv with the option table's own parser, merges environment and profile
-(`settings_for`), validates the credential source (`CredentialSpec`) and, with `--cache`, looks
-in the cache; only a miss imports the session layer, httpx, the signers and the PKCS#11 module.
+`run_fast()` parses argv with the option table's own parser and merges environment and profile
+(`settings_for`). With `--cache` it first looks for a hit under the key computed from those
+settings (rolesanywhere_hsm.cachekey says why a hit needs no validation: only a validated source
+ever stored an entry), reading the entry without json or datetime (CredentialCache.hit_output);
+anything else validates the credential source (`CredentialSpec`, errors reported as they always
+were) and goes through the cache as before. Only a miss imports the session layer, httpx, the
+signers and the PKCS#11 module.
 The typer command of the same name calls `credential_process()` below with the same settings,
 so `--help` and the fast path cannot drift apart (a parity test feeds both the same argv).
 """
@@ -113,6 +117,15 @@ def cache_description(spec: CredentialSpec) -> str:
     return redact(f"{spec.role_arn} with {source}")
 
 
+def _cache_hit(settings: Settings) -> str | None:
+    """What a cache hit prints, from the settings alone; None: validate and go the usual way."""
+    from rolesanywhere_hsm.cache import CredentialCache
+    from rolesanywhere_hsm.cachekey import hit_key
+
+    key = hit_key(settings)
+    return None if key is None else CredentialCache().hit_output(key)
+
+
 def credential_process(settings: Settings) -> None:
     """Print temporary credentials as the JSON that AWS `credential_process` reads.
 
@@ -120,10 +133,19 @@ def credential_process(settings: Settings) -> None:
     parses it; everything for people goes to stderr.
     """
     from rolesanywhere_hsm.cli.compat import check_store_flags
-    from rolesanywhere_hsm.spec import CredentialSpec
 
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
+    # An audit log is opened (and a bad path reported) at start, hit or not: those runs go the
+    # usual way, where that happens before the cache is looked at.
+    if settings["cache"] and not settings["audit-log"]:
+        output = _cache_hit(settings)
+        if output is not None:
+            sys.stdout.write(output + "\n")
+            sys.stdout.flush()
+            return
+    from rolesanywhere_hsm.spec import CredentialSpec  # validation: re, the ARN rules
+
     spec = CredentialSpec.from_settings(settings)
     observers: list[Any] = []
     if settings["audit-log"]:  # only then is the audit module imported

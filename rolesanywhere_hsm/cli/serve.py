@@ -82,6 +82,23 @@ def _announce(server: HttpServer, host: str, scheme: str, imds: bool, token: str
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
+def _check_port_file(port_file: Path) -> None:
+    """Fail now, before any PIN is asked, if --port-file could not be written once serving: a
+    file made and removed in its directory, as the real write will (atomically) do."""
+    import os
+    import tempfile
+
+    shown = redact(str(port_file))
+    if port_file.is_dir():
+        raise UsageError(f"--port-file {shown} is a directory; name a file")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{port_file.name}.", dir=port_file.absolute().parent)
+    except OSError as exc:
+        raise UsageError(f"cannot write --port-file {shown}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0.0.1",
           allow_non_loopback: bool = False, no_imds: bool = False, hop_limit: int = DEFAULT_HOP_LIMIT,
           container_token_file: Path | None = None, tls_cert: Path | None = None,
@@ -110,6 +127,8 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
     spec = CredentialSpec.from_settings(settings)
     token = read_token_file(container_token_file) if container_token_file else generate_token()
+    if port_file is not None:
+        _check_port_file(port_file)
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
 
     holder: list[RefreshingCredentials] = []

@@ -22,14 +22,18 @@ from rolesanywhere_hsm.servers.snapshot import CredentialSource, SnapshotCache
 
 __all__ = ["HEALTH_PATH", "LIVE_PATH", "METRICS_PATH", "READY_PATH", "HealthApp", "ServeApp", "access_logger"]
 
+Handler = Callable[[Request], Response]
+
 HEALTH_PATH = "/healthz"
 LIVE_PATH = "/livez"
 READY_PATH = "/readyz"
 METRICS_PATH = "/metrics"
 _JSON = ("Content-Type", "application/json")
+_IMDS_OFF = Response(404, b'{"message":"IMDS is off on this address"}', [_JSON])
 _ALIVE = b'{"status":"alive"}'
 _NOT_READY = b'{"status":"unavailable"}'
 _NOT_FOUND = b'{"message":"Not found"}'
+_NOT_FOUND_ANSWER = Response(404, _NOT_FOUND, [_JSON])
 _NO_METRICS = (b'{"message":"/metrics needs prometheus-client: '
                b'pip install \"rolesanywhere-hsm[metrics]\""}')
 
@@ -89,7 +93,12 @@ def _get_only(request: Request) -> Response | None:
 
 class ServeApp:
     """Routes `/latest/...` to IMDS (404 when it is off), `CONTAINER_PATH` to the container
-    endpoint (404 when no token is set), `HEALTH_PATH` to the health answer."""
+    endpoint (404 when no token is set), `HEALTH_PATH` to the health answer, and the operator's
+    paths (/livez, /readyz, /metrics) to `HealthApp`.
+
+    Exact paths are one dictionary (`routes`; add one with `route()`): a credential GET costs
+    one lookup, however many paths there are. Per-request counting is one
+    `metrics.request(endpoint, status)` per answer, here, and nothing else on the hot path."""
 
     def __init__(
         self,
@@ -107,29 +116,35 @@ class ServeApp:
         self.container = ContainerApp(self.snapshots, container_token) if container_token else None
         self.operator = HealthApp(lambda: self.snapshots.get() is not None, metrics)
         self.metrics = metrics
+        # path -> (endpoint name in the metrics, handler)
+        self.routes: dict[str, tuple[str, Handler]] = {HEALTH_PATH: ("healthz", self.health)}
+        for path, endpoint in ((LIVE_PATH, "livez"), (READY_PATH, "readyz"), (METRICS_PATH, "metrics")):
+            self.routes[path] = (endpoint, self._operator)
+        if self.container is not None:
+            self.routes[CONTAINER_PATH] = ("container", self.container)
+
+    def route(self, path: str, handler: Handler, endpoint: str = "other") -> None:
+        """Answer `path` (exactly, without the query) with `handler`, counted as `endpoint`."""
+        self.routes[path] = (endpoint, handler)
 
     def __call__(self, request: Request) -> Response:
-        path = request.path
-        if path.startswith("/latest/"):
+        routed = self.routes.get(request.path)
+        if routed is not None:
+            endpoint, handler = routed
+            response = handler(request)
+        elif request.path.startswith("/latest/"):
             endpoint = "imds"
-            if self.imds is None:
-                response = Response(404, b'{"message":"IMDS is off on this address"}', [_JSON])
-            else:
-                response = self.imds(request)
-        elif path == CONTAINER_PATH and self.container is not None:
-            endpoint, response = "container", self.container(request)
-        elif path == HEALTH_PATH:
-            endpoint, response = "healthz", self.health(request)
+            response = self.imds(request) if self.imds is not None else _IMDS_OFF
         else:
-            routed = self.operator.route(request)
-            if routed is None:
-                endpoint, response = "other", Response(404, _NOT_FOUND, [_JSON])
-            else:
-                endpoint, response = routed
+            endpoint, response = "other", _NOT_FOUND_ANSWER
         metrics = self.metrics
         if metrics is not None:  # a dictionary update per answer; no allocation per request
             metrics.request(endpoint, response.status)  # type: ignore[attr-defined]
         return response
+
+    def _operator(self, request: Request) -> Response:
+        routed = self.operator.route(request)
+        return routed[1] if routed is not None else _NOT_FOUND_ANSWER
 
     def health(self, request: Request) -> Response:
         """200 while valid credentials are held, 503 while there are none (a readiness answer)."""
@@ -160,8 +175,8 @@ class _AccessLog:
             self._second, self._stamp = now, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         if not target.isascii() or len(target) > 200:
             target = redact(target[:200])
-        self._lines.append(f'{self._prefix}: {self._stamp} {client[0]} "{method} {target}" {status} {size} '
-                           f"{seconds * 1000:.1f}ms\n")
+        self._lines.append('%s: %s %s "%s %s" %d %d %.1fms\n' % (
+            self._prefix, self._stamp, client[0], method, target, status, size, seconds * 1000))
         if len(self._lines) >= 128:
             self.flush()
 

@@ -34,6 +34,10 @@ MAX_TOKEN_TTL = 21600
 
 _TEXT = ("Content-Type", "text/plain")
 _JSON = ("Content-Type", "application/json")
+_UNAUTHORIZED = Response(401, b"", [_TEXT], close=True)
+_UNAVAILABLE = Response(503, b'{"Code":"CredentialsUnavailable","Message":"No valid credentials now; '
+                        b'the server is retrying."}', [_JSON], authorized=True)
+_NO_SUCH_PATH = Response(404, b"", [_TEXT], authorized=True)
 
 
 def role_name_of(role_arn: str) -> str:
@@ -88,8 +92,9 @@ class ImdsApp:
         self._snapshots = snapshots
         self.role_name = role_name
         self._tokens = tokens or ImdsTokens()
-        self._listing = role_name.encode()
+        self._listing = Response(200, role_name.encode(), [_TEXT], authorized=True)
         self._role_path = CREDENTIALS_PATH + role_name
+        self._answered: tuple[object, Response] = (None, _UNAUTHORIZED)  # (snapshot, its 200)
 
     def __call__(self, request: Request) -> Response:
         if request.header("x-forwarded-for") is not None:
@@ -106,13 +111,17 @@ class ImdsApp:
             return Response(405, b"", [("Allow", "GET, HEAD")])
         tokens = request.header_values(TOKEN_HEADER)
         if len(tokens) != 1 or not self._tokens.valid(tokens[0]):
-            return Response(401, b"", [_TEXT])
+            return _UNAUTHORIZED  # closed: the SDK asks for a new token, on a new connection if need be
+        # A valid token: this client is an SDK (authorized: its connection is kept at the bound).
         if path == self._role_path:
             snapshot = self._snapshots.get()
             if snapshot is None:
-                return Response(503, b'{"Code":"CredentialsUnavailable","Message":"No valid credentials now; '
-                                b'the server is retrying."}', [_JSON])
-            return Response(200, snapshot.imds_document, [_TEXT])
+                return _UNAVAILABLE
+            answered, response = self._answered
+            if answered is not snapshot:  # one Response per credential set: the HTTP layer reuses its bytes
+                response = Response(200, snapshot.imds_document, [_TEXT], authorized=True)
+                self._answered = (snapshot, response)
+            return response
         if path == CREDENTIALS_PATH or path == CREDENTIALS_PATH[:-1]:
-            return Response(200, self._listing, [_TEXT])
-        return Response(404, b"", [_TEXT])
+            return self._listing
+        return _NO_SUCH_PATH

@@ -5,17 +5,20 @@ tags carry the OU that says "attested"; and the same for a TSS2 key file atteste
 software TPM's AK (OU=attested-tpm), where the imported key's request is refused.
 
 The test CA is the dev PKI (devpki.CertificateAuthority) with the attestation rule of
-rolesanywhere_hsm.attestation.ca, the function `dev-ca sign` calls when it requires attestation."""
+rolesanywhere_hsm.attestation.ca, the function `dev-ca sign --require-attestation` calls; the TPM
+path runs that command as a user would."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from rolesanywhere_hsm.attestation.ca import issue_attested, require_attested
 from rolesanywhere_hsm.attestation.verify import load_certificates
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm.devpki import CertificateAuthority, save_test_ca, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.errors import AttestationUnavailableError
 from tests.attestation.conftest import generate
@@ -62,8 +65,14 @@ def test_attested_tpm_key_to_credentials(tpmkeys: TpmWithKeyFiles, root_ca: Cert
     request = tmp_path / "tpm.csr"
     ok(cli(env, "csr", "--private-key", str(key.path), "--subject", "CN=tpm-workload", "--attest", *ak,
            "--out", str(request)))
-    certificate = issue_attested(root_ca, request.read_bytes(), roots)
-    cert_path = write_pem(tmp_path / "tpm-leaf.pem", certificate)
+    # The test CA as a user runs it: `dev-ca sign --require-attestation ROOTS`.
+    save_test_ca(root_ca, tmp_path / "ca")
+    roots_path = str(tpmkeys.attestation_ca_path)
+    cert_path = tmp_path / "tpm-leaf.pem"
+    ok(cli(env, "dev-ca", "sign", "--ca", str(tmp_path / "ca"), "--csr", str(request), "--out", str(cert_path),
+           "--require-attestation", roots_path))
+    certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    assert certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)[0].value == "attested-tpm"
     result = cli(env, "credential-process", "--certificate", str(cert_path), "--private-key", str(key.path),
                  "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
                  "--role-arn", emulator.role_arn, "--endpoint", emulator.url)
@@ -75,3 +84,8 @@ def test_attested_tpm_key_to_credentials(tpmkeys: TpmWithKeyFiles, root_ca: Cert
            "--out", str(plain)))
     with pytest.raises(AttestationUnavailableError):
         require_attested(plain.read_bytes(), roots)
+    refused = cli(env, "dev-ca", "sign", "--ca", str(tmp_path / "ca"), "--csr", str(plain),
+                  "--out", str(tmp_path / "refused.pem"), "--require-attestation", roots_path)
+    assert refused.returncode == 10, refused.stderr
+    assert "attestation" in refused.stderr and len(refused.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "refused.pem").exists()

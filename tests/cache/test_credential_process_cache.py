@@ -94,12 +94,17 @@ def test_a_hit_loads_no_pkcs11_module_asks_no_pin_and_imports_nothing_heavy(
     assert len(server.issued) == 1
 
 
-def test_a_bad_arn_is_reported_before_anything_heavy_is_imported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", [[], ["--cache"]])
+def test_a_bad_arn_is_reported_before_anything_heavy_is_imported(tmp_path: Path, cache: list[str]) -> None:
+    """With --cache too: the hit's key finds no entry for it, and the checks report it."""
     result = run(["credential-process", "--certificate", "pkcs11:token=x;object=y",
                   "--trust-anchor-arn", "arn:aws:rolesanywhere:eu-west-1:111122223333:trust-anchor/x",
-                  "--profile-arn", "not-an-arn", "--role-arn", "arn:aws:iam::111122223333:role/R"],
-                 dict(os.environ), probe=True)
+                  "--profile-arn", "not-an-arn", "--role-arn", "arn:aws:iam::111122223333:role/R", *cache],
+                 dict(os.environ, RAH_CACHE_DIR=str(tmp_path / "cache")), probe=True)
     assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("rolesanywhere-hsm: The trust anchor ARN "
+                                    "'arn:aws:rolesanywhere:eu-west-1:111122223333:trust-anchor/x' "
+                                    "does not name a trust-anchor resource.")
     assert not imported(result) & HEAVY
 
 

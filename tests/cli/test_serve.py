@@ -275,6 +275,23 @@ def test_a_busy_port_is_a_one_line_error_before_any_login(
     assert server.requests == []
 
 
+def test_an_unwritable_port_file_is_a_one_line_error_before_any_login(
+    server: Emulator, softhsm_token: SoftHsmToken, softhsm_env: dict[str, str], capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in softhsm_env.items():
+        monkeypatch.setenv(name, value)  # a PIN is at hand: only the order can keep the login away
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--certificate", softhsm_token.uri_for("ec-p256", type="cert"),
+              "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
+              "--role-arn", server.role_arn, "--endpoint", server.url, "--port", "0",
+              "--port-file", str(tmp_path / "missing" / "port")])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot write --port-file" in err and err.count("\n") == 1
+    assert server.requests == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -285,6 +302,8 @@ def test_a_busy_port_is_a_one_line_error_before_any_login(
         (["--port", "70000"], "--port"),
         (["--tls-key", "/x.key"], "--tls-key needs --tls-cert"),
         (["--container-token-file", "/nonexistent/token"], "Cannot read the container token file"),
+        (["--port-file", "/nonexistent/dir/port"], "cannot write --port-file /nonexistent/dir/port"),
+        (["--port-file", "/"], "--port-file / is a directory"),
     ],
 )
 def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -321,7 +340,8 @@ def test_export_lines_name_the_token_file_and_imds_can_be_off(
     server: Emulator, start_serve: Callable[..., Serve], tmp_path: Path
 ) -> None:
     token_file = tmp_path / "container-token"
-    token_file.write_text("token-from-a-file-0123456789abcdef\n")
+    token_file.write_text("token-from-a-file-0123456789abcdef")  # as botocore reads it: no newline
+    token_file.chmod(0o600)
     running = start_serve(server, "--container-token-file", str(token_file), "--no-imds")
     assert running.exports["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] == str(token_file.resolve())
     assert "AWS_CONTAINER_AUTHORIZATION_TOKEN" not in running.exports

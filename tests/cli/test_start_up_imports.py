@@ -26,8 +26,9 @@ _REPORT = ("print('IMPORTED', ' '.join(sorted(m for m in sys.modules if m.split(
            ", file=sys.stderr)")
 
 
-def python(code: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+def python(code: str, *args: str, env: dict[str, str] | None = None,
+           flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *flags, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
                           env=env or dict(os.environ), timeout=120, stdin=subprocess.DEVNULL)
 
 
@@ -93,19 +94,27 @@ def test_the_library_keeps_httpx_whole() -> None:
 
 # What a `credential-process --cache` hit may not import (issue 21 item 1): the standard-library
 # modules that cost more than the hit's own work (dataclasses pulls inspect, ast, dis and
-# tokenize; hashlib pulls OpenSSL's _hashlib), logging unless --debug asks, and everything heavy.
+# tokenize; hashlib pulls OpenSSL's _hashlib; json pulls re, and re pulls enum), logging unless
+# --debug asks, everything heavy, and our modules that validate a source (a hit computes the key
+# without them: rolesanywhere_hsm.cachekey) or read an entry with json and datetime.
 NOT_ON_A_HIT = {"dataclasses", "inspect", "ast", "dis", "tokenize", "typing", "pathlib", "logging",
                 "_hashlib", "tempfile", "contextlib", "fcntl", "httpx", "httpcore", "h11", "cryptography",
                 "asn1crypto", "pkcs11", "typer", "click", "rich", "certifi", "ssl", "urllib.parse",
-                "ipaddress"}
+                "ipaddress", "re", "enum", "json", "datetime", "_datetime", "rolesanywhere_hsm.spec",
+                "rolesanywhere_hsm.arn", "rolesanywhere_hsm.credentials", "rolesanywhere_hsm.deadline",
+                "rolesanywhere_hsm.files"}
+# The hit is probed with `python -S`: no site-packages and no .pth file of an editable install,
+# which in a development environment load re, typing and pathlib before any code of ours (a
+# hit needs nothing outside the standard library and this checkout, so it runs the same).
+HIT_FLAGS = ("-S",)
 _ALL_MODULES = "print('IMPORTED', ' '.join(sorted(sys.modules)), file=sys.stderr)"
 
 
-def _hit(args: list[str], env: dict[str, str]) -> set[str]:
+def _hit(args: list[str], env: dict[str, str], flags: tuple[str, ...] = ()) -> set[str]:
     code = ("import atexit, sys\natexit.register(lambda: " + _ALL_MODULES + ")\n"
             "sys.argv = ['rolesanywhere-hsm', *sys.argv[1:]]\n"
             "from rolesanywhere_hsm.cli import main\nmain()\n")
-    result = python(code, *args, env=env)
+    result = python(code, *args, env=env, flags=flags)
     assert result.returncode == 0, result.stderr
     assert '"AccessKeyId"' in result.stdout
     return reported(result)
@@ -122,14 +131,16 @@ def test_a_cache_hit_imports_only_what_a_hit_needs(
             "--role-arn", server.role_arn, "--endpoint", server.url]
     cold = _hit(args, env)
     assert "httpx" in cold  # the first run fetched
-    hit = _hit(args, env)
+    hit = _hit(args, env, HIT_FLAGS)
     assert len(server.issued) == 1, "the second run was not a hit"
-    # what the interpreter loads before any code of ours (an editable install's .pth file loads
-    # pathlib and typing in a development environment) is not the hit's doing
-    bare = python("import sys\n" + _ALL_MODULES, env=env)
-    ours = hit - reported(bare)
+    # what the interpreter loads before any code of ours is not the hit's doing
+    bare = reported(python("import sys\n" + _ALL_MODULES, env=env, flags=HIT_FLAGS))
+    assert not bare & {"re", "enum", "json", "datetime", "typing", "pathlib"}  # so the pin can fail
+    ours = hit - bare
     assert not ours & NOT_ON_A_HIT, sorted(ours & NOT_ON_A_HIT)
-    debug = _hit([*args, "--debug"], env)
+    assert {"rolesanywhere_hsm.cache", "rolesanywhere_hsm.cachekey"} <= ours
+    assert len([m for m in ours if m.startswith("rolesanywhere_hsm")]) <= 12, sorted(ours)
+    debug = _hit([*args, "--debug"], env, HIT_FLAGS)
     assert "logging" in debug  # --debug does log (and so the pin above can fail)
     assert len(server.issued) == 1
 

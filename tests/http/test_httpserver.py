@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rolesanywhere_hsm import httpserver
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.httpserver import HttpServer, Limits, Request, Response, clean_header_value, tls_context
 from tests.http.rawclient import exchange, statuses
@@ -262,21 +263,68 @@ def test_slow_clients_do_not_starve_fast_ones(serve: Callable[..., HttpServer]) 
             sock.close()
 
 
-def test_connections_beyond_the_bound_get_503(serve: Callable[..., HttpServer]) -> None:
-    server = serve(limits=Limits(max_connections=3))
+def test_connections_beyond_the_bound_get_503_while_every_one_is_being_answered(
+    serve: Callable[..., HttpServer]
+) -> None:
+    release = threading.Event()
+
+    def slow(request: Request) -> Response:
+        release.wait(10)
+        return Response(200, b"ok", authorized=True)
+
+    server = serve(slow, threaded=True, limits=Limits(max_connections=3))
     held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
     try:
         for sock in held:
             sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        deadline = time.monotonic() + 10
+        while sum(c.state == httpserver._BUSY for c in list(server._connections)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # all three being answered
         assert statuses(exchange(server.port, b"GET / HTTP/1.1\r\n\r\n")) == [503]
+        release.set()
+        for sock in held:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
     finally:
+        release.set()
         for sock in held:
             sock.close()
-    deadline = time.monotonic() + 10
-    while len(server._connections) and time.monotonic() < deadline:
-        time.sleep(0.01)
     assert statuses(exchange(server.port, b"GET / HTTP/1.1\r\n\r\n")) == [200]
+
+
+def test_at_the_bound_a_newcomer_takes_the_place_of_the_stalest_unauthorized_connection(
+    serve: Callable[..., HttpServer]
+) -> None:
+    """#16 item 8: a client without a token, keeping connections alive with health checks,
+    cannot keep an SDK out."""
+    def app(request: Request) -> Response:
+        return Response(200, b"ok", authorized=request.header("authorization") == "right")
+
+    server = serve(app, limits=Limits(max_connections=4))
+    port = server.port
+    sdk = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sdk.sendall(b"GET /creds HTTP/1.1\r\nAuthorization: right\r\n\r\n")
+    assert sdk.recv(65536).startswith(b"HTTP/1.1 200 ")
+    squatters = []
+    try:
+        for _ in range(3):  # the rest of the bound, each kept alive by a health check
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            squatters.append(sock)
+            time.sleep(0.01)  # distinct activity times
+        squatters[1].sendall(b"GET /healthz HTTP/1.1\r\n\r\n")  # squatters[0] is now the stalest
+        assert squatters[1].recv(65536).startswith(b"HTTP/1.1 200 ")
+        for _ in range(3):  # SDK connections keep getting in, each taking a squatter's place
+            assert statuses(exchange(port, b"GET /creds HTTP/1.1\r\nAuthorization: right\r\n\r\n")) == [200]
+        assert squatters[0].recv(65536) == b""  # the stalest one was closed first
+        # Authorized connections go last: the SDK's, older than every squatter, is still open.
+        sdk.sendall(b"GET /creds HTTP/1.1\r\nAuthorization: right\r\n\r\n")
+        assert sdk.recv(65536).startswith(b"HTTP/1.1 200 ")
+        assert len(server._connections) <= 4
+    finally:
+        sdk.close()
+        for sock in squatters:
+            sock.close()
 
 
 def test_hop_limit_sets_the_ttl_of_accepted_sockets(serve: Callable[..., HttpServer]) -> None:
@@ -359,3 +407,29 @@ def test_an_encrypted_tls_key_is_refused_without_a_prompt(
     result = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True,
                             timeout=30, stdin=subprocess.DEVNULL)
     assert "encrypted.key is encrypted" in result.stdout, result.stderr
+
+
+def test_parsed_heads_are_remembered_boundedly_and_never_mixed_up(serve: Callable[..., HttpServer]) -> None:
+    """A keep-alive client's repeated head is parsed once (issue 21: parsing was the largest part
+    of a credential GET); distinct heads each get their own answer and the memory stays bounded."""
+    server = serve()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for i in range(600):
+            sock.sendall(b"GET /p%d?q=%d HTTP/1.1\r\nX-N: %d\r\n\r\n" % (i % 300, i, i))
+            answer = b""
+            while b"}" not in answer:
+                answer += sock.recv(65536)
+            sent = body_of(answer)
+            assert (sent["path"], sent["query"], sent["headers"]) == (f"/p{i % 300}", f"q={i}", [["X-N", str(i)]])
+        for _ in range(3):  # the same head again: answered from the remembered parse, same answer
+            sock.sendall(b"GET /again HTTP/1.1\r\nX-N: 1\r\n\r\n")
+            answer = b""
+            while b"}" not in answer:
+                answer += sock.recv(65536)
+            assert body_of(answer)["path"] == "/again"
+    assert 0 < len(server._heads) <= 256
+    # A remembered head with a body still reads the body, and one that closes still closes.
+    assert body_of(exchange(server.port, b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"))["body"] == "hi"
+    assert body_of(exchange(server.port, b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nho"))["body"] == "ho"
+    closing = exchange(server.port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", half_close=False)
+    assert b"Connection: close" in closing

@@ -80,7 +80,8 @@ def test_generated_tokens_are_long_and_distinct() -> None:
 
 def test_token_file(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text("  a-token-from-a-file-0123456789\n")
+    path.write_text("a-token-from-a-file-0123456789")
+    path.chmod(0o600)
     assert read_token_file(path) == "a-token-from-a-file-0123456789"
     for content, message in (("short", "at least 16"), ("x" * 2000, "larger than"), ("with space in it 0123456789", "at least 16")):
         path.write_text(content)
@@ -94,6 +95,54 @@ def test_token_file(tmp_path: Path) -> None:
         read_token_file(fifo)  # and does not hang
     with pytest.raises(UsageError, match="Cannot read the container token file"):
         read_token_file(tmp_path / "missing")
+
+
+def _botocore_token_headers(token_file: Path) -> dict[str, str]:
+    """What botocore's container provider sends for AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE."""
+    from botocore.credentials import ContainerProvider
+
+    return ContainerProvider(environ={"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file)})._build_headers()
+
+
+@pytest.mark.parametrize("content", ["a-token-from-a-file-0123456789\n", "a-token-from-a-file-0123456789\r\n",
+                                     "  a-token-from-a-file-0123456789", "a-token-from-a-file-0123456789 \n"])
+def test_a_token_file_the_sdks_refuse_is_refused_with_the_way_to_write_it(content: str, tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(content, newline="")
+    path.chmod(0o600)
+    if "\n" in content:
+        with pytest.raises(ValueError, match="not a legal header value"):
+            _botocore_token_headers(path)  # the SDK's side of the same file
+    with pytest.raises(UsageError, match="AWS SDKs send the file as it is") as refused:
+        read_token_file(path)
+    assert "tr -d" in refused.value.message and "a-token-from-a-file" not in refused.value.message
+
+
+def test_the_token_file_written_as_the_docs_say_works_for_serve_and_botocore(tmp_path: Path) -> None:
+    import subprocess
+
+    path = tmp_path / "token"
+    # docs/serve.md's block, run as written there (into a temporary file instead of /etc).
+    docs = (Path(__file__).parents[2] / "docs" / "serve.md").read_text()
+    block = docs.split("### The container token file", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    assert "tr -d" in block
+    subprocess.run(["sh", "-ec", block.replace("/etc/rolesanywhere-hsm/container-token", str(path))], check=True)
+    assert path.stat().st_mode & 0o777 == 0o600
+    token = read_token_file(path)
+    assert len(token) == 64
+    assert _botocore_token_headers(path) == {"Authorization": token}
+
+
+@pytest.mark.parametrize("mode", [0o604, 0o644, 0o666])
+def test_a_token_file_others_can_read_is_refused(mode: int, tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("a-token-from-a-file-0123456789")
+    path.chmod(mode)
+    with pytest.raises(UsageError, match="can be read by others") as refused:
+        read_token_file(path)
+    assert f"chmod o-r {path}" in refused.value.message
+    path.chmod(0o640)  # its group may read it: the workloads that send it share the file
+    assert read_token_file(path) == "a-token-from-a-file-0123456789"
 
 
 def test_hostile_requests_get_4xx_and_the_server_stays_up(serve_app: Callable[..., Running]) -> None:
@@ -158,3 +207,55 @@ def test_botocore_container_provider_gets_the_credentials(serve_app: Callable[..
     held = running.holder.credentials
     assert held is not None
     assert credentials.get_frozen_credentials().secret_key == held.secret_access_key
+
+
+def test_a_401_closes_the_connection(serve_app: Callable[..., Running]) -> None:
+    running = serve_app()
+    answer = exchange(running.server.port, b"GET /container/credentials HTTP/1.1\r\nAuthorization: wrong-wrong-wrong-wrong\r\n\r\n"
+                      b"GET /healthz HTTP/1.1\r\n\r\n", half_close=False)
+    assert statuses(answer) == [401] and b"Connection: close" in answer  # the health request is never read
+
+
+def test_health_checks_without_the_token_cannot_keep_an_sdk_out() -> None:
+    """#16 item 8: one client without the token keeps every connection alive with /healthz."""
+    import socket
+
+    from rolesanywhere_hsm.httpserver import Limits
+    from rolesanywhere_hsm.servers.app import ServeApp
+
+    holder = Holder(make_credentials())
+    server = HttpServer(ServeApp(holder, role_name="r", imds=False, container_token=CONTAINER_TOKEN),
+                        limits=Limits(max_connections=8)).start_in_thread()
+    squatters = []
+    try:
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            squatters.append(sock)
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", headers={"Authorization": CONTAINER_TOKEN}) as sdk:
+            for _ in range(5):
+                response = sdk.get(CONTAINER_PATH)
+                assert response.status_code == 200 and response.json()["AccessKeyId"]
+            for sock in squatters:  # keep them alive again, as the squatter would every 25 s
+                try:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+                    sock.recv(65536)
+                except OSError:
+                    pass
+            assert sdk.get(CONTAINER_PATH).status_code == 200  # its authorized connection was kept
+        assert len(server._connections) <= 8
+    finally:
+        for sock in squatters:
+            sock.close()
+        server.stop()
+
+
+def test_routes_are_one_table_that_others_can_extend(serve_app: Callable[..., Running]) -> None:
+    from rolesanywhere_hsm.httpserver import Response
+
+    running = serve_app()
+    running.app.route("/custom", lambda request: Response(200, b"custom"))
+    assert httpx.get(running.url + "/custom").text == "custom"
+    assert {HEALTH_PATH, CONTAINER_PATH, "/livez", "/readyz", "/metrics", "/custom"} == set(running.app.routes)
+    assert httpx.get(running.url + "/nowhere").status_code == 404
