@@ -423,12 +423,12 @@ def test_the_log_handlers_of_serve_and_update_redact(command: str, capsys: pytes
     import logging
 
     if command == "serve":
-        from rolesanywhere_hsm.cli.serve import _log_to_stderr
+        from rolesanywhere_hsm.cli.serve import _life
     else:
-        from rolesanywhere_hsm.cli.update import _log_to_stderr
-    _log_to_stderr(False)
-    for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session"):
-        logging.getLogger(name).warning("opening %s again", f"{CERT_URI}?pin-value={PIN}")
+        from rolesanywhere_hsm.cli.update import _life
+    with _life(False, []):
+        for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session"):
+            logging.getLogger(name).warning("opening %s again", f"{CERT_URI}?pin-value={PIN}")
     err = capsys.readouterr().err
     assert err.count("opening pkcs11:token=") == 2, err
     assert PIN not in err
