@@ -317,7 +317,7 @@ def test_serve_sends_stopping_on_sigterm_and_no_ready_when_the_first_fetch_fails
     assert serve.process.wait(30) == 0
     notify_socket.wait_for("STOPPING=1")
 
-    from rolesanywhere_hsm.devpki import write_pem
+    from rolesanywhere_hsm._dev.devpki import write_pem
 
     chain = write_pem(tmp_path / "chain.pem", intermediate_ca.certificate)
     for receiver in _receiver(abstract=True):
@@ -338,7 +338,7 @@ def test_serve_sends_stopping_on_sigterm_and_no_ready_when_the_first_fetch_fails
 def test_update_is_ready_once_the_file_is_written(
         server: Emulator, softhsm_token, softhsm_env: dict[str, str], intermediate_ca,  # type: ignore[no-untyped-def]
         notify_socket: Receiver, tmp_path: Path) -> None:
-    from rolesanywhere_hsm.devpki import write_pem
+    from rolesanywhere_hsm._dev.devpki import write_pem
 
     credentials = tmp_path / "credentials"
     notify_socket.on_message = lambda text: credentials.exists()
@@ -371,7 +371,7 @@ def test_update_is_ready_once_the_file_is_written(
 @pytest.mark.slow
 def test_emulator_is_ready_once_listening_and_survives_sighup(root_ca, notify_socket: Receiver,  # type: ignore[no-untyped-def]
                                                                 tmp_path: Path) -> None:
-    from rolesanywhere_hsm.devpki import write_pem
+    from rolesanywhere_hsm._dev.devpki import write_pem
 
     ca = write_pem(tmp_path / "ca.pem", root_ca.certificate)
     port_file = tmp_path / "port"

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 import rolesanywhere_hsm
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.deploy import podman as pm
 from tests.fixtures.softhsm import SOFTHSM_PIN
 
