@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError
+from rolesanywhere_hsm.errors import CredentialsUnavailableError, PinError, RolesAnywhereError
 from rolesanywhere_hsm.refresh import BACKOFF_CAP, RefreshTimes, backoff_delay, refresh_times
 from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
 from rolesanywhere_hsm.settings import ConfigError, Settings, options_for, settings_for
@@ -197,11 +197,16 @@ class RolesAnywhereCredentialProvider:
         try:
             credentials = self._session.fetch()
         except RolesAnywhereError as exc:
+            self.failure_count += 1
+            if isinstance(exc, PinError):
+                # A refused PIN is never presented again: the session answers it from memory at
+                # once, without the token. No backoff to wait out, and callers keep seeing the
+                # PIN error itself (what to fix), not "not fetching for N s".
+                raise
             self._failures += 1
             cap = min(self._times.backoff_cap, BACKOFF_CAP) if self._times else BACKOFF_CAP
             self._retry_at = self._monotonic() + backoff_delay(self._failures, cap, self._rng())
             self._last_error = exc
-            self.failure_count += 1
             raise
         self._failures, self._retry_at, self._last_error = 0, None, None
         self._times = refresh_times(issued_at, credentials.expiration, jitter=self._rng())
