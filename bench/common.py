@@ -183,14 +183,14 @@ class Material:
 
     @classmethod
     def create(cls, directory: Path, *, softhsm: bool = True) -> Material:
-        from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+        from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 
         ca = CertificateAuthority.create()
         key = new_private_key("p256")
         rsa_key = new_private_key("rsa2048")
         token = None
         if softhsm:
-            from rolesanywhere_hsm.softhsm import SoftHsmToken, find_softhsm_module
+            from rolesanywhere_hsm._dev.softhsm import SoftHsmToken, find_softhsm_module
 
             if find_softhsm_module() is not None:
                 token = SoftHsmToken.create(directory / "hsm", label="bench", pin=PIN, so_pin=SO_PIN)
@@ -213,7 +213,7 @@ class Material:
 
     def server_tls(self) -> tuple[Path, Path]:
         """A server certificate for 127.0.0.1 issued by the CA (for HTTPS emulators)."""
-        from rolesanywhere_hsm.devpki import new_private_key, write_pem
+        from rolesanywhere_hsm._dev.devpki import new_private_key, write_pem
 
         key = new_private_key("p256")
         return (write_pem(self.directory / "server.pem", self.ca.issue_server(key.public_key())),

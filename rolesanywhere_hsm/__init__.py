@@ -33,7 +33,7 @@ _EXPORTS = {
     "Signer": "rolesanywhere_hsm.signers.base",
     "SignerConfig": "rolesanywhere_hsm.signers.base",
     "boto3_session": "rolesanywhere_hsm.botocore_provider",
-    "create_session": "rolesanywhere_hsm.client",
+    "create_session": "rolesanywhere_hsm.session",
     "load_signer": "rolesanywhere_hsm.signers.base",
     "register_signer": "rolesanywhere_hsm.signers.base",
     "validate_session_arns": "rolesanywhere_hsm.arn",
@@ -60,11 +60,11 @@ if TYPE_CHECKING:
 
     from rolesanywhere_hsm.arn import validate_session_arns
     from rolesanywhere_hsm.botocore_provider import RolesAnywhereCredentialProvider, boto3_session
-    from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
+    from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError
     from rolesanywhere_hsm.refresh import RefreshingCredentials
-    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, create_session
     from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
     from rolesanywhere_hsm.signers.base import (
         Signer,

@@ -35,10 +35,11 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError
+from rolesanywhere_hsm.errors import CredentialsUnavailableError, PinError, RolesAnywhereError
 from rolesanywhere_hsm.refresh import BACKOFF_CAP, RefreshTimes, backoff_delay, refresh_times
 from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
-from rolesanywhere_hsm.settings import ConfigError, options_for, settings_for
+from rolesanywhere_hsm.settings import ConfigError, Settings, options_for, settings_for
+from rolesanywhere_hsm.spec import shown_in_message
 
 if TYPE_CHECKING:
     import boto3
@@ -68,7 +69,21 @@ def spec_from_options(config_profile: str | None = None, environ: Mapping[str, s
         raise ConfigError(
             f"{', '.join(secret)} is a secret, which a CredentialSpec never holds.",
             hint="Pass it to boto3_session() or RolesAnywhereCredentialProvider() as a keyword.")
-    return CredentialSpec.from_settings(_settings_from_options(config_profile, environ, **options))
+    return _spec(_settings_from_options(config_profile, environ, **options))
+
+
+def _spec(settings: Settings) -> CredentialSpec:
+    """The spec, with an error about one setting named as the Python caller gave it: a keyword
+    it passed as that keyword (`session_duration`), a value from the environment or a profile
+    as the command line names it (`RAH_SESSION_DURATION:`, `... in profile 'p' of F:`)."""
+    keywords = {opt.name: opt.attr for opt in options_for("credential-process")}
+
+    def spell(name: str) -> str:
+        if settings.origins.get(name) in ("flag", "default") and name in keywords:
+            return keywords[name]
+        return shown_in_message(settings, name)
+
+    return CredentialSpec.from_settings(settings, spell)
 
 
 def _settings_from_options(config_profile: str | None, environ: Mapping[str, str] | None,
@@ -182,11 +197,16 @@ class RolesAnywhereCredentialProvider:
         try:
             credentials = self._session.fetch()
         except RolesAnywhereError as exc:
+            self.failure_count += 1
+            if isinstance(exc, PinError):
+                # A refused PIN is never presented again: the session answers it from memory at
+                # once, without the token. No backoff to wait out, and callers keep seeing the
+                # PIN error itself (what to fix), not "not fetching for N s".
+                raise
             self._failures += 1
             cap = min(self._times.backoff_cap, BACKOFF_CAP) if self._times else BACKOFF_CAP
             self._retry_at = self._monotonic() + backoff_delay(self._failures, cap, self._rng())
             self._last_error = exc
-            self.failure_count += 1
             raise
         self._failures, self._retry_at, self._last_error = 0, None, None
         self._times = refresh_times(issued_at, credentials.expiration, jitter=self._rng())
@@ -228,7 +248,7 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
         if value is not None:
             options[name] = value  # resolved with the environment, as the command line's are
     settings = _settings_from_options(config_profile, None, **options)
-    spec = CredentialSpec.from_settings(settings)
+    spec = _spec(settings)
     provider = RolesAnywhereCredentialProvider(spec, secret_callback=secret_callback,
                                                pkcs8_password=settings["pkcs8-password"],
                                                tpm_key_password=settings["tpm-key-password"],

@@ -3,7 +3,7 @@
 Signing is an `httpx.Auth`, so each attempt (including every retry) is signed afresh with a new
 `X-Amz-Date`, and the signer is asked for exactly one signature per attempt. A
 `RolesAnywhereClient` keeps its connection pool and is meant to live as long as a credential
-server does; `create_session()` is the one-shot convenience for `credential-process`.
+server does; the one-shot `create_session()` is the session module's (a session used once).
 
 Each call has one time budget (a `Deadline`) for all its attempts, enforced on every socket
 operation, and reads at most MAX_ANSWER_BYTES of an answer: whatever the server does, a call
@@ -38,10 +38,13 @@ from rolesanywhere_hsm.credentials import Credentials
 from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT, Deadline, check_timeout
 from rolesanywhere_hsm.endpoints import resolve_endpoint
 from rolesanywhere_hsm.errors import (
+    SETTING,
+    AnswerTooLargeError,
     ArnError,
     DeadlineExceededError,
     EndpointError,
     RolesAnywhereError,
+    TlsVerificationError,
     TransportError,
     UsageError,
     service_error,
@@ -49,6 +52,7 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.files import CA_BUNDLE_LIMIT, read_regular_file
 from rolesanywhere_hsm.redact import one_line, redact
 from rolesanywhere_hsm.signers.base import Signer, SignerConfig
+from rolesanywhere_hsm.spec import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION  # the spec's bounds
 from rolesanywhere_hsm.x509 import certificate_info
 
 __all__ = [
@@ -56,14 +60,11 @@ __all__ = [
     "RetryPolicy",
     "RolesAnywhereClient",
     "X509SigV4Auth",
-    "create_session",
 ]
 
 log = logging.getLogger("rolesanywhere_hsm.client")
 
 # docs/protocol.md section 2.
-DEFAULT_DURATION = 3600
-MIN_DURATION, MAX_DURATION = 900, 43200
 SESSIONS_PATH = "/sessions"
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*?-----END CERTIFICATE-----")
 # A CreateSession answer is a few KiB; anything near this is not Roles Anywhere.
@@ -105,10 +106,12 @@ class RetryPolicy:
 
 def _check_duration(duration_seconds: int) -> None:
     if not MIN_DURATION <= duration_seconds <= MAX_DURATION:
-        raise UsageError(
-            f"--session-duration {duration_seconds} is out of range.",
-            hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.",
+        error = UsageError(
+            f"{SETTING} {duration_seconds} is out of range.",
+            hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.", setting="session-duration",
         )
+        error.name_setting("duration_seconds")  # this method's keyword
+        raise error
 
 
 class X509SigV4Auth(httpx.Auth):
@@ -443,7 +446,7 @@ class RolesAnywhereClient:
                     f"{exc.message} The attempt before: {last_error.message}", hint=exc.hint
                 ) from exc
             except TransportError as exc:
-                if not getattr(exc, "retryable", True):
+                if not exc.retryable:
                     raise
                 last_error, throttled = exc, 0
                 continue
@@ -482,12 +485,10 @@ class RolesAnywhereClient:
         except httpx.ConnectError as exc:
             text = one_line(str(exc))
             if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
-                tls_error = TransportError(
+                raise TlsVerificationError(
                     f"TLS verification of {self.endpoint} failed: {text}.",
                     hint="Pass --ca-bundle (or AWS_CA_BUNDLE) for a private CA.",
-                )
-                tls_error.retryable = False  # the same certificate will fail the same way
-                raise tls_error from exc
+                ) from exc
             raise TransportError(
                 f"Cannot connect to {self.endpoint}: {text}.",
                 hint="Check the network, the proxy settings and --endpoint.",
@@ -544,12 +545,10 @@ def _phase_words(phase: str) -> str:
 
 
 def _too_big(endpoint: str) -> TransportError:
-    error = TransportError(
+    return AnswerTooLargeError(
         f"The answer of {endpoint} is larger than {MAX_ANSWER_BYTES // 1024 // 1024} MiB; it was not read.",
         hint="Check --endpoint and any proxy between you and the service.",
     )
-    error.retryable = False
-    return error
 
 
 def _credentials_from_answer(answer: bytes) -> Credentials:
@@ -596,61 +595,3 @@ def _ssl_context(cafile: str) -> ssl.SSLContext:
             f"The CA bundle {redact(cafile)} holds no usable certificate ({one_line(str(exc), limit=120)}).",
             hint="Give a PEM file of CA certificates with --ca-bundle / AWS_CA_BUNDLE.",
         ) from None
-
-
-def create_session(
-    signer: Signer | SignerConfig,
-    *,
-    trust_anchor_arn: str,
-    profile_arn: str,
-    role_arn: str,
-    region: str | None = None,
-    endpoint: str | None = None,
-    duration_seconds: int = DEFAULT_DURATION,
-    role_session_name: str | None = None,
-    verify: bool | str = True,
-    trust_env: bool = True,
-    retry: RetryPolicy = RetryPolicy(),
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Credentials:
-    """Get credentials once: a `CredentialSession` used for one fetch and closed.
-
-    Every argument is checked (by `CredentialSpec`) before the key store is opened, so a typo
-    in an ARN never costs a PIN entry. Given an open Signer, it is used and left open.
-    `timeout` is the budget of the call to the service (all attempts), counted from when the
-    signer is open: a PIN prompt does not eat into it.
-    """
-    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
-
-    lent = None if isinstance(signer, SignerConfig) else signer
-    config = signer if isinstance(signer, SignerConfig) else None
-    spec = CredentialSpec(
-        certificate=config.certificate if config else "(an open signer)",
-        private_key=config.private_key if config else None,
-        intermediates=config.intermediates if config else None,
-        pkcs11_lib=config.pkcs11_lib if config else None,
-        reuse_pin=config.reuse_pin if config else False,
-        trust_anchor_arn=trust_anchor_arn,
-        profile_arn=profile_arn,
-        role_arn=role_arn,
-        region=region,
-        endpoint=endpoint,
-        duration_seconds=duration_seconds,
-        role_session_name=role_session_name,
-        verify=verify,
-        trust_env=trust_env,
-        timeout=timeout,
-        no_tpm_key_password=config.no_tpm_key_password if config else False,
-        cert_selector=config.cert_selector if config else None,
-        use_latest_expiring_certificate=config.use_latest_expiring_certificate if config else False,
-        token_chain=config.token_chain if config else True,
-    )
-    with CredentialSession(
-        spec,
-        secret_callback=config.secret_callback if config else None,
-        pkcs8_password=config.pkcs8_password if config else None,
-        tpm_key_password=config.tpm_key_password if config else None,
-        signer=lent,
-        retry=retry,
-    ) as session:
-        return session.fetch()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 
-from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.errors import SETTING, UsageError
 from rolesanywhere_hsm.record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
@@ -27,13 +27,15 @@ DEFAULT_TIMEOUT = 20.0
 MAX_TIMEOUT = 86400.0
 
 
-def check_timeout(seconds: float, *, setting: str = "--timeout") -> float:
-    """`seconds` if it is a usable budget (finite, above zero), else a UsageError."""
+def check_timeout(seconds: float, *, setting: str = "timeout") -> float:
+    """`seconds` if it is a usable budget (finite, above zero), else a UsageError about
+    `setting` (an option-table name; the front end names it as its user gave it)."""
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds) \
             or not 0 < seconds <= MAX_TIMEOUT:
         raise UsageError(
-            f"{setting} {seconds!r} is not a usable time budget.",
+            f"{SETTING} {seconds!r} is not a usable time budget.",
             hint=f"Give a number of seconds above 0 and at most {MAX_TIMEOUT:.0f} (default {DEFAULT_TIMEOUT:g}).",
+            setting=setting,
         )
     return float(seconds)
 

@@ -30,6 +30,8 @@ the catalogue equal, so a code cannot drift or go undocumented.
     │   ├── ResourceNotFoundError                404 ResourceNotFoundException
     │   └── ThrottlingError             exit 9   429 ThrottlingException (after backing off)
     └── TransportError                  exit 7   connection, TLS, timeout, proxy, bad response
+        ├── TlsVerificationError                 the server's certificate did not verify
+        ├── AnswerTooLargeError                  the answer was too large to be Roles Anywhere
         ├── CredentialsUnavailableError          no valid credentials now (refreshes failing)
         └── DeadlineExceededError                the time budget (--timeout) ran out
     AttestationError                    exit 10  (under RolesAnywhereError) attestation refused
@@ -46,7 +48,9 @@ from __future__ import annotations
 from rolesanywhere_hsm.redact import redact
 
 __all__ = [
+    "SETTING",
     "AccessDeniedError",
+    "AnswerTooLargeError",
     "ArnError",
     "AttestationChainError",
     "AttestationError",
@@ -69,6 +73,7 @@ __all__ = [
     "SelectionError",
     "ServiceError",
     "ThrottlingError",
+    "TlsVerificationError",
     "TokenError",
     "TokenSigningError",
     "TransportError",
@@ -78,27 +83,55 @@ __all__ = [
 ]
 
 
+# Where a message names the setting it is about (`setting=`), it writes this token; each front
+# end renders it as its user gave it (`name_setting`).
+SETTING = "{setting}"
+
+
 class RolesAnywhereError(Exception):
     """Base of every error we raise on purpose.
 
     `message` says what is wrong; `hint` (optional) says what to do. `diagnostics()` joins
     them into the one or two lines the CLI prints.
+
+    An error about one setting carries its name from the option table (`setting=
+    "session-duration"`) and writes `{setting}` where the name goes; the front end that took the
+    value names it as its user gave it (`name_setting`): the CLI the flag or environment
+    variable, a profile its key and file, `boto3_session` the keyword. Until then the message
+    shows the option table's name.
+
+    `retryable` belongs to the class: whether the same call may succeed if made again
+    (a dropped connection may; a refused certificate will not).
     """
 
     exit_code: int = 1
     code: str = "RAH-GEN-001"
+    retryable: bool = False
 
-    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None,
+                 setting: str | None = None) -> None:
         # The safety net for "no secret in a message": whatever user input a raising site
         # quoted, a pin-value, an unknown pin-source, URL user-info and control characters
         # are gone before the text can reach stderr, a log or a traceback (redact.py).
         message = redact(message)
         hint = None if hint is None else redact(hint)
-        super().__init__(message)
-        self.message = message
+        self._templates = (message, hint)
+        self.setting = setting
         self.hint = hint
+        self.message = message
+        super().__init__(message)
+        if setting is not None:
+            self.name_setting(setting)
         if code is not None:  # a per-raise override of the class's code (see docs/errors.md)
             self.code = code
+
+    def name_setting(self, shown: str) -> None:
+        """Show the setting this error is about as `shown` (`--session-duration`,
+        `RAH_SESSION_DURATION`, `session_duration`, `session-duration in profile 'p' of F`)."""
+        message, hint = self._templates
+        self.message = message.replace(SETTING, shown)
+        self.hint = None if hint is None else hint.replace(SETTING, shown)
+        self.args = (self.message,)
 
     def diagnostics(self) -> str:
         return self.message if not self.hint else f"{self.message}\n{self.hint}"
@@ -204,6 +237,21 @@ class ThrottlingError(ServiceError):
 class TransportError(RolesAnywhereError):
     code = "RAH-NET-001"
     exit_code = 7
+    retryable = True  # a dropped connection, a reset: another attempt may get through
+
+
+class TlsVerificationError(TransportError):
+    """The server's certificate did not verify: the same certificate fails the same way."""
+
+    code = "RAH-TLS-001"
+    retryable = False
+
+
+class AnswerTooLargeError(TransportError):
+    """The answer exceeded MAX_ANSWER_BYTES: not Roles Anywhere, and not read."""
+
+    code = "RAH-ANS-001"
+    retryable = False
 
 
 class CredentialsUnavailableError(TransportError):

@@ -9,7 +9,8 @@ asks `RotationWatch.check()` whether the certificate changed:
   of `..data`, a rename over the file and an in-place rewrite all show) means the files are read
   again. Costs one `stat()` per file and refresh;
 * a certificate on a token: the certificates with the leaf's CKA_ID are listed in the session
-  already open (no login, no PIN); one for the same key with a later notAfter is used.
+  already open (no login, no PIN); one for the same key from the same issuer (not a CA) with a
+  later notAfter is used.
 
 A renewed certificate is used only for the key in use: its public key must equal the current
 certificate's (which was checked against the key when the signer opened). Otherwise it is
@@ -63,14 +64,28 @@ def _public_key(der: bytes) -> bytes:
     return certificate_info(der).public_key_info
 
 
+def _same_issuer_leaf(der: bytes, issuer: bytes) -> bool:
+    """A renewal from the same CA: not a CA itself, and issued under the current leaf's issuer
+    name. The chain the signer holds is kept on a token rotation, so only such a renewal still
+    chains; and a token may hold other certificates for the same key under the same CKA_ID (a
+    YubiKey's attestation certificate, issued by the card's f9 key, certifies the slot's key)."""
+    from rolesanywhere_hsm.x509 import certificate_info
+
+    info = certificate_info(der)
+    return not info.is_ca and info.issuer_raw == issuer
+
+
 def pick_renewal(current: bytes, found: list[bytes]) -> tuple[bytes | None, bytes | None]:
     """(renewal, refused) among the certificates `found` with the leaf's CKA_ID on a token:
-    `renewal` is the one for the same key with the latest notAfter, if later than the current
-    one's; `refused` is a new certificate for another key that took the current one's place
-    (the current one is gone from the token). Pure over DER values."""
+    `renewal` is the one for the same key from the same issuer with the latest notAfter, if
+    later than the current one's; `refused` is a new certificate for another key that took the
+    current one's place (the current one is gone from the token). Pure over DER values."""
+    from rolesanywhere_hsm.x509 import certificate_info
+
     key = _public_key(current)
+    issuer = certificate_info(current).issuer_raw
     others = [der for der in found if der != current]
-    same_key = [der for der in others if _public_key(der) == key]
+    same_key = [der for der in others if _public_key(der) == key and _same_issuer_leaf(der, issuer)]
     if same_key:
         latest = max(same_key, key=_not_after)
         if _not_after(latest) > _not_after(current):

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT
 from rolesanywhere_hsm.errors import (
     PinIncorrectError,
     PinLockedError,
@@ -38,16 +39,16 @@ from rolesanywhere_hsm.errors import (
     RolesAnywhereError,
     TokenError,
 )
-from rolesanywhere_hsm.spec import CredentialSpec  # here too: the public API's historic home
+from rolesanywhere_hsm.spec import DEFAULT_DURATION, CredentialSpec  # here too: the public API's historic home
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.attempts import Observer
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
     from rolesanywhere_hsm.rotation import RotationWatch
     from rolesanywhere_hsm.credentials import Credentials
-    from rolesanywhere_hsm.signers.base import SecretCallback, Signer
+    from rolesanywhere_hsm.signers.base import SecretCallback, Signer, SignerConfig
 
-__all__ = ["CredentialSession", "CredentialSpec", "RememberedSecret"]
+__all__ = ["CredentialSession", "CredentialSpec", "RememberedSecret", "create_session"]
 
 log = logging.getLogger("rolesanywhere_hsm.session")
 
@@ -255,7 +256,6 @@ class CredentialSession:
     def _open_client(self) -> RolesAnywhereClient:
         if self._client is None:
             from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
-            from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT
 
             self._client = RolesAnywhereClient(
                 self.spec.signing_region,
@@ -326,3 +326,62 @@ class CredentialSession:
                 signer.close()
             except Exception as exc:  # noqa: BLE001 (closing a broken token must not mask the cause)
                 log.debug("closing the signer failed: %s", type(exc).__name__)
+
+
+def create_session(
+    signer: Signer | SignerConfig,
+    *,
+    trust_anchor_arn: str,
+    profile_arn: str,
+    role_arn: str,
+    region: str | None = None,
+    endpoint: str | None = None,
+    duration_seconds: int = DEFAULT_DURATION,
+    role_session_name: str | None = None,
+    verify: bool | str = True,
+    trust_env: bool = True,
+    retry: RetryPolicy | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Credentials:
+    """Get credentials once: a `CredentialSession` used for one fetch and closed.
+
+    Every argument is checked (by `CredentialSpec`) before the key store is opened, so a typo
+    in an ARN never costs a PIN entry. Given an open Signer, it is used and left open.
+    `timeout` is the budget of the call to the service (all attempts), counted from when the
+    signer is open: a PIN prompt does not eat into it. `retry` defaults to `RetryPolicy()`.
+    """
+    from rolesanywhere_hsm.client import RetryPolicy
+    from rolesanywhere_hsm.signers.base import SignerConfig
+
+    lent = None if isinstance(signer, SignerConfig) else signer
+    config = signer if isinstance(signer, SignerConfig) else None
+    spec = CredentialSpec(
+        certificate=config.certificate if config else "(an open signer)",
+        private_key=config.private_key if config else None,
+        intermediates=config.intermediates if config else None,
+        pkcs11_lib=config.pkcs11_lib if config else None,
+        reuse_pin=config.reuse_pin if config else False,
+        trust_anchor_arn=trust_anchor_arn,
+        profile_arn=profile_arn,
+        role_arn=role_arn,
+        region=region,
+        endpoint=endpoint,
+        duration_seconds=duration_seconds,
+        role_session_name=role_session_name,
+        verify=verify,
+        trust_env=trust_env,
+        timeout=timeout,
+        no_tpm_key_password=config.no_tpm_key_password if config else False,
+        cert_selector=config.cert_selector if config else None,
+        use_latest_expiring_certificate=config.use_latest_expiring_certificate if config else False,
+        token_chain=config.token_chain if config else True,
+    )
+    with CredentialSession(
+        spec,
+        secret_callback=config.secret_callback if config else None,
+        pkcs8_password=config.pkcs8_password if config else None,
+        tpm_key_password=config.tpm_key_password if config else None,
+        signer=lent,
+        retry=retry if retry is not None else RetryPolicy(),
+    ) as session:
+        return session.fetch()

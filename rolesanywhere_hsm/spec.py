@@ -19,38 +19,40 @@ import re
 
 from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
 from rolesanywhere_hsm.cachekey import cache_key, spec_fields, tls_verify
-from rolesanywhere_hsm.errors import ArnError, UsageError
+from rolesanywhere_hsm.errors import SETTING, ArnError, UsageError
 from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import redact
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from rolesanywhere_hsm.settings import Settings
     from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
 
-__all__ = ["DEFAULT_DURATION", "MAX_DURATION", "MIN_DURATION", "CredentialSpec", "tls_verify"]
+__all__ = ["DEFAULT_DURATION", "MAX_DURATION", "MIN_DURATION", "CredentialSpec", "shown_in_message",
+           "tls_verify"]
 
-# docs/protocol.md section 2; the same bounds as client.MIN_DURATION/MAX_DURATION (which
-# importing would pull httpx into the fast path).
+# docs/protocol.md section 2; the client takes its bounds from here.
 MIN_DURATION, MAX_DURATION = 900, 43200
 DEFAULT_DURATION = 3600
 # AssumeRole's RoleSessionName: 2..64 of [\w+=,.@-].
 _ROLE_SESSION_NAME = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
 
 
-def _as_given(exc: UsageError, settings: Settings) -> UsageError:
-    """A spec error about one option, reworded to name it as the user gave it (a profile key
-    and its file, an environment variable) when it did not come from the command line."""
-    for name in ("session-duration", "region", "role-session-name", "timeout"):
-        flag = f"--{name}"
-        if exc.message.startswith(flag + " ") and settings.origins.get(name) not in (None, "flag"):
-            reworded = type(exc)(f"{settings.spelled(name)}: {exc.message[len(flag) + 1:]}",
-                                 hint=exc.hint)
-            reworded.__cause__ = exc.__cause__
-            return reworded
-    return exc
+def shown_in_message(settings: Settings, name: str) -> str:
+    """How an error message starts when it is about option `name`: the flag as typed
+    (`--session-duration 100 is ...`), or where the value came from followed by a colon
+    (`RAH_SESSION_DURATION: 100 is ...`, `session-duration in profile 'dev' of F: 100 is ...`)."""
+    spelled = settings.spelled(name)
+    return f"{spelled}:" if settings.origins.get(name) in ("env", "profile") else spelled
+
+
+def _field_name(setting: str) -> str:
+    """The CredentialSpec keyword of an option-table setting (for errors of a spec built
+    directly, e.g. by `create_session`)."""
+    return {"session-duration": "duration_seconds"}.get(setting, setting.replace("-", "_"))
 
 
 class CredentialSpec(Record):
@@ -111,7 +113,12 @@ class CredentialSpec(Record):
             cert_selector=cert_selector, use_latest_expiring_certificate=use_latest_expiring_certificate,
             token_chain=token_chain,
         )
-        self._check()
+        try:
+            self._check()
+        except UsageError as exc:  # built directly (create_session): name the keyword
+            if exc.setting is not None:
+                exc.name_setting(_field_name(exc.setting))
+            raise
 
     def _check(self) -> None:
         if not self.certificate and not self.cert_selector:
@@ -120,20 +127,22 @@ class CredentialSpec(Record):
         arns = validate_session_arns(self.trust_anchor_arn, self.profile_arn, self.role_arn)
         if self.region and self.region != arns.region:
             raise ArnError(
-                f"--region {redact(self.region)} does not match the trust anchor's region {arns.region}.",
-                hint="Roles Anywhere signs in the trust anchor's region; drop --region or fix it.",
+                f"{SETTING} {redact(self.region)} does not match the trust anchor's region {arns.region}.",
+                hint=f"Roles Anywhere signs in the trust anchor's region; drop {SETTING} or fix it.",
+                setting="region",
             )
         if isinstance(self.duration_seconds, bool) or not isinstance(self.duration_seconds, int) or not (
             MIN_DURATION <= self.duration_seconds <= MAX_DURATION
         ):
             raise UsageError(
-                f"--session-duration {self.duration_seconds} is out of range.",
-                hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.",
+                f"{SETTING} {self.duration_seconds} is out of range.",
+                hint=f"Use {MIN_DURATION}..{MAX_DURATION} seconds.", setting="session-duration",
             )
         if self.role_session_name is not None and not _ROLE_SESSION_NAME.fullmatch(self.role_session_name):
             raise UsageError(
-                f"--role-session-name {redact(self.role_session_name)!r} is not a valid role session name.",
+                f"{SETTING} {redact(self.role_session_name)!r} is not a valid role session name.",
                 hint="Use 2 to 64 characters: letters, digits and + = , . @ _ -.",
+                setting="role-session-name",
             )
         if self.timeout is not None:
             from rolesanywhere_hsm.deadline import check_timeout
@@ -150,13 +159,18 @@ class CredentialSpec(Record):
             self.signer_config()  # its own checks (a selector with a key file but no certificate), now
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> CredentialSpec:
+    def from_settings(cls, settings: Settings,
+                      spell: Callable[[str], str] | None = None) -> CredentialSpec:
         """The source that resolved options describe (rolesanywhere_hsm.settings): what the
-        CLI commands, profiles and `boto3_session()` all go through."""
+        CLI commands, profiles and `boto3_session()` all go through. An error about one
+        setting names it as `spell(name)` does (default `shown_in_message`: the flag, the
+        environment variable, or the profile key and its file)."""
         try:
             return cls(**spec_fields(settings))
         except UsageError as exc:
-            raise _as_given(exc, settings) from None
+            if exc.setting is not None and exc.setting in settings.origins:
+                exc.name_setting(spell(exc.setting) if spell else shown_in_message(settings, exc.setting))
+            raise
 
     @property
     def signing_region(self) -> str:

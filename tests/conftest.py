@@ -8,6 +8,8 @@ import os
 import pytest
 
 pytest_plugins = [
+    "tests.markers",
+    "pytester",  # tests/test_markers.py runs the markers plugin on a small suite
     "tests.fixtures.pki",
     "tests.fixtures.emulator",
     "tests.fixtures.softhsm",

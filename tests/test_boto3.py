@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.settings import ConfigError
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.signers.test_pkcs11_spy import SPY, counts, parse_spy_log
 
 pytest.importorskip("boto3")

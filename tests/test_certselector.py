@@ -27,7 +27,7 @@ from rolesanywhere_hsm.certselector import (
     parse_dn,
     select_certificate,
 )
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key
 from rolesanywhere_hsm.errors import CertificateError, UsageError
 
 CN, O, OU, C = "2.5.4.3", "2.5.4.10", "2.5.4.11", "2.5.4.6"
@@ -156,6 +156,7 @@ _ATTRIBUTE = st.one_of(
 )
 
 
+@pytest.mark.slow  # hypothesis, 200 examples
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(_ATTRIBUTE, min_size=1, max_size=2, unique=True), min_size=1, max_size=4))
 def test_any_name_printed_in_rfc4514_parses_to_the_name_in_the_certificate(rdns: list) -> None:
@@ -166,6 +167,7 @@ def test_any_name_printed_in_rfc4514_parses_to_the_name_in_the_certificate(rdns:
     assert parse_dn(name.rfc4514_string()) == parsed_from_der
 
 
+@pytest.mark.slow  # hypothesis, 200 examples
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(_ATTRIBUTE, min_size=1, max_size=2, unique=True), min_size=1, max_size=4))
 def test_the_name_shown_in_messages_pastes_back_as_a_selector(rdns: list) -> None:

@@ -60,6 +60,7 @@ def _in_code(quoted: str, patterns: list[re.Pattern[str]]) -> bool:
                for p in patterns)
 
 
+@pytest.mark.slow  # reads every doc and module: several seconds
 def test_quoted_messages_are_in_the_code() -> None:
     patterns = _message_patterns()
     quoted = [(name, q) for name, section in _sections() for q in _quoted(section)]
@@ -68,6 +69,7 @@ def test_quoted_messages_are_in_the_code() -> None:
     assert not missing, missing
 
 
+@pytest.mark.slow  # reads every doc and module: several seconds
 def test_an_invented_message_would_be_caught() -> None:
     patterns = _message_patterns()
     assert not _in_code("no smart card service running", patterns)

@@ -203,7 +203,7 @@ def _ca_files(home: Path, work: Path, request: pytest.FixtureRequest) -> dict[st
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+    from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 
     ca = CertificateAuthority.create("Docs Test CA", "p256")
     write_pem(work / "ca.pem", ca.certificate)
@@ -220,7 +220,7 @@ def _attested_csr(home: Path, work: Path, request: pytest.FixtureRequest) -> dic
     """attestation-roots.pem, ca.pem, ca.key and workload.csr: a request made by our `csr`
     (library call) whose key was "attested" by a stand-in YubiKey (the virtual card's f9 key and
     Yubico's extensions, PIN policy once), as docs/attestation.md's CA script expects."""
-    from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+    from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
     from rolesanywhere_hsm.attestation import yubico
     from rolesanywhere_hsm.provision.csr import make_csr, to_pem
     from tests.vpiv.card import PinPolicy, PivCard, SlotKey, make_attestation_key

@@ -1,7 +1,8 @@
 """docs/errors.md, line by line: each stable error code is used in the package and catalogued,
 and each catalogued error is met the way a user meets it.
 
-For a line marked "CLI" the test runs `python -m rolesanywhere_hsm ...` as a subprocess (with the
+For a line marked "CLI" the test runs the command line in-process (tests.clirunner.run_cli, the
+console script's own `main`, with
 emulator, a SoftHSM token or a fault server on loopback where the error needs one) and checks the
 message, the exit code, an empty stdout, no traceback, and `[CODE]` with --debug. For a line
 marked "rendered" (the situation needs real AWS, a locked hardware token, a race, or half a
@@ -23,8 +24,9 @@ import pytest
 
 from rolesanywhere_hsm import errors
 from rolesanywhere_hsm.cli import _guarded
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.settings import CommandLineError, ConfigError
+from tests.clirunner import run_cli, run_process
 from tests.fixtures.faults import FaultServer, refused_url
 
 ROOT = Path(__file__).parents[1]
@@ -101,6 +103,9 @@ class Run:
     exit_code: int
     env: dict[str, str] = field(default_factory=dict)
     drop_env: tuple[str, ...] = ()
+    # A real process: the TSS libraries read TSS2_LOG once per process, and the test process
+    # loaded them (the TPM key fixture) before the command could silence their logging.
+    process: bool = False
 
 
 class Context:
@@ -229,7 +234,8 @@ def _tok_001(c: Context) -> list[Run]:
     dead = refused_url().rsplit(":", 1)[1]
     return [Run(["credential-process", "--certificate", str(key.certificate_path), "--private-key", str(key.path),
                  *c.arns(server), "--endpoint", server.url, "--no-tpm-key-password"],
-                "Cannot open the TPM through", 4, env={"RAH_TPM_TCTI": f"swtpm:host=127.0.0.1,port={dead}"})]
+                "Cannot open the TPM through", 4, env={"RAH_TPM_TCTI": f"swtpm:host=127.0.0.1,port={dead}"},
+                process=True)]
 
 
 def _mod_001(c: Context) -> list[Run]:
@@ -369,9 +375,8 @@ def _run(run: Run, debug: bool) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, **run.env)
     for name in (*run.drop_env, "RAH_DEBUG"):
         env.pop(name, None)
-    args = [sys.executable, "-m", "rolesanywhere_hsm", *run.args, *(["--debug"] if debug else [])]
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
-                          stdin=subprocess.DEVNULL, start_new_session=True)  # no terminal to prompt on
+    runner = run_process if run.process else run_cli
+    return runner(*run.args, *(["--debug"] if debug else []), env=env, cwd=ROOT)
 
 
 def test_cases_follow_the_catalogue() -> None:
@@ -380,7 +385,12 @@ def test_cases_follow_the_catalogue() -> None:
     assert set(RENDERED) == {code for code, how in rows.items() if how == "rendered"}
 
 
-@pytest.mark.parametrize("code", sorted(CLI_CASES))
+# Cases that take a token fixture by name (Context.fixture) carry its marker here: the markers
+# plugin sees only the fixtures a test names in its signature.
+_CASE_MARKS = {"RAH-TOK-001": [pytest.mark.tpmkey, pytest.mark.process]}
+
+
+@pytest.mark.parametrize("code", [pytest.param(code, marks=_CASE_MARKS.get(code, [])) for code in sorted(CLI_CASES)])
 def test_catalogued_error_from_the_cli(code: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     for run in CLI_CASES[code](Context(request, tmp_path)):
         plain = _run(run, debug=False)
@@ -418,6 +428,10 @@ RENDERED: dict[str, tuple[Callable[[], BaseException], str, int]] = {
                     "is locked (not tried)", 5),
     "RAH-NET-002": (lambda: errors.CredentialsUnavailableError("no credentials fetched yet"),
                     "no credentials fetched yet", 7),
+    "RAH-TLS-001": (lambda: errors.TlsVerificationError("TLS verification of https://x failed: certificate "
+                                                        "verify failed."), "TLS verification of", 7),
+    "RAH-ANS-001": (lambda: errors.AnswerTooLargeError("The answer of https://x is larger than 1 MiB; it was not "
+                                                       "read."), "is larger than 1 MiB", 7),
     "RAH-GEN-001": (lambda: errors.RolesAnywhereError("credential-process failed in the demo (exit 4): x"),
                     "failed in the demo", 1),
     "RAH-BUG-001": (lambda: RuntimeError("boom"), "internal error (RuntimeError)", 1),

@@ -142,6 +142,7 @@ def documents(draw: st.DrawFn) -> tuple[str, list[str]]:
     return text, sections
 
 
+@pytest.mark.slow  # hypothesis, 300 examples: several seconds
 @settings(max_examples=300, deadline=None)
 @given(doc=documents(), target=_names)
 def test_only_the_target_section_changes(doc: tuple[str, list[str]], target: str) -> None:

@@ -43,3 +43,25 @@ def test_importing_the_package_and_the_cli_loads_no_heavy_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_public_modules_are_the_documented_ones() -> None:
+    """docs/design.md names what is public beyond the package's `__all__`: the exception tree,
+    the Signer protocol and its registry. Pinned here so that a change is deliberate; every
+    other module is internal, and test-only hooks stay out of every `__all__`."""
+    from pathlib import Path
+
+    from rolesanywhere_hsm import errors
+    from rolesanywhere_hsm.signers import base
+    from rolesanywhere_hsm.signers import pkcs11 as pkcs11_package
+    from rolesanywhere_hsm.signers.pkcs11 import modules
+
+    classes = sorted(name for name, value in vars(errors).items()
+                     if isinstance(value, type) and issubclass(value, errors.RolesAnywhereError))
+    assert sorted(set(errors.__all__) - {"SETTING", "service_error"}) == classes
+    assert {"Signer", "SignerConfig", "register_signer", "load_signer"} <= set(base.__all__)
+    design = (Path(__file__).parents[1] / "docs" / "design.md").read_text()
+    for named in ("rolesanywhere_hsm.__all__", "rolesanywhere_hsm.errors", "rolesanywhere_hsm.signers.base"):
+        assert f"`{named}`" in design
+    for module in (pkcs11_package, modules):
+        assert "forget_module" not in module.__all__

@@ -15,11 +15,11 @@ import pytest
 
 from rolesanywhere_hsm.attempts import Rotation
 from rolesanywhere_hsm.botocore_provider import RolesAnywhereCredentialProvider
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.rotation import file_stamp, pick_renewal
 from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 
 NOW = dt.datetime.now(dt.timezone.utc)
@@ -69,6 +69,20 @@ def test_pick_renewal_takes_the_latest_for_the_same_key_and_refuses_another_key(
     assert pick_renewal(current, [current, older]) == (None, None)  # never backwards
     assert pick_renewal(current, [current, stranger]) == (None, None)  # beside it: not ours
     assert pick_renewal(current, [stranger]) == (None, stranger)  # took its place: refused
+
+
+def test_pick_renewal_ignores_the_same_key_certified_by_another_issuer(root_ca: CertificateAuthority) -> None:
+    """A YubiKey keeps its attestation certificate for the slot's key under the slot's CKA_ID
+    (ykcs11): it certifies the same public key, lasts longer, and is issued by the card's f9
+    key, not the leaf's CA. It is not a renewal (the kept chain would not reach it)."""
+    key = new_private_key("p256")
+    current = der(leaf(root_ca, key, 30, 0x1001))
+    attestation_ca = CertificateAuthority.create("Yubico PIV Attestation", "p256", organization=None, days=3650)
+    attestation = der(attestation_ca.issue_leaf(key.public_key(), "YubiKey PIV Attestation 9a", serial=0x3001,
+                                                not_after=NOW + dt.timedelta(days=3000)))
+    assert pick_renewal(current, [current, attestation]) == (None, None)
+    renewed = der(leaf(root_ca, key, 90, 0x1002))
+    assert pick_renewal(current, [attestation, current, renewed]) == (renewed, None)
 
 
 def test_file_stamps_see_in_place_rename_and_kubernetes_swaps(tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ def test_create_session_request_matches_botocore() -> None:
     assert sigv4x509.string_to_sign("AWS4-HMAC-SHA256", DATE, REGION, ours) == expected_sts
 
 
+@pytest.mark.slow  # hypothesis against botocore: several seconds
 @settings(max_examples=200, deadline=None)
 @given(
     query=st.dictionaries(_param_name, _printable, max_size=5),

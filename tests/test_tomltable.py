@@ -51,6 +51,7 @@ def test_any_string_value_round_trips(value: str) -> None:
     assert "\n" not in toml_value(value)
 
 
+@pytest.mark.slow  # hypothesis: several seconds
 @given(st.dictionaries(st.from_regex(r"[a-z][a-z-]{0,10}", fullmatch=True),
                        st.one_of(st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=10)),
                        max_size=5),

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key
 from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
 from rolesanywhere_hsm.x509 import public_key_type, verify_signature
 

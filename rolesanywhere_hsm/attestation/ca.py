@@ -33,7 +33,7 @@ def issue_attested(ca: Any, csr_data: bytes, roots: Sequence[Any],
     from cryptography import x509
     from cryptography.x509.oid import NameOID
 
-    from rolesanywhere_hsm.devpki import sign_request
+    from rolesanywhere_hsm._dev.devpki import sign_request
 
     verdict = require_attested(csr_data, roots, requirements)
     csr = x509.load_pem_x509_csr(csr_data) if b"-----BEGIN" in csr_data else x509.load_der_x509_csr(csr_data)

@@ -21,7 +21,7 @@ def demo(
 ) -> None:
     """Build a SoftHSM token and a CA, start the emulator, and get credentials with the key on the token."""
     o.configure_logging(debug)
-    from rolesanywhere_hsm.demo import run_demo
+    from rolesanywhere_hsm._dev.demo import run_demo
 
     run_demo(key_type, keep)
 

@@ -1,7 +1,7 @@
 """CLI: `dev-ca init` and `dev-ca sign`, a TEST certificate authority for trying the onboarding
 offline (SoftHSM, the emulator, a lab account). Its key is an unencrypted file: it must never
 be the CA behind a trust anchor that guards real roles. The CA itself is
-rolesanywhere_hsm.devpki; cryptography is imported inside the commands (start-up cost)."""
+rolesanywhere_hsm._dev.devpki; cryptography is imported inside the commands (start-up cost)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def init(
     the emulator's --ca) and ca.key (its unencrypted key, mode 0600). Refuses a DIR that holds
     one already."""
     o.configure_logging(debug)
-    from rolesanywhere_hsm.devpki import CertificateAuthority, save_test_ca
+    from rolesanywhere_hsm._dev.devpki import CertificateAuthority, save_test_ca
     from rolesanywhere_hsm.errors import UsageError
 
     if key_type not in ("p256", "p384", "rsa2048", "rsa3072", "rsa4096"):
@@ -67,7 +67,7 @@ def sign(
     o.configure_logging(debug)
     from cryptography.hazmat.primitives import serialization
 
-    from rolesanywhere_hsm.devpki import load_test_ca, sign_request
+    from rolesanywhere_hsm._dev.devpki import load_test_ca, sign_request
     from rolesanywhere_hsm.errors import CertificateError
     from rolesanywhere_hsm.files import read_regular_file, write_atomic
 

@@ -148,11 +148,9 @@ def register(app: typer.Typer) -> None:
             "credentials expire this many seconds after issue (1..43200), below AWS's 900.")] = None,
     ) -> None:
         """Run the Roles Anywhere emulator until interrupted (SIGINT or SIGTERM)."""
-        import logging
-        import signal
         import ssl
-        import threading
 
+        from rolesanywhere_hsm.cli.longrun import LongRunning
         from rolesanywhere_hsm.emulator import Emulator
 
         config = _build_config(config_file, ca or [], crl or [], trust_anchor_arn, profile_arn,
@@ -181,16 +179,11 @@ def register(app: typer.Typer) -> None:
         if max_records < 0:
             raise UsageError("--max-records cannot be negative")
 
-        from rolesanywhere_hsm.redact import RedactingFilter
-
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("emulator: %(message)s"))
-        handler.addFilter(RedactingFilter())
-        logger = logging.getLogger("rolesanywhere_hsm.emulator")
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-
-        try:  # the handler goes with the command: an in-process caller's stderr may close
+        # Signals, sd_notify and the stderr log handler go with the command: an in-process
+        # caller's stderr may close, and its signal handlers come back.
+        with LongRunning("emulator", prefix="emulator: ", loggers=("rolesanywhere_hsm.emulator",),
+                         state=lambda: f"{len(emulator.requests)} requests kept, "
+                         f"{len(emulator.issued)} of them issued credentials") as life:
             emulator = Emulator(config, host=host, port=port, tls_cert=tls_cert, tls_key=tls_key,
                                 max_records=max_records, record_bodies=False)
             try:
@@ -201,13 +194,6 @@ def register(app: typer.Typer) -> None:
                 reason = getattr(exc, "strerror", None) or exc
                 raise UsageError(f"cannot listen on {redact(host)}:{port}: {reason}") from None
 
-            stop = threading.Event()
-
-            def request_stop(signum: int, frame: object) -> None:
-                stop.set()
-
-            signal.signal(signal.SIGINT, request_stop)
-            signal.signal(signal.SIGTERM, request_stop)
             emulator.start()
             try:
                 if port_file is not None:
@@ -216,12 +202,10 @@ def register(app: typer.Typer) -> None:
                     except OSError as exc:
                         raise UsageError(f"cannot write --port-file {port_file}: {exc.strerror or exc}") from None
                 _announce(emulator)
-                while not stop.wait(0.5):
-                    pass
+                life.ready(f"listening on {emulator.url}")
+                life.wait()
             finally:
                 emulator.stop()
                 if port_file is not None:
                     port_file.unlink(missing_ok=True)
             print("rolesanywhere-hsm emulator stopped", file=sys.stderr)
-        finally:
-            logger.removeHandler(handler)

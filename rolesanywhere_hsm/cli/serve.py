@@ -5,7 +5,8 @@ The order at start matters: options are checked, the port is bound (a busy port 
 error before any PIN is asked), the token is opened and the first credentials fetched in the
 main thread (a PIN prompt happens here, never later in a background thread), then the refresh
 thread starts and the server answers from memory. SIGTERM or SIGINT: stop accepting, finish
-the answers in progress, stop refreshing, close the token session, exit 0.
+the answers in progress, stop refreshing, close the token session, exit 0 (signals, stderr
+logging and sd_notify: rolesanywhere_hsm/cli/longrun.py).
 Heavy imports live inside the command: every CLI start-up imports this module.
 """
 
@@ -23,6 +24,7 @@ from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.redact import redact
 
 if TYPE_CHECKING:
+    from rolesanywhere_hsm.cli.longrun import LongRunning
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.metrics import Metrics
     from rolesanywhere_hsm.session import CredentialSession
@@ -110,7 +112,6 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
         raise UsageError("--tls-key needs --tls-cert")
 
     import asyncio
-    import signal
 
     from rolesanywhere_hsm.credentials import format_expiration
     from rolesanywhere_hsm.files import write_atomic
@@ -130,28 +131,29 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
         _check_port_file(port_file)
     tls = tls_context(tls_cert, tls_key) if tls_cert is not None else None
 
-    _log_to_stderr(debug)
-    session = CredentialSession(spec, secret_callback=RememberedSecret(),
-                                pkcs8_password=settings["pkcs8-password"],
-                                tpm_key_password=settings["tpm-key-password"], rotate=True)
-    metrics = _observe(session, settings)
-
     holder: list[RefreshingCredentials] = []
-    app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
-                   container_token=token, metrics=metrics)
-    server = HttpServer(app, host=host, port=port, tls=tls, hop_limit=hop_limit,
-                        access_log=access_logger(sys.stderr))
+    # Signals, sd_notify and the stderr log from here on. A SIGTERM while logging in or
+    # fetching the first credentials: finish that step (it is bounded), then stop cleanly
+    # instead of serving.
+    life = _life(debug, holder).__enter__()
     try:
-        server.bind()  # before the PIN: a busy port must not cost a login
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {_base_url('tcp', host, port)[6:]}: "
-                         f"{exc.strerror or exc}") from None
+        session = CredentialSession(spec, secret_callback=RememberedSecret(),
+                                    pkcs8_password=settings["pkcs8-password"],
+                                    tpm_key_password=settings["tpm-key-password"], rotate=True)
+        metrics = _observe(session, settings)
+        app = ServeApp(_Deferred(holder), role_name=role_name_of(spec.role_arn), imds=loopback and not no_imds,
+                       container_token=token, metrics=metrics)
+        server = HttpServer(app, host=host, port=port, tls=tls, hop_limit=hop_limit,
+                            access_log=access_logger(sys.stderr))
+        try:
+            server.bind()  # before the PIN: a busy port must not cost a login
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {_base_url('tcp', host, port)[6:]}: "
+                             f"{exc.strerror or exc}") from None
+    except BaseException:
+        life.__exit__(None, None, None)
+        raise
 
-    # A SIGTERM while logging in or fetching the first credentials: finish that step (it is
-    # bounded), then stop cleanly instead of serving.
-    early_stop: list[int] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, frame: early_stop.append(number))
     credentials = RefreshingCredentials(session.fetch, on_refresh=_log_refresh)
     try:
         session.open()  # log in now, in the main thread (a prompt happens here or never)
@@ -163,10 +165,9 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
             await server.start()
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, stop.set)
-            if early_stop:
-                stop.set()
+            life.on_stop(lambda: loop.call_soon_threadsafe(stop.set))
+            if life.wakeup_fd is not None:  # a signal taken by another thread wakes the loop
+                loop.add_reader(life.wakeup_fd, life.drain)
             if port_file is not None:
                 try:
                     write_atomic(port_file, f"{server.port}\n")
@@ -175,6 +176,8 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
                                      f"{exc.strerror or exc}") from None
             _announce(server, host, "https" if tls else "http", app.imds is not None, token, container_token_file,
                       format_expiration(first.expiration))
+            if credentials.wait_ready(0) and not life.stop.is_set():  # the first credentials are held
+                life.ready(f"serving on {_base_url('https' if tls else 'http', host, server.port)}")
             await stop.wait()
             await server.close()
 
@@ -185,6 +188,7 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
         session.close()
         if port_file is not None:
             port_file.unlink(missing_ok=True)
+        life.__exit__(None, None, None)
     print("rolesanywhere-hsm serve stopped", file=sys.stderr, flush=True)
 
 
@@ -217,23 +221,15 @@ class _Deferred:
         return self._holder[0].current()
 
 
-def _log_to_stderr(debug: bool) -> None:
-    """Refresh failures and recoveries are worth a line on stderr, through the redaction
-    filter (no pin-value or URL password in a log line). `--debug` has already set up a
-    handler for everything (with the same filter)."""
-    if debug:
-        return
-    import logging
+def _life(debug: bool, holder: list[RefreshingCredentials]) -> LongRunning:
+    """Signals, sd_notify and the stderr log: refresh failures and recoveries are worth a line
+    (`--debug` has already set up a handler for everything); SIGUSR1 logs the refresh state."""
+    from rolesanywhere_hsm.cli.longrun import LongRunning, refresh_state
 
-    from rolesanywhere_hsm.redact import RedactingFilter
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("serve: %(message)s"))
-    handler.addFilter(RedactingFilter())
-    for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.servers", "rolesanywhere_hsm.httpserver",
-                 "rolesanywhere_hsm.session"):
-        logging.getLogger(name).addHandler(handler)
-        logging.getLogger(name).setLevel(logging.INFO)
+    return LongRunning("serve", prefix="serve: ", debug=debug,
+                       loggers=("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.servers",
+                                "rolesanywhere_hsm.httpserver", "rolesanywhere_hsm.session"),
+                       state=lambda: refresh_state(holder[0] if holder else None))
 
 
 def _log_refresh(credentials: Credentials) -> None:

@@ -4,7 +4,8 @@ credentials file filled with fresh temporary credentials.
 With `--once` it is one CreateSession and one write. Without, it stays running on one
 credential session (one token login for its whole life), refreshes ahead of expiry by the rule
 in rolesanywhere_hsm/refresh.py, logs failed refreshes on stderr and leaves the old values in
-the file until they are replaced, and exits 0 on SIGTERM or SIGINT. The PIN, if the token
+the file until they are replaced, and exits 0 on SIGTERM or SIGINT (signals, stderr logging
+and sd_notify: rolesanywhere_hsm/cli/longrun.py; READY=1 once the first credentials are written). The PIN, if the token
 needs one and no pin source gives it, is asked once at start on the terminal; later re-logins
 (after the token dropped its session) reuse it from memory, and a PIN the token refused is
 never presented again (the command then exits with code 5). See docs/update.md.
@@ -13,7 +14,6 @@ never presented again (the command then exits with code 5). See docs/update.md.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -33,7 +33,6 @@ def update(settings: Settings, *, profile: str = "default", once: bool = False,
            metrics_port: int | None = None) -> None:
     """Write temporary credentials into a profile of ~/.aws/credentials (AWS_SHARED_CREDENTIALS_FILE)."""
     configure_logging(settings["debug"])
-    _log_to_stderr(settings["debug"])
     from rolesanywhere_hsm.cli.compat import check_store_flags
     from rolesanywhere_hsm.credentials_file import shared_credentials_path
     from rolesanywhere_hsm.inifile import check_section_name
@@ -50,21 +49,30 @@ def update(settings: Settings, *, profile: str = "default", once: bool = False,
             from rolesanywhere_hsm.errors import UsageError
 
             raise UsageError("--metrics-port needs update to keep running; drop --once.")
-        with CredentialSession(spec, **secrets) as session:
-            if settings["audit-log"]:
-                from rolesanywhere_hsm.audit import AuditLog
+        from rolesanywhere_hsm.cli.longrun import log_to_stderr, remove_handler
 
-                session.observers.append(AuditLog(settings["audit-log"]))
-            _write(path, profile, session.fetch())
+        handler = None if settings["debug"] else log_to_stderr(LOG_PREFIX, LOGGERS, propagate=False)
+        try:
+            with CredentialSession(spec, **secrets) as session:
+                if settings["audit-log"]:
+                    from rolesanywhere_hsm.audit import AuditLog
+
+                    session.observers.append(AuditLog(settings["audit-log"]))
+                _write(path, profile, session.fetch())
+        finally:
+            if handler is not None:
+                remove_handler(handler, LOGGERS)
         return
     from rolesanywhere_hsm.cli.serve import _observe
 
-    with CredentialSession(spec, secret_callback=RememberedSecret(), rotate=True, **secrets) as session:
+    holder: list = []
+    with _life(settings["debug"], holder) as life, \
+            CredentialSession(spec, secret_callback=RememberedSecret(), rotate=True, **secrets) as session:
         metrics = _observe(session, settings)
         health = _health_server(metrics_port, metrics) if metrics_port is not None else None
         try:
             session.open()  # the one login, in the main thread: a prompt happens here or never
-            _run(session, path, profile, health)
+            _run(session, path, profile, life, holder, health)
         finally:
             if health is not None:
                 health[0].stop()
@@ -88,31 +96,24 @@ def _health_server(port: int, metrics):  # type: ignore[no-untyped-def]
     return server, ready
 
 
-def _run(session, path, profile: str, health=None) -> None:  # type: ignore[no-untyped-def]
+def _run(session, path, profile: str, life, holder: list, health=None) -> None:  # type: ignore[no-untyped-def]
     """Refresh until SIGTERM/SIGINT, writing each new set of credentials. Runs in the main
-    thread (no background thread: nothing else to serve), waiting on an Event the signal
+    thread (no background thread: nothing else to serve), waiting on the stop the signal
     handlers set, so a stop is noticed at once even in the middle of a long wait. Each wait is
     at most refresh.WAKE_INTERVAL (next_wait's bound), so a wall-clock jump (suspend/resume,
     an NTP step) is noticed within seconds and the file never keeps expired keys for long."""
-    import signal
-    import threading
-
     from rolesanywhere_hsm.refresh import RefreshingCredentials
 
     engine = RefreshingCredentials(session.fetch)
+    holder.append(engine)
     if health is not None:
         health[1][0] = _holds_valid(engine)
     credentials = engine.refresh()  # the first fetch: its error ends the command with its code
     _write(path, profile, credentials)
     written = engine.refresh_count
-
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    if engine.wait_ready(0) and not life.stop.is_set():  # the first credentials are held (and written)
+        life.ready(f"profile {profile} written")
+    stop = life.stop
     times = engine.refresh_times()
     if times is not None:
         log.info("next refresh at %s", times.advisory.strftime("%H:%M:%S"))
@@ -132,7 +133,7 @@ def _run(session, path, profile: str, health=None) -> None:  # type: ignore[no-u
                 log.warning("could not write the credentials (%s); retrying in %.0f s", text,
                             WRITE_RETRY_SECONDS)
                 wait = min(wait, WRITE_RETRY_SECONDS)
-        stop.wait(wait)
+        life.wait(wait)
     log.info("stopped")
 
 
@@ -160,22 +161,19 @@ def _write(path, profile: str, credentials) -> None:  # type: ignore[no-untyped-
              credentials.access_key_id, format_expiration(credentials.expiration))
 
 
-def _log_to_stderr(debug: bool) -> None:
-    """Progress and failed refreshes on stderr, one line each, never a secret. (`--debug`
-    has already set up a handler for everything.)"""
-    if debug:
-        return
-    from rolesanywhere_hsm.redact import RedactingFilter
+LOG_PREFIX = "rolesanywhere-hsm update: "
+LOGGERS = ("rolesanywhere_hsm.update", "rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session",
+           "rolesanywhere_hsm.httpserver")
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("rolesanywhere-hsm update: %(message)s"))
-    handler.addFilter(RedactingFilter())  # no pin-value or URL password in a log line
-    for name in ("rolesanywhere_hsm.update", "rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session",
-                 "rolesanywhere_hsm.httpserver"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+
+def _life(debug: bool, holder: list):  # type: ignore[no-untyped-def]
+    """Signals, sd_notify and the stderr log: progress and failed refreshes, one line each,
+    never a secret (`--debug` has already set up a handler for everything); SIGUSR1 logs the
+    refresh state."""
+    from rolesanywhere_hsm.cli.longrun import LongRunning, refresh_state
+
+    return LongRunning("update", prefix=LOG_PREFIX, loggers=LOGGERS, debug=debug, propagate=False,
+                       state=lambda: refresh_state(holder[0] if holder else None))
 
 
 def register(app: typer.Typer) -> None:

@@ -198,7 +198,7 @@ def signer_kind(config: SignerConfig) -> str:
 
 
 def _is_tss2_key_file(path: str) -> bool:
-    from rolesanywhere_hsm.signers.tpmkey import is_tss2_key_file  # no TSS import: a bounded read
+    from rolesanywhere_hsm.signers.keyformat import is_tss2_key_file  # no TSS import: a bounded read
 
     return is_tss2_key_file(path)
 

@@ -50,7 +50,9 @@ from rolesanywhere_hsm.errors import (
     TokenSigningError,
     UsageError,
 )
+from rolesanywhere_hsm.files import CERTIFICATE_LIMIT, read_regular_file
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SignerConfig
+from rolesanywhere_hsm.signers.keyformat import TSS2_PEM_BEGIN, is_tss2_key_file
 
 __all__ = [
     "PASSWORD_ENV_VAR",
@@ -65,12 +67,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TSS2_PEM_BEGIN = b"-----BEGIN TSS2 PRIVATE KEY-----"
 PASSWORD_ENV_VAR = "RAH_TPM_KEY_PASSWORD"
 TCTI_ENV_VARS = ("RAH_TPM_TCTI", "TPM2TOOLS_TCTI", "TCTI")
-# A TSS2 PEM key is under 2 KiB (RSA-4096: public 0.5 KiB, private 0.3 KiB, base64): sniffing
-# reads this much, and a "key" larger than the cap is not one.
-_SNIFF_BYTES = 8192
+# A TSS2 PEM key is under 2 KiB (RSA-4096: public 0.5 KiB, private 0.3 KiB, base64): a "key"
+# larger than the cap is not one.
 _MAX_KEY_FILE = 64 * 1024
 
 _TPM2_RH_OWNER = 0x40000001
@@ -83,20 +83,6 @@ _RC_AUTH_FAIL = 0x08E  # wrong authValue, counted by dictionary-attack protectio
 _RC_BAD_AUTH = 0x0A2  # wrong authValue on a noDA object (not counted)
 _RC_INTEGRITY = 0x09F  # the private blob does not decrypt under this parent
 _RC_LOCKOUT = 0x921  # dictionary-attack lockout in force
-
-
-def is_tss2_key_file(path: str) -> bool:
-    """True when `path` is a readable file whose first bytes hold a TSS2 PEM key.
-
-    Called on every file key to pick the signer, so it reads at most 8 KiB and never raises:
-    an unreadable file is left to the file signer, which says why it cannot read it.
-    """
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(_SNIFF_BYTES)
-    except (OSError, ValueError):
-        return False
-    return TSS2_PEM_BEGIN in head
 
 
 def tcti_from_env(environ: Mapping[str, str] | None = None) -> str | None:
@@ -303,15 +289,7 @@ def _lockout_error() -> PinLockedError:
 
 
 def _read_key(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise KeyLoadError(f"Cannot read the private key file {path}: {exc.strerror or exc}.",
-                           hint="Check the path and its permissions.") from None
-    if len(data) > _MAX_KEY_FILE:
-        raise KeyLoadError(f"{path} is larger than any TSS2 PEM key ({_MAX_KEY_FILE} bytes).")
-    return data
+    return read_regular_file(path, what="private key", limit=_MAX_KEY_FILE, error=KeyLoadError)
 
 
 def _parse_key(data: bytes, path: str) -> Any:
@@ -474,12 +452,12 @@ def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
     from cryptography.hazmat.primitives import serialization
 
     from rolesanywhere_hsm.errors import CertificateError
-    from rolesanywhere_hsm.signers.file import _read
 
     path = config.private_key or ""
     key = _parse_key(_read_key(path), path)
     key_type, restricted = _check_key(key, path)
-    cert_data = _read(config.certificate, "certificate", CertificateError)
+    cert_data = read_regular_file(config.certificate, what="certificate", limit=CERTIFICATE_LIMIT,
+                                  error=CertificateError)
     leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
     info = x509util.certificate_info(leaf)
     x509util.ensure_leaf_usable(info, dates=config.check_dates)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from rolesanywhere_hsm.attestation import tpm_format, yubico
 from rolesanywhere_hsm.attestation.verify import Requirements, spki_of, verify_chain, verify_piv
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key
 from rolesanywhere_hsm.errors import AttestationChainError, AttestationKeyMismatchError, AttestationPolicyError
 from tests.vpiv.card import TOUCH_CACHED, PinPolicy, PivCard, SlotKey, make_attestation_key
 

@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from rolesanywhere_hsm.attestation.ca import issue_attested, require_attested
 from rolesanywhere_hsm.attestation.verify import load_certificates
-from rolesanywhere_hsm.devpki import CertificateAuthority, save_test_ca, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, save_test_ca, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.errors import AttestationUnavailableError
 from tests.attestation.conftest import generate

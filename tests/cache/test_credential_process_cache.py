@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.cli.test_credential_process_pkcs11 import server, spy  # noqa: F401 (fixtures)
 from tests.signers.test_pkcs11_spy import counts, parse_spy_log
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import glob
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from rolesanywhere_hsm.emulator import Emulator
 from tests.cli.test_serve import Serve, server, start_serve  # noqa: F401  (fixtures)
-from tests.cli.test_update import environment, file_args, read_profiles, stop, wait_for
+from tests.cli.test_update import environment, file_args, read_profiles, start, stop, wait_for
 
 ROOT = Path(__file__).parents[2]
 FAKETIME = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
@@ -41,8 +40,7 @@ def test_update_refreshes_soon_after_a_forward_jump(server: Emulator, leaf_files
     server.config.credential_lifetime = 120
     path, offset = tmp_path / "credentials", tmp_path / "offset"
     env = environment(path, **faked(offset))
-    proc = subprocess.Popen(file_args(server, leaf_files["p256"]), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start(file_args(server, leaf_files["p256"]), env)  # the loop, a real process
     try:
         wait_for(lambda: path.exists() or proc.poll() is not None, 60, "the first write")
         assert proc.poll() is None and len(server.issued) == 1

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 U = "a0b1c2d3-0000-4000-8000-000000000001"
@@ -69,9 +70,7 @@ def env_for(aws: Path, ours: Path, base: dict[str, str] | None = None) -> dict[s
 
 
 def cli(args: list[Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+    return run_cli(*args, env=env, cwd=ROOT)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *parts: str) -> None:

@@ -1,4 +1,5 @@
-"""`rolesanywhere-hsm credential-process` as users and SDKs run it: a subprocess, stdout read as JSON."""
+"""`rolesanywhere-hsm credential-process` as users and SDKs run it, stdout read as JSON: through the
+console script's `main` in-process (tests.clirunner), and as botocore runs it (a process)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
+from tests.clirunner import run_cli
 
 
 @pytest.fixture
@@ -24,7 +26,7 @@ def server(root_ca: CertificateAuthority) -> Iterator[Emulator]:
 
 def command(server: Emulator, files: Any, *extra: str) -> list[str]:
     args = [
-        sys.executable, "-m", "rolesanywhere_hsm", "credential-process",
+        "credential-process",
         "--certificate", str(files.certificate), "--private-key", str(files.key),
         "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
         "--role-arn", server.role_arn, "--endpoint", server.url,
@@ -37,7 +39,7 @@ def command(server: Emulator, files: Any, *extra: str) -> list[str]:
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
     environment.update(env)
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, env=environment, stdin=subprocess.DEVNULL)
+    return run_cli(*args, env=environment)
 
 
 def test_stdout_is_exactly_one_credential_process_object(server: Emulator, leaf_files: dict[str, Any]) -> None:
@@ -65,7 +67,8 @@ def test_botocore_reads_it_as_a_credential_process_profile(
 
     config = tmp_path / "config"
     config.write_text(
-        "[profile ra]\ncredential_process = " + shlex.join(command(server, leaf_files["rsa2048"])) + "\n"
+        "[profile ra]\ncredential_process = "
+        + shlex.join([sys.executable, "-m", "rolesanywhere_hsm", *command(server, leaf_files["rsa2048"])]) + "\n"
     )
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
     os.environ["AWS_CONFIG_FILE"] = str(config)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,18 +14,18 @@ import pytest
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.tokens.tpm import TpmToken
 from tests.tokens.yubikey import VirtualYubiKey
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
 
-def run_cli(server: Emulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_cp(server: Emulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "rolesanywhere_hsm", "credential-process", *args,
+        "credential-process", *args,
         "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
         "--role-arn", server.role_arn, "--endpoint", server.url,
     ]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=90,
-                          stdin=subprocess.DEVNULL, start_new_session=True)
+    return run_cli(*command, env=env, cwd=ROOT)
 
 
 def assert_credentials(result: subprocess.CompletedProcess[str], server: Emulator, serial: int) -> None:
@@ -47,7 +46,7 @@ def tpm_server(tpm_token: TpmToken) -> Iterator[Emulator]:
 @pytest.mark.tpm
 @pytest.mark.parametrize("key", ["rsa", "ec"])
 def test_tpm_key_gets_credentials(tpm: TpmToken, tpm_server: Emulator, key: str) -> None:
-    result = run_cli(tpm_server, tpm.subprocess_env(pin=True), "--certificate", tpm.uri_for(key, type="cert"))
+    result = run_cp(tpm_server, tpm.subprocess_env(pin=True), "--certificate", tpm.uri_for(key, type="cert"))
     assert_credentials(result, tpm_server, tpm.keys[key].certificate.serial_number)
 
 
@@ -55,13 +54,13 @@ def test_tpm_key_gets_credentials(tpm: TpmToken, tpm_server: Emulator, key: str)
 def test_tpm_wrong_pin_costs_one_try_and_the_token_stays_usable(tpm: TpmToken, tpm_server: Emulator) -> None:
     before = tpm.lockout_counter()
     env = dict(tpm.subprocess_env(), RAH_PKCS11_PIN="999999")
-    result = run_cli(tpm_server, env, "--certificate", tpm.uri_for("ec", type="cert"))
+    result = run_cp(tpm_server, env, "--certificate", tpm.uri_for("ec", type="cert"))
     assert result.returncode == 5 and result.stdout == ""
     assert "refused the PIN" in result.stderr and "999999" not in result.stderr
     assert tpm.lockout_counter() == before + 1  # the TPM itself counted exactly one failure
     assert tpm_server.requests == []
     # Two tries remain before the real lockout: the right PIN still works.
-    result = run_cli(tpm_server, tpm.subprocess_env(pin=True), "--certificate", tpm.uri_for("ec", type="cert"))
+    result = run_cp(tpm_server, tpm.subprocess_env(pin=True), "--certificate", tpm.uri_for("ec", type="cert"))
     assert_credentials(result, tpm_server, tpm.ec.certificate.serial_number)
 
 
@@ -78,7 +77,7 @@ def piv_server(virtual_yubikey: VirtualYubiKey) -> Iterator[Emulator]:
 @pytest.mark.parametrize("slot", ["9a", "9d"])
 def test_piv_slot_by_label(yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str, slot: str) -> None:
     path = piv_module
-    result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True),
+    result = run_cp(piv_server, yubikey.subprocess_env(path, pin=True),
                      "--certificate", yubikey.uri_for(slot, path, type="cert", by_label=True))
     assert_credentials(result, piv_server, yubikey.slots[slot].certificate.serial_number)
     status = yubikey.status()
@@ -90,7 +89,7 @@ def test_piv_slot_by_label(yubikey: VirtualYubiKey, piv_server: Emulator, piv_mo
 @pytest.mark.parametrize("slot", ["9a", "9d"])
 def test_piv_slot_by_id_through_opensc(yubikey: VirtualYubiKey, piv_server: Emulator, slot: str) -> None:
     path = yubikey.opensc_module
-    result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True),
+    result = run_cp(piv_server, yubikey.subprocess_env(path, pin=True),
                      "--certificate", yubikey.uri_for(slot, path, type="cert"))
     assert_credentials(result, piv_server, yubikey.slots[slot].certificate.serial_number)
 
@@ -100,7 +99,7 @@ def test_piv_by_id_through_ykcs11_names_the_attestation_twin(yubikey: VirtualYub
     """ykcs11 shows the slot's attestation certificate under the same CKA_ID: refused, with
     both candidates named, rather than signing for the wrong certificate."""
     path = yubikey.ykcs11_module
-    result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True),
+    result = run_cp(piv_server, yubikey.subprocess_env(path, pin=True),
                      "--certificate", yubikey.uri_for("9a", path, type="cert"))
     assert result.returncode == 4 and result.stdout == ""
     assert "Attestation" in result.stderr and "object=" in result.stderr
@@ -113,7 +112,7 @@ def test_piv_by_id_with_the_key_named_by_id_and_the_certificate_by_label(
     yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str
 ) -> None:
     path = piv_module
-    result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True),
+    result = run_cp(piv_server, yubikey.subprocess_env(path, pin=True),
                      "--certificate", yubikey.uri_for("9d", path, type="cert", by_label=True),
                      "--private-key", yubikey.uri_for("9d", path, type="private"))
     assert_credentials(result, piv_server, yubikey.slots["9d"].certificate.serial_number)
@@ -122,7 +121,7 @@ def test_piv_by_id_with_the_key_named_by_id_and_the_certificate_by_label(
 @pytest.mark.yubikey
 def test_piv_slot_9c_with_reuse_pin(yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str) -> None:
     path = piv_module
-    result = run_cli(piv_server, yubikey.subprocess_env(path, pin=True), "--reuse-pin",
+    result = run_cp(piv_server, yubikey.subprocess_env(path, pin=True), "--reuse-pin",
                      "--certificate", yubikey.uri_for("9c", path, type="cert", by_label=True))
     assert_credentials(result, piv_server, yubikey.slots["9c"].certificate.serial_number)
     status = yubikey.status()
@@ -136,13 +135,13 @@ def test_piv_wrong_pin_is_sent_once_and_tries_left_are_reported(
 ) -> None:
     path = piv_module
     env = dict(yubikey.subprocess_env(path), RAH_PKCS11_PIN="654321")
-    result = run_cli(piv_server, env, "--certificate", yubikey.uri_for("9a", path, type="cert", by_label=True))
+    result = run_cp(piv_server, env, "--certificate", yubikey.uri_for("9a", path, type="cert", by_label=True))
     assert result.returncode == 5 and result.stdout == ""
     assert "654321" not in result.stderr and "tried once" in result.stderr
     assert yubikey.status()["verify_attempts"] == 1
     assert yubikey.pin_retries_left() == 2
     # A second run with the same wrong PIN spends one more try, and says the next is the last.
-    result = run_cli(piv_server, env, "--certificate", yubikey.uri_for("9a", path, type="cert", by_label=True))
+    result = run_cp(piv_server, env, "--certificate", yubikey.uri_for("9a", path, type="cert", by_label=True))
     assert result.returncode == 5 and yubikey.pin_retries_left() == 1
     assert "ONE try is left" in result.stderr
     assert piv_server.requests == []

@@ -1,12 +1,11 @@
 """credential-process and sign-string with TPM key files (TSS2 PEM) on swtpm, against the
-emulator, as subprocesses without a terminal: what a user copying the official helper's
+emulator, in-process through the console script's main without a terminal: what a user copying the official helper's
 command line runs."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,20 +17,20 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from rolesanywhere_hsm.cli.certificate import sign_string_message
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.tokens.tpmkey import TpmKeyFile, TpmWithKeyFiles
+from tests.clirunner import run_cli
 
 pytestmark = pytest.mark.tpmkey
 
 ROOT = Path(__file__).parents[2]
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=90, stdin=subprocess.DEVNULL, start_new_session=True)
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env=env, cwd=ROOT)
 
 
 def credential_process(server: Emulator, env: dict[str, str], key: TpmKeyFile, *args: str,
                        certificate: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return run_cli(
+    return run(
         env, "credential-process", "--certificate", str(certificate or key.certificate_path),
         "--private-key", str(key.path), *args,
         "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
@@ -122,7 +121,7 @@ def test_unreachable_tpm_is_a_token_error(tpmkeys: TpmWithKeyFiles, server: Emul
 def test_sign_string_with_a_tpm_key_file(tpmkeys: TpmWithKeyFiles, name: str, password: str | None) -> None:
     key = tpmkeys.keys[name]
     args = ["--tpm-key-password", password] if password else []
-    result = run_cli(tpmkeys.subprocess_env(), "sign-string", "--certificate", str(key.certificate_path),
+    result = run(tpmkeys.subprocess_env(), "sign-string", "--certificate", str(key.certificate_path),
                      "--private-key", str(key.path), *args)
     assert result.returncode == 0, result.stderr
     signature = bytes.fromhex(json.loads(result.stdout))  # the official helper's format

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.fixtures.faults import FaultServer, credentials_answer, refused_url
+from tests.clirunner import run_cli
 
 TIMEOUT = 2.0
 # Python start-up and imports on a loaded two-core machine, on top of the budget (runs took up
@@ -35,7 +35,7 @@ def server(root_ca: CertificateAuthority) -> Iterator[Emulator]:
 
 def command(server: Emulator, files: Any, *extra: str, endpoint: str | None = None) -> list[str]:
     return [
-        sys.executable, "-m", "rolesanywhere_hsm", "credential-process",
+        "credential-process",
         "--certificate", str(files.certificate), "--private-key", str(files.key),
         "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
         "--role-arn", server.role_arn, "--endpoint", endpoint or server.url, *extra,
@@ -46,8 +46,7 @@ def run(args: list[str], **env: str) -> tuple[subprocess.CompletedProcess[str], 
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
     environment.update(env)
     start = time.monotonic()
-    result = subprocess.run(args, capture_output=True, text=True, timeout=60, env=environment,
-                            stdin=subprocess.DEVNULL)
+    result = run_cli(*args, env=environment)
     return result, time.monotonic() - start
 
 

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from typer.testing import CliRunner
-
-from rolesanywhere_hsm.cli import app
+from tests.clirunner import run_cli, run_process
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "aws-signing-helper-1.8.0"
@@ -25,10 +21,10 @@ DIGESTS = {"SHA256": hashes.SHA256, "SHA384": hashes.SHA384, "SHA512": hashes.SH
 
 
 def run(*args: str) -> bytes:
-    """The CLI in-process (the matrix is large); one test below runs the real subprocess."""
-    result = CliRunner().invoke(app, list(args))
-    assert result.exit_code == 0, (result.stdout, result.stderr if result.stderr_bytes else "", result.exception)
-    return result.stdout_bytes
+    """The CLI in-process (the matrix is large); one test below runs the real process."""
+    result = run_cli(*args, text=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def documented_message(certificate: Path) -> bytes:
@@ -99,16 +95,15 @@ def test_the_real_command_prints_the_same_bytes(tmp_path: Path) -> None:
         (["sign-string", "--certificate", str(INPUTS / "rsa2048.pem"), "--private-key", str(INPUTS / "rsa2048.key"),
           "--format", "bin"], "sign-string.rsa2048.SHA256.bin"),
     ):
-        result = subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True, cwd=ROOT,
-                                timeout=60)
+        result = run_process(*args, text=False)
         assert result.returncode == 0, result.stderr
         assert result.stdout == (OUTPUTS / golden).read_bytes()
         assert result.stderr == b""
 
 
 def test_a_bad_digest_is_a_usage_error() -> None:
-    result = CliRunner().invoke(app, ["sign-string", "--private-key", str(INPUTS / "p256.key"), "--digest", "MD5"])
-    assert result.exit_code == 2
+    result = run_cli("sign-string", "--private-key", str(INPUTS / "p256.key"), "--digest", "MD5")
+    assert result.returncode == 2 and "--digest" in result.stderr
 
 
 def test_read_certificate_data_picks_with_cert_selector_in_a_bundle(tmp_path: Path) -> None:
@@ -128,11 +123,8 @@ def test_read_certificate_data_picks_with_cert_selector_in_a_bundle(tmp_path: Pa
 def test_cert_selector_that_matches_several_lists_them_and_exits_3(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes((INPUTS / "p256.pem").read_bytes() + (INPUTS / "p384.pem").read_bytes())
-    result = subprocess.run(
-        [sys.executable, "-m", "rolesanywhere_hsm", "read-certificate-data", "--certificate", str(bundle),
-         "--cert-selector", "Key=x509Issuer,Value=CN=Golden Root CA,O=Golden Test"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
-    )
+    result = run_cli("read-certificate-data", "--certificate", str(bundle),
+                     "--cert-selector", "Key=x509Issuer,Value=CN=Golden Root CA,O=Golden Test")
     assert result.returncode == 3 and result.stdout == ""
     assert "matches 2 certificates" in result.stderr and "golden-p256" in result.stderr
     assert "golden-p384" in result.stderr and "Traceback" not in result.stderr
@@ -140,12 +132,10 @@ def test_cert_selector_that_matches_several_lists_them_and_exits_3(tmp_path: Pat
 
 def test_cert_selector_with_a_key_file_and_no_certificate_is_a_usage_error() -> None:
     """Without --certificate the selector searches the tokens; a key file has none."""
-    from rolesanywhere_hsm.errors import UsageError
-
-    result = CliRunner().invoke(app, ["sign-string", "--private-key", str(INPUTS / "p256.key"),
-                                      "--cert-selector", "Key=x509Serial,Value=01"])
-    assert isinstance(result.exception, UsageError)
-    assert "--private-key is a file" in str(result.exception)
+    result = run_cli("sign-string", "--private-key", str(INPUTS / "p256.key"),
+                     "--cert-selector", "Key=x509Serial,Value=01")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--private-key is a file" in result.stderr
 
 
 def test_credential_process_picks_the_leaf_in_a_bundle_with_cert_selector(
@@ -160,31 +150,27 @@ def test_credential_process_picks_the_leaf_in_a_bundle_with_cert_selector(
     bundle.write_bytes(ec_files.certificate.read_bytes() + rsa_files.certificate.read_bytes())  # type: ignore[attr-defined]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
     with Emulator(EmulatorConfig.for_certificates([root_ca.certificate])) as server:  # type: ignore[attr-defined]
-        base = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process", "--certificate", str(bundle),
+        base = ["credential-process", "--certificate", str(bundle),
                 "--private-key", str(rsa_files.key), "--trust-anchor-arn", server.trust_anchor_arn,  # type: ignore[attr-defined]
                 "--profile-arn", server.profile_arn, "--role-arn", server.role_arn, "--endpoint", server.url]
-        without = subprocess.run(base, capture_output=True, text=True, env=env, timeout=60)
+        without = run_cli(*base, env=env)
         assert without.returncode == 3 and "does not belong" in without.stderr  # the first one is the EC leaf
         serial = f"{rsa_files.cert.serial_number:x}"  # type: ignore[attr-defined]
-        picked = subprocess.run([*base, "--cert-selector", f"Key=x509Serial,Value={serial}", "--system-store-name",
-                                 "MY"], capture_output=True, text=True, env=env, timeout=60)
+        picked = run_cli(*base, "--cert-selector", f"Key=x509Serial,Value={serial}", "--system-store-name", "MY",
+                         env=env)
         assert picked.returncode == 0, picked.stderr
         assert json.loads(picked.stdout)["AccessKeyId"] == server.last_issued.access_key_id
         assert server.last_issued.leaf_serial == rsa_files.cert.serial_number  # type: ignore[attr-defined]
 
 
 def test_cert_selector_with_a_key_alone_is_refused_not_ignored() -> None:
-    from rolesanywhere_hsm.errors import UsageError
-
-    result = CliRunner().invoke(app, ["sign-string", "--private-key", str(INPUTS / "p256.key"),
-                                      "--cert-selector", "Key=x509Serial,Value=01"])
-    assert isinstance(result.exception, UsageError) and "without --certificate" in str(result.exception)
+    result = run_cli("sign-string", "--private-key", str(INPUTS / "p256.key"),
+                     "--cert-selector", "Key=x509Serial,Value=01")
+    assert result.returncode == 2 and "without --certificate" in result.stderr
 
 
 def test_cert_selector_that_does_not_match_a_pkcs12_leaf_is_an_error(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key, pkcs12
-
-    from rolesanywhere_hsm.errors import CertificateError
 
     key = load_pem_private_key((INPUTS / "p256.key").read_bytes(), None)
     cert = x509.load_pem_x509_certificate((INPUTS / "p256.pem").read_bytes())
@@ -194,9 +180,8 @@ def test_cert_selector_that_does_not_match_a_pkcs12_leaf_is_an_error(tmp_path: P
     ok = run("sign-string", "--certificate", str(bundle), "--format", "bin",
              "--cert-selector", f"Key=x509Serial,Value={cert.serial_number:x}")
     cert.public_key().verify(ok, documented_message(INPUTS / "p256.pem"), ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg,arg-type]
-    result = CliRunner().invoke(app, ["sign-string", "--certificate", str(bundle),
-                                      "--cert-selector", "Key=x509Serial,Value=01"])
-    assert isinstance(result.exception, CertificateError) and "matches no certificate" in str(result.exception)
+    result = run_cli("sign-string", "--certificate", str(bundle), "--cert-selector", "Key=x509Serial,Value=01")
+    assert result.returncode == 3 and "matches no certificate" in result.stderr
 
 
 @pytest.mark.softhsm
@@ -214,12 +199,8 @@ def test_sign_string_digest_with_a_token_key(softhsm_token: object, softhsm_env:
     pem = tmp_path / "leaf.pem"
     pem.write_bytes(key.certificate.public_bytes(Encoding.PEM))
     uri = softhsm_token.uri_for(label, type="private")  # type: ignore[attr-defined]
-    result = subprocess.run(
-        [sys.executable, "-m", "rolesanywhere_hsm", "sign-string", "--private-key", uri,
-         "--digest", digest, "--format", "text"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, env=dict(os.environ, **softhsm_env),
-        stdin=subprocess.DEVNULL,
-    )
+    result = run_cli("sign-string", "--private-key", uri, "--digest", digest, "--format", "text",
+                     env=dict(os.environ, **softhsm_env))
     assert result.returncode == 0, result.stderr
     signature = bytes.fromhex(result.stdout)
     message = documented_message(pem)

@@ -1,5 +1,6 @@
 """No secret is ever shown: every command, on every failure path we can reach, with and without
---debug, run as users run it (a subprocess), with marker secrets.
+--debug, run through the console script's own `main` (tests.clirunner.run_cli: stdout, stderr
+and file descriptors 1 and 2 captured), with marker secrets; the `emulator` command as a process.
 
 Markers: the token's PIN (a real SoftHSM token whose PIN *is* the marker, so that the paths
 after a good login are reached too), a wrong PIN, a key file's password, a wrong password, a
@@ -29,9 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -193,11 +195,9 @@ def _run(world: World, case: Case, debug: bool, workdir: Path) -> subprocess.Com
     # Stray-argument cases: --debug goes before the stray value so that it is still parsed.
     if debug and PIN in args[-2:]:
         args = case.args(world)[:-1] + ["--debug", case.args(world)[-1]]
-    return subprocess.run(
-        [sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True, text=True,
-        env=world.env(workdir, **case.env(world)), cwd=workdir, timeout=120,
-        stdin=subprocess.DEVNULL, start_new_session=True,  # no terminal: nothing can prompt
-    )
+    # In-process, through the console script's main; no terminal, so nothing can prompt; what
+    # reaches file descriptors 1 and 2 (a module's own output) is captured too.
+    return run_cli(*args, env=world.env(workdir, **case.env(world)), cwd=workdir)
 
 
 def _files_with_markers(directory: Path, markers: tuple[str, ...]) -> list[str]:
@@ -423,12 +423,12 @@ def test_the_log_handlers_of_serve_and_update_redact(command: str, capsys: pytes
     import logging
 
     if command == "serve":
-        from rolesanywhere_hsm.cli.serve import _log_to_stderr
+        from rolesanywhere_hsm.cli.serve import _life
     else:
-        from rolesanywhere_hsm.cli.update import _log_to_stderr
-    _log_to_stderr(False)
-    for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session"):
-        logging.getLogger(name).warning("opening %s again", f"{CERT_URI}?pin-value={PIN}")
+        from rolesanywhere_hsm.cli.update import _life
+    with _life(False, []):
+        for name in ("rolesanywhere_hsm.refresh", "rolesanywhere_hsm.session"):
+            logging.getLogger(name).warning("opening %s again", f"{CERT_URI}?pin-value={PIN}")
     err = capsys.readouterr().err
     assert err.count("opening pkcs11:token=") == 2, err
     assert PIN not in err

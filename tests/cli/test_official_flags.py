@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer.main
 
 from rolesanywhere_hsm.cli import app
+from tests.clirunner import run_cli
 
 _CREDENTIALS = {
     "--role-arn", "--profile-arn", "--trust-anchor-arn", "--session-duration", "--region", "--endpoint",
@@ -42,16 +43,11 @@ def test_every_official_flag_is_accepted() -> None:
 
 
 def test_windows_store_flags_parse_and_are_ignored_with_a_debug_note(tmp_path: object) -> None:
-    import subprocess
-    import sys
     from pathlib import Path
 
     golden = Path(__file__).resolve().parents[1] / "golden" / "aws-signing-helper-1.8.0"
-    result = subprocess.run(
-        [sys.executable, "-m", "rolesanywhere_hsm", "read-certificate-data", "--certificate",
-         str(golden / "inputs" / "p256.pem"), "--system-store-name", "MY", "--debug"],
-        capture_output=True, text=True, timeout=60,
-    )
+    result = run_cli("read-certificate-data", "--certificate", str(golden / "inputs" / "p256.pem"),
+                     "--system-store-name", "MY", "--debug")
     assert result.returncode == 0, result.stderr
     assert result.stdout == (golden / "outputs" / "read-certificate-data.p256.json").read_text()
     assert "--system-store-name applies to Windows certificate stores only; ignored" in result.stderr

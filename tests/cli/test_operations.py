@@ -21,11 +21,12 @@ from typing import Any
 import httpx
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.cli.test_serve import Serve, server, start_serve  # noqa: F401  (fixtures)
-from tests.cli.test_update import credential_args, environment, read_profiles, stop, wait_for
+from tests.cli.test_update import credential_args, environment, read_profiles, start, stop, wait_for
+from tests.clirunner import run_cli
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.test_rotation import write_to_token
 
@@ -160,8 +161,7 @@ def test_update_rotation_with_one_login_and_its_metrics_port(
     env = environment(path, **softhsm_token.env, RAH_PKCS11_PIN=SOFTHSM_PIN, RAH_AUDIT_LOG=str(audit))
     args = credential_args(server, softhsm_token.uri_for("ec-p256", type="cert"), "--intermediates", str(chain),
                            "--metrics-port", "0")
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start(args, env)  # the loop, a real process (tests.cli.test_update.start)
     try:
         assert proc.stderr is not None
         line = ""
@@ -194,8 +194,7 @@ def test_metrics_port_needs_the_loop(server: Emulator, leaf_files: dict[str, Any
     files = leaf_files["p256"]
     args = credential_args(server, str(files.certificate), "--private-key", str(files.key), "--once",
                            "--metrics-port", "0")
-    done = subprocess.run(args, env=environment(tmp_path / "c"), cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    done = run_cli(*args, env=environment(tmp_path / "c"), cwd=ROOT)
     assert done.returncode == 2 and "--metrics-port needs update to keep running" in done.stderr
 
 

@@ -23,10 +23,10 @@ import pytest
 
 from rolesanywhere_hsm.cli import main
 from rolesanywhere_hsm.cli.serve import _listen_address
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import UsageError
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.cli.test_credential_process_pkcs11 import spy  # noqa: F401  (fixture)
 from tests.http.rawclient import exchange, listening_addresses, statuses
 from tests.signers.test_pkcs11_spy import counts, parse_spy_log

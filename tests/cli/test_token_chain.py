@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,21 +15,21 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.tokens.tpm import TpmToken
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
 
 def credential_process(server: Emulator, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process", *args,
+    command = ["credential-process", *args,
                "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
                "--role-arn", server.role_arn, "--endpoint", server.url]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=90,
-                          stdin=subprocess.DEVNULL, start_new_session=True)
+    return run_cli(*command, env=env, cwd=ROOT)
 
 
 def sent_chain(server: Emulator) -> list[bytes]:

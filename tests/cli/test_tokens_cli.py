@@ -1,35 +1,33 @@
 """`rolesanywhere-hsm tokens`: every module, token and certificate, each with a URI that,
 pasted as it is, selects that certificate (checked with read-certificate-data and, for those
 with a key, credential-process against the emulator). On SoftHSM with several tokens, the
-software TPM and the virtual YubiKey through ykcs11 and OpenSC; run as users run it, as a
-subprocess."""
+software TPM and the virtual YubiKey through ykcs11 and OpenSC; run through the console script's
+`main` (tests.clirunner.run_cli)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.tokens.tpm import TpmToken
 from tests.tokens.yubikey import VirtualYubiKey
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+    return run_cli(*args, env=env, cwd=ROOT)
 
 
 def listed(env: dict[str, str], module: str, *extra: str) -> dict[str, Any]:
@@ -225,7 +223,7 @@ def test_tokens_token_shows_only_that_token_and_marks_an_expired_certificate(
         softhsm_factory: Callable[..., SoftHsmToken], root_ca: CertificateAuthority, tmp_path: Path) -> None:
     import datetime as dt
 
-    from rolesanywhere_hsm.devpki import new_private_key
+    from rolesanywhere_hsm._dev.devpki import new_private_key
 
     token = softhsm_factory("dated", [("p256", "current", b"\x01")])
     now = dt.datetime.now(dt.timezone.utc)

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.signers.test_pkcs11_spy import SPY, counts, parse_spy_log
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -44,7 +45,7 @@ def server(root_ca: CertificateAuthority) -> Iterator[Emulator]:
 
 def credential_args(server: Emulator, certificate: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "rolesanywhere_hsm", "update", "--certificate", certificate,
+        "update", "--certificate", certificate,
         "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
         "--role-arn", server.role_arn, "--endpoint", server.url, *extra,
     ]
@@ -62,8 +63,15 @@ def environment(credentials_file: Path, **extra: str) -> dict[str, str]:
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
-                          stdin=subprocess.DEVNULL, start_new_session=True)
+    """In-process (tests.clirunner): `--once` runs and errors."""
+    return run_cli(*args, env=env, cwd=ROOT)
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """A real process: the loop (until SIGTERM) and concurrent writers."""
+    return subprocess.Popen([sys.executable, "-m", "rolesanywhere_hsm", *args], env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
 
 
 def read_profiles(path: Path) -> dict[str, dict[str, str]]:
@@ -120,10 +128,7 @@ def test_fifty_concurrent_updaters_leave_a_valid_file(server: Emulator, leaf_fil
     path.write_text(UNRELATED)
     profiles = [f"p{i % 10}" for i in range(50)]  # 10 profiles, 5 writers each
     env = environment(path)
-    procs = [subprocess.Popen(file_args(server, leaf_files["p256"], "--once", "--profile", name), env=env,
-                              cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-             for name in profiles]
+    procs = [start(file_args(server, leaf_files["p256"], "--once", "--profile", name), env) for name in profiles]
     for proc in procs:
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
@@ -173,9 +178,7 @@ def test_loop_survives_refused_refreshes_and_keeps_the_old_values(
 ) -> None:
     server.config.credential_lifetime = 5
     path = tmp_path / "credentials"
-    proc = subprocess.Popen(file_args(server, leaf_files["p256"]), env=environment(path), cwd=ROOT,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = start(file_args(server, leaf_files["p256"]), environment(path))
     try:
         wait_for(lambda: len(server.issued) == 1 and path.exists(), 30, "the first write")
         first = read_profiles(path)["default"]
@@ -208,8 +211,7 @@ def test_loop_with_a_token_one_login_and_one_signature_per_refresh(
     env = environment(path, **softhsm_token.env, RAH_PKCS11_MODULE=SPY, PKCS11SPY=softhsm_token.module,
                       PKCS11SPY_OUTPUT=str(log), RAH_PKCS11_PIN=SOFTHSM_PIN)
     args = credential_args(server, softhsm_token.uri_for("ec-p256", type="cert"), "--intermediates", str(chain))
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start(args, env)
     try:
         wait_for(lambda: len(server.issued) >= 6 or proc.poll() is not None, 60, "six CreateSessions")
         assert proc.poll() is None

@@ -3,12 +3,12 @@ wrong place on a command line must not reach the terminal, a CI log or an SDK's 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from rolesanywhere_hsm.cli import main
+from tests.clirunner import run_process
 
 MARKER = "MkPIN-4815162342"
 BASE = ["--certificate", "c.pem", "--trust-anchor-arn", "a", "--profile-arn", "b", "--role-arn", "c"]
@@ -74,10 +74,7 @@ def test_help_and_no_arguments_still_work(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_the_console_script_path_too() -> None:
-    """As users run it: a subprocess through `python -m rolesanywhere_hsm`."""
-    done = subprocess.run(
-        [sys.executable, "-m", "rolesanywhere_hsm", "credential-process", *BASE, "--reuse-pin", MARKER],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )
+    """As users run it: a process through `python -m rolesanywhere_hsm`."""
+    done = run_process("credential-process", *BASE, "--reuse-pin", MARKER)
     assert done.returncode == 2, done.stderr
     assert MARKER not in done.stderr and done.stdout == ""

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient, create_session
+from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
+from rolesanywhere_hsm.session import create_session
 from rolesanywhere_hsm.arn import validate_session_arns
-from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import KEY_KINDS, CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import DISCONNECT, Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import (
     AccessDeniedError,
@@ -182,7 +183,7 @@ def test_region_flag_must_match_the_trust_anchor(server: Emulator, leaf_files: d
 def test_out_of_range_duration_is_refused_before_the_key_is_opened(server: Emulator, tmp_path: Path) -> None:
     # The certificate path does not exist: had the signer been opened first, this would be a
     # KeyLoadError, not the duration's UsageError.
-    with pytest.raises(UsageError, match="--session-duration 60 is out of range"):
+    with pytest.raises(UsageError, match="^duration_seconds 60 is out of range"):  # its keyword
         session(server, SignerConfig(str(tmp_path / "absent.crt"), str(tmp_path / "absent.key")), duration_seconds=60)
 
 

@@ -20,7 +20,7 @@ import pytest
 from rolesanywhere_hsm.arn import validate_session_arns
 from rolesanywhere_hsm.client import MAX_ANSWER_BYTES, RetryPolicy, RolesAnywhereClient
 from rolesanywhere_hsm.deadline import Deadline
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import DeadlineExceededError, RolesAnywhereError, TransportError
 from rolesanywhere_hsm.signers import SignerConfig, load_signer

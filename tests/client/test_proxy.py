@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,8 +13,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
+from tests.clirunner import run_cli
 
 
 class ForwardingProxy(ThreadingHTTPServer):
@@ -72,12 +72,12 @@ def run(server: Emulator, files: Any, proxy: ForwardingProxy, *extra: str) -> su
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("AWS_")}
     env["HTTP_PROXY"] = f"http://127.0.0.1:{proxy.server_address[1]}"
     args = [
-        sys.executable, "-m", "rolesanywhere_hsm", "credential-process",
+        "credential-process",
         "--certificate", str(files.certificate), "--private-key", str(files.key),
         "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
         "--role-arn", server.role_arn, "--endpoint", server.url, *extra,
     ]
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    return run_cli(*args, env=env)
 
 
 def test_the_request_goes_through_the_proxy_from_the_environment(

@@ -9,7 +9,7 @@ import pytest
 
 from rolesanywhere_hsm import x509 as rx509
 from rolesanywhere_hsm.cli.doctor import render
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key
 from rolesanywhere_hsm.doctor import (
     FAIL,
     PASS,

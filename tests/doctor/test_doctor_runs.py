@@ -6,19 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.doctor import EXIT_CHECK_FAILED, FAIL, PASS, WARN, DoctorOptions, run_doctor
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.signers.base import SignerConfig
 from tests.fixtures.pki import LeafFiles
 from tests.fixtures.softhsm import SOFTHSM_PIN
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -222,19 +221,17 @@ def test_softhsm_passes_with_call_through_the_cli(
         emulator: Emulator, softhsm_token: Any, softhsm_env: dict[str, str],
         intermediate_ca: CertificateAuthority, ca_file: str, tmp_path: Path) -> None:
     chain = write_pem(tmp_path / "chain.pem", intermediate_ca.certificate)
-    args = [sys.executable, "-m", "rolesanywhere_hsm", "doctor",
+    args = ["doctor",
             "--certificate", softhsm_token.uri_for("rsa-2048", type="cert"),
             "--intermediates", str(chain), "--trust-anchor-ca", ca_file,
             "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
             "--role-arn", emulator.role_arn, "--endpoint", emulator.url, "--call"]
-    human = subprocess.run(args, capture_output=True, text=True, env=softhsm_env, cwd=ROOT,
-                           timeout=120, stdin=subprocess.DEVNULL, start_new_session=True)
+    human = run_cli(*args, env=softhsm_env, cwd=ROOT)
     assert human.returncode == 0, human.stdout + human.stderr
     assert "[ok  ] call" in human.stdout and human.stdout.rstrip().endswith("No check failed.")
     assert SOFTHSM_PIN not in human.stdout + human.stderr
     assert emulator.last_issued.access_key_id not in human.stdout  # no secrets, not even the key id
-    result = subprocess.run([*args, "--json"], capture_output=True, text=True, env=softhsm_env,
-                            cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL, start_new_session=True)
+    result = run_cli(*args, "--json", env=softhsm_env, cwd=ROOT)
     payload = json.loads(result.stdout)
     assert payload["ok"] is True and result.returncode == 0
     statuses = {c["name"]: c["status"] for c in payload["checks"]}
@@ -246,12 +243,11 @@ def test_softhsm_passes_with_call_through_the_cli(
 
 @pytest.mark.softhsm
 def test_cli_exit_code_and_json_on_failure(emulator: Emulator, softhsm_env: dict[str, str]) -> None:
-    args = [sys.executable, "-m", "rolesanywhere_hsm", "doctor",
+    args = ["doctor",
             "--certificate", "pkcs11:token=not-here;type=cert", "--json",
             "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
             "--role-arn", emulator.role_arn, "--endpoint", emulator.url]
-    result = subprocess.run(args, capture_output=True, text=True, env=softhsm_env, cwd=ROOT,
-                            timeout=120, stdin=subprocess.DEVNULL, start_new_session=True)
+    result = run_cli(*args, env=softhsm_env, cwd=ROOT)
     assert result.returncode == EXIT_CHECK_FAILED, result.stderr
     payload = json.loads(result.stdout)
     assert payload["ok"] is False

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key
 from rolesanywhere_hsm.emulator import Emulator
 from tests.oracle import SignedRequest, sign_create_session
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import KEY_KINDS, CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator
 from tests.emulator.conftest import create_session, sign, send
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rolesanywhere_hsm.cli import main
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import EmulatorConfig
 from tests.emulator.conftest import send
 from tests.http.rawclient import listening_addresses

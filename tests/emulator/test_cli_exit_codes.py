@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rolesanywhere_hsm.cli import main
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 
 ANCHOR = "arn:aws:rolesanywhere:eu-west-1:111122223333:trust-anchor/0c3a9e57-5b3f-4d8a-9f0e-3f3f6a1b2c3d"
 

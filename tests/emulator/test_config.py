@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator, load_config
 from rolesanywhere_hsm.errors import UsageError
 from tests.emulator.conftest import create_session

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from tests.emulator.conftest import sign
 from tests.http.rawclient import exchange, statuses
@@ -64,6 +64,7 @@ def requests(draw: Any) -> bytes:
     return line + b"\r\n" + headers + b"\r\n" + body
 
 
+@pytest.mark.slow  # hypothesis, 300 requests over HTTP
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=requests())
 def test_any_request_gets_a_4xx_or_a_clean_close_never_a_5xx(raw: bytes, emulator: Emulator) -> None:
@@ -130,6 +131,7 @@ async def _send_all(port: int, payloads: list[bytes]) -> list[bytes]:
     return await asyncio.gather(*(one(p) for p in payloads))
 
 
+@pytest.mark.slow  # 500 concurrent requests
 def test_500_concurrent_mixed_requests_are_all_answered_correctly(emulator: Emulator, p256_key: Any, leaf: Any) -> None:
     good = [raw_request(sign(emulator, p256_key, leaf)) for _ in range(200)]
     tampered = sign(emulator, p256_key, leaf)

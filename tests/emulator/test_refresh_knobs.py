@@ -39,6 +39,7 @@ def test_credential_lifetime_in_a_config_file_is_checked() -> None:
         config_from_mapping({"credential_lifetime": 0, "trust_anchors": [{"arn": "x", "certificates": []}]})
 
 
+@pytest.mark.slow  # waits on the clock
 def test_refuse_for_a_while_then_recover(emulator: Emulator, p256_key: Any, leaf: Any) -> None:
     emulator.refuse_for(0.6)
     statuses = [create_session(emulator, p256_key, leaf).status_code for _ in range(2)]

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import DISCONNECT, Emulator, EmulatorConfig, Fault
 from rolesanywhere_hsm.errors import UsageError
 from tests.emulator.conftest import assert_refused, create_session, sign, send

@@ -1,12 +1,11 @@
 """The onboarding path as a user runs it (keygen, csr, a CA signs, import-certificate,
-credential-process), as subprocesses with no terminal, plus an independent look at the token
+credential-process), in-process through the console script's main with no terminal, plus an independent look at the token
 through python-pkcs11 (not through the code under test)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -24,9 +24,7 @@ __all__ = ["Onboarded", "cli", "credential_process", "key_attributes", "object_c
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=120, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+    return run_cli(*args, env=env, cwd=ROOT)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

@@ -4,9 +4,7 @@ request is parsed and its signature verified by `cryptography`, not by the code 
 from __future__ import annotations
 
 import ipaddress
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from rolesanywhere_hsm.errors import KeyLoadError, UsageError
 from rolesanywhere_hsm.provision.csr import SubjectAltName, make_csr, parse_sans, parse_subject, to_pem
 from tests.fixtures.pki import LeafFiles
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).parents[2]
 
@@ -120,9 +119,7 @@ def test_pem_armour_round_trips(leaf_files: dict[str, LeafFiles]) -> None:
 
 
 def run_csr(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", "csr", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL, start_new_session=True,
-                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    return run_cli("csr", *args, cwd=ROOT)
 
 
 def test_cli_writes_pem_to_stdout_or_out_file(tmp_path: Path, leaf_files: dict[str, LeafFiles]) -> None:

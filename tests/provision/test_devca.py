@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, load_test_ca, new_private_key, save_test_ca, sign_request
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, load_test_ca, new_private_key, save_test_ca, sign_request
 from rolesanywhere_hsm.errors import CertificateError, UsageError
 from tests.provision.flow import cli
 

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rolesanywhere_hsm.devpki import new_private_key
+from rolesanywhere_hsm._dev.devpki import new_private_key
 from rolesanywhere_hsm.errors import TokenError, UsageError
 from rolesanywhere_hsm.provision import keyspec
 

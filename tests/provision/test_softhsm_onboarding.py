@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.errors import CertificateError, UsageError
 from rolesanywhere_hsm.provision.csr import make_csr
 from rolesanywhere_hsm.provision.keygen import generate_key
 from rolesanywhere_hsm.provision.store import import_certificate
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.provision.flow import (cli, credential_process, der, key_attributes, object_count, onboard,
                                   try_to_widen_the_key)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.signers.pkcs11_uri import parse_pkcs11_uri
 from tests.provision.flow import cli, credential_process, der, key_attributes, object_count, onboard

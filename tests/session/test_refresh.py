@@ -31,6 +31,7 @@ def s(seconds: float) -> dt.timedelta:
 # -- the rule ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # hypothesis, 400 examples
 @settings(max_examples=400, deadline=None)
 @given(lifetime=st.floats(5, 12 * 3600), jitter=st.floats(0, 1, exclude_max=True))
 def test_rule_orders_the_times_and_scales_to_the_lifetime(lifetime: float, jitter: float) -> None:
@@ -243,6 +244,7 @@ def test_backoff_limits_attempts_while_failing() -> None:
     assert fetch.calls == 2  # one attempt, then the backoff holds the others back
 
 
+@pytest.mark.slow  # hypothesis: a few seconds
 @settings(max_examples=60, deadline=None)
 @given(steps=st.lists(st.tuples(st.floats(0, 40), st.booleans()), min_size=1, max_size=40))
 def test_never_hands_out_expired_credentials(steps: list[tuple[float, bool]]) -> None:
@@ -373,6 +375,7 @@ def test_a_reader_finding_credentials_past_usable_wakes_the_loop() -> None:
         creds.close()
 
 
+@pytest.mark.slow  # waits on the clock
 def test_background_thread_refreshes_and_readers_never_fetch() -> None:
     fetch = Fetch(lambda: dt.datetime.now(dt.timezone.utc), lifetime=1.0)
     creds = RefreshingCredentials(fetch)

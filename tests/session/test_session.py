@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import Emulator
 from rolesanywhere_hsm.errors import ArnError, PinIncorrectError, PinUnavailableError, UsageError
 from rolesanywhere_hsm.refresh import RefreshingCredentials
 from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 
 ROOT = Path(__file__).parents[2]

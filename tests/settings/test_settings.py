@@ -201,6 +201,7 @@ _VALUES = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), m
                   max_size=12).filter(lambda v: not v.startswith("-"))
 
 
+@pytest.mark.slow  # hypothesis over both parsers
 @hsettings(max_examples=40, deadline=None)
 @given(st.lists(st.sampled_from(options_for("credential-process")), min_size=1, max_size=6,
                 unique_by=lambda o: o.name), st.data())

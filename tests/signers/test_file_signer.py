@@ -10,7 +10,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from rolesanywhere_hsm.devpki import (
+from rolesanywhere_hsm._dev.devpki import (
     KEY_KINDS,
     CertificateAuthority,
     write_pem,
@@ -31,7 +31,9 @@ def verify(cert: Any, signature: bytes, message: bytes = MESSAGE) -> None:
     verify_signature(cert, message, signature)
 
 
-@pytest.mark.parametrize("kind", KEY_KINDS)
+# RSA-3072/4096: the session's first user generates the key (seconds).
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in ("rsa3072", "rsa4096") else k
+                                  for k in KEY_KINDS])
 def test_every_key_kind_signs_in_wire_encoding(kind: str, leaf_files: dict[str, Any]) -> None:
     files = leaf_files[kind]
     with load_signer(SignerConfig(str(files.certificate), str(files.key))) as signer:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +15,14 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.client import RetryPolicy, create_session
-from rolesanywhere_hsm.devpki import MLDSA_KEY_KINDS, CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm.client import RetryPolicy
+from rolesanywhere_hsm.session import create_session
+from rolesanywhere_hsm._dev.devpki import MLDSA_KEY_KINDS, CertificateAuthority, new_private_key, write_pem
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import KeyLoadError
 from rolesanywhere_hsm.signers import ALGORITHM_MLDSA, SignerConfig, load_signer
 from rolesanywhere_hsm.x509 import certificate_data, certificate_info
+from tests.clirunner import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.02)
@@ -131,8 +132,7 @@ def test_ml_dsa_keys_get_credentials_from_the_emulator(
 
 def run(*args: str) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAH_"))}
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True, env=env,
-                          cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL)
+    return run_cli(*args, env=env, cwd=ROOT, text=False)
 
 
 def test_credential_process_with_an_encrypted_ml_dsa_key_and_pkcs8_password(

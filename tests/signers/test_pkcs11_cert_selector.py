@@ -19,15 +19,16 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from rolesanywhere_hsm.certselector import parse_cert_selector
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import CertificateError
 from rolesanywhere_hsm.signers.base import SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import open_pkcs11_signer, selected_certificate
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.signatures import verify_signature
 from tests.signers.spylog import SPY, counts, parse_spy_log
+from tests.clirunner import run_cli, run_process
 
 pytestmark = pytest.mark.softhsm
 
@@ -145,20 +146,17 @@ def test_credential_process_gets_credentials_with_the_selected_leaf(
     env = dict(os.environ, SOFTHSM2_CONF=os.environ["SOFTHSM2_CONF"], RAH_PKCS11_MODULE=softhsm_module,
                RAH_PKCS11_PIN=SOFTHSM_PIN)
     with Emulator(EmulatorConfig.for_certificates([intermediate_ca.certificate])) as server:
-        command = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process",
+        command = ["credential-process",
                    "--cert-selector", f"Key=x509Serial,Value={serial_of(tokens['right'])}",
                    "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
                    "--role-arn", server.role_arn, "--endpoint", server.url]
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=90,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
+        done = run_cli(*command, env=env, cwd=ROOT)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["AccessKeyId"]
         assert base64.b64decode(server.requests[-1].header("x-amz-x509")) == tokens["right"]
 
         command[command.index("--cert-selector") + 1] = "Key=x509Subject,Value=CN=shared"
-        done = subprocess.run(command + ["--use-latest-expiring-certificate"], capture_output=True,
-                              text=True, env=env, cwd=ROOT, timeout=90, stdin=subprocess.DEVNULL,
-                              start_new_session=True)
+        done = run_cli(*command, "--use-latest-expiring-certificate", env=env, cwd=ROOT)
         assert done.returncode == 0, done.stderr
         assert base64.b64decode(server.requests[-1].header("x-amz-x509")) == tokens["shared-late"]
 
@@ -195,13 +193,13 @@ def test_no_pin_is_spent_before_the_selection_succeeds(
     log = tmp_path / "spy.log"
     env = dict(os.environ, SOFTHSM2_CONF=os.environ["SOFTHSM2_CONF"], RAH_PKCS11_MODULE=SPY,
                PKCS11SPY=softhsm_module, PKCS11SPY_OUTPUT=str(log), RAH_PKCS11_PIN="a-wrong-pin")
-    command = [sys.executable, "-m", "rolesanywhere_hsm", "credential-process",
+    # Real processes: the spy counts one process's calls and opens its log once per process.
+    command = ["credential-process",
                "--cert-selector", "Key=x509Subject,Value=CN=shared",
                "--trust-anchor-arn", "arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/0b6b9c7e-6f5c-4c3e-9a3e-2b1d0f5a1c11",
                "--profile-arn", "arn:aws:rolesanywhere:us-east-1:123456789012:profile/4c1a2b3c-0d1e-4f5a-8b6c-7d8e9f0a1b2c",
                "--role-arn", "arn:aws:iam::123456789012:role/r", "--endpoint", "http://127.0.0.1:9"]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=90,
-                          stdin=subprocess.DEVNULL, start_new_session=True)
+    done = run_process(*command, env=env)
     assert done.returncode == 3, done.stderr
     assert "matches 2 certificates" in done.stderr
     assert counts(parse_spy_log(log))["C_Login"] == 0
@@ -210,16 +208,13 @@ def test_no_pin_is_spent_before_the_selection_succeeds(
     # the spy sees it: the count above could have been non-zero.
     log.unlink()
     command[command.index("--cert-selector") + 1] = f"Key=x509Serial,Value={serial_of(tokens['left'])}"
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=90,
-                          stdin=subprocess.DEVNULL, start_new_session=True)
+    done = run_process(*command, env=env)
     assert done.returncode == 5, done.stderr
     assert counts(parse_spy_log(log))["C_Login"] == 1
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rolesanywhere_hsm", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=90, stdin=subprocess.DEVNULL,
-                          start_new_session=True)
+    return run_cli(*args, env=env, cwd=ROOT)
 
 
 def test_read_certificate_data_and_sign_string_with_a_selector_alone(

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from rolesanywhere_hsm.errors import CertificateError, SelectionError
 from rolesanywhere_hsm.signers.base import SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import open_pkcs11_signer
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.signatures import verify_signature
 from tests.tokens.tpm import TpmToken

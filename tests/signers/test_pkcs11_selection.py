@@ -108,7 +108,7 @@ def test_pairing_by_id_and_public_key() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from rolesanywhere_hsm.devpki import CertificateAuthority
+    from rolesanywhere_hsm._dev.devpki import CertificateAuthority
     from rolesanywhere_hsm.signers.pkcs11.inventory import KeyEntry, pair_certificate
     from rolesanywhere_hsm.x509 import certificate_info
 

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.errors import (
     KeyLoadError,
     ModuleLoadError,
@@ -42,7 +42,7 @@ from rolesanywhere_hsm.signers.pkcs11 import (
     open_pkcs11_signer,
     resolve_module_path,
 )
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN, UTF8_LABEL
 from tests.signatures import verify_signature
 

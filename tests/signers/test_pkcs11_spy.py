@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rolesanywhere_hsm.softhsm import SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.signers.spylog import SPY, Call, counts, parse_spy_log
 

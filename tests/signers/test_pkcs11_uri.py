@@ -172,6 +172,7 @@ def uris(draw: st.DrawFn) -> Pkcs11Uri:
     )
 
 
+@pytest.mark.slow  # hypothesis: several seconds
 @given(uris())
 def test_round_trip(uri: Pkcs11Uri) -> None:
     text = uri.to_string()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rolesanywhere_hsm.devpki import CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.signers.base import SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import open_pkcs11_signer
-from rolesanywhere_hsm.softhsm import SoftHsmError, SoftHsmToken
+from rolesanywhere_hsm._dev.softhsm import SoftHsmError, SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN, TEMPLATE_KEYS
 
 pytestmark = pytest.mark.softhsm

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from tests.tokens.processes import die_with_parent, missing_binaries, run, stop_process, wait_until
 from tests.tokens.pkcs11_lib import finalize_if_initialized
 from tests.tokens.uri import pkcs11_uri

@@ -24,7 +24,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from tests.tokens.processes import missing_binaries, run, stop_process
 from tests.tokens.tpm import clear_lockout, lockout_counter, start_swtpm
 

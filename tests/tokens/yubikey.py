@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from rolesanywhere_hsm.devpki import CertificateAuthority, new_private_key, write_pem
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key, write_pem
 from tests.tokens.processes import (
     die_with_parent,
     missing_binaries,

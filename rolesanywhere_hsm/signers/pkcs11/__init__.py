@@ -27,7 +27,6 @@ from rolesanywhere_hsm.signers.pkcs11.modules import (
     MODULE_DIRS,
     MODULE_ENV_VAR,
     finalize_module,
-    forget_module,
     module_in_use,
     resolve_module_path,
 )
@@ -43,7 +42,6 @@ __all__ = [
     "Pkcs11Signer",
     "TokenCertificate",
     "finalize_module",
-    "forget_module",
     "list_certificates",
     "list_token_certificates",
     "module_in_use",

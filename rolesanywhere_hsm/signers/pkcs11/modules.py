@@ -29,7 +29,6 @@ __all__ = [
     "module_noise_contained",
     "finalize_module",
     "find_module_by_name",
-    "forget_module",
     "known_module_paths",
     "loaded_module",
     "module_in_use",
@@ -322,8 +321,8 @@ def finalize_module(path: str) -> None:
 
 
 def forget_module(path: str) -> None:
-    """Tests only (softhsm.reset_softhsm_in_process): drop every registration and finalise,
-    even if a test forgot to close a signer."""
+    """Tests only (softhsm.reset_softhsm_in_process), so not in `__all__`: drop every
+    registration and finalise, even if a test forgot to close a signer."""
     with _modules_lock:
         _module_users.pop(path, None)
         _finalize_loaded(path)

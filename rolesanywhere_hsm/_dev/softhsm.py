@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority
+from rolesanywhere_hsm._dev.devpki import KEY_KINDS, CertificateAuthority
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
 
 __all__ = [
@@ -299,7 +299,7 @@ def reset_softhsm_in_process(module: str | None = None) -> None:
     module = module or find_softhsm_module()
     if module is None:
         return
-    from rolesanywhere_hsm.signers.pkcs11 import forget_module
+    from rolesanywhere_hsm.signers.pkcs11.modules import forget_module
 
     forget_module(module)
 

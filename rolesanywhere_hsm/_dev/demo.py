@@ -28,9 +28,9 @@ Say = Callable[[str], None]
 
 def run_demo(key_kind: str = "p256", keep: Path | None = None, say: Say = print) -> dict[str, object]:
     """Run the demo; return the credential_process JSON it got. `keep` keeps the work files."""
-    from rolesanywhere_hsm.devpki import KEY_KINDS, CertificateAuthority, write_pem
+    from rolesanywhere_hsm._dev.devpki import KEY_KINDS, CertificateAuthority, write_pem
     from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
-    from rolesanywhere_hsm.softhsm import SoftHsmError, SoftHsmToken
+    from rolesanywhere_hsm._dev.softhsm import SoftHsmError, SoftHsmToken
 
     if key_kind not in KEY_KINDS:
         raise UsageError(f"Unknown key type {key_kind!r}.", hint=f"Use one of {', '.join(KEY_KINDS)}.")
