@@ -653,6 +653,10 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("the application failed on %s %s", self.method, self.path)
             result = _INTERNAL_ERROR
+        self._settle(result)
+
+    def _settle(self, result: Any) -> None:
+        """Answer with the application's result now, or when the awaitable it returned is done."""
         if result is not None and result.__class__ is not Response and inspect.isawaitable(result):
             self.task = asyncio.ensure_future(result)
             self.task.add_done_callback(self._finished)
@@ -686,7 +690,7 @@ class _Connection(asyncio.Protocol):
         self._log(response.status, len(response.body))
         raw, self.raw = self.raw, None
         if (raw is not None and not close and self.method != "HEAD" and self.version == "HTTP/1.1"
-                and self.server._inline):
+                and self.server._inline and self.task is None):  # answered inline, not awaited
             assert self.request is not None
             self.known = (raw, self.request, response, [_date_cache[1], answer])
         if close:
@@ -735,7 +739,7 @@ class _Connection(asyncio.Protocol):
             self.method, self.target, self.version, self.path = (
                 request.method, request.target, request.version, request.path)
             self.keep_alive = True
-            self._answer(response)  # type: ignore[arg-type]
+            self._settle(response)
             return
         transport = self.transport
         if transport is None or transport.is_closing():

@@ -146,3 +146,31 @@ def test_pipelined_repeats_are_all_answered_in_order(served: Served) -> None:
         sock.sendall(request[20:])
         assert read_answers(sock, 1)[0][0] == 200
         assert ask(sock, request)[0] == 200
+
+
+def test_a_repeat_is_answered_when_the_application_turns_to_awaiting() -> None:
+    """A plain function may return an awaitable: the replayed request is then answered the
+    ordinary way, and an awaited answer is never the one remembered."""
+    from rolesanywhere_hsm.httpserver import Request, Response
+
+    same = Response(200, b"same")
+    calls: list[int] = []
+
+    def app(request: Request) -> Any:
+        calls.append(1)
+        if len(calls) <= 3:
+            return same
+
+        async def later() -> Response:
+            return Response(201, b"later")
+
+        return later()
+
+    server = HttpServer(app).start_in_thread()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            answers = [ask(sock, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n") for _ in range(6)]
+        assert [(status, body) for status, _, body in answers] == [(200, b"same")] * 3 + [(201, b"later")] * 3
+        assert len(calls) == 6
+    finally:
+        server.stop()
