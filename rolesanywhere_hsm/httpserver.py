@@ -94,6 +94,12 @@ class Request:
         names, name = self._names(), name.lower()
         return self.headers[names.index(name)][1] if name in names else None
 
+    def single_header(self, name: str) -> str | None:
+        """The value of header `name` (case-insensitive) when it was sent exactly once, else None:
+        a credential check wants one token, never a choice among several."""
+        names, name = self._names(), name.lower()
+        return self.headers[names.index(name)][1] if names.count(name) == 1 else None
+
     def header_values(self, name: str) -> list[str]:
         """Every value of header `name`, in the order sent."""
         name = name.lower()
@@ -277,6 +283,9 @@ def _serialize(response: Response, close: bool, head_only: bool = False, http10:
     return b"".join(parts)
 
 
+_INTERNAL_ERROR = Response(500, b'{"message":"Internal error"}', [("Content-Type", "application/json")])
+
+
 def _refusal_response(status: int, message: str) -> bytes:
     body = b'{"message":"%s"}' % message.encode("ascii", "replace")
     return _serialize(Response(status, body, [("Content-Type", "application/json")]), close=True)
@@ -398,6 +407,11 @@ class _Connection(asyncio.Protocol):
         self.processing = False
         self.authorized = False  # an answer to this client was `authorized`
         self.active = time.monotonic()  # when the last request started or was answered
+        # (request bytes, Request, Response, [Date line, answer bytes]) of the last request that
+        # came whole in one read and could be answered again the same way: see _replay.
+        self.known: tuple[bytes, Request, Response, list[bytes]] | None = None
+        self.raw: bytes | None = None  # the current request's bytes, when it came whole in one read
+        self.request: Request | None = None  # the Request made from `raw`
         self._reset_request()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
@@ -440,8 +454,13 @@ class _Connection(asyncio.Protocol):
         if self.state == _HEAD and not self.buffer and not self.writing_paused and data[-4:] == b"\r\n\r\n":
             # The keep-alive client's next request, whole, in one read, a head seen before: no
             # buffer, no parsing (a head never holds a blank line, so pipelined requests miss).
+            known = self.known
+            if known is not None and known[0] == data:
+                self._replay(known)
+                return
             parsed = self.server._heads.get(data[:-4])
             if parsed is not None and parsed[5] == 0:
+                self.raw = data
                 self.in_request = True
                 self.started = time.perf_counter()
                 self.active = time.monotonic()
@@ -621,6 +640,8 @@ class _Connection(asyncio.Protocol):
         request = Request(self.method, self.target, self.path, self.query, self.version, self.headers,
                           bytes(self.body) if self.body else b"", self.client, self.names)
         self.state = _BUSY
+        if self.raw is not None:
+            self.request = request
         server = self.server
         try:
             if server._is_coroutine:
@@ -631,7 +652,11 @@ class _Connection(asyncio.Protocol):
                 result = server.app(request)
         except Exception:
             log.exception("the application failed on %s %s", self.method, self.path)
-            result = Response(500, b'{"message":"Internal error"}', [("Content-Type", "application/json")])
+            result = _INTERNAL_ERROR
+        self._settle(result)
+
+    def _settle(self, result: Any) -> None:
+        """Answer with the application's result now, or when the awaitable it returned is done."""
         if result is not None and result.__class__ is not Response and inspect.isawaitable(result):
             self.task = asyncio.ensure_future(result)
             self.task.add_done_callback(self._finished)
@@ -660,8 +685,14 @@ class _Connection(asyncio.Protocol):
         if response.authorized:
             self.authorized = True
         close = response.close or self.eof_pending or not self.keep_alive
-        transport.write(_serialize(response, close, self.method == "HEAD", self.version == "HTTP/1.0"))
+        answer = _serialize(response, close, self.method == "HEAD", self.version == "HTTP/1.0")
+        transport.write(answer)
         self._log(response.status, len(response.body))
+        raw, self.raw = self.raw, None
+        if (raw is not None and not close and self.method != "HEAD" and self.version == "HTTP/1.1"
+                and self.server._inline and self.task is None):  # answered inline, not awaited
+            assert self.request is not None
+            self.known = (raw, self.request, response, [_date_cache[1], answer])
         if close:
             self._close()
             return
@@ -679,6 +710,54 @@ class _Connection(asyncio.Protocol):
             transport.resume_reading()
         if self.buffer:
             self._process()
+
+    def _replay(self, known: tuple[bytes, Request, Response, list[bytes]]) -> None:
+        """The keep-alive client sent, whole in one read, the very bytes of its last request.
+
+        The application still decides: it is called with the Request parsed then (same method,
+        target, headers and client), so every check it makes runs again (a token's expiry,
+        credentials refreshed or expired, the container token). Only when it hands back the
+        same Response object as last time do the bytes written then go out again (with the Date
+        line of this second); anything else is answered the ordinary way. What is skipped is
+        the layer's own work: buffering, parsing, making a Request, serialising."""
+        _, request, expected, wire = known
+        server = self.server
+        if server.access_log is not None:
+            self.started = time.perf_counter()
+        self.active = now = time.monotonic()
+        self.state = _BUSY
+        try:
+            response = server.app(request)
+        except Exception:
+            log.exception("the application failed on %s %s", request.method, request.path)
+            response = _INTERNAL_ERROR
+        if response is not expected:  # e.g. new credentials: this answer becomes the one remembered
+            self.known = None
+            self.raw, self.request = known[0], request
+            self.in_request = True
+            self.deadline = now + self.limits.request_timeout
+            self.method, self.target, self.version, self.path = (
+                request.method, request.target, request.version, request.path)
+            self.keep_alive = True
+            self._settle(response)
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.state = _CLOSED
+            return
+        date = _date_header()
+        if wire[0] is not date:
+            wire[0], wire[1] = date, _serialize(expected, False)
+        transport.write(wire[1])
+        self.state = _HEAD
+        if expected.authorized:
+            self.authorized = True
+        access_log = server.access_log
+        if access_log is not None:
+            access_log(self.client, request.method, request.target, expected.status, len(expected.body),
+                       time.perf_counter() - self.started)
+            self.started = 0.0
+        self.deadline = now + self.limits.keep_alive_timeout
 
     def _refuse(self, status: int, message: str) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -744,6 +823,7 @@ class HttpServer:
             getattr(app, "__call__", None)
         )
         self._threaded = threaded and not self._is_coroutine
+        self._inline = not self._threaded and not self._is_coroutine  # answers in data_received
         self._max_workers = max_workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sock: socket.socket | None = None

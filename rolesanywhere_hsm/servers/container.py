@@ -96,8 +96,8 @@ class ContainerApp:
     def __call__(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"", [("Allow", "GET, HEAD")])
-        given = request.header_values("authorization")
-        if len(given) != 1 or not hmac.compare_digest(given[0].encode("latin-1", "replace"), self._token):
+        given = request.single_header("authorization")
+        if given is None or not hmac.compare_digest(given.encode("latin-1", "replace"), self._token):
             # Closed: a client without the token has no reason to hold a connection.
             return _UNAUTHORIZED
         snapshot = self._snapshots.get()

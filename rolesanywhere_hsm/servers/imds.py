@@ -109,8 +109,7 @@ class ImdsApp:
             return Response(200, self._tokens.issue(ttl).encode(), [_TEXT, (TTL_HEADER, str(ttl))])
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"", [("Allow", "GET, HEAD")])
-        tokens = request.header_values(TOKEN_HEADER)
-        if len(tokens) != 1 or not self._tokens.valid(tokens[0]):
+        if not self._tokens.valid(request.single_header(TOKEN_HEADER)):
             return _UNAUTHORIZED  # closed: the SDK asks for a new token, on a new connection if need be
         # A valid token: this client is an SDK (authorized: its connection is kept at the bound).
         if path == self._role_path:

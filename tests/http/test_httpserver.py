@@ -433,3 +433,15 @@ def test_parsed_heads_are_remembered_boundedly_and_never_mixed_up(serve: Callabl
     assert body_of(exchange(server.port, b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nho"))["body"] == "ho"
     closing = exchange(server.port, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", half_close=False)
     assert b"Connection: close" in closing
+
+
+def test_single_header_is_the_value_only_when_sent_exactly_once() -> None:
+    def request(*headers: tuple[str, str], names: bool = True) -> Request:
+        return Request("GET", "/", "/", "", "HTTP/1.1", headers, b"", ("-", 0),
+                       tuple(k.lower() for k, _ in headers) if names else ())
+
+    for with_names in (True, False):  # the parser's lowercase names, or none (a Request made by hand)
+        assert request(("Authorization", "a"), ("X", "b"), names=with_names).single_header("authorization") == "a"
+        assert request(("X", "b"), names=with_names).single_header("Authorization") is None
+        assert request(("authorization", "a"), ("AUTHORIZATION", "a"), names=with_names).single_header(
+            "Authorization") is None

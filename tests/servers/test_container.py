@@ -259,3 +259,21 @@ def test_routes_are_one_table_that_others_can_extend(serve_app: Callable[..., Ru
     assert httpx.get(running.url + "/custom").text == "custom"
     assert {HEALTH_PATH, CONTAINER_PATH, "/livez", "/readyz", "/metrics", "/custom"} == set(running.app.routes)
     assert httpx.get(running.url + "/nowhere").status_code == 404
+
+
+def test_access_log_lines_are_the_same_when_remembered_and_odd_targets_stay_cut() -> None:
+    """The log remembers the middle of a repeated line (issue 21 item 3): the lines must not change."""
+    stream = io.StringIO()
+    log = access_logger(stream, prefix="p")
+    odd = "/x?" + "é" * 300
+    for seconds in (0.00012, 0.25):
+        log(("127.0.0.1", 1), "GET", CONTAINER_PATH, 200, 99, seconds)
+        log(("127.0.0.2", 2), "GET", CONTAINER_PATH, 401, 5, seconds)
+        log(("127.0.0.1", 1), "GET", odd, 404, 0, seconds)
+    log.flush()  # type: ignore[attr-defined]
+    lines = [line.split(" ", 2)[2] for line in stream.getvalue().splitlines()]
+    assert all(line.startswith("p: 20") for line in stream.getvalue().splitlines())
+    assert lines[:2] == [f'127.0.0.1 "GET {CONTAINER_PATH}" 200 99 0.1ms', f'127.0.0.2 "GET {CONTAINER_PATH}" 401 5 0.1ms']
+    assert lines[3:5] == [f'127.0.0.1 "GET {CONTAINER_PATH}" 200 99 250.0ms', f'127.0.0.2 "GET {CONTAINER_PATH}" 401 5 250.0ms']
+    assert lines[2].rsplit(" ", 3)[1:] == ["404", "0", "0.1ms"] and lines[5].rsplit(" ", 3)[1:] == ["404", "0", "250.0ms"]
+    assert len(lines[2]) < 260 and "é" * 201 not in lines[2]  # cut to 200 characters and redacted, every time
