@@ -145,6 +145,8 @@ class Limits:
 RESERVED_DESCRIPTORS = 64
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_PAUSE = 0.25  # seconds without accepting after the process or system ran out of descriptors
+TURN_AWAY_LINGER = 0.5  # seconds a turned-away socket stays open after its 503 (see _turn_away)
+TURN_AWAY_LINGERING = 16  # at most this many at once (they come out of the descriptor reserve); more close at once
 OUT_OF_DESCRIPTORS_LOG_INTERVAL = 60.0
 
 
@@ -828,10 +830,13 @@ class HttpServer:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sock: socket.socket | None = None
         self._accepting = False
-        self._handshakes: set[asyncio.Task[Any]] = set()  # accepted, transport not made yet (TLS)
+        # accepted, setup (a TLS handshake) not finished; a connection counts here only until
+        # connection_made() puts it in _connections (counting it twice evicted a live one)
+        self._handshakes: dict[asyncio.Task[Any], _Connection] = {}
         self._capacity = self.limits.max_connections  # set from RLIMIT_NOFILE at start()
         self._out_of_descriptors_logged = 0.0
         self._out_of_descriptors_since = 0  # failed accepts not logged yet
+        self._lingering = 0  # turned-away sockets waiting to be closed (_turn_away)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: set[_Connection] = set()
         self._heads: dict[bytes, _ParsedHead] = {}  # see _parse_request_head
@@ -915,18 +920,20 @@ class HttpServer:
                 else:
                     log.debug("accept failed: %s", exc)
                 return
-            if len(self._connections) + len(self._handshakes) >= self._capacity and not self._evict():
+            setting_up = sum(1 for c in self._handshakes.values() if c.transport is None)
+            if len(self._connections) + setting_up >= self._capacity and not self._evict():
                 self._turn_away(conn)
                 continue
             conn.setblocking(False)
+            connection = _Connection(self)
             task = loop.create_task(loop.connect_accepted_socket(
-                lambda: _Connection(self), conn, ssl=self.tls,
+                lambda made=connection: made, conn, ssl=self.tls,  # bound now, not at call time
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.tls else None))
-            self._handshakes.add(task)
+            self._handshakes[task] = connection
             task.add_done_callback(self._handshake_done)
 
     def _handshake_done(self, task: asyncio.Task[Any]) -> None:
-        self._handshakes.discard(task)
+        self._handshakes.pop(task, None)
         if not task.cancelled() and task.exception() is not None:  # a failed TLS handshake
             log.debug("connection setup failed: %s", task.exception())
 
@@ -949,13 +956,30 @@ class HttpServer:
         return True
 
     def _turn_away(self, conn: socket.socket) -> None:
-        if self.tls is None:
-            try:
-                conn.setblocking(False)
-                conn.send(_refusal_response(503, "Too many connections"))
-            except OSError:
-                pass
-        conn.close()
+        """503 and close. The close waits TURN_AWAY_LINGER (at most TURN_AWAY_LINGERING sockets
+        at once, so a flood cannot hold descriptors): a request that arrives after the answer
+        would otherwise meet a closed socket, and the reset it provokes can make the client
+        lose the 503 before reading it."""
+        if self.tls is not None:
+            conn.close()
+            return
+        try:
+            conn.setblocking(False)
+            conn.send(_refusal_response(503, "Too many connections"))
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        if self._loop is None or self._lingering >= TURN_AWAY_LINGERING:
+            conn.close()
+            return
+        self._lingering += 1
+
+        def close() -> None:
+            self._lingering -= 1
+            conn.close()
+
+        self._loop.call_later(TURN_AWAY_LINGER, close)
 
     def _out_of_descriptors(self, exc: OSError) -> None:
         """Stop accepting for ACCEPT_PAUSE (the listening socket stays readable, so retrying at
