@@ -4,7 +4,6 @@ management key, and stores the certificate with PUT DATA."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,29 +30,6 @@ def test_csr_is_signed_by_the_slot_key(yubikey: VirtualYubiKey, piv_module: str,
     assert (request.public_key().public_bytes(serialization.Encoding.DER, spki)
             == yubikey.slots[slot].certificate.public_key().public_bytes(serialization.Encoding.DER, spki))
 
-
-
-# The virtual card keeps the factory default management key; the tests give it explicitly,
-# as a user must (keygen never assumes it).
-DEFAULT_MANAGEMENT_KEY = "010203040506070801020304050607080102030405060708"
-
-
-@pytest.fixture
-def card(yubikey: VirtualYubiKey) -> Iterator[VirtualYubiKey]:
-    """The card, with whatever a test generated or wrote removed afterwards."""
-    try:
-        yield yubikey
-    finally:
-        yubikey.finalize_in_process()
-        yubikey.forget_provisioned()
-
-
-@pytest.fixture
-def management_key_file(tmp_path: Path) -> str:
-    path = tmp_path / "mgm.key"
-    path.write_text(DEFAULT_MANAGEMENT_KEY + "\n")
-    path.chmod(0o600)
-    return f"file:{path}"
 
 
 def ykcs11_token(card: VirtualYubiKey) -> str:
