@@ -6,6 +6,13 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests share two cores with token daemons and, in CI, another xdist worker: a slow
+# example is load, not a bug. No per-example deadline, and no "too slow" health check (each test
+# still bounds its examples with max_examples).
+settings.register_profile("rah", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("rah")
 
 pytest_plugins = [
     "tests.markers",
