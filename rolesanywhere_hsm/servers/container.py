@@ -16,7 +16,7 @@ from pathlib import Path
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.httpserver import Request, Response
 from rolesanywhere_hsm.redact import redact
-from rolesanywhere_hsm.servers.snapshot import SnapshotCache
+from rolesanywhere_hsm.servers.snapshot import SnapshotAnswer, SnapshotCache
 
 __all__ = ["CONTAINER_PATH", "ContainerApp", "generate_token", "read_token_file"]
 
@@ -91,7 +91,7 @@ class ContainerApp:
         self._snapshots = snapshots
         self._token = token.encode()
         self.path = path
-        self._answered: tuple[object, Response] = (None, _UNAUTHORIZED)  # (snapshot, its 200)
+        self._answer = SnapshotAnswer(lambda snapshot: snapshot.container_document, [_JSON])
 
     def __call__(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):
@@ -103,8 +103,4 @@ class ContainerApp:
         snapshot = self._snapshots.get()
         if snapshot is None:
             return _UNAVAILABLE
-        answered, response = self._answered
-        if answered is not snapshot:  # one Response per credential set: the HTTP layer reuses its bytes
-            response = Response(200, snapshot.container_document, [_JSON], authorized=True)
-            self._answered = (snapshot, response)
-        return response
+        return self._answer(snapshot)

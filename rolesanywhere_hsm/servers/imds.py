@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from rolesanywhere_hsm.httpserver import Request, Response
-from rolesanywhere_hsm.servers.snapshot import SnapshotCache
+from rolesanywhere_hsm.servers.snapshot import SnapshotAnswer, SnapshotCache
 
 __all__ = ["CREDENTIALS_PATH", "MAX_TOKEN_TTL", "TOKEN_PATH", "ImdsApp", "ImdsTokens", "role_name_of"]
 
@@ -94,7 +94,7 @@ class ImdsApp:
         self._tokens = tokens or ImdsTokens()
         self._listing = Response(200, role_name.encode(), [_TEXT], authorized=True)
         self._role_path = CREDENTIALS_PATH + role_name
-        self._answered: tuple[object, Response] = (None, _UNAUTHORIZED)  # (snapshot, its 200)
+        self._answer = SnapshotAnswer(lambda snapshot: snapshot.imds_document, [_TEXT])
 
     def __call__(self, request: Request) -> Response:
         if request.header("x-forwarded-for") is not None:
@@ -116,11 +116,7 @@ class ImdsApp:
             snapshot = self._snapshots.get()
             if snapshot is None:
                 return _UNAVAILABLE
-            answered, response = self._answered
-            if answered is not snapshot:  # one Response per credential set: the HTTP layer reuses its bytes
-                response = Response(200, snapshot.imds_document, [_TEXT], authorized=True)
-                self._answered = (snapshot, response)
-            return response
+            return self._answer(snapshot)
         if path == CREDENTIALS_PATH or path == CREDENTIALS_PATH[:-1]:
             return self._listing
         return _NO_SUCH_PATH

@@ -16,8 +16,9 @@ from typing import Protocol
 
 from rolesanywhere_hsm.credentials import Credentials, format_expiration
 from rolesanywhere_hsm.errors import RolesAnywhereError
+from rolesanywhere_hsm.httpserver import Response
 
-__all__ = ["CredentialSource", "Snapshot", "SnapshotCache"]
+__all__ = ["CredentialSource", "Snapshot", "SnapshotAnswer", "SnapshotCache"]
 
 log = logging.getLogger("rolesanywhere_hsm.servers")
 
@@ -94,3 +95,21 @@ class SnapshotCache:
             credentials.expiration.timestamp(),
             expiration,
         )
+
+
+class SnapshotAnswer:
+    """The 200 answer to a credential GET: one `Response` per credential set, the same object
+    until the set changes, so that the HTTP layer reuses its serialised bytes (and may answer a
+    repeated request from them). `document` picks the snapshot's document."""
+
+    def __init__(self, document: Callable[[Snapshot], bytes], headers: list[tuple[str, str]]) -> None:
+        self._document = document
+        self._headers = headers
+        self._answered: tuple[Snapshot | None, Response | None] = (None, None)  # swapped whole
+
+    def __call__(self, snapshot: Snapshot) -> Response:
+        answered, response = self._answered
+        if answered is not snapshot or response is None:
+            response = Response(200, self._document(snapshot), self._headers, authorized=True)
+            self._answered = (snapshot, response)
+        return response
