@@ -830,9 +830,7 @@ class HttpServer:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sock: socket.socket | None = None
         self._accepting = False
-        # accepted, setup (a TLS handshake) not finished; a connection counts here only until
-        # connection_made() puts it in _connections (counting it twice evicted a live one)
-        self._handshakes: dict[asyncio.Task[Any], _Connection] = {}
+        self._handshakes: set[asyncio.Task[Any]] = set()  # accepted, transport not made yet (TLS)
         self._capacity = self.limits.max_connections  # set from RLIMIT_NOFILE at start()
         self._out_of_descriptors_logged = 0.0
         self._out_of_descriptors_since = 0  # failed accepts not logged yet
@@ -920,20 +918,18 @@ class HttpServer:
                 else:
                     log.debug("accept failed: %s", exc)
                 return
-            setting_up = sum(1 for c in self._handshakes.values() if c.transport is None)
-            if len(self._connections) + setting_up >= self._capacity and not self._evict():
+            if len(self._connections) + len(self._handshakes) >= self._capacity and not self._evict():
                 self._turn_away(conn)
                 continue
             conn.setblocking(False)
-            connection = _Connection(self)
             task = loop.create_task(loop.connect_accepted_socket(
-                lambda made=connection: made, conn, ssl=self.tls,  # bound now, not at call time
+                lambda: _Connection(self), conn, ssl=self.tls,
                 ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.tls else None))
-            self._handshakes[task] = connection
+            self._handshakes.add(task)
             task.add_done_callback(self._handshake_done)
 
     def _handshake_done(self, task: asyncio.Task[Any]) -> None:
-        self._handshakes.pop(task, None)
+        self._handshakes.discard(task)
         if not task.cancelled() and task.exception() is not None:  # a failed TLS handshake
             log.debug("connection setup failed: %s", task.exception())
 
