@@ -25,7 +25,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import httpcore
@@ -50,6 +49,7 @@ from rolesanywhere_hsm.errors import (
     service_error,
 )
 from rolesanywhere_hsm.files import CA_BUNDLE_LIMIT, read_regular_file
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import one_line, redact
 from rolesanywhere_hsm.signers.base import Signer, SignerConfig
 from rolesanywhere_hsm.spec import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION  # the spec's bounds
@@ -79,22 +79,34 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(Record):
     """Full-jitter exponential backoff: attempt n waits uniform(0, min(cap, base * 2**n)).
 
     A throttled answer (429) is backed off in seconds, not fractions of one (the account's
     rate is counted per second, and a fleet retrying at once keeps it exceeded): up to
     `throttle_attempts` attempts, retry n waiting full jitter over min(throttle_max_delay,
     throttle_base_delay * 2**(n-1)) seconds, all within the call's deadline.
+
+    A frozen `Record`, not a dataclass: a cold `credential-process` then makes one class fewer
+    through `dataclasses` (docs/performance.md).
     """
 
-    attempts: int = 3
-    base_delay: float = 0.25
-    max_delay: float = 5.0
-    throttle_attempts: int = 5
-    throttle_base_delay: float = 1.0
-    throttle_max_delay: float = 8.0
+    __slots__ = ("attempts", "base_delay", "max_delay", "throttle_attempts", "throttle_base_delay",
+                 "throttle_max_delay")
+    _compared = __slots__
+    attempts: int
+    base_delay: float
+    max_delay: float
+    throttle_attempts: int
+    throttle_base_delay: float
+    throttle_max_delay: float
+
+    def __init__(self, attempts: int = 3, base_delay: float = 0.25, max_delay: float = 5.0,
+                 throttle_attempts: int = 5, throttle_base_delay: float = 1.0,
+                 throttle_max_delay: float = 8.0) -> None:
+        self._set(attempts=attempts, base_delay=base_delay, max_delay=max_delay,
+                  throttle_attempts=throttle_attempts, throttle_base_delay=throttle_base_delay,
+                  throttle_max_delay=throttle_max_delay)
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
@@ -194,12 +206,15 @@ def _error_from_answer(status: int, headers: httpx.Headers, body: bytes) -> Role
 # several threads, each with its own call and deadline).
 
 
-@dataclass
 class _Watch:
-    """The deadline of the call in progress on this thread, and the phase it is in."""
+    """The deadline of the call in progress on this thread, and the phase it is in (assigned
+    as the call goes: a plain class with slots, no dataclass on the cold path)."""
 
-    deadline: Deadline
-    phase: str = "connecting"
+    __slots__ = ("deadline", "phase")
+
+    def __init__(self, deadline: Deadline, phase: str = "connecting") -> None:
+        self.deadline = deadline
+        self.phase = phase
 
 
 _WATCH: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("rah_deadline", default=None)

@@ -27,9 +27,13 @@ if TYPE_CHECKING:
 __all__ = ["cache_description", "credential_process", "import_http_client", "run_fast"]
 
 # Imported by httpx and httpcore when installed, and never used by one synchronous request:
-# httpx's command-line tool (httpx._main pulls click, rich and pygments: about 45 ms) and
-# httpcore's async back ends (trio about 60 ms, anyio about 10). docs/performance.md.
-UNUSED_BY_ONE_REQUEST = ("httpx._main", "trio", "anyio")
+# httpx's command-line tool (httpx._main pulls click, rich and pygments: about 45 ms),
+# httpcore's async back ends (trio about 60 ms, anyio about 10), HTTP/2 (h2: the client never
+# asks for it) and the brotli and zstandard decoders (we ask for `identity` and refuse any other
+# encoding before decoding). Where they are not installed, holding them back still spares a
+# search of every path entry each. (socksio stays: a SOCKS proxy in the environment needs it.)
+# docs/performance.md.
+UNUSED_BY_ONE_REQUEST = ("httpx._main", "trio", "anyio", "h2", "brotli", "brotlicffi", "zstandard")
 _own_process = False  # set by run_fast: the process is ours (no caller's code shares it)
 
 
