@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("errors", "redact", "files", "deadline", "arn", "sigv4x509", "x509", "inifile",
                      "tomltable", "credentials", "credentials_file", "endpoints", "issuer_path",
                      "certselector", "httpserver", "digest", "record", "attempts", "backoff",
-                     "rotation", "cachekey", "sdnotify")),
+                     "rotation", "cachekey", "sdnotify", "keysource")),
     ("keys", ("signers",)),
     ("the call", ("client", "spec")),
     ("services", ("session", "refresh", "cache", "settings", "botocore_provider", "provision",
