@@ -36,7 +36,8 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
 from rolesanywhere_hsm.signers.locate import Located
 from rolesanywhere_hsm.signers.mechanisms import SigningSpec, choose_signing_spec
-from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pin import ProtectedAuthentication
+from rolesanywhere_hsm.signers.secretpolicy import TOKEN_PIN, SecretPolicy, SecretRequest
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import login, mapped_errors
 from rolesanywhere_hsm.signers.pkcs11.inventory import (
     KEY_TYPES,
@@ -374,7 +375,7 @@ class LocatedTokenKey(Located):
         self.key_template: dict[Any, Any] = {}
         self.key_criteria = ""
         self.info: _x509.CertificateInfo | None = None
-        self.pin_request: PinRequest | None = None
+        self.secret_request: SecretRequest | None = None  # the PIN to ask for, if a login is needed
         self.login_required = False
         self.pin_locked = False
 
@@ -387,12 +388,19 @@ class LocatedTokenKey(Located):
             self._acquired = False
             release_module(self.module_path)
 
-    def unlock(self) -> Pkcs11Signer:
-        """The one login (when the token needs one): the PIN resolved once and presented once,
-        then the key checked against the certificate and the signer built. Refused (the first
-        finding raised) while locate found a problem: no PIN before the selection succeeded."""
+    def default_policy(self) -> SecretPolicy:
+        """Without a policy from the front end: the config's callback, then the terminal (or
+        the `prompt` given to locate), reading the `environ` given to locate."""
+        return SecretPolicy(self.config.secret_callback, prompt=self._prompt or True, environ=self._environ)
+
+    def unlock(self, policy: SecretPolicy | None = None) -> Pkcs11Signer:
+        """The one login (when the token needs one): the PIN resolved once through `policy`
+        and presented once, then the key checked against the certificate and the signer built.
+        Refused (the first finding raised) while locate found a problem: no PIN before the
+        selection succeeded."""
         self.require()
-        assert self.token is not None and self.info is not None and self.pin_request is not None
+        policy = self.default_policy() if policy is None else policy
+        assert self.token is not None and self.info is not None and self.secret_request is not None
         assert self.module_path is not None
         token, info, config = self.token, self.info, self.config
         session, self.session = self.session, None
@@ -402,7 +410,7 @@ class LocatedTokenKey(Located):
                 with contextlib.suppress(pkcs11.PKCS11Error):
                     session.close()
                 session = None
-                user_pin, source = resolve_pin(self.pin_request)
+                user_pin, source = policy.resolve(self.secret_request)
                 log.debug("PIN for token %r from %s", token.label, source.value)
                 session = login(token, user_pin)
                 if user_pin is ProtectedAuthentication:
@@ -423,7 +431,7 @@ class LocatedTokenKey(Located):
                 key_template=tuple(self.key_template.items()),
                 key_criteria=self.key_criteria or "(the only key)",
                 certificate=self.certificate, chain=self.chain, algorithm=info.algorithm, spec=spec,
-                always_authenticate=always_auth, pin_request=self.pin_request,
+                always_authenticate=always_auth, secret_request=self.secret_request, policy=policy,
                 login_required=self.login_required, verify_pending=verify_pending,
                 cert_id=self.cert_id,
             )
@@ -510,16 +518,14 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     located.key_template, located.key_criteria = _key_template(key_uri, cert_uri, cert_obj_id)
     token = live.token
     flags = token.flags
-    located.pin_request = PinRequest(
-        description=f"PIN for token {token.label!r}",
+    located.secret_request = SecretRequest(
+        TOKEN_PIN, f"PIN for token {token.label!r}",
         pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
             cert_uri.pin_value if cert_uri else None),
         pin_source=main_uri.pin_source if main_uri.pin_source is not None else (
             cert_uri.pin_source if cert_uri else None),
         protected_authentication_path=bool(flags & TokenFlag.PROTECTED_AUTHENTICATION_PATH),
-        callback=config.secret_callback,
-        environ=environ,
-        prompt=prompt,
+        setting="private-key" if key_uri is not None and main_uri is key_uri else "certificate",
     )
     # 2. Whether the key needs a login: a token that needs none, or a key it shows without
     #    one (a YubiKey's 9e slot through OpenSC: CKA_PRIVATE false), is used in a public
@@ -547,7 +553,7 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
 
 def _secret_source(located: LocatedTokenKey) -> str:
     """Where the PIN will come from, in words (never the PIN): for --debug and doctor."""
-    request = located.pin_request
+    request = located.secret_request
     if not located.login_required or request is None:
         return "none: the key is used without login"
     if request.pin_value is not None:
@@ -555,7 +561,7 @@ def _secret_source(located: LocatedTokenKey) -> str:
     if request.pin_source is not None:
         return "pin-source in the URI"
     if request.protected_authentication_path:
-        return "the token's PIN pad"
+        return "the token's PIN pad (unless RAH_PKCS11_PIN is set)"
     return "the environment, a callback or the terminal"
 
 
