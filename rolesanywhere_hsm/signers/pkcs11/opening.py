@@ -196,10 +196,21 @@ def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: P
                 other.close()
 
 
+class _SearchedModule:
+    """The module a --cert-selector search chose, still loaded (acquired once: the caller
+    releases it or hands it on), and the certificate it picked there."""
+
+    __slots__ = ("chosen", "lib", "path")
+
+    def __init__(self, path: str, lib: Any, chosen: ObjectSnapshot) -> None:
+        self.path, self.lib, self.chosen = path, lib, chosen
+
+
 def _selector_module(config: SignerConfig, cert_uri: Pkcs11Uri | None, key_uri: Pkcs11Uri | None,
-                     environ: Mapping[str, str] | None) -> str:
-    """The module to open: the one named, else (with --cert-selector) the one whose tokens
-    hold the certificate the selector picks."""
+                     environ: Mapping[str, str] | None) -> str | _SearchedModule:
+    """The module to open: the one named (a path, not loaded yet), else (with
+    --cert-selector) the one whose tokens hold the certificate the selector picks, which the
+    search leaves loaded so that it is loaded and initialised once."""
     if config.cert_selector is not None and cert_uri is not None and not _module_named(
             (key_uri, cert_uri), config.pkcs11_lib, environ):
         return _module_by_selector(config, cert_uri, key_uri, environ)
@@ -214,6 +225,12 @@ def selected_certificate(config: SignerConfig, environ: Mapping[str, str] | None
     if cert_uri is None:
         cert_uri = Pkcs11Uri()
     module_path = _selector_module(config, cert_uri, key_uri, environ)
+    if isinstance(module_path, _SearchedModule):  # the search already picked it
+        try:
+            check_library(module_path.lib, cert_uri, module_path.path)
+        finally:
+            release_module(module_path.path)
+        return module_path.chosen.value
     with loaded_module(module_path) as lib:
         check_library(lib, cert_uri, module_path)
         tokens = read_tokens(lib)
@@ -235,37 +252,58 @@ def _module_named(uris: tuple[Pkcs11Uri | None, ...], configured: str | None,
 
 
 def _module_by_selector(config: SignerConfig, cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
-                        environ: Mapping[str, str] | None) -> str:
+                        environ: Mapping[str, str] | None) -> _SearchedModule:
     """With --cert-selector and no module named: the module holding the one certificate the
     selector picks among the certificates of every module `tokens` finds (the same token
     seen through two modules, e.g. p11-kit-proxy and the module itself, counts once: the
-    first module wins). Public sessions only; modules that fail to load are skipped."""
+    first module wins). Public sessions only; modules that fail to load are skipped. A module
+    that offers a candidate stays loaded until the pick; the chosen one is returned loaded
+    (the caller owns that one use), the others are released."""
     found: list[tuple[ObjectSnapshot, Any, str]] = []
     module_of: dict[int, str] = {}
+    held: dict[str, Any] = {}  # modules with candidates, acquired until the pick
     seen: set[tuple[str, str, str]] = set()
-    for path, _why in known_module_paths(None, environ):
-        try:
-            with captured_stderr(), loaded_module(path) as lib:
-                tokens = read_tokens(lib)
-                snapshots = [t.snapshot for t in tokens]
-                certificates = read_certificates(
-                    [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
-        except Exception as exc:  # noqa: BLE001 (a module that does not load is not a candidate)
-            log.debug("module %s skipped: %s", path, exc)
-            continue
-        for entry in _selector_candidates(snapshots, certificates, cert_uri, key_uri, path):
-            cert = entry[0]
-            identity = (cert.token.manufacturer, cert.token.serial, cert.token.label)
-            if identity in seen:  # already listed through an earlier module
+    chosen_path: str | None = None
+    try:
+        for path, _why in known_module_paths(None, environ):
+            try:
+                with captured_stderr():
+                    lib = acquire_module(path)
+            except Exception as exc:  # noqa: BLE001 (a module that does not load is not a candidate)
+                log.debug("module %s skipped: %s", path, exc)
                 continue
-            module_of[len(found)] = path
-            found.append(entry)
-        seen |= {(s.manufacturer, s.serial, s.label) for s in snapshots}
-    chosen = _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
-                               "the tokens of every PKCS#11 module found")
-    path = module_of[next(i for i, e in enumerate(found) if e[0] is chosen)]
-    log.debug("--cert-selector: module %s", path)
-    return path
+            try:
+                with captured_stderr():
+                    tokens = read_tokens(lib)
+                    snapshots = [t.snapshot for t in tokens]
+                    certificates = read_certificates(
+                        [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
+                entries = _selector_candidates(snapshots, certificates, cert_uri, key_uri, path)
+            except Exception as exc:  # noqa: BLE001 (as above: a module that fails to list)
+                log.debug("module %s skipped: %s", path, exc)
+                release_module(path)
+                continue
+            for entry in entries:
+                cert = entry[0]
+                identity = (cert.token.manufacturer, cert.token.serial, cert.token.label)
+                if identity in seen:  # already listed through an earlier module
+                    continue
+                module_of[len(found)] = path
+                found.append(entry)
+            seen |= {(s.manufacturer, s.serial, s.label) for s in snapshots}
+            if path in module_of.values():
+                held[path] = lib
+            else:
+                release_module(path)
+        chosen = _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
+                                   "the tokens of every PKCS#11 module found")
+        chosen_path = module_of[next(i for i, e in enumerate(found) if e[0] is chosen)]
+        log.debug("--cert-selector: module %s", chosen_path)
+        return _SearchedModule(chosen_path, held[chosen_path], chosen)
+    finally:
+        for path in held:
+            if path != chosen_path:
+                release_module(path)
 
 
 def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
@@ -474,9 +512,13 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
                       else "certificate")
         return
     try:
-        module_path = _selector_module(config, cert_uri, key_uri, environ)
-        with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
-            lib = acquire_module(module_path)
+        module = _selector_module(config, cert_uri, key_uri, environ)
+        if isinstance(module, _SearchedModule):  # loaded by the search: not loaded again
+            module_path, lib = module.path, module.lib
+        else:
+            module_path = module
+            with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
+                lib = acquire_module(module_path)
     except RolesAnywhereError as exc:
         located.found(exc, "pkcs11-lib" if not isinstance(exc, (SelectionError, CertificateError))
                       else _selection_setting(config))
