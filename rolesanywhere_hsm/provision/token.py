@@ -33,7 +33,7 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.provision import keyspec
 from rolesanywhere_hsm.signers.base import SecretCallback
 from rolesanywhere_hsm.signers.mechanisms import CKM_ECDSA, choose_signing_spec
-from rolesanywhere_hsm.signers.pin import PinRequest, resolve_pin
+from rolesanywhere_hsm.signers.secretpolicy import PinRequest, resolve_pin
 from rolesanywhere_hsm.signers.pkcs11 import resolve_module_path
 
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import login
