@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pkcs11
@@ -306,6 +306,34 @@ def _module_by_selector(config: SignerConfig, cert_uri: Pkcs11Uri, key_uri: Pkcs
                 release_module(path)
 
 
+def module_tokens(lib: Any, module_path: str, uris: tuple[Pkcs11Uri | None, ...]) -> list[LiveToken]:
+    """The first half's public step on a loaded module: the URIs' library-* attributes
+    checked against it, then its tokens (C_GetSlotList, C_GetTokenInfo: no session, no
+    login), with what the module prints contained as at every load."""
+    for uri in uris:
+        if uri is not None:
+            check_library(lib, uri, module_path)
+    with module_noise_contained(module_path):
+        return read_tokens(lib)
+
+
+@contextlib.contextmanager
+def located_token(uri: Pkcs11Uri, pkcs11_lib: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> Iterator[tuple[str, Any, LiveToken]]:
+    """The first half of opening a token key, without a certificate: the module (named as for
+    `locate_pkcs11`), loaded once and released on exit, and the one token `uri` selects. No
+    session, no secret. (module path, library, live token); provisioning builds on it."""
+    module_path = resolve_module_path((uri,), pkcs11_lib, environ)
+    with module_noise_contained(module_path):
+        lib = acquire_module(module_path)
+    try:
+        tokens = module_tokens(lib, module_path, (uri,))
+        chosen = select_token([t.snapshot for t in tokens], uri, module_path)
+        yield module_path, lib, next(t for t in tokens if t.snapshot == chosen)
+    finally:
+        release_module(module_path)
+
+
 def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
                    module_path: str) -> LiveToken:
     """The token for a key URI when the certificate is a file: the one the URI selects, or,
@@ -521,11 +549,7 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     main_uri = key_uri or cert_uri
     assert main_uri is not None
     try:
-        for uri in (key_uri, cert_uri):
-            if uri is not None:
-                check_library(lib, uri, module_path)
-        with module_noise_contained(module_path):
-            tokens = read_tokens(lib)
+        tokens = module_tokens(lib, module_path, (key_uri, cert_uri))
         # 1. The certificate, before any PIN: certificates are public objects, so an empty or
         #    ambiguous selection is reported without spending a PIN (even a wrong one).
         chain_candidates: list[bytes] = []
