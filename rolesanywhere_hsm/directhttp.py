@@ -215,8 +215,10 @@ class DirectPath:
         self.scheme, self.host, self.port, self.host_header = parsed
         self._ssl_context = ssl_context
         self._headers = headers
-        if self.scheme == "https" and ssl_context is None:
-            raise ValueError("an https endpoint needs a TLS context")
+        if self.scheme == "https":
+            if ssl_context is None:
+                raise ValueError("an https endpoint needs a TLS context")
+            ssl_context.set_alpn_protocols(["http/1.1"])  # as httpcore offers it
 
     def send(self, path: str, params: dict[str, str], content: bytes, content_type: str,
              signing: RequestSigner, left: float) -> DirectResponse:
