@@ -351,16 +351,14 @@ def create_session(
     signer is open: a PIN prompt does not eat into it. `retry` defaults to `RetryPolicy()`.
     """
     from rolesanywhere_hsm.client import RetryPolicy
+    from rolesanywhere_hsm.keysource import KeySource
     from rolesanywhere_hsm.signers.base import SignerConfig
 
     lent = None if isinstance(signer, SignerConfig) else signer
     config = signer if isinstance(signer, SignerConfig) else None
+    key = KeySource.from_config(config) if config else KeySource("(an open signer)")
     spec = CredentialSpec(
-        certificate=config.certificate if config else "(an open signer)",
-        private_key=config.private_key if config else None,
-        intermediates=config.intermediates if config else None,
-        pkcs11_lib=config.pkcs11_lib if config else None,
-        reuse_pin=config.reuse_pin if config else False,
+        **key.fields(),
         trust_anchor_arn=trust_anchor_arn,
         profile_arn=profile_arn,
         role_arn=role_arn,
@@ -371,10 +369,6 @@ def create_session(
         verify=verify,
         trust_env=trust_env,
         timeout=timeout,
-        no_tpm_key_password=config.no_tpm_key_password if config else False,
-        cert_selector=config.cert_selector if config else None,
-        use_latest_expiring_certificate=config.use_latest_expiring_certificate if config else False,
-        token_chain=config.token_chain if config else True,
     )
     with CredentialSession(
         spec,

@@ -17,6 +17,7 @@ def test_all_is_pinned_and_sorted() -> None:
         "CredentialSpec",
         "Credentials",
         "CredentialsUnavailableError",
+        "KeySource",
         "RefreshingCredentials",
         "RetryPolicy",
         "RolesAnywhereClient",

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from rolesanywhere_hsm import x509 as x509util
 from rolesanywhere_hsm.errors import CertificateError, KeyLoadError, RolesAnywhereError, UsageError
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SecretCallback, SignerConfig
+from rolesanywhere_hsm.signers.locate import Located
 
 __all__ = ["DIGESTS", "FileSigner", "load_key_only", "open_file_signer", "signing_function"]
 
@@ -172,31 +173,103 @@ def _from_pkcs12(data: bytes, config: SignerConfig, path: str) -> tuple[Any, byt
     return bundle.key, bundle.cert.certificate.public_bytes(Encoding.DER), extra
 
 
-def open_file_signer(config: SignerConfig) -> FileSigner:
-    """Load a key and certificate from files, as `--certificate/--private-key/--intermediates`."""
-    cert_data = _read(config.certificate, "certificate", CertificateError)
-    extra: list[bytes] = []
+class LocatedKeyFile(Located):
+    """A key file and its certificate as `locate_file` found them: the leaf picked, the chain
+    ordered, the acceptance rules run; the key read but not decrypted. A PKCS#12 file given as
+    --certificate holds its leaf under its password: that leaf is checked at unlock."""
+
+    kind = "file"
+
+    def __init__(self, config: SignerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self._pkcs12: tuple[bytes, str] | None = None  # (data, path) of a bundle to open at unlock
+        self._key_data: bytes | None = None
+        self._key: Any = None  # a clear key, read at locate
+        self._extra: list[bytes] = []
+
+    def unlock(self) -> FileSigner:
+        """Decrypt the key (its password asked at most once, here) and pair it with the leaf."""
+        self.require()
+        config = self.config
+        if self._pkcs12 is not None:
+            data, path = self._pkcs12
+            key, leaf, extra = _from_pkcs12(data, config, path)
+            if self.certificate is None:  # the bundle is the certificate
+                leaf = _pick_leaf([leaf], config)[0]  # a selector that does not match it is an error
+                extra = extra + (x509util.load_certificates(config.intermediates) if config.intermediates else [])
+                chain = x509util.order_chain(leaf, extra) if extra else ()
+                return FileSigner(key, leaf, chain, check_dates=config.check_dates)
+            if extra:  # a PKCS#12 key file's own certificates are candidates for the chain too
+                assert self.certificate is not None
+                chain = x509util.order_chain(self.certificate, extra + self._extra)
+                return FileSigner(key, self.certificate, chain, check_dates=config.check_dates)
+        else:
+            assert self._key_data is not None and config.private_key is not None
+            key = self._key
+            if key is None:  # encrypted: its password is asked here, once
+                password = _password(config, config.private_key, config.secret_callback)
+                key = _load_private_key(self._key_data, password, config.private_key)
+        assert self.certificate is not None
+        return FileSigner(key, self.certificate, self.chain, check_dates=config.check_dates)
+
+
+def locate_file(config: SignerConfig) -> LocatedKeyFile:
+    """Read the certificate and key files without decrypting anything (see signers.locate)."""
+    located = LocatedKeyFile(config)
+    try:
+        cert_data = _read(config.certificate, "certificate", CertificateError)
+    except RolesAnywhereError as exc:
+        located.found(exc, "certificate")
+        return located
     if _looks_pkcs12(cert_data) and not config.private_key:
-        key, leaf, extra = _from_pkcs12(cert_data, config, config.certificate)
-        leaf = _pick_leaf([leaf], config)[0]  # a selector that does not match it is an error
-    else:
+        located._pkcs12 = (cert_data, config.certificate)
+        located.secret_source = "--pkcs8-password, a callback or the terminal"
+        return located
+    try:
         if not config.private_key:
             raise UsageError(
                 "--private-key is required with a certificate file.",
                 hint="Pass the key file (or a pkcs11: URI), or give a PKCS#12 file as --certificate.",
             )
         key_data = _read(config.private_key, "private key")
-        if _looks_pkcs12(key_data):
-            key, _leaf_in_p12, extra = _from_pkcs12(key_data, config, config.private_key)
-        else:
-            password = _password(config, config.private_key, config.secret_callback) if _is_encrypted(key_data) else None
-            key = _load_private_key(key_data, password, config.private_key)
+    except RolesAnywhereError as exc:
+        located.found(exc, "private-key")
+        return located
+    if _looks_pkcs12(key_data):
+        located._pkcs12 = (key_data, config.private_key)
+    else:
+        located._key_data = key_data
+        if not _is_encrypted(key_data):  # a clear key needs no secret: read it now
+            try:
+                located._key = _load_private_key(key_data, None, config.private_key)
+            except RolesAnywhereError as exc:
+                located.found(exc, "private-key")
+                return located
+    if located._pkcs12 is not None or _is_encrypted(key_data):
+        located.secret_source = "--pkcs8-password, a callback or the terminal"
+    try:
         leaf, rest = _pick_leaf(x509util.parse_certificates(cert_data, source=config.certificate), config)
-        extra.extend(rest)
-    if config.intermediates:
-        extra.extend(x509util.load_certificates(config.intermediates))
-    chain = x509util.order_chain(leaf, extra) if extra else ()
-    return FileSigner(key, leaf, chain, check_dates=config.check_dates)
+    except RolesAnywhereError as exc:
+        located.found(exc, "cert-selector" if config.cert_selector is not None else "certificate")
+        return located
+    located.certificate = leaf
+    try:
+        x509util.ensure_leaf_usable(x509util.certificate_info(leaf), dates=config.check_dates)
+    except RolesAnywhereError as exc:
+        located.found(exc, "certificate")
+    try:
+        located._extra = rest + (x509util.load_certificates(config.intermediates) if config.intermediates else [])
+        located.chain = x509util.order_chain(leaf, located._extra) if located._extra else ()
+    except RolesAnywhereError as exc:
+        located.found(exc, "intermediates")
+    return located
+
+
+def open_file_signer(config: SignerConfig) -> FileSigner:
+    """Load a key and certificate from files, as `--certificate/--private-key/--intermediates`:
+    `locate_file`, its first finding raised, then `unlock` (the key's password, if any)."""
+    return locate_file(config).unlock()
 
 
 def _pick_leaf(certificates: list[bytes], config: SignerConfig) -> tuple[bytes, list[bytes]]:

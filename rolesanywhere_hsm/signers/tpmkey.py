@@ -52,6 +52,7 @@ from rolesanywhere_hsm.errors import (
 )
 from rolesanywhere_hsm.files import CERTIFICATE_LIMIT, read_regular_file
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SignerConfig
+from rolesanywhere_hsm.signers.locate import Located
 from rolesanywhere_hsm.signers.keyformat import TSS2_PEM_BEGIN, is_tss2_key_file
 
 __all__ = [
@@ -446,42 +447,92 @@ def _load(ectx: Any, key: Any, path: str) -> Any:
         raise TokenError(f"The TPM failed to {stage} for {path}: {exc}.") from None
 
 
-def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
-    """Open the TPM key file `config.private_key` with the certificate `config.certificate`."""
+class LocatedTpmKey(Located):
+    """A TPM key file and its certificate as `locate_tpmkey` found them: the key file parsed
+    and checked against the certificate (its public part is in the file), the chain ordered;
+    the TPM not touched and no password asked."""
+
+    kind = "tpmkey"
+
+    def __init__(self, config: SignerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.key: Any = None
+        self.key_type = ""
+        self.restricted = False
+        self.algorithm = ""
+
+    def unlock(self) -> TpmKeySigner:
+        """The password (asked at most once, never an empty one for a key that has one), the
+        key loaded into the TPM, the signer."""
+        self.require()
+        config, key, path = self.config, self.key, self.config.private_key or ""
+        assert self.certificate is not None
+        password = _password(config, key, path)
+        tcti = tcti_from_env()
+        log.debug("TPM key %s: %s, parent 0x%08x, TCTI %s", path, self.key_type, int(key.parent),
+                  tcti or "default")
+        ectx = _connect(tcti)
+        try:
+            handle = _load(ectx, key, path)
+            ectx.tr_set_auth(handle, password)
+        except BaseException:
+            ectx.close()
+            raise
+        return TpmKeySigner(ectx, handle, key_type=self.key_type, restricted=self.restricted, path=path,
+                            certificate=self.certificate, chain=self.chain, algorithm=self.algorithm)
+
+
+def locate_tpmkey(config: SignerConfig) -> LocatedTpmKey:
+    """Read the TPM key file and the certificate without the TPM (see signers.locate)."""
     _import_tpm2_pytss()
     from cryptography.hazmat.primitives import serialization
 
-    from rolesanywhere_hsm.errors import CertificateError
+    from rolesanywhere_hsm.errors import CertificateError, RolesAnywhereError
 
+    located = LocatedTpmKey(config)
     path = config.private_key or ""
-    key = _parse_key(_read_key(path), path)
-    key_type, restricted = _check_key(key, path)
-    cert_data = read_regular_file(config.certificate, what="certificate", limit=CERTIFICATE_LIMIT,
-                                  error=CertificateError)
-    leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
-    info = x509util.certificate_info(leaf)
-    x509util.ensure_leaf_usable(info, dates=config.check_dates)
+    try:
+        key = _parse_key(_read_key(path), path)
+        located.key_type, located.restricted = _check_key(key, path)
+    except RolesAnywhereError as exc:
+        located.found(exc, "private-key")
+        return located
+    located.key = key
+    located.secret_source = ("none: the key file says emptyAuth" if key.empty_auth else
+                             f"--tpm-key-password, {PASSWORD_ENV_VAR}, a callback or the terminal")
+    try:
+        cert_data = read_regular_file(config.certificate, what="certificate", limit=CERTIFICATE_LIMIT,
+                                      error=CertificateError)
+        leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
+        info = x509util.certificate_info(leaf)
+    except RolesAnywhereError as exc:
+        located.found(exc, "certificate")
+        return located
+    located.certificate, located.algorithm = leaf, info.algorithm
+    try:
+        x509util.ensure_leaf_usable(info, dates=config.check_dates)
+    except RolesAnywhereError as exc:
+        located.found(exc, "certificate")
     public = serialization.load_der_public_key(key.public.publicArea.to_der()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     if public != info.public_key_info:
-        raise KeyLoadError(
+        located.found(KeyLoadError(
             f"The TPM key {path} does not belong to the certificate for "
             f"{info.subject or 'an empty subject'} (serial {info.serial:x}).",
             hint="Pass the certificate issued for this key's public part.",
-        )
-    if config.intermediates:
-        extra.extend(x509util.load_certificates(config.intermediates))
-    chain = x509util.order_chain(leaf, extra) if extra else ()
-    password = _password(config, key, path)
-    tcti = tcti_from_env()
-    log.debug("TPM key %s: %s, parent 0x%08x, TCTI %s", path, key_type, int(key.parent), tcti or "default")
-    ectx = _connect(tcti)
+        ), "private-key")
     try:
-        handle = _load(ectx, key, path)
-        ectx.tr_set_auth(handle, password)
-    except BaseException:
-        ectx.close()
-        raise
-    return TpmKeySigner(ectx, handle, key_type=key_type, restricted=restricted, path=path,
-                        certificate=leaf, chain=chain, algorithm=info.algorithm)
+        if config.intermediates:
+            extra.extend(x509util.load_certificates(config.intermediates))
+        located.chain = x509util.order_chain(leaf, extra) if extra else ()
+    except RolesAnywhereError as exc:
+        located.found(exc, "intermediates")
+    return located
+
+
+def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
+    """Open the TPM key file `config.private_key` with the certificate `config.certificate`:
+    `locate_tpmkey`, its first finding raised, then `unlock` (the password, the TPM)."""
+    return locate_tpmkey(config).unlock()
