@@ -288,7 +288,7 @@ class DirectPath:
 
     def _read_head(self, connection: _Connection) -> DirectResponse:
         while True:  # 1xx answers are skipped, as httpx does
-            while b"\r\n\r\n" not in connection.buffer:
+            while (end := _head_end(connection.buffer)) < 0:
                 if len(connection.buffer) > MAX_HEAD_BYTES:
                     raise DirectError("Receive buffer too long")
                 if not connection.fill():
@@ -296,10 +296,9 @@ class DirectPath:
                         raise DirectError("Server disconnected without sending a response.")
                     raise DirectError("peer closed connection without sending complete message body: "
                                       "the headers were cut short")
-            end = connection.buffer.index(b"\r\n\r\n")
             if end > MAX_HEAD_BYTES:
                 raise DirectError("Receive buffer too long")
-            head = connection.take(end + 4)[:-4]
+            head = connection.take(end)
             status, headers = _parse_head(head)
             if not 100 <= status < 200 or status == 101:
                 break
@@ -320,16 +319,37 @@ class DirectPath:
         return DirectResponse(connection, status, headers, "close", 0)
 
 
+def _head_end(buffer: bytes) -> int:
+    """Where the status line and headers end (after the blank line), -1 if not yet: a line may
+    end in LF alone, as h11 reads it."""
+    at = buffer.find(b"\n\r\n")
+    bare = buffer.find(b"\n\n")
+    ends = [i + (3 if i == at else 2) for i in (at, bare) if i >= 0]
+    return min(ends) if ends else -1
+
+
 def _parse_head(head: bytes) -> tuple[int, Headers]:
-    lines = head.split(b"\r\n")
-    parts = lines[0].split(b" ", 2)
+    """Status and headers, read as h11 reads them: CRLF or LF line ends, an obsolete folded
+    line joined to the one before with a space."""
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in head.split(b"\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    parts = lines[0].split(b" ", 2) if lines else [b""]
     if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or len(parts[1]) != 3 \
             or not parts[1].isdigit():
-        raise DirectError("illegal status line: " + repr(lines[0][:80]))
-    pairs: list[tuple[str, str]] = []
+        raise DirectError("illegal status line: " + repr(lines[0][:80] if lines else b""))
+    unfolded: list[bytes] = []
     for line in lines[1:]:
+        if line[:1] in (b" ", b"\t"):
+            if not unfolded:
+                raise DirectError("continuation line at start of headers")
+            unfolded[-1] += b" " + line.lstrip(b" \t")
+        else:
+            unfolded.append(line)
+    pairs: list[tuple[str, str]] = []
+    for line in unfolded:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+        if not colon or not name or name != name.strip():
             raise DirectError("illegal header line: " + repr(line[:80]))
         pairs.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
     return int(parts[1]), Headers(pairs)
