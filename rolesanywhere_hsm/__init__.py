@@ -31,6 +31,7 @@ _EXPORTS = {
     "RolesAnywhereCredentialProvider": "rolesanywhere_hsm.botocore_provider",
     "RolesAnywhereClient": "rolesanywhere_hsm.client",
     "RolesAnywhereError": "rolesanywhere_hsm.errors",
+    "SecretPolicy": "rolesanywhere_hsm.signers.secretpolicy",
     "Signer": "rolesanywhere_hsm.signers.base",
     "SignerConfig": "rolesanywhere_hsm.signers.base",
     "boto3_session": "rolesanywhere_hsm.botocore_provider",
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.keysource import KeySource
     from rolesanywhere_hsm.refresh import RefreshingCredentials
     from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, create_session
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
     from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
     from rolesanywhere_hsm.signers.base import (
         Signer,

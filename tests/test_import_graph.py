@@ -179,7 +179,7 @@ def test_no_import_circle_in_the_package() -> None:
 def test_the_graph_sees_module_and_function_level_imports() -> None:
     graph = import_graph()
     assert "rolesanywhere_hsm.errors" in graph["rolesanywhere_hsm.client"]  # module level
-    assert "rolesanywhere_hsm.signers.pin" in graph["rolesanywhere_hsm.signers.file"]  # in a function
+    assert "rolesanywhere_hsm.signers.secretpolicy" in graph["rolesanywhere_hsm.signers.file"]  # in a function
 
 
 @pytest.mark.parametrize(("files", "expected"), [

@@ -23,6 +23,7 @@ def test_all_is_pinned_and_sorted() -> None:
         "RolesAnywhereClient",
         "RolesAnywhereCredentialProvider",
         "RolesAnywhereError",
+        "SecretPolicy",
         "Signer",
         "SignerConfig",
         "__version__",

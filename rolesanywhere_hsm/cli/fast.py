@@ -165,10 +165,12 @@ def credential_process(settings: Settings) -> None:
 
             client.load_httpx_path = import_http_client
         from rolesanywhere_hsm.session import CredentialSession
+        from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
+        # The command line prompts on the terminal (main thread) when no source answers.
         with CredentialSession(spec, pkcs8_password=settings["pkcs8-password"],
                                tpm_key_password=settings["tpm-key-password"],
-                               observers=observers) as session:
+                               observers=observers, secret_policy=SecretPolicy.terminal()) as session:
             return session.fetch()
 
     if settings["cache"]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.keysource import KeySource
 from rolesanywhere_hsm.redact import redact_optional
 from rolesanywhere_hsm.signers.locate import Located
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 # Re-exported: the algorithm names belong to the protocol (sigv4x509); older code imports them here.
 from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
 
@@ -251,9 +253,22 @@ def locate(config: SignerConfig, **options: Any) -> Located:
     return locator(config, **options)
 
 
-def load_signer(config: SignerConfig) -> Signer:
-    """Open the signer that `config` names. The caller closes it (use `with`)."""
+def load_signer(config: SignerConfig, policy: SecretPolicy | None = None) -> Signer:
+    """Open the signer that `config` names. The caller closes it (use `with`).
+
+    `policy` (a `SecretPolicy`) is how its secret may be found; without one, the config's
+    `secret_callback`, then the terminal. A signer registered without a locator gets the
+    policy's callback and prompt as its `secret_callback`."""
     kind = signer_kind(config)
+    if policy is not None:
+        if kind in _LOCATORS and kind not in _REPLACED:
+            return locate(config).unlock(policy)
+        import dataclasses
+
+        from rolesanywhere_hsm.signers.secretpolicy import TOKEN_PIN
+
+        config = dataclasses.replace(config, secret_callback=policy.with_callback(
+            config.secret_callback).as_callback(TOKEN_PIN))
     factory = _REGISTRY[kind]
     if isinstance(factory, str):
         module_name, _, attr = factory.partition(":")

@@ -13,7 +13,9 @@ Every key kind (a PKCS#11 token, a key file, a TPM key file) is opened the same 
   token) is simply not looked at.
 - `Located.require()` raises the first finding (what a signer's caller sees: the same error,
   at the same point, as before any secret is asked).
-- `Located.unlock()` asks for the secret (once, never empty, never retried) and logs in or
+- `Located.unlock(policy)` asks for the secret through the front end's `SecretPolicy`
+  (signers/secretpolicy.py: one order for every secret; whether a prompt is allowed is the
+  policy's) once, never empty, never retried, and logs in or
   decrypts, checks the key against the certificate where only the key can tell, and returns
   the `Signer`. A `Located` that is never unlocked must be closed (a token's module stays
   loaded until then); `unlock` hands that duty to the signer.
@@ -27,6 +29,7 @@ from rolesanywhere_hsm.errors import RolesAnywhereError
 
 if TYPE_CHECKING:
     from rolesanywhere_hsm.signers.base import Signer
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
 __all__ = ["Finding", "Located", "about"]
 
@@ -91,8 +94,10 @@ class Located:
             raise self.findings[0].error
         return self
 
-    def unlock(self) -> Signer:
-        """Ask for the secret, log in or decrypt, and return the signer (the caller closes it)."""
+    def unlock(self, policy: SecretPolicy | None = None) -> Signer:
+        """Ask for the secret through `policy` (the front end's `SecretPolicy`; without one,
+        the config's callback, then the terminal), log in or decrypt, and return the signer
+        (the caller closes it)."""
         raise NotImplementedError
 
     def close(self) -> None:

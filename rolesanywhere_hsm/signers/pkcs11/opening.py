@@ -36,7 +36,8 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
 from rolesanywhere_hsm.signers.locate import Located
 from rolesanywhere_hsm.signers.mechanisms import SigningSpec, choose_signing_spec
-from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pin import ProtectedAuthentication
+from rolesanywhere_hsm.signers.secretpolicy import TOKEN_PIN, SecretPolicy, SecretRequest
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import login, mapped_errors
 from rolesanywhere_hsm.signers.pkcs11.inventory import (
     KEY_TYPES,
@@ -195,10 +196,21 @@ def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: P
                 other.close()
 
 
+class _SearchedModule:
+    """The module a --cert-selector search chose, still loaded (acquired once: the caller
+    releases it or hands it on), and the certificate it picked there."""
+
+    __slots__ = ("chosen", "lib", "path")
+
+    def __init__(self, path: str, lib: Any, chosen: ObjectSnapshot) -> None:
+        self.path, self.lib, self.chosen = path, lib, chosen
+
+
 def _selector_module(config: SignerConfig, cert_uri: Pkcs11Uri | None, key_uri: Pkcs11Uri | None,
-                     environ: Mapping[str, str] | None) -> str:
-    """The module to open: the one named, else (with --cert-selector) the one whose tokens
-    hold the certificate the selector picks."""
+                     environ: Mapping[str, str] | None) -> str | _SearchedModule:
+    """The module to open: the one named (a path, not loaded yet), else (with
+    --cert-selector) the one whose tokens hold the certificate the selector picks, which the
+    search leaves loaded so that it is loaded and initialised once."""
     if config.cert_selector is not None and cert_uri is not None and not _module_named(
             (key_uri, cert_uri), config.pkcs11_lib, environ):
         return _module_by_selector(config, cert_uri, key_uri, environ)
@@ -213,6 +225,12 @@ def selected_certificate(config: SignerConfig, environ: Mapping[str, str] | None
     if cert_uri is None:
         cert_uri = Pkcs11Uri()
     module_path = _selector_module(config, cert_uri, key_uri, environ)
+    if isinstance(module_path, _SearchedModule):  # the search already picked it
+        try:
+            check_library(module_path.lib, cert_uri, module_path.path)
+        finally:
+            release_module(module_path.path)
+        return module_path.chosen.value
     with loaded_module(module_path) as lib:
         check_library(lib, cert_uri, module_path)
         tokens = read_tokens(lib)
@@ -234,37 +252,58 @@ def _module_named(uris: tuple[Pkcs11Uri | None, ...], configured: str | None,
 
 
 def _module_by_selector(config: SignerConfig, cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
-                        environ: Mapping[str, str] | None) -> str:
+                        environ: Mapping[str, str] | None) -> _SearchedModule:
     """With --cert-selector and no module named: the module holding the one certificate the
     selector picks among the certificates of every module `tokens` finds (the same token
     seen through two modules, e.g. p11-kit-proxy and the module itself, counts once: the
-    first module wins). Public sessions only; modules that fail to load are skipped."""
+    first module wins). Public sessions only; modules that fail to load are skipped. A module
+    that offers a candidate stays loaded until the pick; the chosen one is returned loaded
+    (the caller owns that one use), the others are released."""
     found: list[tuple[ObjectSnapshot, Any, str]] = []
     module_of: dict[int, str] = {}
+    held: dict[str, Any] = {}  # modules with candidates, acquired until the pick
     seen: set[tuple[str, str, str]] = set()
-    for path, _why in known_module_paths(None, environ):
-        try:
-            with captured_stderr(), loaded_module(path) as lib:
-                tokens = read_tokens(lib)
-                snapshots = [t.snapshot for t in tokens]
-                certificates = read_certificates(
-                    [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
-        except Exception as exc:  # noqa: BLE001 (a module that does not load is not a candidate)
-            log.debug("module %s skipped: %s", path, exc)
-            continue
-        for entry in _selector_candidates(snapshots, certificates, cert_uri, key_uri, path):
-            cert = entry[0]
-            identity = (cert.token.manufacturer, cert.token.serial, cert.token.label)
-            if identity in seen:  # already listed through an earlier module
+    chosen_path: str | None = None
+    try:
+        for path, _why in known_module_paths(None, environ):
+            try:
+                with captured_stderr():
+                    lib = acquire_module(path)
+            except Exception as exc:  # noqa: BLE001 (a module that does not load is not a candidate)
+                log.debug("module %s skipped: %s", path, exc)
                 continue
-            module_of[len(found)] = path
-            found.append(entry)
-        seen |= {(s.manufacturer, s.serial, s.label) for s in snapshots}
-    chosen = _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
-                               "the tokens of every PKCS#11 module found")
-    path = module_of[next(i for i, e in enumerate(found) if e[0] is chosen)]
-    log.debug("--cert-selector: module %s", path)
-    return path
+            try:
+                with captured_stderr():
+                    tokens = read_tokens(lib)
+                    snapshots = [t.snapshot for t in tokens]
+                    certificates = read_certificates(
+                        [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
+                entries = _selector_candidates(snapshots, certificates, cert_uri, key_uri, path)
+            except Exception as exc:  # noqa: BLE001 (as above: a module that fails to list)
+                log.debug("module %s skipped: %s", path, exc)
+                release_module(path)
+                continue
+            for entry in entries:
+                cert = entry[0]
+                identity = (cert.token.manufacturer, cert.token.serial, cert.token.label)
+                if identity in seen:  # already listed through an earlier module
+                    continue
+                module_of[len(found)] = path
+                found.append(entry)
+            seen |= {(s.manufacturer, s.serial, s.label) for s in snapshots}
+            if path in module_of.values():
+                held[path] = lib
+            else:
+                release_module(path)
+        chosen = _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
+                                   "the tokens of every PKCS#11 module found")
+        chosen_path = module_of[next(i for i, e in enumerate(found) if e[0] is chosen)]
+        log.debug("--cert-selector: module %s", chosen_path)
+        return _SearchedModule(chosen_path, held[chosen_path], chosen)
+    finally:
+        for path in held:
+            if path != chosen_path:
+                release_module(path)
 
 
 def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
@@ -374,7 +413,7 @@ class LocatedTokenKey(Located):
         self.key_template: dict[Any, Any] = {}
         self.key_criteria = ""
         self.info: _x509.CertificateInfo | None = None
-        self.pin_request: PinRequest | None = None
+        self.secret_request: SecretRequest | None = None  # the PIN to ask for, if a login is needed
         self.login_required = False
         self.pin_locked = False
 
@@ -387,12 +426,19 @@ class LocatedTokenKey(Located):
             self._acquired = False
             release_module(self.module_path)
 
-    def unlock(self) -> Pkcs11Signer:
-        """The one login (when the token needs one): the PIN resolved once and presented once,
-        then the key checked against the certificate and the signer built. Refused (the first
-        finding raised) while locate found a problem: no PIN before the selection succeeded."""
+    def default_policy(self) -> SecretPolicy:
+        """Without a policy from the front end: the config's callback, then the terminal (or
+        the `prompt` given to locate), reading the `environ` given to locate."""
+        return SecretPolicy(self.config.secret_callback, prompt=self._prompt or True, environ=self._environ)
+
+    def unlock(self, policy: SecretPolicy | None = None) -> Pkcs11Signer:
+        """The one login (when the token needs one): the PIN resolved once through `policy`
+        and presented once, then the key checked against the certificate and the signer built.
+        Refused (the first finding raised) while locate found a problem: no PIN before the
+        selection succeeded."""
         self.require()
-        assert self.token is not None and self.info is not None and self.pin_request is not None
+        policy = self.default_policy() if policy is None else policy
+        assert self.token is not None and self.info is not None and self.secret_request is not None
         assert self.module_path is not None
         token, info, config = self.token, self.info, self.config
         session, self.session = self.session, None
@@ -402,7 +448,7 @@ class LocatedTokenKey(Located):
                 with contextlib.suppress(pkcs11.PKCS11Error):
                     session.close()
                 session = None
-                user_pin, source = resolve_pin(self.pin_request)
+                user_pin, source = policy.resolve(self.secret_request)
                 log.debug("PIN for token %r from %s", token.label, source.value)
                 session = login(token, user_pin)
                 if user_pin is ProtectedAuthentication:
@@ -423,7 +469,7 @@ class LocatedTokenKey(Located):
                 key_template=tuple(self.key_template.items()),
                 key_criteria=self.key_criteria or "(the only key)",
                 certificate=self.certificate, chain=self.chain, algorithm=info.algorithm, spec=spec,
-                always_authenticate=always_auth, pin_request=self.pin_request,
+                always_authenticate=always_auth, secret_request=self.secret_request, policy=policy,
                 login_required=self.login_required, verify_pending=verify_pending,
                 cert_id=self.cert_id,
             )
@@ -466,9 +512,13 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
                       else "certificate")
         return
     try:
-        module_path = _selector_module(config, cert_uri, key_uri, environ)
-        with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
-            lib = acquire_module(module_path)
+        module = _selector_module(config, cert_uri, key_uri, environ)
+        if isinstance(module, _SearchedModule):  # loaded by the search: not loaded again
+            module_path, lib = module.path, module.lib
+        else:
+            module_path = module
+            with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
+                lib = acquire_module(module_path)
     except RolesAnywhereError as exc:
         located.found(exc, "pkcs11-lib" if not isinstance(exc, (SelectionError, CertificateError))
                       else _selection_setting(config))
@@ -510,16 +560,14 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     located.key_template, located.key_criteria = _key_template(key_uri, cert_uri, cert_obj_id)
     token = live.token
     flags = token.flags
-    located.pin_request = PinRequest(
-        description=f"PIN for token {token.label!r}",
+    located.secret_request = SecretRequest(
+        TOKEN_PIN, f"PIN for token {token.label!r}",
         pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
             cert_uri.pin_value if cert_uri else None),
         pin_source=main_uri.pin_source if main_uri.pin_source is not None else (
             cert_uri.pin_source if cert_uri else None),
         protected_authentication_path=bool(flags & TokenFlag.PROTECTED_AUTHENTICATION_PATH),
-        callback=config.secret_callback,
-        environ=environ,
-        prompt=prompt,
+        setting="private-key" if key_uri is not None and main_uri is key_uri else "certificate",
     )
     # 2. Whether the key needs a login: a token that needs none, or a key it shows without
     #    one (a YubiKey's 9e slot through OpenSC: CKA_PRIVATE false), is used in a public
@@ -547,7 +595,7 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
 
 def _secret_source(located: LocatedTokenKey) -> str:
     """Where the PIN will come from, in words (never the PIN): for --debug and doctor."""
-    request = located.pin_request
+    request = located.secret_request
     if not located.login_required or request is None:
         return "none: the key is used without login"
     if request.pin_value is not None:
@@ -555,7 +603,7 @@ def _secret_source(located: LocatedTokenKey) -> str:
     if request.pin_source is not None:
         return "pin-source in the URI"
     if request.protected_authentication_path:
-        return "the token's PIN pad"
+        return "the token's PIN pad (unless RAH_PKCS11_PIN is set)"
     return "the environment, a callback or the terminal"
 
 
