@@ -52,7 +52,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROOT", "run_cli", "run_process"]
+__all__ = ["ROOT", "run_cli", "run_process", "typer_command_kept"]
 
 ROOT = Path(__file__).resolve().parents[1]
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -68,7 +68,7 @@ def run_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
     argv = [os.fsdecode(arg) for arg in args]  # bytes as sys.argv holds them (surrogateescape)
     stdin_bytes = input.encode() if isinstance(input, str) else (input or b"")
     stdout, stderr = io.BytesIO(), io.BytesIO()
-    with _isolated(env, cwd), _typer_command_kept(), _fd_captured(1) as fd_out, _fd_captured(2) as fd_err:
+    with _isolated(env, cwd), typer_command_kept(), _fd_captured(1) as fd_out, _fd_captured(2) as fd_err:
         out = io.TextIOWrapper(stdout, encoding="utf-8", errors="replace", write_through=True)
         err = io.TextIOWrapper(stderr, encoding="utf-8", errors="replace", write_through=True)
         inp = io.TextIOWrapper(io.BytesIO(stdin_bytes), encoding="utf-8")
@@ -95,7 +95,7 @@ _KEPT: dict[int, tuple[Any, Any]] = {}
 
 
 @contextlib.contextmanager
-def _typer_command_kept() -> Iterator[None]:
+def typer_command_kept() -> Iterator[None]:
     """Build the typer app's click command once per test process, not once per run: a build
     reads every command's signature and type hints (about 0.1 s, most of the CPU time of a
     `run_cli` in the fast tier). A process builds it once too, and click keeps a run's

@@ -10,10 +10,13 @@
 - `slow` by hand (`@pytest.mark.slow`) on tests that wait on a clock or take more than about 2 s.
 - `container` by hand on tests that build or run podman images.
 
-The fast tier is everything without `slow`, `process`, `container`, `tpm`, `tpmkey` or
-`yubikey` (FAST_TIER below, shown in the README). To keep `process` honest, a test in the fast
-tier that starts a Python process anyway (through code the scan cannot see) fails and says which
-marker to add; cheap native tools (softhsm2-util, `sh` for a `cmd:` PIN source) are allowed there.
+- `fast`, set here on every test that has none of `slow`, `process`, `container`, `tpm`,
+  `tpmkey`, `yubikey` (FAST_TIER below): the fast tier, `python -m pytest -m fast` (the README's
+  command). Never written by hand.
+
+To keep `process` honest, a test in the fast tier that starts a Python process anyway (through
+code the scan cannot see) fails and says which marker to add; cheap native tools (softhsm2-util,
+`sh` for a `cmd:` PIN source) are allowed there.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from typing import Any
 
 import pytest
 
-__all__ = ["FAST_TIER", "MARKERS"]
+__all__ = ["FAST", "FAST_TIER", "MARKERS"]
 
 # Registered in pyproject.toml too (--strict-markers); this is the one list the code reads.
-MARKERS = ("softhsm", "tpm", "tpmkey", "yubikey", "process", "slow", "container")
+MARKERS = ("softhsm", "tpm", "tpmkey", "yubikey", "process", "slow", "container", "fast")
 SLOW_TIER_MARKERS = ("slow", "process", "container", "tpm", "tpmkey", "yubikey")
-FAST_TIER = " and ".join(f"not {name}" for name in SLOW_TIER_MARKERS)
+FAST_TIER = " and ".join(f"not {name}" for name in SLOW_TIER_MARKERS)  # what `-m fast` selects
+FAST = "fast"
 
 _FIXTURE_MODULE_MARKERS = {
     "tests.fixtures.softhsm": "softhsm",
@@ -153,8 +157,13 @@ def item_markers(item: pytest.Item) -> set[str]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         have = {mark.name for mark in item.iter_markers()}
+        if FAST in have:
+            raise pytest.UsageError(f"{item.nodeid}: `fast` is set by tests/markers.py, not by hand "
+                                    "(a test is fast when it has no slow-tier marker)")
         for name in sorted(item_markers(item) - have):
             item.add_marker(name)
+        if _in_fast_tier(item):
+            item.add_marker(FAST)
 
 
 def _in_fast_tier(item: pytest.Item) -> bool:
