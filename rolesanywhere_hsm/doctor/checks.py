@@ -109,6 +109,8 @@ class Run:
     endpoint: str | None = None
     arns: Any = None
     pending_certificate_error: CertificateError | None = None
+    # the chain the key would send, as `locate` found it without a login (None: not known)
+    located_chain: tuple[bytes, ...] | None = None
 
     @property
     def environ(self) -> Mapping[str, str]:

@@ -234,23 +234,33 @@ def file_certificate_check(run: Run) -> None:
 
 
 def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
-    """Open the key as credential-process would: the one login, the pairing checks."""
-    from rolesanywhere_hsm.signers.base import load_signer
+    """Open the key as credential-process would, in its two phases: `locate` (no PIN: the
+    chain the key would send is known from here, for the chain checks, even when no PIN is
+    available) and `unlock` (the one login, the pairing checks)."""
+    from rolesanywhere_hsm.signers.base import locate
 
     config = run.options.signer
     is_token = signer_kind(config) == "pkcs11"
-    needs = ("module", "token", "pin") if is_token else ()
+    needs = ("module", "token") if is_token else ()
     if is_token and run.options.signer.certificate[:7].lower() == "pkcs11:":
         needs += ("certificate",)
     pin_check = next((c for c in run.checks if c.name == "pin"), None)
     no_pin_source = pin_check is not None and pin_check.message == NO_PIN_SOURCE
-    if no_pin_source:
-        needs = tuple(n for n in needs if n != "pin")
     if run.skip_unless("key", *needs):
         return
     try:
         # the validity check reports the dates; this one says whether the key signs anyway
-        signer = load_signer(dataclasses.replace(config, check_dates=False))
+        located = locate(dataclasses.replace(config, check_dates=False))
+    except RolesAnywhereError as exc:
+        run.add(from_error("key", exc))
+        return
+    cleanup.callback(located.close)
+    if located.certificate is not None and not any(f.setting == "intermediates" for f in located.findings):
+        run.located_chain = located.chain  # public: the chain checks need no login for it
+    if is_token and not no_pin_source and run.skip_unless("key", "pin"):
+        return  # a PIN source that does not answer: no login is tried
+    try:
+        signer = located.unlock()
     except PinUnavailableError as exc:
         if no_pin_source:
             run.add(Check("key", SKIP, "not checked: pin did not pass"))

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass, TokenFlag
+from pkcs11 import Attribute, Mechanism, ObjectClass, TokenFlag
 from pkcs11 import exceptions as p11
 
 from rolesanywhere_hsm.errors import (
@@ -33,10 +33,10 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.provision import keyspec
 from rolesanywhere_hsm.signers.base import SecretCallback
 from rolesanywhere_hsm.signers.mechanisms import CKM_ECDSA, choose_signing_spec
-from rolesanywhere_hsm.signers.pin import PinRequest, resolve_pin
+from rolesanywhere_hsm.signers.secretpolicy import PinRequest, resolve_pin
 from rolesanywhere_hsm.signers.pkcs11 import resolve_module_path
 
-from rolesanywhere_hsm.signers.pkcs11.error_mapping import login
+from rolesanywhere_hsm.signers.pkcs11.error_mapping import already_logged_in, login
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import mapped_errors as _mapped_errors
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import pin_refused as _pin_refused
 from rolesanywhere_hsm.signers.pkcs11.inventory import KEY_TYPES, read_tokens
@@ -225,7 +225,7 @@ def _login_management_key(token: Any, key_hex: str) -> Any:
                 "key, in hex).",
             ) from None
         except p11.UserAlreadyLoggedIn:
-            raise _already_logged_in(token) from None
+            raise already_logged_in(token, provisioning=True) from None
 
 
 def _management_key(source: str, environ: Mapping[str, str] | None) -> str:

@@ -308,3 +308,42 @@ def test_localhost_is_resolved_and_each_address_tried(signer: Signer) -> None:
         with RolesAnywhereClient("eu-west-1", endpoint=f"http://localhost:{server.port}", trust_env=False) as client:
             credentials = client.create_session(signer, ARNS, deadline=Deadline.after(5))
     assert credentials.access_key_id == "ASIAFAULTSERVER00001"
+
+
+def _chunked(status: int, body: bytes, size: int, extra: str = "") -> bytes:
+    head = f"HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{extra}\r\n".encode()
+    chunks = b"".join(b"%x;ext=1\r\n" % len(body[i:i + size]) + body[i:i + size] + b"\r\n"
+                      for i in range(0, len(body), size))
+    return head + chunks + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def test_a_chunked_201_is_read(signer: Signer) -> None:
+    good = credentials_answer()
+    body = good[good.index(b"\r\n\r\n") + 4:]
+    with FaultServer("fixed", payload=_chunked(201, body, 7)) as server:
+        with RolesAnywhereClient("eu-west-1", endpoint=server.url, trust_env=False) as client:
+            credentials = client.create_session(signer, ARNS, deadline=Deadline.after(5))
+    assert credentials.access_key_id == "ASIAFAULTSERVER00001"
+
+
+def test_a_chunked_answer_over_one_mib_is_refused(signer: Signer) -> None:
+    with FaultServer("fixed", payload=_chunked(201, b"[" * (2 * MAX_ANSWER_BYTES), 65536)) as server:
+        _, error = call(server.url, signer, budget=10.0)
+        assert server.connections == 1  # not asked for again
+    assert isinstance(error, TransportError) and "larger than 1 MiB" in error.message
+
+
+def test_an_answer_cut_short_is_a_retried_transport_error(signer: Signer) -> None:
+    short = b"HTTP/1.1 201 Created\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{\"credentialSet\""
+    with FaultServer("script", script=[short, short, short]) as server:
+        _, error = call(server.url, signer, budget=5.0)
+        assert server.connections == 3  # a dropped answer may get through on another attempt
+    assert isinstance(error, TransportError) and not isinstance(error, DeadlineExceededError)
+    assert error.message.startswith("HTTP error talking to http://127.0.0.1") and error.exit_code == 7
+
+
+def test_an_encoding_not_asked_for_is_refused(signer: Signer) -> None:
+    payload = answer(201, b"\x1f\x8b" + b"\x00" * 20, {"Content-Encoding": "gzip"})
+    with FaultServer("fixed", payload=payload) as server:
+        _, error = call(server.url, signer)
+    assert isinstance(error, TransportError) and "Content-Encoding gzip, which was not asked for" in error.message
