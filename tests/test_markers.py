@@ -24,7 +24,7 @@ def test_every_marker_is_registered_in_pyproject() -> None:
 
 def test_the_readme_shows_the_fast_tier() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert f"python -m pytest -m {markers.FAST}\n" in readme
+    assert f"python -m pytest -m {markers.FAST} -n 2\n" in readme
     assert "bash .ci/run" in readme
 
 
