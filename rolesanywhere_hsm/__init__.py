@@ -25,11 +25,13 @@ _EXPORTS = {
     "CredentialSpec": "rolesanywhere_hsm.session",
     "Credentials": "rolesanywhere_hsm.credentials",
     "CredentialsUnavailableError": "rolesanywhere_hsm.errors",
+    "KeySource": "rolesanywhere_hsm.keysource",
     "RefreshingCredentials": "rolesanywhere_hsm.refresh",
     "RetryPolicy": "rolesanywhere_hsm.client",
     "RolesAnywhereCredentialProvider": "rolesanywhere_hsm.botocore_provider",
     "RolesAnywhereClient": "rolesanywhere_hsm.client",
     "RolesAnywhereError": "rolesanywhere_hsm.errors",
+    "SecretPolicy": "rolesanywhere_hsm.signers.secretpolicy",
     "Signer": "rolesanywhere_hsm.signers.base",
     "SignerConfig": "rolesanywhere_hsm.signers.base",
     "boto3_session": "rolesanywhere_hsm.botocore_provider",
@@ -63,8 +65,10 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.client import RetryPolicy, RolesAnywhereClient
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.errors import CredentialsUnavailableError, RolesAnywhereError
+    from rolesanywhere_hsm.keysource import KeySource
     from rolesanywhere_hsm.refresh import RefreshingCredentials
     from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, create_session
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
     from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
     from rolesanywhere_hsm.signers.base import (
         Signer,

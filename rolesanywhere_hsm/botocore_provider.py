@@ -16,7 +16,8 @@ blocked only in the mandatory window.
 One `CredentialSession` serves the provider for the life of the process: one token login, one
 signature and one CreateSession per refresh. Nothing happens until credentials are first needed
 (creating the session asks for no PIN). A PIN comes from the URI's pin-source, RAH_PKCS11_PIN,
-or the `secret_callback` given (asked at most once; a background refresh never prompts).
+or the `secret_callback` given (asked at most once); nothing prompts unless the caller passes a
+`secret_policy` that does (`SecretPolicy.terminal()`), and a background refresh never prompts.
 
 While the token or the endpoint is down, botocore asks for a refresh on every call; the provider
 backs off (`refresh.backoff_delay`: full jitter from one second, capped at a tenth of the
@@ -37,12 +38,14 @@ from typing import TYPE_CHECKING, Any
 
 from rolesanywhere_hsm.errors import CredentialsUnavailableError, PinError, RolesAnywhereError
 from rolesanywhere_hsm.refresh import BACKOFF_CAP, RefreshTimes, backoff_delay, refresh_times
-from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
+from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
 from rolesanywhere_hsm.settings import ConfigError, Settings, options_for, settings_for
 from rolesanywhere_hsm.spec import shown_in_message
 
 if TYPE_CHECKING:
     import boto3
+
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
 __all__ = ["RolesAnywhereCredentialProvider", "boto3_session", "spec_from_options"]
 
@@ -150,7 +153,9 @@ class RolesAnywhereCredentialProvider:
                  clock: Callable[[], dt.datetime] | None = None,
                  rng: Callable[[], float] = random.random,
                  monotonic: Callable[[], float] = time.monotonic,
-                 audit_log: str | None = None) -> None:
+                 audit_log: str | None = None, secret_policy: SecretPolicy | None = None) -> None:
+        from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
+
         self.spec = spec
         observers = []
         if audit_log:
@@ -158,8 +163,9 @@ class RolesAnywhereCredentialProvider:
 
             observers.append(AuditLog(audit_log))
         # rotate: a renewed certificate is used at the next refresh (rotation.py), no new login.
-        self._session = CredentialSession(spec, secret_callback=RememberedSecret(secret_callback),
-                                          pkcs8_password=pkcs8_password,
+        # One answer from the callback (or a prompt the caller allowed) serves every re-login.
+        policy = (secret_policy or SecretPolicy.unattended()).with_callback(secret_callback).remembering()
+        self._session = CredentialSession(spec, secret_policy=policy, pkcs8_password=pkcs8_password,
                                           tpm_key_password=tpm_key_password, observers=observers,
                                           rotate=True)
         self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
@@ -225,7 +231,7 @@ class RolesAnywhereCredentialProvider:
 def boto3_session(config_profile: str | None = None, *, region_name: str | None = None,
                   secret_callback: Callable[[str], str] | None = None,
                   pkcs8_password: str | None = None, tpm_key_password: str | None = None,
-                  **options: Any) -> boto3.Session:
+                  secret_policy: SecretPolicy | None = None, **options: Any) -> boto3.Session:
     """A `boto3.Session` whose credentials come from IAM Roles Anywhere with our signer.
 
     `config_profile` names a `[profiles.NAME]` of the config file (as `--config-profile` does);
@@ -235,7 +241,9 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
     CreateSession attempt), ...), taking precedence over the profile. `region_name`
     is the region of the AWS APIs you call (default: boto3's own, else the trust anchor's).
     `pkcs8_password` and `tpm_key_password` unlock an encrypted key file and a TPM key file
-    (else RAH_PKCS8_PASSWORD / RAH_TPM_KEY_PASSWORD, else `secret_callback`).
+    (else RAH_PKCS8_PASSWORD / RAH_TPM_KEY_PASSWORD, else `secret_callback`). Nothing prompts
+    unless `secret_policy` allows it (`SecretPolicy.terminal()`); when no source answers, the
+    error says how to give the secret.
     Validation happens here; the token is first touched when credentials are first needed.
     """
     try:
@@ -252,7 +260,8 @@ def boto3_session(config_profile: str | None = None, *, region_name: str | None 
     provider = RolesAnywhereCredentialProvider(spec, secret_callback=secret_callback,
                                                pkcs8_password=settings["pkcs8-password"],
                                                tpm_key_password=settings["tpm-key-password"],
-                                               audit_log=settings["audit-log"])
+                                               audit_log=settings["audit-log"],
+                                               secret_policy=secret_policy)
     core = botocore.session.Session()
     core.get_component("credential_provider").insert_before("env", provider)
     if region_name is None and core.get_config_variable("region") is None:

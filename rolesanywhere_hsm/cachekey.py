@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 
     from rolesanywhere_hsm.settings import Settings
 
-__all__ = ["KEY_VERSION", "cache_key", "hit_key", "module_configuration", "spec_fields", "tls_verify"]
+__all__ = ["KEY_FIELDS", "KEY_VERSION", "cache_key", "hit_key", "key_fields", "module_configuration", "spec_fields",
+           "tls_verify"]
 
 KEY_VERSION = "rah-spec-4"
 # Environment variables through which a PKCS#11 module (or the daemon behind it) chooses the
@@ -59,6 +60,31 @@ _MODULE_CONFIG_PREFIXES = (
 _SECRET_WORDS = ("PIN", "PASS", "SECRET", "TOKEN_AUTH", "AUTH_VALUE")
 
 
+# The KeySource fields, in the order the cache key and CredentialSpec list them.
+KEY_FIELDS = (
+    "certificate", "private_key", "intermediates", "pkcs11_lib", "reuse_pin",
+    "no_tpm_key_password", "cert_selector", "use_latest_expiring_certificate", "token_chain",
+)
+
+
+def key_fields(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The KeySource keywords from resolved options (rolesanywhere_hsm.settings): the one
+    mapping from option names to key settings. A command whose table lacks an option (e.g.
+    `read-certificate-data` takes no key) gets that option's default."""
+    get = settings.get
+    return {
+        "certificate": get("certificate"),
+        "private_key": get("private-key"),
+        "intermediates": get("intermediates"),
+        "pkcs11_lib": get("pkcs11-lib"),
+        "reuse_pin": get("reuse-pin", False),
+        "no_tpm_key_password": get("no-tpm-key-password", False),
+        "cert_selector": get("cert-selector"),
+        "use_latest_expiring_certificate": get("use-latest-expiring-certificate", False),
+        "token_chain": not get("no-token-chain", False),
+    }
+
+
 def tls_verify(settings: Settings) -> bool | str:
     """httpx's `verify` from resolved options: off (--no-verify-ssl), a CA bundle (--ca-bundle
     or AWS_CA_BUNDLE, through the option table), or the system store."""
@@ -71,11 +97,7 @@ def spec_fields(settings: Settings) -> dict[str, Any]:
     """CredentialSpec's keyword arguments from resolved options: what `from_settings` builds
     the spec from and what a hit computes the key from (one mapping, so they cannot differ)."""
     return {
-        "certificate": settings["certificate"],
-        "private_key": settings["private-key"],
-        "intermediates": settings["intermediates"],
-        "pkcs11_lib": settings["pkcs11-lib"],
-        "reuse_pin": settings["reuse-pin"],
+        **key_fields(settings),  # the key's settings: the one mapping (KeySource's too)
         "trust_anchor_arn": settings["trust-anchor-arn"],
         "profile_arn": settings["profile-arn"],
         "role_arn": settings["role-arn"],
@@ -86,10 +108,6 @@ def spec_fields(settings: Settings) -> dict[str, Any]:
         "verify": tls_verify(settings),
         "trust_env": not settings["no-proxy"],
         "timeout": settings["timeout"],
-        "no_tpm_key_password": settings["no-tpm-key-password"],
-        "cert_selector": settings["cert-selector"],
-        "use_latest_expiring_certificate": settings["use-latest-expiring-certificate"],
-        "token_chain": not settings["no-token-chain"],
     }
 
 

@@ -1,37 +1,35 @@
-"""CreateSession over HTTPS: the only module that knows HTTP, TLS, proxies, timeouts and retries.
+"""CreateSession over HTTPS: the only module that decides how HTTP is sent, with its TLS context,
+proxies, time budget, retries and error mapping.
 
-Signing is an `httpx.Auth`, so each attempt (including every retry) is signed afresh with a new
-`X-Amz-Date`, and the signer is asked for exactly one signature per attempt. A
-`RolesAnywhereClient` keeps its connection pool and is meant to live as long as a credential
-server does; the one-shot `create_session()` is the session module's (a session used once).
+Two paths send the request, and every client test runs against both: the standard-library
+path (rolesanywhere_hsm.directhttp) whenever no proxy applies, as httpx would decide
+(rolesanywhere_hsm.proxyenv), so that a cold `credential-process` does not load httpx; and the
+httpx path (rolesanywhere_hsm.httpxpath) for proxies, for a caller's own httpx transport, and
+for any endpoint or proxy setting in a form the direct path leaves to it. Both sign through
+rolesanywhere_hsm.sigv4request, so each attempt (including every retry) is signed afresh with a
+new `X-Amz-Date` and the signer is asked for exactly one signature per attempt. A
+`RolesAnywhereClient` is meant to live as long as a credential server does (the httpx path keeps
+its connection pool); the one-shot `create_session()` is the session module's.
 
 Each call has one time budget (a `Deadline`) for all its attempts, enforced on every socket
-operation, and reads at most MAX_ANSWER_BYTES of an answer: whatever the server does, a call
-ends in bounded time and memory.
+operation of either path (rolesanywhere_hsm.netwatch), and reads at most MAX_ANSWER_BYTES of an
+answer: whatever the server does, a call ends in bounded time and memory.
 """
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
-import ipaddress
 import json
 import logging
 import os
 import random
 import re
-import socket
 import ssl
-import threading
+import sys
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-import httpcore
-import httpx
-
-from rolesanywhere_hsm import sigv4x509
 from rolesanywhere_hsm.arn import SessionArns
 from rolesanywhere_hsm.backoff import full_jitter
 from rolesanywhere_hsm.credentials import Credentials
@@ -50,10 +48,17 @@ from rolesanywhere_hsm.errors import (
     service_error,
 )
 from rolesanywhere_hsm.files import CA_BUNDLE_LIMIT, read_regular_file
+from rolesanywhere_hsm.netwatch import WATCH, Watch, phase_words
+from rolesanywhere_hsm.proxyenv import goes_direct
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import one_line, redact
 from rolesanywhere_hsm.signers.base import Signer, SignerConfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import httpx
+from rolesanywhere_hsm.sigv4request import RequestSigner
 from rolesanywhere_hsm.spec import DEFAULT_DURATION, MAX_DURATION, MIN_DURATION  # the spec's bounds
-from rolesanywhere_hsm.x509 import certificate_info
 
 __all__ = [
     "DEFAULT_DURATION",
@@ -79,22 +84,34 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(Record):
     """Full-jitter exponential backoff: attempt n waits uniform(0, min(cap, base * 2**n)).
 
     A throttled answer (429) is backed off in seconds, not fractions of one (the account's
     rate is counted per second, and a fleet retrying at once keeps it exceeded): up to
     `throttle_attempts` attempts, retry n waiting full jitter over min(throttle_max_delay,
     throttle_base_delay * 2**(n-1)) seconds, all within the call's deadline.
+
+    A frozen `Record`, not a dataclass: a cold `credential-process` then makes one class fewer
+    through `dataclasses` (docs/performance.md).
     """
 
-    attempts: int = 3
-    base_delay: float = 0.25
-    max_delay: float = 5.0
-    throttle_attempts: int = 5
-    throttle_base_delay: float = 1.0
-    throttle_max_delay: float = 8.0
+    __slots__ = ("attempts", "base_delay", "max_delay", "throttle_attempts", "throttle_base_delay",
+                 "throttle_max_delay")
+    _compared = __slots__
+    attempts: int
+    base_delay: float
+    max_delay: float
+    throttle_attempts: int
+    throttle_base_delay: float
+    throttle_max_delay: float
+
+    def __init__(self, attempts: int = 3, base_delay: float = 0.25, max_delay: float = 5.0,
+                 throttle_attempts: int = 5, throttle_base_delay: float = 1.0,
+                 throttle_max_delay: float = 8.0) -> None:
+        self._set(attempts=attempts, base_delay=base_delay, max_delay=max_delay,
+                  throttle_attempts=throttle_attempts, throttle_base_delay=throttle_base_delay,
+                  throttle_max_delay=throttle_max_delay)
 
     def delay(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
@@ -114,49 +131,7 @@ def _check_duration(duration_seconds: int) -> None:
         raise error
 
 
-class X509SigV4Auth(httpx.Auth):
-    """Adds the X.509 headers and the Authorization header to a CreateSession request."""
-
-    requires_request_body = True
-
-    def __init__(self, signer: Signer, region: str, clock: Clock = _utcnow) -> None:
-        self._signer = signer
-        self._region = region
-        self._clock = clock
-        self._serial = certificate_info(signer.certificate).serial
-        self._x509 = sigv4x509.encode_certificate(signer.certificate)
-        self._chain = sigv4x509.encode_chain(signer.chain) if signer.chain else None
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        date = sigv4x509.amz_date(self._clock())
-        request.headers["X-Amz-Date"] = date
-        request.headers["X-Amz-X509"] = self._x509
-        if self._chain:
-            request.headers["X-Amz-X509-Chain"] = self._chain
-        signed = {
-            "content-type": request.headers["Content-Type"],
-            "host": request.headers["Host"],
-            "x-amz-date": date,
-            "x-amz-x509": self._x509,
-        }
-        if self._chain:
-            signed["x-amz-x509-chain"] = self._chain
-        query: dict[str, list[str]] = {}
-        for name, value in request.url.params.multi_items():
-            query.setdefault(name, []).append(value)
-        canonical = sigv4x509.canonical_request(
-            request.method, request.url.path, query, signed, request.content
-        )
-        log.debug("canonical request:\n%s", canonical)
-        to_sign = sigv4x509.string_to_sign(self._signer.algorithm, date, self._region, canonical)
-        signature = self._signer.sign(to_sign.encode("utf-8"))
-        request.headers["Authorization"] = sigv4x509.authorization_header(
-            self._signer.algorithm, self._serial, date, self._region, signed, signature
-        )
-        yield request
-
-
-def _error_from_answer(status: int, headers: httpx.Headers, body: bytes) -> RolesAnywhereError:
+def _error_from_answer(status: int, headers: Any, body: bytes) -> RolesAnywhereError:
     """The exception for a non-2xx answer, with the server's text on one shortened line.
 
     A 4xx is the service refusing (ServiceError, exit 6); a 5xx that is still there after the
@@ -186,155 +161,24 @@ def _error_from_answer(status: int, headers: httpx.Headers, body: bytes) -> Role
     return service_error(error_type, status, message or f"HTTP {status}")
 
 
-# --- The deadline, enforced at the socket -------------------------------------------------
-# httpx's timeouts apply to each socket operation and restart with every byte, so a server
-# that drips one byte a second never times out. The budget is enforced one level down instead:
-# a network backend for httpcore that cuts every connect, TLS handshake, write and read to the
-# time left on the deadline of the call in progress (a context variable: one client may serve
-# several threads, each with its own call and deadline).
-
-
-@dataclass
-class _Watch:
-    """The deadline of the call in progress on this thread, and the phase it is in."""
-
-    deadline: Deadline
-    phase: str = "connecting"
-
-
-_WATCH: contextvars.ContextVar[_Watch | None] = contextvars.ContextVar("rah_deadline", default=None)
-
-_RESOLVING = "looking up the address"
-_CONNECTING = "connecting"
-_TLS = "in the TLS handshake"
-_SENDING = "sending the request"
-_WAITING = "waiting for the answer"
-
-
-def _limit(timeout: float | None, phase: str, timeout_error: type[Exception]) -> float | None:
-    """`timeout` cut to the time left on this thread's deadline; the timeout error at zero."""
-    watch = _WATCH.get()
-    if watch is None:
-        return timeout
-    watch.phase = phase
-    left = watch.deadline.remaining()
-    if left <= 0:  # settimeout(0) would make the socket non-blocking, not time out
-        raise timeout_error(f"the time budget ran out {phase}")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream) -> None:
-        self._inner = inner
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, _limit(timeout, _WAITING, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _limit(timeout, _SENDING, httpcore.WriteTimeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        limit = _limit(timeout, _TLS, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, limit))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self, inner: httpcore.NetworkBackend) -> None:
-        self._inner = inner
-
-    def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.NetworkStream:
-        addresses = [host] if _WATCH.get() is None or _is_ip_literal(host) else _resolve(host, port)
-        error: Exception | None = None
-        for address in addresses:  # as socket.create_connection does, each with what is left
-            limit = _limit(timeout, _CONNECTING, httpcore.ConnectTimeout)
-            try:
-                return _DeadlineStream(self._inner.connect_tcp(address, port, limit, local_address, socket_options))
-            except httpcore.ConnectError as exc:
-                error = exc
-            except UnicodeError:  # the resolver's IDNA step: an empty or overlong label
-                raise httpcore.ConnectError(f"the host name {host!r} is not valid") from None
-        assert error is not None
-        raise error
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Any = None
-    ) -> httpcore.NetworkStream:
-        limit = _limit(timeout, _CONNECTING, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._inner.connect_unix_socket(path, limit, socket_options))
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _resolve(host: str, port: int) -> list[str]:
-    """The addresses of `host`, looked up within the time left: `getaddrinfo` takes no timeout
-    and a broken resolver can hold it for tens of seconds, so it runs in a daemon thread that
-    is abandoned (it ends on its own) when the budget runs out first."""
-    limit = _limit(None, _RESOLVING, httpcore.ConnectTimeout)
-    outcome: list[Any] = []
-    done = threading.Event()
-
-    def lookup() -> None:
-        try:
-            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except Exception as exc:  # noqa: BLE001 (handed to the waiting thread)
-            outcome.append(exc)
-        finally:
-            done.set()
-
-    threading.Thread(target=lookup, name="rah-resolve", daemon=True).start()
-    if not done.wait(limit):
-        raise httpcore.ConnectTimeout(f"the time budget ran out {_RESOLVING}")
-    if isinstance(outcome[0], UnicodeError):
-        raise httpcore.ConnectError(f"the host name {host!r} is not valid")
-    if isinstance(outcome[0], Exception):
-        raise httpcore.ConnectError(str(outcome[0]))
-    addresses = list(dict.fromkeys(info[4][0] for info in outcome[0]))
-    if not addresses:
-        raise httpcore.ConnectError(f"no address for {host!r}")
-    return addresses
-
-
-def _install_deadline_backend(http: httpx.Client) -> None:
-    """Put the deadline backend under every transport the client may use (direct and proxies).
-
-    httpx builds its transports (one per proxy found in the environment) without a way to pass
-    an httpcore network backend, so it is set on each transport's pool after the fact. A test
-    proves that a dripping server is cut at the deadline, so a change inside httpx/httpcore
-    that bypasses this fails loudly rather than silently.
-    """
-    transports = [http._transport, *http._mounts.values()]
-    for transport in transports:
-        pool = getattr(transport, "_pool", None)
-        backend = getattr(pool, "_network_backend", None)
-        if backend is not None and not isinstance(backend, _DeadlineBackend):
-            pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
+# Which path a client sends with: "auto" is the standard-library path when no proxy applies
+# (and the endpoint has a form it serves), else httpx; "httpx" is httpx always. A client's
+# `http_client` argument overrides it (the tests run every client test on both).
+HTTP_CLIENT = "auto"
+_HTTP_CLIENTS = ("auto", "httpx")
+# Set by a front end that owns its process (cli.fast.import_http_client): loads the httpx path
+# without the modules one request never uses. None: a plain import.
+load_httpx_path: Callable[[], None] | None = None
+_HEADERS = {"User-Agent": "rolesanywhere-hsm/0.1", "Accept-Encoding": "identity"}
 
 
 class RolesAnywhereClient:
     """A connection to one Roles Anywhere endpoint, reusable across many CreateSession calls.
 
     `timeout` is the budget of one `create_session()` call when it is given no deadline: all
-    attempts, backoff and the reading of the answer together.
+    attempts, backoff and the reading of the answer together. `transport` (an httpx transport)
+    puts the client on the httpx path; `http_client` ("auto" or "httpx", default HTTP_CLIENT)
+    says whether the standard-library path may be used when no proxy applies.
     """
 
     def __init__(
@@ -348,39 +192,33 @@ class RolesAnywhereClient:
         retry: RetryPolicy = RetryPolicy(),
         clock: Clock = _utcnow,
         transport: httpx.BaseTransport | None = None,
+        http_client: str | None = None,
     ) -> None:
         self.region = region
         self.endpoint = resolve_endpoint(region, endpoint)
-        if isinstance(timeout, httpx.Timeout):  # per-operation limits, as callers gave before budgets
+        if not isinstance(timeout, (int, float)) and hasattr(timeout, "connect"):  # an httpx.Timeout:
+            # per-operation limits, as callers gave before budgets
             limits = [t for t in (timeout.connect, timeout.read, timeout.write, timeout.pool) if t is not None]
             timeout = max(limits) if limits else DEFAULT_TIMEOUT
         self.timeout = check_timeout(timeout)
         self._retry = retry
         self._clock = clock
         self._sleep = time.sleep
-        verify_arg: bool | ssl.SSLContext = verify if isinstance(verify, bool) else _ssl_context(verify)
-        if verify is True and not _may_use_tls(self.endpoint, trust_env):
-            verify_arg = _unused_tls_context()  # httpx would load certifi's bundle (~25 ms) for nothing
-        try:
-            self._http = httpx.Client(
-                base_url=self.endpoint,
-                verify=verify_arg,
-                trust_env=trust_env,
-                timeout=self.timeout,
-                transport=transport,
-                headers={"User-Agent": "rolesanywhere-hsm/0.1", "Accept-Encoding": "identity"},
-            )
-        except httpx.InvalidURL as exc:  # what urlsplit let through and httpx does not
-            raise EndpointError(
-                f"The endpoint {redact(self.endpoint)} is not a valid URL ({one_line(str(exc))}).",
-                hint="Give a URL such as https://rolesanywhere.us-east-1.amazonaws.com.",
-            ) from None
-        except (OSError, ValueError) as exc:  # a bad proxy URL
-            raise UsageError(
-                f"Cannot set up HTTPS: {one_line(redact(str(exc)))}.",
-                hint="Check --ca-bundle / AWS_CA_BUNDLE and proxy variables.",
-            ) from None
-        _install_deadline_backend(self._http)
+        choice = HTTP_CLIENT if http_client is None else http_client
+        if choice not in _HTTP_CLIENTS:
+            raise ValueError(f"http_client must be one of {_HTTP_CLIENTS}, not {choice!r}")
+        context: ssl.SSLContext | None = None if isinstance(verify, bool) else _ssl_context(verify)
+        self._path: Any = None
+        if choice == "auto" and transport is None:
+            self._path = _direct_path(self.endpoint, verify, context, trust_env)
+        if self._path is None:
+            self._path = _httpx_path(self.endpoint, verify, context, trust_env, self.timeout, transport)
+        log.debug("sending with the %s path", self._path.name)
+
+    @property
+    def http_client(self) -> str:
+        """The path this client sends with: "direct" (the standard library) or "httpx"."""
+        return str(self._path.name)
 
     def create_session(
         self,
@@ -411,7 +249,7 @@ class RolesAnywhereClient:
             "roleArn": str(arns.role),
             "trustAnchorArn": str(arns.trust_anchor),
         }
-        auth = X509SigV4Auth(signer, self.region, self._clock)
+        signing = RequestSigner(signer, self.region, self._clock)
         last_error: RolesAnywhereError | None = None
         throttled = 0  # 429s in a row: backed off by their own rule, in seconds
         attempt = 0
@@ -429,16 +267,8 @@ class RolesAnywhereClient:
             attempt += 1
             if deadline.expired():
                 break
-            request = self._http.build_request(
-                "POST",
-                SESSIONS_PATH,
-                params=params,
-                content=content,
-                headers={"Content-Type": "application/json"},
-                timeout=httpx.Timeout(deadline.remaining()),
-            )
             try:
-                status, headers, answer = self._exchange(request, auth, deadline, attempt)
+                status, headers, answer = self._exchange(params, content, signing, deadline, attempt)
             except DeadlineExceededError as exc:
                 if last_error is None:
                     raise
@@ -465,24 +295,26 @@ class RolesAnywhereClient:
         raise last_error
 
     def _exchange(
-        self, request: httpx.Request, auth: httpx.Auth, deadline: Deadline, attempt: int
-    ) -> tuple[int, httpx.Headers, bytes]:
-        """Send one request and read its answer (at most MAX_ANSWER_BYTES) before the deadline."""
-        watch = _Watch(deadline)
-        token = _WATCH.set(watch)
+        self, params: dict[str, str], content: bytes, signing: RequestSigner, deadline: Deadline, attempt: int
+    ) -> tuple[int, Any, bytes]:
+        """Send one signed request and read its answer (at most MAX_ANSWER_BYTES) before the
+        deadline; either path's failures become the same errors with the same words."""
+        path = self._path
+        watch = Watch(deadline)
+        token = WATCH.set(watch)
         try:
-            response = self._http.send(request, auth=auth, stream=True)
+            response = path.send(SESSIONS_PATH, params, content, "application/json", signing, deadline.remaining())
             try:
                 return response.status_code, response.headers, self._read_answer(response, watch)
             finally:
                 response.close()
-        except httpx.TimeoutException as exc:  # every timeout is the budget's: they derive from it
+        except path.timeout_errors as exc:  # every timeout is the budget's: they derive from it
             raise DeadlineExceededError(
                 f"The {deadline.describe()} time budget ran out {_phase_words(watch.phase)} "
                 f"{self.endpoint} (attempt {attempt}).",
                 hint=_DEADLINE_HINT,
             ) from exc
-        except httpx.ConnectError as exc:
+        except path.connect_errors as exc:
             text = one_line(str(exc))
             if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
                 raise TlsVerificationError(
@@ -493,12 +325,12 @@ class RolesAnywhereClient:
                 f"Cannot connect to {self.endpoint}: {text}.",
                 hint="Check the network, the proxy settings and --endpoint.",
             ) from exc
-        except httpx.HTTPError as exc:
+        except path.http_errors as exc:
             raise TransportError(f"HTTP error talking to {self.endpoint}: {one_line(str(exc))}.") from exc
         finally:
-            _WATCH.reset(token)
+            WATCH.reset(token)
 
-    def _read_answer(self, response: httpx.Response, watch: _Watch) -> bytes:
+    def _read_answer(self, response: Any, watch: Watch) -> bytes:
         """The body, streamed: refused beyond MAX_ANSWER_BYTES, cut at the deadline."""
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
@@ -517,12 +349,12 @@ class RolesAnywhereClient:
             if size > MAX_ANSWER_BYTES:
                 raise _too_big(self.endpoint)
             if watch.deadline.expired():
-                raise httpx.ReadTimeout("the time budget ran out waiting for the answer")
+                raise self._path.read_timeout("the time budget ran out waiting for the answer")
             chunks.append(chunk)
         return b"".join(chunks)
 
     def close(self) -> None:
-        self._http.close()
+        self._path.close()
 
     def __enter__(self) -> RolesAnywhereClient:
         return self
@@ -531,17 +363,56 @@ class RolesAnywhereClient:
         self.close()
 
 
+def _direct_path(endpoint: str, verify: bool | str, context: ssl.SSLContext | None, trust_env: bool) -> Any:
+    """The standard-library path, when httpx would connect directly too; else None."""
+    from rolesanywhere_hsm.directhttp import DirectPath, parse_endpoint
+
+    parsed = parse_endpoint(endpoint)
+    if parsed is None or not goes_direct(parsed[0], parsed[1], os.environ, trust_env=trust_env,
+                                         platform=sys.platform):
+        return None
+    if parsed[0] == "https" and context is None:
+        context = _httpx_default_context(trust_env) if verify is True else _unverified_context()
+    return DirectPath(endpoint, ssl_context=context, headers=_HEADERS)
+
+
+def _httpx_path(endpoint: str, verify: bool | str, context: ssl.SSLContext | None, trust_env: bool,
+                timeout: float, transport: Any) -> Any:
+    if load_httpx_path is not None and "rolesanywhere_hsm.httpxpath" not in sys.modules:
+        load_httpx_path()
+    from rolesanywhere_hsm.httpxpath import HttpxPath, httpx
+
+    verify_arg: bool | ssl.SSLContext = verify if context is None else context
+    if verify is True and not _may_use_tls(endpoint, trust_env):
+        verify_arg = _unused_tls_context()  # httpx would load certifi's bundle (~25 ms) for nothing
+    try:
+        return HttpxPath(endpoint, verify=verify_arg, trust_env=trust_env, timeout=timeout, headers=_HEADERS,
+                         transport=transport)
+    except httpx.InvalidURL as exc:  # what urlsplit let through and httpx does not
+        raise EndpointError(
+            f"The endpoint {redact(endpoint)} is not a valid URL ({one_line(str(exc))}).",
+            hint="Give a URL such as https://rolesanywhere.us-east-1.amazonaws.com.",
+        ) from None
+    except (OSError, ValueError) as exc:  # a bad proxy URL
+        raise UsageError(
+            f"Cannot set up HTTPS: {one_line(redact(str(exc)))}.",
+            hint="Check --ca-bundle / AWS_CA_BUNDLE and proxy variables.",
+        ) from None
+
+
+def __getattr__(name: str) -> Any:
+    """X509SigV4Auth is an httpx.Auth: loading it loads httpx, so only when asked for."""
+    if name == "X509SigV4Auth":
+        from rolesanywhere_hsm.httpxpath import X509SigV4Auth
+
+        return X509SigV4Auth
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _DEADLINE_HINT = "Check the network, the proxy and --endpoint; or give more time with --timeout / RAH_TIMEOUT."
 
 
-def _phase_words(phase: str) -> str:
-    return {
-        _RESOLVING: "looking up the address of",
-        _CONNECTING: "connecting to",
-        _TLS: "in the TLS handshake with",
-        _SENDING: "sending the request to",
-        _WAITING: "waiting for the answer of",
-    }.get(phase, "talking to")
+_phase_words = phase_words
 
 
 def _too_big(endpoint: str) -> TransportError:
@@ -576,6 +447,27 @@ def _unused_tls_context() -> ssl.SSLContext:
     """A context for a client that makes no TLS connection: it verifies (certificate and host
     name) against no CA at all, so should it ever be used, every handshake fails closed."""
     return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _httpx_default_context(trust_env: bool) -> ssl.SSLContext:
+    """The context httpx makes for `verify=True` (httpx.create_ssl_context): SSL_CERT_FILE or
+    SSL_CERT_DIR when the environment is trusted, else certifi's bundle, so that both paths
+    trust the same CAs."""
+    if trust_env and os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if trust_env and os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    import certifi
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _unverified_context() -> ssl.SSLContext:
+    """httpx's context for `verify=False`: no certificate or host name check."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _ssl_context(cafile: str) -> ssl.SSLContext:

@@ -26,10 +26,10 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from rolesanywhere_hsm.errors import RolesAnywhereError, UsageError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import redact
 
 __all__ = [
@@ -135,13 +135,17 @@ def _read_open(fd: int, limit: int,
         raise fail(exc.strerror or type(exc).__name__, "Check the path and its permissions.") from None
 
 
-@dataclass(frozen=True)
-class CappedOutput:
+class CappedOutput(Record):
     """What `run_capped` got: the exit status (None when the program was stopped) and stdout."""
 
+    __slots__ = ("returncode", "stdout", "over_limit")
+    _compared = __slots__
     returncode: int | None
     stdout: bytes
-    over_limit: bool = False
+    over_limit: bool
+
+    def __init__(self, returncode: int | None, stdout: bytes, over_limit: bool = False) -> None:
+        self._set(returncode=returncode, stdout=stdout, over_limit=over_limit)
 
 
 def run_capped(argv: list[str], *, limit: int, timeout: float) -> CappedOutput:

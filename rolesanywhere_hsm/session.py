@@ -11,11 +11,13 @@ refreshes. When the token loses the session (a pcscd restart, a dropped session 
 signer is closed and opened again, once per fetch. A PIN the token refused is never presented
 again: `PinIncorrectError` and `PinLockedError` end the session for good.
 
-How a PIN is obtained is the front end's choice (docs/update.md): pin sources in the URI or
-`RAH_PKCS11_PIN`, a `secret_callback`, or the terminal prompt. The prompt is only ever shown
-from the main thread: a fetch from a background thread that would need to prompt fails with
-`PinUnavailableError` instead of opening `/dev/tty`. `RememberedSecret` lets a front end ask
-once at start and answer later re-logins from memory.
+How a secret is obtained is the front end's choice, given as a `SecretPolicy`
+(signers/secretpolicy.py: one order for the PIN and the key passwords): the command line's
+policy prompts on the terminal, from the main thread only; a session built without one (the
+library: `create_session`, `boto3_session`) never prompts, and when no source answers says how
+to give the secret (`secret_callback` still answers). A fetch from a background thread never
+prompts. `RememberedSecret`, or a policy made with `remember=True`, lets a front end ask once
+at start and answer later re-logins from memory.
 
 A renewed certificate is picked up at the next fetch without a new login (rotation.py), and
 each fetch is told to the session's observers as an `attempts.Attempt` (the audit log and the
@@ -35,7 +37,6 @@ from rolesanywhere_hsm.deadline import DEFAULT_TIMEOUT
 from rolesanywhere_hsm.errors import (
     PinIncorrectError,
     PinLockedError,
-    PinUnavailableError,
     RolesAnywhereError,
     TokenError,
 )
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.rotation import RotationWatch
     from rolesanywhere_hsm.credentials import Credentials
     from rolesanywhere_hsm.signers.base import SecretCallback, Signer, SignerConfig
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
 __all__ = ["CredentialSession", "CredentialSpec", "RememberedSecret", "create_session"]
 
@@ -70,7 +72,12 @@ class RememberedSecret:
     def __call__(self, description: str) -> str:
         with self._lock:
             if self._secret is None:
-                self._secret = _main_thread_prompt(self._ask)(description)
+                if self._ask is not None:
+                    self._secret = self._ask(description)
+                else:  # made without a callback: the front end asked for the terminal
+                    from rolesanywhere_hsm.signers.secretpolicy import terminal_prompt
+
+                    self._secret = terminal_prompt(description)
             return self._secret
 
     def forget(self) -> None:
@@ -81,32 +88,13 @@ class RememberedSecret:
         return f"RememberedSecret(held={self._secret is not None})"
 
 
-def _main_thread_prompt(ask: Callable[[str], str] | None) -> Callable[[str], str]:
-    """`ask` (default: the terminal prompt) guarded so that only the main thread prompts."""
-
-    def guarded(description: str) -> str:
-        if ask is not None:
-            return ask(description)
-        if threading.current_thread() is not threading.main_thread():
-            raise PinUnavailableError(
-                f"A secret is needed ({description}) in a background refresh, where no prompt "
-                "is shown.",
-                hint="Give the PIN with pin-source in the pkcs11: URI or RAH_PKCS11_PIN, or let "
-                "the program ask for it at start.",
-            )
-        from rolesanywhere_hsm.signers.pin import prompt_on_tty
-
-        return prompt_on_tty(description)
-
-    return guarded
-
-
 class CredentialSession:
     """One open signer and one client for one `CredentialSpec`; `fetch()` gets credentials.
 
     Thread-safe: fetches are serialised (a token signs one request at a time). `signer` lends
     an already open signer, which the session uses but does not close (for
-    `client.create_session(Signer, ...)`).
+    `client.create_session(Signer, ...)`). `secret_policy` is how secrets may be found
+    (default: `SecretPolicy.unattended()`, which never prompts), with `secret_callback` added.
     """
 
     def __init__(
@@ -120,8 +108,12 @@ class CredentialSession:
         tpm_key_password: str | None = None,
         observers: Sequence[Observer] = (),
         rotate: bool = False,
+        secret_policy: SecretPolicy | None = None,
     ) -> None:
+        from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
+
         self.spec = spec
+        self._policy = (secret_policy or SecretPolicy.unattended()).with_callback(secret_callback)
         self.observers = list(observers)
         self._rotate = rotate  # long-running front ends: pick up a renewed certificate
         self._watch: RotationWatch | None = None
@@ -282,10 +274,9 @@ class CredentialSession:
     def _load_signer(self) -> Signer:
         from rolesanywhere_hsm.signers.base import load_signer
 
-        callback = self._callback or _main_thread_prompt(None)
-        config = self.spec.signer_config(callback, pkcs8_password=self._pkcs8_password,
+        config = self.spec.signer_config(self._callback, pkcs8_password=self._pkcs8_password,
                                          tpm_key_password=self._tpm_key_password)
-        return load_signer(config)
+        return load_signer(config, self._policy)
 
     def _watch_rotation(self) -> None:
         if self._watch is not None:
@@ -315,6 +306,7 @@ class CredentialSession:
         self._fatal = exc
         if isinstance(self._callback, RememberedSecret):
             self._callback.forget()
+        self._policy.forget()
         self._close_signer()
 
     def _close_signer(self) -> None:
@@ -342,8 +334,12 @@ def create_session(
     trust_env: bool = True,
     retry: RetryPolicy | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    secret_policy: SecretPolicy | None = None,
 ) -> Credentials:
     """Get credentials once: a `CredentialSession` used for one fetch and closed.
+
+    Secrets come from `secret_policy` (default: every source but a prompt; the config's
+    `secret_callback` answers before one), so a library call never prompts unless asked to.
 
     Every argument is checked (by `CredentialSpec`) before the key store is opened, so a typo
     in an ARN never costs a PIN entry. Given an open Signer, it is used and left open.
@@ -351,16 +347,14 @@ def create_session(
     signer is open: a PIN prompt does not eat into it. `retry` defaults to `RetryPolicy()`.
     """
     from rolesanywhere_hsm.client import RetryPolicy
+    from rolesanywhere_hsm.keysource import KeySource
     from rolesanywhere_hsm.signers.base import SignerConfig
 
     lent = None if isinstance(signer, SignerConfig) else signer
     config = signer if isinstance(signer, SignerConfig) else None
+    key = KeySource.from_config(config) if config else KeySource("(an open signer)")
     spec = CredentialSpec(
-        certificate=config.certificate if config else "(an open signer)",
-        private_key=config.private_key if config else None,
-        intermediates=config.intermediates if config else None,
-        pkcs11_lib=config.pkcs11_lib if config else None,
-        reuse_pin=config.reuse_pin if config else False,
+        **key.fields(),
         trust_anchor_arn=trust_anchor_arn,
         profile_arn=profile_arn,
         role_arn=role_arn,
@@ -371,10 +365,6 @@ def create_session(
         verify=verify,
         trust_env=trust_env,
         timeout=timeout,
-        no_tpm_key_password=config.no_tpm_key_password if config else False,
-        cert_selector=config.cert_selector if config else None,
-        use_latest_expiring_certificate=config.use_latest_expiring_certificate if config else False,
-        token_chain=config.token_chain if config else True,
     )
     with CredentialSession(
         spec,
@@ -383,5 +373,6 @@ def create_session(
         tpm_key_password=config.tpm_key_password if config else None,
         signer=lent,
         retry=retry if retry is not None else RetryPolicy(),
+        secret_policy=secret_policy,
     ) as session:
         return session.fetch()

@@ -20,6 +20,7 @@ import re
 from rolesanywhere_hsm.arn import SessionArns, validate_session_arns
 from rolesanywhere_hsm.cachekey import cache_key, spec_fields, tls_verify
 from rolesanywhere_hsm.errors import SETTING, ArnError, UsageError
+from rolesanywhere_hsm.keysource import KEY_FIELDS, KeySource
 from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import redact
 
@@ -60,8 +61,8 @@ class CredentialSpec(Record):
 
     `verify` is True (system CAs), False (no verification) or a CA bundle path; `trust_env`
     honours HTTPS_PROXY and friends; `timeout` is the total seconds one fetch may take
-    (None: the client's defaults). `arns` and `selector` are derived (the ARNs checked, the
-    --cert-selector parsed). A plain frozen class, not a dataclass: a cache hit builds one
+    (None: the client's defaults). `arns` and `key_source` are derived (the ARNs checked; the
+    key's settings as one `KeySource`, its --cert-selector parsed). A plain frozen class, not a dataclass: a cache hit builds one
     (rolesanywhere_hsm.record says why).
     """
 
@@ -71,7 +72,7 @@ class CredentialSpec(Record):
         "verify", "trust_env", "timeout", "no_tpm_key_password", "cert_selector",
         "use_latest_expiring_certificate", "token_chain",
     )
-    __slots__ = (*_compared, "arns", "selector")
+    __slots__ = (*_compared, "arns", "key_source")
 
     certificate: str | None  # None: --cert-selector picks it among the tokens' certificates
     trust_anchor_arn: str
@@ -93,7 +94,7 @@ class CredentialSpec(Record):
     use_latest_expiring_certificate: bool
     token_chain: bool  # a certificate on a token: send its issuer path from the token
     arns: SessionArns
-    selector: Any  # cert_selector, parsed
+    key_source: KeySource  # the key's settings, built once (cert_selector parsed there)
 
     def __init__(
         self, certificate: str | None, trust_anchor_arn: str, profile_arn: str, role_arn: str,
@@ -149,14 +150,9 @@ class CredentialSpec(Record):
 
             check_timeout(self.timeout)
         object.__setattr__(self, "arns", arns)
-        selector = self.cert_selector  # text from a command line or profile, or already parsed
-        if isinstance(selector, str) and selector:
-            from rolesanywhere_hsm.certselector import parse_cert_selector
-
-            selector = parse_cert_selector(selector)
-        object.__setattr__(self, "selector", selector)
-        if selector is not None:
-            self.signer_config()  # its own checks (a selector with a key file but no certificate), now
+        # its own checks (a selector that does not parse, or with a key file and no
+        # certificate), now: errors name the setting as the ones above do
+        object.__setattr__(self, "key_source", KeySource(**{name: getattr(self, name) for name in KEY_FIELDS}))
 
     @classmethod
     def from_settings(cls, settings: Settings,
@@ -177,6 +173,11 @@ class CredentialSpec(Record):
         """The region requests are signed for: always the trust anchor's."""
         return self.arns.region
 
+    @property
+    def selector(self) -> Any:
+        """The --cert-selector, parsed (None without one)."""
+        return self.key_source.selector
+
     def signer_config(
         self, secret_callback: SecretCallback | None = None, *, pkcs8_password: str | None = None,
         tpm_key_password: str | None = None,
@@ -184,22 +185,11 @@ class CredentialSpec(Record):
         """The signer settings, with the secrets the front end supplies (never stored here)."""
         from rolesanywhere_hsm.signers.base import SignerConfig
 
-        return SignerConfig(
-            certificate=self.certificate,
-            private_key=self.private_key,
-            intermediates=self.intermediates,
-            pkcs8_password=pkcs8_password,
-            pkcs11_lib=self.pkcs11_lib,
-            reuse_pin=self.reuse_pin,
-            secret_callback=secret_callback,
-            tpm_key_password=tpm_key_password,
-            no_tpm_key_password=self.no_tpm_key_password,
-            cert_selector=self.selector,
-            use_latest_expiring_certificate=self.use_latest_expiring_certificate,
-            token_chain=self.token_chain,
-        )
+        return SignerConfig.from_source(self.key_source, secret_callback, pkcs8_password=pkcs8_password,
+                                        tpm_key_password=tpm_key_password)
 
     def cache_key(self) -> str:
         """A stable hex key naming these credentials (rolesanywhere_hsm.cachekey: the rule, and
         why a hit may compute it from the settings before validating). No token is touched."""
-        return cache_key(**{name: getattr(self, name) for name in self._compared})
+        call = {name: getattr(self, name) for name in self._compared if name not in KEY_FIELDS}
+        return cache_key(**call, **self.key_source.fields())

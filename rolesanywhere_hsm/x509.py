@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from asn1crypto import pem as _pem
 from asn1crypto import x509 as _x509
 
 from rolesanywhere_hsm.errors import CertificateError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "certificate_data",
     "certificate_info",
     "ensure_current",
-    "ensure_leaf_usable",
     "load_certificates",
     "order_chain",
     "parse_certificates",
@@ -57,8 +56,13 @@ class _AnyPublicKeyInfo(_core.Sequence):
     _fields = [("algorithm", _keys.PublicKeyAlgorithm), ("public_key", _core.OctetBitString)]
 
 
-@dataclass(frozen=True)
-class CertificateInfo:
+class CertificateInfo(Record):
+    """What we read from a certificate. A frozen `Record` rather than a dataclass: one class
+    fewer made through `dataclasses` on a cold `credential-process` (docs/performance.md)."""
+
+    __slots__ = ("der", "serial", "key_type", "subject", "issuer", "public_key_info", "curve", "key_bits",
+                 "is_ca", "subject_raw", "issuer_raw", "parameter_set", "not_before", "not_after")
+    _compared = __slots__
     der: bytes
     serial: int
     key_type: str  # "RSA", "EC" or "ML-DSA"
@@ -70,9 +74,18 @@ class CertificateInfo:
     is_ca: bool
     subject_raw: bytes
     issuer_raw: bytes
-    parameter_set: str | None = None  # "ML-DSA-44", "ML-DSA-65", "ML-DSA-87" for ML-DSA
-    not_before: dt.datetime | None = None  # aware, UTC
-    not_after: dt.datetime | None = None
+    parameter_set: str | None  # "ML-DSA-44", "ML-DSA-65", "ML-DSA-87" for ML-DSA
+    not_before: dt.datetime | None  # aware, UTC
+    not_after: dt.datetime | None
+
+    def __init__(self, *, der: bytes, serial: int, key_type: str, subject: str, issuer: str,
+                 public_key_info: bytes, curve: str | None, key_bits: int, is_ca: bool,
+                 subject_raw: bytes, issuer_raw: bytes, parameter_set: str | None = None,
+                 not_before: dt.datetime | None = None, not_after: dt.datetime | None = None) -> None:
+        self._set(der=der, serial=serial, key_type=key_type, subject=subject, issuer=issuer,
+                  public_key_info=public_key_info, curve=curve, key_bits=key_bits, is_ca=is_ca,
+                  subject_raw=subject_raw, issuer_raw=issuer_raw, parameter_set=parameter_set,
+                  not_before=not_before, not_after=not_after)
 
     @property
     def algorithm(self) -> str:
@@ -229,21 +242,6 @@ def certificate_data(der: bytes) -> dict[str, object]:
         "serialNumber": str(info.serial),
         "supportedAlgorithms": algorithms,
     }
-
-
-def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = (), *, dates: bool = True) -> None:
-    """Refuse early what the service would refuse anyway, with a clearer message: a CA
-    certificate, a key type we do not sign with, a certificate outside its validity (which the
-    service calls only "Untrusted signing certificate")."""
-    if info.is_ca:
-        raise CertificateError(
-            f"The certificate for {info.subject or 'an empty subject'} is a CA certificate; "
-            "Roles Anywhere needs an end-entity certificate.",
-            hint="Pass the workload's own certificate with --certificate.",
-        )
-    algorithm_for_key_type(info.key_type)
-    if dates:
-        ensure_current(info)
 
 
 def ensure_current(info: CertificateInfo, now: dt.datetime | None = None, *,

@@ -22,9 +22,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundations", ("errors", "redact", "files", "deadline", "arn", "sigv4x509", "x509", "inifile",
                      "tomltable", "credentials", "credentials_file", "endpoints", "issuer_path",
                      "certselector", "httpserver", "digest", "record", "attempts", "backoff",
-                     "rotation", "cachekey", "sdnotify")),
+                     "rotation", "cachekey", "sdnotify", "keysource", "netwatch", "proxyenv",
+                     "sigv4request")),
     ("keys", ("signers",)),
-    ("the call", ("client", "spec")),
+    ("the call", ("client", "spec", "directhttp", "httpxpath")),
     ("services", ("session", "refresh", "cache", "settings", "botocore_provider", "provision",
                   "doctor", "emulator", "servers", "attestation", "audit", "metrics", "_dev")),
     ("front ends", ("cli", "__main__")),
@@ -178,7 +179,7 @@ def test_no_import_circle_in_the_package() -> None:
 def test_the_graph_sees_module_and_function_level_imports() -> None:
     graph = import_graph()
     assert "rolesanywhere_hsm.errors" in graph["rolesanywhere_hsm.client"]  # module level
-    assert "rolesanywhere_hsm.signers.pin" in graph["rolesanywhere_hsm.signers.file"]  # in a function
+    assert "rolesanywhere_hsm.signers.secretpolicy" in graph["rolesanywhere_hsm.signers.file"]  # in a function
 
 
 @pytest.mark.parametrize(("files", "expected"), [

@@ -42,7 +42,6 @@ def attest_key_file(path: str, ak_handle: str, ak_certificate: str, *, tcti: str
     from rolesanywhere_hsm.attestation import tpm_format
     from rolesanywhere_hsm.attestation.verify import load_certificates
     from rolesanywhere_hsm.signers import tpmkey
-    from rolesanywhere_hsm.signers.base import SignerConfig
 
     handle = parse_handle(ak_handle)
     try:
@@ -57,7 +56,7 @@ def attest_key_file(path: str, ak_handle: str, ak_certificate: str, *, tcti: str
     from tpm2_pytss.types import TPMT_SIG_SCHEME
 
     key = tpmkey._parse_key(tpmkey._read_key(path), path)
-    password = tpmkey._password(SignerConfig(certificate=None, private_key=path), key, path)
+    password = tpmkey.key_password(key, path)  # SecretPolicy's order, the terminal last
     ectx = tpmkey._connect(tcti or tpmkey.tcti_from_env(environ))
     try:
         loaded = tpmkey._load(ectx, key, path)

@@ -62,30 +62,21 @@ def sign_string_message(spki_der: bytes) -> bytes:
     return SIGN_STRING_PREFIX + str(SIGN_STRING_TEST_VERSION).encode() + suffix
 
 
-def _selector(cert_selector: str | None) -> Any:
-    if not cert_selector:
-        return None
-    from rolesanywhere_hsm.certselector import parse_cert_selector
-
-    return parse_cert_selector(cert_selector)
-
-
 def read_certificate_data(settings: Settings) -> None:
     """Print the certificate's key type, DER (base64), serial and algorithms as compact JSON."""
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
-    certificate, pkcs11_lib = settings["certificate"], settings["pkcs11-lib"]
-    use_latest_expiring_certificate = settings["use-latest-expiring-certificate"]
-    selector = _selector(settings["cert-selector"])
+    from rolesanywhere_hsm.keysource import KeySource
+
+    source = KeySource.from_settings(settings)
+    certificate, pkcs11_lib, selector = source.certificate, source.pkcs11_lib, source.selector
     from rolesanywhere_hsm.x509 import certificate_data, load_certificates
 
     if selector is not None and (certificate is None or certificate.lower().startswith("pkcs11:")):
         from rolesanywhere_hsm.signers.base import SignerConfig
         from rolesanywhere_hsm.signers.pkcs11 import selected_certificate
 
-        der = selected_certificate(SignerConfig(
-            certificate=certificate, pkcs11_lib=pkcs11_lib, cert_selector=selector,
-            use_latest_expiring_certificate=use_latest_expiring_certificate))
+        der = selected_certificate(SignerConfig.from_source(source))
         sys.stdout.write(json.dumps(certificate_data(der), separators=(",", ":")))
         sys.stdout.flush()
         return
@@ -103,7 +94,7 @@ def read_certificate_data(settings: Settings) -> None:
         der = certificates[
             select_certificate(
                 [candidate_from_der(c) for c in certificates], selector,
-                use_latest_expiring=settings["use-latest-expiring-certificate"],
+                use_latest_expiring=source.use_latest_expiring_certificate,
                 where=certificate,
             )
         ]
@@ -153,24 +144,17 @@ def sign_string(settings: Settings, *, output_format: OutputFormat = OutputForma
     compared with the official helper's."""
     configure_logging(settings["debug"])
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
-    certificate, private_key = settings["certificate"], settings["private-key"]
-    selector = _selector(settings["cert-selector"])
     from rolesanywhere_hsm.errors import UsageError
+    from rolesanywhere_hsm.keysource import KeySource
     from rolesanywhere_hsm.signers.base import SignerConfig
 
-    if not certificate and not private_key and selector is None:
+    fields = KeySource.from_settings(settings).fields()
+    source = KeySource(**{**fields, "certificate": fields["certificate"] or None})
+    if not source.certificate and not source.private_key and source.selector is None:
         raise UsageError("Give --private-key (a file or a pkcs11: URI), --certificate or --cert-selector.",
                          hint="sign-string signs a fixed message with that key.")
-    config = SignerConfig(
-        certificate=certificate or None,
-        private_key=private_key,
-        pkcs8_password=settings["pkcs8-password"],
-        pkcs11_lib=settings["pkcs11-lib"],
-        reuse_pin=settings["reuse-pin"],
-        tpm_key_password=settings["tpm-key-password"],
-        no_tpm_key_password=settings["no-tpm-key-password"],
-        cert_selector=selector,
-        use_latest_expiring_certificate=settings["use-latest-expiring-certificate"],
+    config = SignerConfig.from_source(
+        source, pkcs8_password=settings["pkcs8-password"], tpm_key_password=settings["tpm-key-password"],
         check_dates=False,  # a test of the key; nothing goes to the service
     )
     signature, _spki = _sign(config, digest.value)

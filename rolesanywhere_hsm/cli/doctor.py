@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -21,13 +21,6 @@ if TYPE_CHECKING:
     from rolesanywhere_hsm.doctor import Check
     from rolesanywhere_hsm.settings import Settings
 
-
-def _selector(text: str | None) -> Any:
-    if not text:
-        return None
-    from rolesanywhere_hsm.certselector import parse_cert_selector
-
-    return parse_cert_selector(text)
 
 _MARKS = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
@@ -57,23 +50,17 @@ def doctor(settings: Settings, *, trust_anchor_ca: str | None = None, call: bool
     configure_logging(settings["debug"])
     from rolesanywhere_hsm.cli.compat import check_store_flags
     from rolesanywhere_hsm.doctor import EXIT_CHECK_FAILED, DoctorOptions, failed, run_doctor
-    from rolesanywhere_hsm.spec import tls_verify
+    from rolesanywhere_hsm.keysource import KeySource
     from rolesanywhere_hsm.signers.base import SignerConfig
+    from rolesanywhere_hsm.spec import tls_verify
 
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
     s = settings
     # Not CredentialSpec: doctor reports a bad ARN, certificate or key as a failed check (with
     # its fix) instead of stopping at the first one. (Missing ones are refused by the table.)
     options = DoctorOptions(
-        signer=SignerConfig(
-            certificate=s["certificate"], private_key=s["private-key"],
-            intermediates=s["intermediates"], pkcs8_password=s["pkcs8-password"],
-            pkcs11_lib=s["pkcs11-lib"], reuse_pin=s["reuse-pin"],
-            tpm_key_password=s["tpm-key-password"], no_tpm_key_password=s["no-tpm-key-password"],
-            cert_selector=_selector(s["cert-selector"]),
-            use_latest_expiring_certificate=s["use-latest-expiring-certificate"],
-            token_chain=not s["no-token-chain"],
-        ),
+        signer=SignerConfig.from_source(KeySource.from_settings(s), pkcs8_password=s["pkcs8-password"],
+                                        tpm_key_password=s["tpm-key-password"]),
         trust_anchor_arn=s["trust-anchor-arn"], profile_arn=s["profile-arn"],
         role_arn=s["role-arn"], region=s["region"], endpoint=s["endpoint"],
         session_duration=s["session-duration"], role_session_name=s["role-session-name"],

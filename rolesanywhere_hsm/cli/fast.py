@@ -6,7 +6,7 @@ settings (rolesanywhere_hsm.cachekey says why a hit needs no validation: only a 
 ever stored an entry), reading the entry without json or datetime (CredentialCache.hit_output);
 anything else validates the credential source (`CredentialSpec`, errors reported as they always
 were) and goes through the cache as before. Only a miss imports the session layer, httpx, the
-signers and the PKCS#11 module.
+signers and the PKCS#11 module (and httpx only if a proxy applies).
 The typer command of the same name calls `credential_process()` below with the same settings,
 so `--help` and the fast path cannot drift apart (a parity test feeds both the same argv).
 """
@@ -27,9 +27,13 @@ if TYPE_CHECKING:
 __all__ = ["cache_description", "credential_process", "import_http_client", "run_fast"]
 
 # Imported by httpx and httpcore when installed, and never used by one synchronous request:
-# httpx's command-line tool (httpx._main pulls click, rich and pygments: about 45 ms) and
-# httpcore's async back ends (trio about 60 ms, anyio about 10). docs/performance.md.
-UNUSED_BY_ONE_REQUEST = ("httpx._main", "trio", "anyio")
+# httpx's command-line tool (httpx._main pulls click, rich and pygments: about 45 ms),
+# httpcore's async back ends (trio about 60 ms, anyio about 10), HTTP/2 (h2: the client never
+# asks for it) and the brotli and zstandard decoders (we ask for `identity` and refuse any other
+# encoding before decoding). Where they are not installed, holding them back still spares a
+# search of every path entry each. (socksio stays: a SOCKS proxy in the environment needs it.)
+# docs/performance.md.
+UNUSED_BY_ONE_REQUEST = ("httpx._main", "trio", "anyio", "h2", "brotli", "brotlicffi", "zstandard")
 _own_process = False  # set by run_fast: the process is ours (no caller's code shares it)
 
 
@@ -50,31 +54,33 @@ def run_fast(command: str, argv: list[str], *, own_process: bool = False) -> Non
 
 
 def import_http_client(held_back: tuple[str, ...] = UNUSED_BY_ONE_REQUEST) -> None:
-    """Import rolesanywhere_hsm.client (and so httpx) without UNUSED_BY_ONE_REQUEST.
+    """Import the httpx path (rolesanywhere_hsm.httpxpath, and so httpx) without UNUSED_BY_ONE_REQUEST.
 
-    Each is held back with a None in sys.modules while httpx and httpcore load: both import
-    them inside `try: ... except ImportError`, and carry on without (httpx's `main` then says
-    the CLI extra is missing; httpcore's async locks are never made in a synchronous client).
-    The placeholders are removed afterwards, so that the names import normally later. Only for
-    a process that is ours alone: a program of the user's may need httpx's async support. Should
-    a future httpx need one of them after all, the import is done again with nothing held back.
+    Called by the client only when it sends through httpx (a proxy applies): a direct call
+    loads no httpx at all. Each held-back module gets a None in sys.modules while httpx and
+    httpcore load: both import them inside `try: ... except ImportError`, and carry on without
+    (httpx's `main` then says the CLI extra is missing; httpcore's async locks are never made in
+    a synchronous client). The placeholders are removed afterwards, so that the names import
+    normally later. Only for a process that is ours alone: a program of the user's may need
+    httpx's async support. Should a future httpx need one of them after all, the import is done
+    again with nothing held back.
     """
     modules = sys.modules
-    if "rolesanywhere_hsm.client" in modules:
+    if "rolesanywhere_hsm.httpxpath" in modules:
         return
     held = [name for name in held_back if name not in modules]
     for name in held:
         modules[name] = None
     try:
-        import rolesanywhere_hsm.client  # noqa: F401
+        import rolesanywhere_hsm.httpxpath  # noqa: F401
     except ImportError as exc:
         if exc.name not in held:
             raise
         _release(modules, held)
         for name in [m for m in modules if m.split(".")[0] in ("httpx", "httpcore")
-                     or m == "rolesanywhere_hsm.client"]:
+                     or m == "rolesanywhere_hsm.httpxpath"]:
             del modules[name]  # loaded halfway: load again, whole
-        import rolesanywhere_hsm.client  # noqa: F401, F811
+        import rolesanywhere_hsm.httpxpath  # noqa: F401, F811
     finally:
         _release(modules, held)
 
@@ -154,13 +160,17 @@ def credential_process(settings: Settings) -> None:
         observers.append(AuditLog(settings["audit-log"]))
 
     def fetch() -> Credentials:
-        if _own_process:
-            import_http_client()
-        from rolesanywhere_hsm.session import CredentialSession
+        if _own_process:  # httpx, should a proxy need it, is loaded without what it never uses
+            from rolesanywhere_hsm import client
 
+            client.load_httpx_path = import_http_client
+        from rolesanywhere_hsm.session import CredentialSession
+        from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
+
+        # The command line prompts on the terminal (main thread) when no source answers.
         with CredentialSession(spec, pkcs8_password=settings["pkcs8-password"],
                                tpm_key_password=settings["tpm-key-password"],
-                               observers=observers) as session:
+                               observers=observers, secret_policy=SecretPolicy.terminal()) as session:
             return session.fetch()
 
     if settings["cache"]:

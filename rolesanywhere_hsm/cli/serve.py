@@ -120,7 +120,8 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
     from rolesanywhere_hsm.servers.app import ServeApp, access_logger
     from rolesanywhere_hsm.servers.container import generate_token, read_token_file
     from rolesanywhere_hsm.servers.imds import role_name_of
-    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
     from rolesanywhere_hsm.cli.compat import check_store_flags
 
@@ -137,7 +138,7 @@ def serve(settings: Settings, *, port: int = DEFAULT_PORT, address: str = "127.0
     # instead of serving.
     life = _life(debug, holder).__enter__()
     try:
-        session = CredentialSession(spec, secret_callback=RememberedSecret(),
+        session = CredentialSession(spec, secret_policy=SecretPolicy.terminal(remember=True),
                                     pkcs8_password=settings["pkcs8-password"],
                                     tpm_key_password=settings["tpm-key-password"], rotate=True)
         metrics = _observe(session, settings)

@@ -36,7 +36,8 @@ def _pin_for_tokens(login: bool, token_label: str | None) -> Any:
     if not login:
         return None
     from rolesanywhere_hsm.errors import PinUnavailableError
-    from rolesanywhere_hsm.signers.pin import PIN_ENV_VAR, PinRequest, resolve_pin
+    from rolesanywhere_hsm.signers.pin import PIN_ENV_VAR
+    from rolesanywhere_hsm.signers.secretpolicy import PinRequest, resolve_pin
 
     presented: list[str] = []
 

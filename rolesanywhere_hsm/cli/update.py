@@ -36,7 +36,8 @@ def update(settings: Settings, *, profile: str = "default", once: bool = False,
     from rolesanywhere_hsm.cli.compat import check_store_flags
     from rolesanywhere_hsm.credentials_file import shared_credentials_path
     from rolesanywhere_hsm.inifile import check_section_name
-    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec, RememberedSecret
+    from rolesanywhere_hsm.session import CredentialSession, CredentialSpec
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
     check_section_name(profile)  # before any login
     check_store_flags(settings["system-store-name"], settings["system-store-location"])
@@ -53,7 +54,7 @@ def update(settings: Settings, *, profile: str = "default", once: bool = False,
 
         handler = None if settings["debug"] else log_to_stderr(LOG_PREFIX, LOGGERS, propagate=False)
         try:
-            with CredentialSession(spec, **secrets) as session:
+            with CredentialSession(spec, secret_policy=SecretPolicy.terminal(), **secrets) as session:
                 if settings["audit-log"]:
                     from rolesanywhere_hsm.audit import AuditLog
 
@@ -67,7 +68,7 @@ def update(settings: Settings, *, profile: str = "default", once: bool = False,
 
     holder: list = []
     with _life(settings["debug"], holder) as life, \
-            CredentialSession(spec, secret_callback=RememberedSecret(), rotate=True, **secrets) as session:
+            CredentialSession(spec, secret_policy=SecretPolicy.terminal(remember=True), rotate=True, **secrets) as session:
         metrics = _observe(session, settings)
         health = _health_server(metrics_port, metrics) if metrics_port is not None else None
         try:

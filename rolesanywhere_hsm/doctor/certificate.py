@@ -147,16 +147,22 @@ def chain_checks(run: Run) -> None:
         run.add(from_error("chain-order", exc))
         return
     on_token = run.options.signer.certificate[:7].lower() == "pkcs11:"
-    if run.signer is None and on_token and not given and run.options.signer.token_chain:
+    from_token = on_token and not given and run.options.signer.token_chain
+    if run.signer is None and from_token and run.located_chain is None:
         reason = "not checked: the chain comes from the token's CA certificates and key did not pass"
         for name in ("chain-order", "chain-length", "chain-path"):
             run.add(Check(name, SKIP, reason))
         return
-    if run.signer is not None:
-        sent = list(run.signer.chain)
+    if run.chain_findings:  # locate could not build the chain: its finding is the line
+        run.add(Check("chain-order", SKIP, "not checked: too many intermediates"))
+        run.add(from_error("chain-length", run.chain_findings[0].error))
+        run.add(Check("chain-path", SKIP, "not checked: chain-length did not pass"))
+        return
+    if run.signer is not None or run.located_chain is not None:
+        sent = list(run.signer.chain if run.signer is not None else run.located_chain or ())
         origin = "from --intermediates" if given else (
             "from the token's CA certificates" if sent else "none")
-    else:
+    else:  # no key located (a PKCS#12 bundle unopened, a selection that failed)
         try:
             sent = list(_x509.order_chain(run.certificate, given)) if given else []
         except CertificateError as exc:

@@ -181,13 +181,14 @@ def _file_key_signer(path: str, pkcs8_password: str | None, prompt: SecretCallba
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+    from rolesanywhere_hsm.keysource import KeySource
     from rolesanywhere_hsm.signers.base import SignerConfig
     from rolesanywhere_hsm.signers.file import load_key_only, signing_function
 
     # The file signer's loader: PEM/DER PKCS#8 (encrypted too: the password asked once,
     # "Password for PATH"), traditional PEM, PKCS#12.
-    key = load_key_only(SignerConfig(certificate=None, private_key=path, pkcs8_password=pkcs8_password,
-                                     secret_callback=prompt))
+    key = load_key_only(SignerConfig.from_source(KeySource.key_file(path), prompt,
+                                                 pkcs8_password=pkcs8_password))
     spki = key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
     if digest == "sha384" and not isinstance(key, ec.EllipticCurvePrivateKey):

@@ -19,7 +19,6 @@ __all__ = ["tpm_key_request_signer"]
 def tpm_key_request_signer(path: str, digest: str = "sha256") -> Iterator[tuple[bytes, str, Callable[[bytes], bytes]]]:
     """(SubjectPublicKeyInfo, "RSA" | "EC", sign) for the key file, while the key is loaded."""
     from rolesanywhere_hsm.signers import tpmkey
-    from rolesanywhere_hsm.signers.base import SignerConfig
 
     if digest != "sha256":
         raise UsageError("--digest sha384 is not offered for TPM key files.", hint="Leave --digest out.")
@@ -30,7 +29,7 @@ def tpm_key_request_signer(path: str, digest: str = "sha256") -> Iterator[tuple[
     key_type, restricted = tpmkey._check_key(key, path)
     spki: Any = serialization.load_der_public_key(key.public.publicArea.to_der()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    password = tpmkey._password(SignerConfig(certificate=None, private_key=path), key, path)
+    password = tpmkey.key_password(key, path)  # SecretPolicy's order, the terminal last
     ectx = tpmkey._connect(tpmkey.tcti_from_env())
     try:
         handle = tpmkey._load(ectx, key, path)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rolesanywhere_hsm.errors import UsageError
+from rolesanywhere_hsm.keysource import KeySource
 from rolesanywhere_hsm.redact import redact_optional
+from rolesanywhere_hsm.signers.locate import Located
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 # Re-exported: the algorithm names belong to the protocol (sigv4x509); older code imports them here.
 from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
 
@@ -27,6 +31,7 @@ __all__ = [
     "Signer",
     "SignerConfig",
     "load_signer",
+    "locate",
     "register_signer",
     "signer_kind",
 ]
@@ -95,13 +100,10 @@ class CertifiedKeySigner:
         """Sign for a renewed certificate of the same key from now on (rotation without
         restart). Refused unless its public key is the current certificate's, which was
         checked against the key when the signer opened: no signature is spent on the check."""
-        from rolesanywhere_hsm.rotation import mismatch_error
-        from rolesanywhere_hsm.x509 import certificate_info, ensure_leaf_usable
+        from rolesanywhere_hsm.signers.acceptance import raise_first, renewal_findings
+        from rolesanywhere_hsm.x509 import certificate_info
 
-        new = certificate_info(certificate)
-        if new.public_key_info != certificate_info(self._certificate).public_key_info:
-            raise mismatch_error(f"{new.serial:x}")
-        ensure_leaf_usable(new)
+        raise_first(renewal_findings(certificate_info(self._certificate), certificate_info(certificate)))
         self._certificate, self._chain = certificate, chain
 
     def sign(self, message: bytes) -> bytes:
@@ -148,12 +150,25 @@ class SignerConfig:
     check_dates: bool = True
 
     def __post_init__(self) -> None:
-        if (self.cert_selector is not None and not self.certificate and self.private_key
-                and not self.private_key[:7].lower() == "pkcs11:"):
-            raise UsageError(
-                "--cert-selector without --certificate searches the tokens, but --private-key is a file.",
-                hint="Give --certificate (the file holding the certificates to pick among) with the key file.",
-            )
+        from rolesanywhere_hsm.keysource import check_selector_pairing
+
+        check_selector_pairing(self.certificate, self.private_key, self.cert_selector)
+
+    @classmethod
+    def from_source(cls, source: KeySource, secret_callback: SecretCallback | None = None, *,
+                    pkcs8_password: str | None = None, tpm_key_password: str | None = None,
+                    check_dates: bool = True) -> SignerConfig:
+        """The one place a key source becomes signer settings: the source's references and
+        switches, with the secrets the front end supplies (never stored in the source)."""
+        return cls(
+            certificate=source.certificate, private_key=source.private_key,
+            intermediates=source.intermediates, pkcs8_password=pkcs8_password,
+            pkcs11_lib=source.pkcs11_lib, reuse_pin=source.reuse_pin,
+            tpm_key_password=tpm_key_password, no_tpm_key_password=source.no_tpm_key_password,
+            secret_callback=secret_callback, cert_selector=source.selector,
+            use_latest_expiring_certificate=source.use_latest_expiring_certificate,
+            token_chain=source.token_chain, check_dates=check_dates,
+        )
 
     def __repr__(self) -> str:  # never show a password or a pin-value, even in a traceback
         return (
@@ -177,8 +192,12 @@ _REGISTRY: dict[str, SignerFactory | str] = {
 }
 
 
+_REPLACED: set[str] = set()  # kinds whose built-in signer register_signer replaced
+
+
 def register_signer(kind: str, factory: SignerFactory | str) -> None:
     """Add or replace the signer for `kind` (a URI scheme, e.g. "pkcs11")."""
+    _REPLACED.add(kind)
     _REGISTRY[kind] = factory
 
 
@@ -203,9 +222,50 @@ def _is_tss2_key_file(path: str) -> bool:
     return is_tss2_key_file(path)
 
 
-def load_signer(config: SignerConfig) -> Signer:
-    """Open the signer that `config` names. The caller closes it (use `with`)."""
+# Kind -> its locator (rolesanywhere_hsm.signers.locate: the first, secret-free phase), by name.
+_LOCATORS: dict[str, str] = {
+    "file": "rolesanywhere_hsm.signers.file:locate_file",
+    "pkcs11": "rolesanywhere_hsm.signers.pkcs11.opening:locate_pkcs11",
+    "tpmkey": "rolesanywhere_hsm.signers.tpmkey:locate_tpmkey",
+}
+
+
+def locate(config: SignerConfig, **options: Any) -> Located:
+    """The key `config` names, found without a secret or a login: a `Located` whose findings
+    say what is wrong and whose `unlock()` is the one step that asks for a secret. Only the
+    built-in kinds have a locator (a registered signer is opened whole by `load_signer`).
+    `options` go to the kind's locator (PKCS#11: `environ`, `prompt`, a forced `spec`)."""
     kind = signer_kind(config)
+    if kind not in _LOCATORS or kind in _REPLACED:
+        raise UsageError(f"The {kind} signer is registered without a locator.",
+                         hint="Open it with load_signer().")
+    module_name, _, attr = _LOCATORS[kind].partition(":")
+    try:
+        locator = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(
+            f"The {kind} signer is not available: {exc}",
+            hint="Reinstall rolesanywhere-hsm with its dependencies.",
+        ) from exc
+    return locator(config, **options)
+
+
+def load_signer(config: SignerConfig, policy: SecretPolicy | None = None) -> Signer:
+    """Open the signer that `config` names. The caller closes it (use `with`).
+
+    `policy` (a `SecretPolicy`) is how its secret may be found; without one, the config's
+    `secret_callback`, then the terminal. A signer registered without a locator gets the
+    policy's callback and prompt as its `secret_callback`."""
+    kind = signer_kind(config)
+    if policy is not None:
+        if kind in _LOCATORS and kind not in _REPLACED:
+            return locate(config).unlock(policy)
+        import dataclasses
+
+        from rolesanywhere_hsm.signers.secretpolicy import TOKEN_PIN
+
+        config = dataclasses.replace(config, secret_callback=policy.with_callback(
+            config.secret_callback).as_callback(TOKEN_PIN))
     factory = _REGISTRY[kind]
     if isinstance(factory, str):
         module_name, _, attr = factory.partition(":")

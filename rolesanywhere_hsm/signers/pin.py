@@ -1,27 +1,21 @@
-"""Where a PIN comes from: an explicit, ordered policy, and the terminal prompt.
+"""Where a secret can come from: a `pin-source`, and the terminal prompt.
 
 We run as a `credential_process` child of an AWS SDK, which owns our stdout (the credentials
-JSON) and usually our stderr, so a PIN is never asked for there: only on the controlling
+JSON) and usually our stderr, so a secret is never asked for there: only on the controlling
 terminal (`/dev/tty`), and when there is none we fail at once instead of hanging the SDK.
 
-The order, first match wins (docs/pkcs11.md, "PIN sources"):
-
-1. `pin-value` in the `pkcs11:` URI;
-2. `pin-source` in the URI: `file:/path`, `file:///path` or a plain absolute path (RFC 7512),
-   and our documented extras `env:NAME` and `cmd:program args...` (run without a shell; the
-   first line of its stdout is the PIN);
-3. the environment variable `RAH_PKCS11_PIN`;
-4. a token with a protected authentication path (PIN pad): log in without a PIN;
-5. the caller's secret callback (`SignerConfig.secret_callback`), if any;
-6. a prompt on `/dev/tty` with echo off; with no terminal, `PinUnavailableError`.
+The order in which sources are tried, for a token PIN and for the key passwords alike, is
+`SecretPolicy`'s (signers/secretpolicy.py; docs/pkcs11.md, "PIN sources, in order"); this
+module reads the sources it names: `pin-source` in a `pkcs11:` URI (`file:/path`,
+`file:///path` or a plain absolute path, RFC 7512, and our documented extras `env:NAME` and
+`cmd:program args...`, run without a shell, the first line of its stdout being the PIN), and
+the prompt on `/dev/tty` with echo off.
 
 A PIN is returned to the caller and never stored here; messages name the source, never the
 value (a `pin-source` is quoted through `redact()`: a PIN typed where the source goes is
-hidden). Two refusals protect the token's retry counter: an empty PIN, from any source, is
-never sent (`resolve_pin` raises "the PIN is empty" before C_Login: an empty line is a
-mistake, and on a YubiKey it costs one of three tries); and a PIN file readable by group or
-others gets a warning (see `check_pin_file_mode`). The prompt restores the terminal when the
-process is told to stop (SIGTERM, SIGHUP) while echo is off.
+hidden). A PIN file readable by group or others gets a warning (see `check_pin_file_mode`).
+The prompt restores the terminal when the process is told to stop (SIGTERM, SIGHUP) while
+echo is off.
 """
 
 from __future__ import annotations
@@ -35,8 +29,7 @@ import signal
 import stat
 import subprocess
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -47,13 +40,11 @@ log = logging.getLogger("rolesanywhere_hsm.pin")
 
 __all__ = [
     "PIN_ENV_VAR",
-    "PinRequest",
     "PinSourceKind",
     "ProtectedAuthentication",
     "check_pin_file_mode",
     "prompt_on_tty",
     "read_pin_source",
-    "resolve_pin",
 ]
 
 PIN_ENV_VAR = "RAH_PKCS11_PIN"
@@ -197,73 +188,6 @@ class _ProtectedAuthentication:
 
 
 ProtectedAuthentication = _ProtectedAuthentication()
-
-
-@dataclass(frozen=True)
-class PinRequest:
-    """What a PIN is asked for: the URI's PIN attributes and how to reach a person.
-
-    `description` is what the person sees ("PIN for token 'ci'"). `environ` defaults to
-    `os.environ`; tests pass their own. `prompt` defaults to `prompt_on_tty`.
-    """
-
-    description: str
-    pin_value: str | None = None
-    pin_source: str | None = None
-    protected_authentication_path: bool = False
-    callback: Callable[[str], str] | None = None
-    environ: Mapping[str, str] | None = None
-    prompt: Callable[[str], str] | None = None
-
-    def __repr__(self) -> str:  # the URI's pin-value must not reach a traceback
-        return (
-            f"PinRequest(description={self.description!r}, "
-            f"pin_value={'<hidden>' if self.pin_value is not None else None}, "
-            f"pin_source={None if self.pin_source is None else _shown_source(self.pin_source)!r}, "
-            f"protected_authentication_path={self.protected_authentication_path})"
-        )
-
-
-def resolve_pin(request: PinRequest) -> tuple[str | _ProtectedAuthentication, PinSourceKind]:
-    """Apply the policy in the module docstring; return the PIN (or `ProtectedAuthentication`)
-    and where it came from. Raises `PinUnavailableError` when no source gives one, and when
-    the one that answers gives an empty PIN (never sent: see the module docstring)."""
-    pin, kind = _first_pin(request)
-    if pin == "":
-        raise PinUnavailableError(
-            f"The PIN is empty (from {kind.value}); it was not sent to the token, so no try "
-            "was spent.",
-            hint=_EMPTY_HINTS[kind],
-        )
-    return pin, kind
-
-
-_EMPTY_HINTS = {
-    PinSourceKind.URI_PIN_VALUE: "Write the PIN after pin-value= (or use pin-source).",
-    PinSourceKind.URI_PIN_SOURCE: "Check the PIN file (its first line is the PIN), the "
-    "variable or the command that pin-source names.",
-    PinSourceKind.ENVIRONMENT: f"Set {PIN_ENV_VAR} to the PIN, or unset it to be asked.",
-    PinSourceKind.PROTECTED_PATH: "Enter the PIN on the reader's PIN pad.",
-    PinSourceKind.CALLBACK: "The secret callback returned an empty string.",
-    PinSourceKind.PROMPT: "Type the PIN at the prompt (an empty line is not sent).",
-}
-
-
-def _first_pin(request: PinRequest) -> tuple[str | _ProtectedAuthentication, PinSourceKind]:
-    if request.pin_value is not None:
-        return request.pin_value, PinSourceKind.URI_PIN_VALUE
-    environ = os.environ if request.environ is None else request.environ
-    if request.pin_source is not None:
-        return read_pin_source(request.pin_source, environ), PinSourceKind.URI_PIN_SOURCE
-    env_pin = environ.get(PIN_ENV_VAR)
-    if env_pin is not None:
-        return env_pin, PinSourceKind.ENVIRONMENT
-    if request.protected_authentication_path:
-        return ProtectedAuthentication, PinSourceKind.PROTECTED_PATH
-    if request.callback is not None:
-        return request.callback(request.description), PinSourceKind.CALLBACK
-    prompt = request.prompt or prompt_on_tty
-    return prompt(request.description), PinSourceKind.PROMPT
 
 
 def read_pin_source(source: str, environ: Mapping[str, str] | None = None) -> str:

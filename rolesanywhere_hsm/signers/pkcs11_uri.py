@@ -38,9 +38,8 @@ unencoded `&` would otherwise be shown in part).
 
 from __future__ import annotations
 
-import ctypes
-import difflib
 import re
+import struct
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
@@ -62,7 +61,8 @@ __all__ = [
 SCHEME = "pkcs11:"
 OBJECT_TYPES = ("cert", "data", "private", "public", "secret-key")
 # CK_SLOT_ID is a CK_ULONG, a C unsigned long: 64 bits on LP64 Unix, 32 on Windows.
-CK_ULONG_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_ulong)) - 1
+# struct's native "L" is that C type (ctypes would say the same at 4 ms of start-up).
+CK_ULONG_MAX = 2 ** (8 * struct.calcsize("L")) - 1
 # CK_VERSION's major and minor are CK_BYTEs.
 CK_BYTE_MAX = 255
 # RFC 7512 pk11-v-attr-nm-char: ALPHA / DIGIT / "-" / "_".
@@ -332,6 +332,8 @@ def _check_name(name: str, where: str, *, hidden: bool) -> None:
             "allow in a name.",
             hint=f"Known {where} attributes: {', '.join(known)}.",
         )
+    import difflib  # only to suggest a name in an error: not on a good URI's way
+
     close = difflib.get_close_matches(name.lower(), [*_STANDARD_NAMES, *_MISTAKES], n=1, cutoff=0.75)
     if close:
         meant = _MISTAKES.get(close[0], close[0])

@@ -38,21 +38,24 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rolesanywhere_hsm import x509 as x509util
 from rolesanywhere_hsm.errors import (
     KeyLoadError,
     PinIncorrectError,
     PinLockedError,
-    PinUnavailableError,
     TokenError,
     TokenSigningError,
     UsageError,
 )
 from rolesanywhere_hsm.files import CERTIFICATE_LIMIT, read_regular_file
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SignerConfig
+from rolesanywhere_hsm.signers.locate import Located
 from rolesanywhere_hsm.signers.keyformat import TSS2_PEM_BEGIN, is_tss2_key_file
+
+if TYPE_CHECKING:
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
 __all__ = [
     "PASSWORD_ENV_VAR",
@@ -60,6 +63,7 @@ __all__ = [
     "TSS2_PEM_BEGIN",
     "TpmKeySigner",
     "is_tss2_key_file",
+    "key_password",
     "open_tpmkey_signer",
     "tcti_from_env",
     "tpm_error_kind",
@@ -331,48 +335,43 @@ def _check_key(key: Any, path: str) -> tuple[str, bool]:
     return key_type, bool(attributes & TPMA_OBJECT.RESTRICTED)
 
 
-def _password(config: SignerConfig, key: Any, path: str) -> bytes:
-    if config.tpm_key_password is not None and config.no_tpm_key_password:
+def key_password(key: Any, path: str, *, explicit: str | None = None, no_password: bool = False,
+                 policy: SecretPolicy | None = None) -> bytes:
+    """The authValue of the TPM key file `path` (parsed as `key`): none when the file says
+    emptyAuth; else in `SecretPolicy`'s order (`explicit`, RAH_TPM_KEY_PASSWORD, the callback,
+    the prompt if the front end allows one), asked once, never empty, at most 64 bytes. Also
+    what provisioning and attestation use to authorise the key."""
+    if explicit is not None and no_password:
         raise UsageError("--tpm-key-password and --no-tpm-key-password contradict each other.",
                          hint="Give one of them.")
     if key.empty_auth:
-        if config.tpm_key_password is not None:
+        if explicit is not None:
             log.debug("the TPM key file says emptyAuth: the given password is not used")
         return b""
     # From here on the file says the key has a password (emptyAuth false): an empty one cannot
     # be right, and sending it would spend one of the TPM's dictionary-attack tries (a few
     # wrong tries lock the TPM for every program), so it is refused before the TPM is touched.
-    if config.no_tpm_key_password:
+    if no_password:
         raise UsageError(
             f"--no-tpm-key-password was given, but the TPM key file {path} says its key has a "
             "password (emptyAuth is false); nothing was sent to the TPM.",
             hint=f"Give the password in {PASSWORD_ENV_VAR} (or let the prompt ask) and leave "
             "--no-tpm-key-password out.")
-    if config.tpm_key_password is not None:
-        return _checked(config.tpm_key_password, "--tpm-key-password", path)
-    env = os.environ.get(PASSWORD_ENV_VAR)
-    if env is not None:
-        return _checked(env, PASSWORD_ENV_VAR, path)
-    description = f"Password for the TPM key {path}"
-    if config.secret_callback is not None:
-        return _checked(config.secret_callback(description), "the caller's secret callback", path)
-    from rolesanywhere_hsm.signers.pin import prompt_on_tty
+    from rolesanywhere_hsm.signers.secretpolicy import TPM_KEY_PASSWORD, SecretPolicy, SecretRequest
 
-    fix = f"Give the key's password with --tpm-key-password or {PASSWORD_ENV_VAR}."
-    return _checked(prompt_on_tty(description, fix=fix), "the terminal prompt", path)
+    # An empty password is refused by the policy (TPM_KEY_PASSWORD guards a counter).
+    policy = SecretPolicy(prompt=True) if policy is None else policy
+    password, source = policy.resolve(SecretRequest(
+        TPM_KEY_PASSWORD, f"Password for the TPM key {path}", explicit=explicit, subject=path))
+    assert isinstance(password, str)
+    return _checked(password, TPM_KEY_PASSWORD.source_words(source))
 
 
-def _checked(password: str, source: str, path: str) -> bytes:
-    """The password as the TPM takes it (UTF-8), for a key whose file says it has one. Empty
-    cannot be right then, and a TPM authValue holds at most 64 bytes (a SHA-512 digest; 32 for
-    the usual SHA-256 keys): both are refused here rather than spent against the lockout
-    counter."""
+def _checked(password: str, source: str) -> bytes:
+    """The password as the TPM takes it (UTF-8). A TPM authValue holds at most 64 bytes (a
+    SHA-512 digest; 32 for the usual SHA-256 keys): a longer one is refused here rather than
+    spent against the lockout counter."""
     data = password.encode()
-    if not data:
-        raise PinUnavailableError(
-            f"The TPM key password from {source} is empty, but the key file {path} says the key "
-            "has one; it was not sent to the TPM (a wrong try counts toward its lockout).",
-            hint=f"Give the key's password ({PASSWORD_ENV_VAR}, --tpm-key-password or the prompt).")
     if len(data) > _MAX_AUTH_BYTES:
         raise PinIncorrectError(
             f"The TPM key password from {source} is {len(data)} bytes long; a TPM key password "
@@ -446,42 +445,90 @@ def _load(ectx: Any, key: Any, path: str) -> Any:
         raise TokenError(f"The TPM failed to {stage} for {path}: {exc}.") from None
 
 
-def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
-    """Open the TPM key file `config.private_key` with the certificate `config.certificate`."""
+class LocatedTpmKey(Located):
+    """A TPM key file and its certificate as `locate_tpmkey` found them: the key file parsed
+    and checked against the certificate (its public part is in the file), the chain ordered;
+    the TPM not touched and no password asked."""
+
+    kind = "tpmkey"
+
+    def __init__(self, config: SignerConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.key: Any = None
+        self.key_type = ""
+        self.restricted = False
+        self.algorithm = ""
+
+    def unlock(self, policy: SecretPolicy | None = None) -> TpmKeySigner:
+        """The password (asked at most once through `policy`, never an empty one for a key that
+        has one), the key loaded into the TPM, the signer."""
+        self.require()
+        config, key, path = self.config, self.key, self.config.private_key or ""
+        assert self.certificate is not None
+        if policy is None:  # without one from the front end: the callback, then the terminal
+            from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
+
+            policy = SecretPolicy(config.secret_callback, prompt=True)
+        password = key_password(key, path, explicit=config.tpm_key_password,
+                                no_password=config.no_tpm_key_password, policy=policy)
+        tcti = tcti_from_env()
+        log.debug("TPM key %s: %s, parent 0x%08x, TCTI %s", path, self.key_type, int(key.parent),
+                  tcti or "default")
+        ectx = _connect(tcti)
+        try:
+            handle = _load(ectx, key, path)
+            ectx.tr_set_auth(handle, password)
+        except BaseException:
+            ectx.close()
+            raise
+        return TpmKeySigner(ectx, handle, key_type=self.key_type, restricted=self.restricted, path=path,
+                            certificate=self.certificate, chain=self.chain, algorithm=self.algorithm)
+
+
+def locate_tpmkey(config: SignerConfig) -> LocatedTpmKey:
+    """Read the TPM key file and the certificate without the TPM (see signers.locate)."""
     _import_tpm2_pytss()
     from cryptography.hazmat.primitives import serialization
 
-    from rolesanywhere_hsm.errors import CertificateError
+    from rolesanywhere_hsm.errors import CertificateError, RolesAnywhereError
+    from rolesanywhere_hsm.signers import acceptance
 
+    located = LocatedTpmKey(config)
     path = config.private_key or ""
-    key = _parse_key(_read_key(path), path)
-    key_type, restricted = _check_key(key, path)
-    cert_data = read_regular_file(config.certificate, what="certificate", limit=CERTIFICATE_LIMIT,
-                                  error=CertificateError)
-    leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
-    info = x509util.certificate_info(leaf)
-    x509util.ensure_leaf_usable(info, dates=config.check_dates)
+    try:
+        key = _parse_key(_read_key(path), path)
+        located.key_type, located.restricted = _check_key(key, path)
+    except RolesAnywhereError as exc:
+        located.found(exc, "private-key")
+        return located
+    located.key = key
+    located.secret_source = ("none: the key file says emptyAuth" if key.empty_auth else
+                             f"--tpm-key-password, {PASSWORD_ENV_VAR}, a callback or the terminal")
+    try:
+        cert_data = read_regular_file(config.certificate, what="certificate", limit=CERTIFICATE_LIMIT,
+                                      error=CertificateError)
+        leaf, *extra = x509util.parse_certificates(cert_data, source=config.certificate)
+        info = x509util.certificate_info(leaf)
+    except RolesAnywhereError as exc:
+        located.found(exc, "certificate")
+        return located
+    located.certificate, located.algorithm = leaf, info.algorithm
     public = serialization.load_der_public_key(key.public.publicArea.to_der()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    if public != info.public_key_info:
-        raise KeyLoadError(
-            f"The TPM key {path} does not belong to the certificate for "
-            f"{info.subject or 'an empty subject'} (serial {info.serial:x}).",
-            hint="Pass the certificate issued for this key's public part.",
-        )
-    if config.intermediates:
-        extra.extend(x509util.load_certificates(config.intermediates))
-    chain = x509util.order_chain(leaf, extra) if extra else ()
-    password = _password(config, key, path)
-    tcti = tcti_from_env()
-    log.debug("TPM key %s: %s, parent 0x%08x, TCTI %s", path, key_type, int(key.parent), tcti or "default")
-    ectx = _connect(tcti)
+    located.findings += acceptance.check(info, acceptance.KeyFacts("tpmkey", spki=public, path=path),
+                                         dates=config.check_dates)
     try:
-        handle = _load(ectx, key, path)
-        ectx.tr_set_auth(handle, password)
-    except BaseException:
-        ectx.close()
-        raise
-    return TpmKeySigner(ectx, handle, key_type=key_type, restricted=restricted, path=path,
-                        certificate=leaf, chain=chain, algorithm=info.algorithm)
+        if config.intermediates:
+            extra.extend(x509util.load_certificates(config.intermediates))
+        located.chain = x509util.order_chain(leaf, extra) if extra else ()
+    except RolesAnywhereError as exc:
+        located.found(exc, "intermediates")
+    return located
+
+
+def open_tpmkey_signer(config: SignerConfig) -> TpmKeySigner:
+    """Open the TPM key file `config.private_key` with the certificate `config.certificate`:
+    `locate_tpmkey`, its first finding raised, then `unlock` (the password, the TPM)."""
+    return locate_tpmkey(config).unlock()

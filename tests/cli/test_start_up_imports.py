@@ -1,6 +1,8 @@
-"""What `credential-process` imports on its cold path: httpx without its command-line tool and
-httpcore without its async back ends (cli.fast.import_http_client), and only in our own process;
-a library user's program keeps all of httpx. Each check runs in a fresh interpreter, since an
+"""What `credential-process` imports on its cold path: with no proxy in the way, no httpx,
+httpcore, h11 or certifi at all (the standard-library path, rolesanywhere_hsm.directhttp);
+through a proxy, httpx without its command-line tool and httpcore without its async back ends
+(cli.fast.import_http_client), and only in our own process; a library user's program keeps all
+of httpx. Each check runs in a fresh interpreter, since an
 import can be seen only once per process."""
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 ROOT = Path(__file__).parents[2]
 # Never needed to send one request: httpx's CLI and what it pulls, httpcore's async back ends.
 UNNEEDED = {"httpx._main", "click", "rich", "pygments", "trio", "anyio"}
+# What a direct (no proxy) cold run never loads.
+HTTPX_AND_CO = {"httpx", "httpcore", "h11", "certifi"}
 _REPORT = ("print('IMPORTED', ' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
            "{'click', 'rich', 'pygments', 'trio', 'anyio', 'httpx', 'httpcore'} and "
            "(m == 'httpx._main' or m.split('.')[0] not in ('httpx', 'httpcore')) or m == 'httpx'))"
@@ -43,11 +47,41 @@ def server(root_ca: CertificateAuthority) -> Iterator[Emulator]:
         yield emulator
 
 
-def test_a_cold_credential_process_sends_with_httpx_but_without_its_cli_or_async_back_ends(
+def test_a_cold_credential_process_through_a_proxy_sends_with_httpx_but_without_its_cli_or_async_back_ends(
+    server: Emulator, leaf_files: dict[str, Any],
+) -> None:
+    from tests.client.test_proxy import ForwardingProxy
+
+    files = leaf_files["p256"]
+    code = ("import atexit, sys\natexit.register(lambda: " + _REPORT + ")\n"
+            "sys.argv = ['rolesanywhere-hsm', *sys.argv[1:]]\n"
+            "from rolesanywhere_hsm.cli import main\nmain()\n")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("AWS_")}
+    proxy = ForwardingProxy()
+    thread = __import__("threading").Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env["HTTP_PROXY"] = f"http://127.0.0.1:{proxy.server_address[1]}"
+        result = python(code, "credential-process", "--certificate", str(files.certificate),
+                        "--private-key", str(files.key), "--trust-anchor-arn", server.trust_anchor_arn,
+                        "--profile-arn", server.profile_arn, "--role-arn", server.role_arn,
+                        "--endpoint", server.url, env=env)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert result.returncode == 0, result.stderr
+    assert '"AccessKeyId"' in result.stdout
+    assert len(proxy.forwarded) == 1
+    imported = reported(result)
+    assert "httpx" in imported  # the request did go through httpx
+    assert not imported & UNNEEDED
+
+
+def test_a_cold_credential_process_without_a_proxy_loads_no_httpx(
     server: Emulator, leaf_files: dict[str, Any],
 ) -> None:
     files = leaf_files["p256"]
-    code = ("import atexit, sys\natexit.register(lambda: " + _REPORT + ")\n"
+    code = ("import atexit, sys\natexit.register(lambda: " + _ALL_MODULES + ")\n"
             "sys.argv = ['rolesanywhere-hsm', *sys.argv[1:]]\n"
             "from rolesanywhere_hsm.cli import main\nmain()\n")
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy") and not k.startswith("AWS_")}
@@ -56,10 +90,15 @@ def test_a_cold_credential_process_sends_with_httpx_but_without_its_cli_or_async
                     "--profile-arn", server.profile_arn, "--role-arn", server.role_arn,
                     "--endpoint", server.url, env=env)
     assert result.returncode == 0, result.stderr
-    assert '"AccessKeyId"' in result.stdout
-    imported = reported(result)
-    assert "httpx" in imported  # the request did go through httpx
-    assert not imported & UNNEEDED
+    assert len(server.issued) == 1
+    assert "rolesanywhere_hsm.directhttp" in reported(result)  # it did send (so the pin can fail)
+    imported = {m.split(".")[0] for m in reported(result) - _bare(env)}
+    assert not imported & HTTPX_AND_CO, sorted(imported & HTTPX_AND_CO)
+
+
+def _bare(env: dict[str, str]) -> set[str]:
+    """What the interpreter loads before any code of ours (a site .pth file may load certifi)."""
+    return reported(python("import sys\n" + _ALL_MODULES, env=env))
 
 
 def test_the_modules_held_back_import_normally_afterwards() -> None:
@@ -78,7 +117,7 @@ def test_a_held_back_module_that_httpx_needs_after_all_is_imported_on_a_second_t
     with nothing held back (h11 stands in: httpcore cannot load without it)."""
     result = python(
         "import sys\nfrom rolesanywhere_hsm.cli.fast import import_http_client\n"
-        "import_http_client(('h11',))\nimport rolesanywhere_hsm.client as c, h11\n"
+        "import_http_client(('h11',))\nimport rolesanywhere_hsm.httpxpath as c, h11\n"
         "print('ok', sys.modules['h11'] is h11, c.httpx.Client.__name__)\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok True Client"
@@ -130,7 +169,7 @@ def test_a_cache_hit_imports_only_what_a_hit_needs(
             str(files.key), "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
             "--role-arn", server.role_arn, "--endpoint", server.url]
     cold = _hit(args, env)
-    assert "httpx" in cold  # the first run fetched
+    assert "rolesanywhere_hsm.directhttp" in cold  # the first run fetched
     hit = _hit(args, env, HIT_FLAGS)
     assert len(server.issued) == 1, "the second run was not a hit"
     # what the interpreter loads before any code of ours is not the hit's doing
@@ -167,5 +206,12 @@ def test_a_cold_run_on_a_token_holding_the_leaf_alone_never_imports_cryptography
         assert result.returncode == 0, result.stderr
         assert len(emulator.issued) == 1
     imported = reported(result)
-    assert {"pkcs11", "asn1crypto", "httpx"} <= {m.split(".")[0] for m in imported}
+    assert {"pkcs11", "asn1crypto"} <= {m.split(".")[0] for m in imported}
+    assert "rolesanywhere_hsm.directhttp" in imported  # it sent, with the standard library
+    # No proxy in the way: none of httpx, httpcore, h11, certifi (issue 21, the HTTP path).
+    assert not {m.split(".")[0] for m in imported - _bare(env)} & HTTPX_AND_CO
     assert not {m for m in imported if m.split(".")[0] == "cryptography"}
+    # Nor what only an error message or a size constant needed (pkcs11_uri: difflib suggests a
+    # name, struct gives CK_ULONG's size), nor HTTP/2 or the decoders of encodings we refuse.
+    assert not imported & {"ctypes", "difflib", "h2", "brotli", "zstandard"}, sorted(
+        imported & {"ctypes", "difflib", "h2", "brotli", "zstandard"})

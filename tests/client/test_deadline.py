@@ -54,6 +54,7 @@ def call(url: str, signer: Signer, budget: float = BUDGET, retry: RetryPolicy = 
     return time.monotonic() - start, None
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_server_that_drips_its_status_line_is_cut_at_the_deadline(signer: Signer) -> None:
     # A byte every 0.2 s: each read succeeds well within any per-read timeout, so only a total
     # budget enforced per read ends this.
@@ -66,6 +67,7 @@ def test_a_server_that_drips_its_status_line_is_cut_at_the_deadline(signer: Sign
     assert BUDGET - 0.05 <= elapsed < BUDGET + MARGIN
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_server_that_drips_its_body_is_cut_at_the_deadline(signer: Signer) -> None:
     with FaultServer("drip-body", interval=0.2) as server:
         elapsed, error = call(server.url, signer)
@@ -75,6 +77,7 @@ def test_a_server_that_drips_its_body_is_cut_at_the_deadline(signer: Signer) -> 
     assert server.connections == 1  # no retry: the budget is spent
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_silent_server_is_cut_at_the_deadline_without_retries(signer: Signer) -> None:
     with FaultServer("silent") as server:
         elapsed, error = call(server.url, signer)
@@ -84,6 +87,7 @@ def test_a_silent_server_is_cut_at_the_deadline_without_retries(signer: Signer) 
     assert server.connections == 1
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_tls_handshake_that_never_completes_names_the_tls_phase(signer: Signer) -> None:
     with FaultServer("silent") as server:
         elapsed, error = call(server.url.replace("http://", "https://"), signer)
@@ -92,6 +96,7 @@ def test_a_tls_handshake_that_never_completes_names_the_tls_phase(signer: Signer
     assert elapsed < BUDGET + MARGIN
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_connect_that_hangs_names_the_connect_phase(signer: Signer) -> None:
     # A listener that never accepts, its backlog filled: further SYNs are dropped, so connect()
     # hangs as it does towards a firewalled host.
@@ -239,6 +244,7 @@ def test_endless_headers_end_in_a_transport_error(signer: Signer) -> None:
     assert server.connections <= 3
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_the_budget_also_holds_through_a_proxy(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The deadline backend sits under the proxy transports too: a silent proxy is cut."""
     with FaultServer("silent") as proxy:
@@ -254,6 +260,7 @@ def test_the_budget_also_holds_through_a_proxy(signer: Signer, monkeypatch: pyte
     assert BUDGET - 0.05 <= elapsed < BUDGET + MARGIN
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_retry_cut_by_the_budget_says_why_it_was_retried(signer: Signer) -> None:
     """First attempt: a 503; the second meets silence; the message keeps the first failure."""
     busy = answer(503, b'{"message": "busy"}', {"X-Amzn-ErrorType": "ServiceUnavailableException"})
@@ -274,6 +281,7 @@ def test_a_per_operation_timeout_becomes_the_budget() -> None:
         assert client.timeout == 20.0
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_name_lookup_that_hangs_is_cut_at_the_deadline(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
     """getaddrinfo has no timeout; a resolver that never answers is stood in for by one that
     waits until released (the real resolver cannot be made to hang on loopback)."""
@@ -300,3 +308,42 @@ def test_localhost_is_resolved_and_each_address_tried(signer: Signer) -> None:
         with RolesAnywhereClient("eu-west-1", endpoint=f"http://localhost:{server.port}", trust_env=False) as client:
             credentials = client.create_session(signer, ARNS, deadline=Deadline.after(5))
     assert credentials.access_key_id == "ASIAFAULTSERVER00001"
+
+
+def _chunked(status: int, body: bytes, size: int, extra: str = "") -> bytes:
+    head = f"HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n{extra}\r\n".encode()
+    chunks = b"".join(b"%x;ext=1\r\n" % len(body[i:i + size]) + body[i:i + size] + b"\r\n"
+                      for i in range(0, len(body), size))
+    return head + chunks + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+def test_a_chunked_201_is_read(signer: Signer) -> None:
+    good = credentials_answer()
+    body = good[good.index(b"\r\n\r\n") + 4:]
+    with FaultServer("fixed", payload=_chunked(201, body, 7)) as server:
+        with RolesAnywhereClient("eu-west-1", endpoint=server.url, trust_env=False) as client:
+            credentials = client.create_session(signer, ARNS, deadline=Deadline.after(5))
+    assert credentials.access_key_id == "ASIAFAULTSERVER00001"
+
+
+def test_a_chunked_answer_over_one_mib_is_refused(signer: Signer) -> None:
+    with FaultServer("fixed", payload=_chunked(201, b"[" * (2 * MAX_ANSWER_BYTES), 65536)) as server:
+        _, error = call(server.url, signer, budget=10.0)
+        assert server.connections == 1  # not asked for again
+    assert isinstance(error, TransportError) and "larger than 1 MiB" in error.message
+
+
+def test_an_answer_cut_short_is_a_retried_transport_error(signer: Signer) -> None:
+    short = b"HTTP/1.1 201 Created\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{\"credentialSet\""
+    with FaultServer("script", script=[short, short, short]) as server:
+        _, error = call(server.url, signer, budget=5.0)
+        assert server.connections == 3  # a dropped answer may get through on another attempt
+    assert isinstance(error, TransportError) and not isinstance(error, DeadlineExceededError)
+    assert error.message.startswith("HTTP error talking to http://127.0.0.1") and error.exit_code == 7
+
+
+def test_an_encoding_not_asked_for_is_refused(signer: Signer) -> None:
+    payload = answer(201, b"\x1f\x8b" + b"\x00" * 20, {"Content-Encoding": "gzip"})
+    with FaultServer("fixed", payload=payload) as server:
+        _, error = call(server.url, signer)
+    assert isinstance(error, TransportError) and "Content-Encoding gzip, which was not asked for" in error.message

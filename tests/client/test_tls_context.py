@@ -10,8 +10,10 @@ import pytest
 from rolesanywhere_hsm.client import RolesAnywhereClient, _may_use_tls
 
 
-def _context(client: RolesAnywhereClient) -> ssl.SSLContext:
-    return client._http._transport._pool._ssl_context  # type: ignore[attr-defined]
+def _context(client: RolesAnywhereClient) -> ssl.SSLContext | None:
+    if client.http_client == "direct":  # None: a plain-http direct client makes no TLS at all
+        return client._path._ssl_context  # type: ignore[no-any-return]
+    return client._path._http._transport._pool._ssl_context  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize(("endpoint", "environ", "trust_env", "expected"), [
@@ -37,6 +39,10 @@ def test_a_plain_http_client_loads_no_ca_and_would_fail_closed(monkeypatch: pyte
         monkeypatch.delenv(name)
     with RolesAnywhereClient("eu-west-1", endpoint="http://127.0.0.1:9") as client:
         context = _context(client)
+        if client.http_client == "direct":
+            assert context is None
+            return
+        assert context is not None
         assert context.cert_store_stats()["x509_ca"] == 0
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
 
@@ -44,5 +50,6 @@ def test_a_plain_http_client_loads_no_ca_and_would_fail_closed(monkeypatch: pyte
 def test_an_https_client_still_loads_its_cas() -> None:
     with RolesAnywhereClient("eu-west-1", endpoint="https://127.0.0.1:9") as client:
         context = _context(client)
+        assert context is not None
         assert context.cert_store_stats()["x509_ca"] > 0
         assert context.verify_mode == ssl.CERT_REQUIRED

@@ -414,3 +414,46 @@ def test_path_fix_on_plain_data() -> None:
     assert "does not help" in path_fix("CN=R", True) and "--intermediates" not in path_fix("CN=R", True)
     unknown = path_fix("CN=X", None)
     assert "If 'CN=X' is an intermediate CA" in unknown and "already on the token" in unknown
+
+
+@pytest.mark.softhsm
+def test_every_problem_visible_without_a_pin_is_reported_in_one_run_with_no_login(
+        emulator: Emulator, softhsm_factory: Any, intermediate_ca: CertificateAuthority,
+        ca_file: str, tmp_path: Path) -> None:
+    """An expired leaf on the token AND a chain (from the token's CA certificates: none here)
+    that does not reach the trust anchor's CA: one doctor run reports both, and pkcs11-spy,
+    between doctor and SoftHSM, shows that no C_Login was made (the PIN source does not
+    answer, so the key check waits for it; the certificate and chain checks do not)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.signers.spylog import SPY, counts, parse_spy_log
+
+    if not os.path.isfile(SPY):
+        pytest.skip("OpenSC's pkcs11-spy.so is not installed")
+    token = softhsm_factory("rah-doctor", [])
+    certificate, _ = token.add_key("p256", "old", b"\x01", intermediate_ca, store_certificate=False)
+    now = dt.datetime.now(dt.timezone.utc)
+    expired = intermediate_ca.issue_leaf(certificate.public_key(), "old",
+                                         not_before=now - dt.timedelta(days=60),
+                                         not_after=now - dt.timedelta(days=1))
+    token.add_certificate(expired, "old", b"\x01")
+    log = tmp_path / "spy.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAH_PKCS11_PIN"}
+    env.update(token.env, RAH_PKCS11_MODULE=SPY, PKCS11SPY=token.module, PKCS11SPY_OUTPUT=str(log))
+    uri = token.uri_for("old", type="cert", pin_source=f"file:{tmp_path / 'no-pin-here'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "rolesanywhere_hsm", "doctor", "--json", "--certificate", uri,
+         "--trust-anchor-ca", ca_file, "--trust-anchor-arn", emulator.trust_anchor_arn,
+         "--profile-arn", emulator.profile_arn, "--role-arn", emulator.role_arn,
+         "--endpoint", emulator.url],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, start_new_session=True,
+        stdin=subprocess.DEVNULL)
+    assert done.returncode == EXIT_CHECK_FAILED, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert checks["validity"]["status"] == FAIL and "expired" in checks["validity"]["message"]
+    path = checks["chain-path"]
+    assert path["status"] == FAIL and "no path to the trust anchor" in path["message"], checks
+    assert checks["pin"]["status"] == FAIL and checks["key"]["status"] == "skip"
+    assert counts(parse_spy_log(log))["C_Login"] == 0

@@ -15,12 +15,11 @@ import pytest
 from rolesanywhere_hsm.errors import PinUnavailableError
 from rolesanywhere_hsm.signers.pin import (
     PIN_ENV_VAR,
-    PinRequest,
     PinSourceKind,
     ProtectedAuthentication,
     read_pin_source,
-    resolve_pin,
 )
+from rolesanywhere_hsm.signers.secretpolicy import PinRequest, resolve_pin
 
 
 def _no_prompt(description: str) -> str:

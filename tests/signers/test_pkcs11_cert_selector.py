@@ -264,3 +264,25 @@ def test_with_no_module_named_every_module_tokens_finds_is_searched(
         assert signer.certificate == tokens["right"]
     with pytest.raises(CertificateError, match="matches 2 certificates in the tokens of every PKCS#11 module"):
         open_with("Key=x509Subject,Value=CN=shared")
+
+
+def test_with_no_module_named_the_chosen_module_is_loaded_once(
+    tokens: dict[str, bytes], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The search over every module hands the module it chose, still loaded, to the opening:
+    the chosen module is loaded and initialised once (it was twice: once to search, once to
+    open), by a signer and by read-certificate-data's search alike."""
+    from rolesanywhere_hsm.signers.pkcs11 import modules
+
+    monkeypatch.delenv("RAH_PKCS11_MODULE")
+    selector = parse_cert_selector(f"Key=x509Serial,Value={serial_of(tokens['right'])}")
+    counts_before = {path: modules.initialisation_count(path) for path, _ in modules.known_module_paths()}
+    with open_pkcs11_signer(SignerConfig(certificate=None, cert_selector=selector,
+                                         secret_callback=PinAsker())) as signer:
+        assert signer.certificate == tokens["right"]
+        chosen = signer._module_path  # type: ignore[attr-defined]
+    assert modules.initialisation_count(chosen) - counts_before[chosen] == 1
+    before = modules.initialisation_count(chosen)
+    assert selected_certificate(SignerConfig(certificate=None, cert_selector=selector)) == tokens["right"]
+    assert modules.initialisation_count(chosen) - before == 1
+    assert not modules.module_in_use(chosen)  # every use released

@@ -25,7 +25,7 @@ from rolesanywhere_hsm.errors import (
 )
 from rolesanywhere_hsm.signers.pin import ProtectedAuthentication
 
-__all__ = ["login", "mapped_errors", "pin_refused"]
+__all__ = ["already_logged_in", "login", "mapped_errors", "pin_refused"]
 
 
 @contextlib.contextmanager
@@ -98,6 +98,17 @@ def pin_refused(token: Any, what: str) -> PinIncorrectError | PinLockedError:
     )
 
 
+def already_logged_in(token: Any, *, provisioning: bool) -> TokenError:
+    """python-pkcs11 trap 3: login state is per process, so a signer open on the token holds
+    it and a second C_Login is refused; name that instead of a module failure."""
+    return TokenError(
+        f"This process is already logged in to token {token.label!r} (another "
+        "signer on the same token is open).",
+        hint="Close the signer before provisioning the token." if provisioning else
+        "Use one signer per token and process.",
+    )
+
+
 def login(token: Any, pin: Any, *, rw: bool = False) -> Any:
     """C_OpenSession + C_Login (once; a refused PIN is never retried). `pin` None opens a
     public session (no login). `rw`: a read/write session (provisioning writes objects)."""
@@ -117,13 +128,7 @@ def login(token: Any, pin: Any, *, rw: bool = False) -> Any:
             raise TokenError(f"The token {token.label!r} is write-protected.",
                              hint="Provisioning writes to the token; use one that allows it.") from None
         except p11.UserAlreadyLoggedIn:
-            # python-pkcs11 trap 3: login state is per process; a signer open on the token holds it.
-            raise TokenError(
-                f"This process is already logged in to token {token.label!r} (another "
-                "signer on the same token is open).",
-                hint="Close the signer before provisioning the token." if rw else
-                "Use one signer per token and process.",
-            ) from None
+            raise already_logged_in(token, provisioning=rw) from None
         except p11.UserPinNotInitialized:
             raise TokenError(f"The token {token.label!r} has no user PIN set.",
                              hint="Initialise the user PIN (e.g. `pkcs11-tool --init-pin`).") from None

@@ -254,6 +254,9 @@ def module_noise_contained(path: str) -> Iterator[None]:
 
 _modules_lock = threading.Lock()
 _module_users: dict[str, int] = {}
+# Path -> how many times it was loaded and initialised (a first user after none): a test-only
+# window on "the module is loaded once", not in __all__.
+_initialisations: dict[str, int] = {}
 
 
 def acquire_module(path: str) -> Any:
@@ -274,6 +277,8 @@ def acquire_module(path: str) -> Any:
             raise ModuleLoadError(
                 f"The PKCS#11 module {path} cannot be loaded or initialised ({detail}).", hint=hint,
             ) from None
+        if not _module_users.get(path):
+            _initialisations[path] = _initialisations.get(path, 0) + 1
         _module_users[path] = _module_users.get(path, 0) + 1
         return lib
 
@@ -332,3 +337,9 @@ def module_in_use(path: str) -> bool:
     """Whether an open signer holds `path` initialised (the SoftHSM builder checks this)."""
     with _modules_lock:
         return _module_users.get(path, 0) > 0
+
+
+def initialisation_count(path: str) -> int:
+    """How many times `path` was loaded and initialised in this process (test-only)."""
+    with _modules_lock:
+        return _initialisations.get(path, 0)

@@ -1,10 +1,13 @@
-"""Open the token key a `SignerConfig` names: parse, load the module, select, log in, check.
+"""Open the token key a `SignerConfig` names in two phases: `locate_pkcs11` (parse, load the
+module, select, read the chain: public objects, no PIN) and `LocatedTokenKey.unlock` (log in,
+check the key).
 
 The steps, in order, each in its own module: `modules` (which module, loaded once),
 `inventory` (snapshots of tokens and certificates), `selection` (pure: exactly one token and
 certificate, or an error listing the candidates), then the login and the key, checked against
-the certificate (`pairing`) and the acceptance rules every signer shares
-(`x509.ensure_leaf_usable`); the result is one `OpenedKey` for the `Pkcs11Signer`.
+the certificate and the acceptance rules every signer shares (`signers.acceptance`: the leaf's
+at locate, the key's type and public value at unlock, where the private key is seen); the result is one `OpenedKey` for the
+`Pkcs11Signer`. rolesanywhere_hsm.signers.locate says why the two phases.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pkcs11
@@ -21,15 +24,20 @@ from pkcs11 import exceptions as p11
 
 from rolesanywhere_hsm import x509 as _x509
 from rolesanywhere_hsm.errors import (
-    KeyLoadError,
+    CertificateError,
     PinLockedError,
     Pkcs11UriError,
+    RolesAnywhereError,
+    SelectionError,
     TokenSigningError,
     UsageError,
 )
+from rolesanywhere_hsm.signers import acceptance
 from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
+from rolesanywhere_hsm.signers.locate import Located
 from rolesanywhere_hsm.signers.mechanisms import SigningSpec, choose_signing_spec
-from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pin import ProtectedAuthentication
+from rolesanywhere_hsm.signers.secretpolicy import TOKEN_PIN, SecretPolicy, SecretRequest
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import login, mapped_errors
 from rolesanywhere_hsm.signers.pkcs11.inventory import (
     KEY_TYPES,
@@ -51,7 +59,7 @@ from rolesanywhere_hsm.signers.pkcs11.modules import (
     release_module,
     resolve_module_path,
 )
-from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH, same_public_key, token_public_value
+from rolesanywhere_hsm.signers.pkcs11.pairing import token_public_value
 from rolesanywhere_hsm.signers.pkcs11.selection import (
     ObjectSnapshot,
     TokenSnapshot,
@@ -64,7 +72,7 @@ from rolesanywhere_hsm.signers.pkcs11.selection import (
 from rolesanywhere_hsm.signers.pkcs11.signer import OpenedKey, Pkcs11Signer, find_one_key
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
 
-__all__ = ["open_pkcs11_signer", "selected_certificate"]
+__all__ = ["LocatedTokenKey", "locate_pkcs11", "open_pkcs11_signer", "selected_certificate"]
 
 # --debug shows the steps: module, token, key, mechanism, where the PIN came from (never the PIN).
 log = logging.getLogger("rolesanywhere_hsm.pkcs11")
@@ -188,10 +196,21 @@ def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: P
                 other.close()
 
 
+class _SearchedModule:
+    """The module a --cert-selector search chose, still loaded (acquired once: the caller
+    releases it or hands it on), and the certificate it picked there."""
+
+    __slots__ = ("chosen", "lib", "path")
+
+    def __init__(self, path: str, lib: Any, chosen: ObjectSnapshot) -> None:
+        self.path, self.lib, self.chosen = path, lib, chosen
+
+
 def _selector_module(config: SignerConfig, cert_uri: Pkcs11Uri | None, key_uri: Pkcs11Uri | None,
-                     environ: Mapping[str, str] | None) -> str:
-    """The module to open: the one named, else (with --cert-selector) the one whose tokens
-    hold the certificate the selector picks."""
+                     environ: Mapping[str, str] | None) -> str | _SearchedModule:
+    """The module to open: the one named (a path, not loaded yet), else (with
+    --cert-selector) the one whose tokens hold the certificate the selector picks, which the
+    search leaves loaded so that it is loaded and initialised once."""
     if config.cert_selector is not None and cert_uri is not None and not _module_named(
             (key_uri, cert_uri), config.pkcs11_lib, environ):
         return _module_by_selector(config, cert_uri, key_uri, environ)
@@ -206,6 +225,12 @@ def selected_certificate(config: SignerConfig, environ: Mapping[str, str] | None
     if cert_uri is None:
         cert_uri = Pkcs11Uri()
     module_path = _selector_module(config, cert_uri, key_uri, environ)
+    if isinstance(module_path, _SearchedModule):  # the search already picked it
+        try:
+            check_library(module_path.lib, cert_uri, module_path.path)
+        finally:
+            release_module(module_path.path)
+        return module_path.chosen.value
     with loaded_module(module_path) as lib:
         check_library(lib, cert_uri, module_path)
         tokens = read_tokens(lib)
@@ -227,37 +252,86 @@ def _module_named(uris: tuple[Pkcs11Uri | None, ...], configured: str | None,
 
 
 def _module_by_selector(config: SignerConfig, cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
-                        environ: Mapping[str, str] | None) -> str:
+                        environ: Mapping[str, str] | None) -> _SearchedModule:
     """With --cert-selector and no module named: the module holding the one certificate the
     selector picks among the certificates of every module `tokens` finds (the same token
     seen through two modules, e.g. p11-kit-proxy and the module itself, counts once: the
-    first module wins). Public sessions only; modules that fail to load are skipped."""
+    first module wins). Public sessions only; modules that fail to load are skipped. A module
+    that offers a candidate stays loaded until the pick; the chosen one is returned loaded
+    (the caller owns that one use), the others are released."""
     found: list[tuple[ObjectSnapshot, Any, str]] = []
     module_of: dict[int, str] = {}
+    held: dict[str, Any] = {}  # modules with candidates, acquired until the pick
     seen: set[tuple[str, str, str]] = set()
-    for path, _why in known_module_paths(None, environ):
-        try:
-            with captured_stderr(), loaded_module(path) as lib:
-                tokens = read_tokens(lib)
-                snapshots = [t.snapshot for t in tokens]
-                certificates = read_certificates(
-                    [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
-        except Exception as exc:  # noqa: BLE001 (a module that does not load is not a candidate)
-            log.debug("module %s skipped: %s", path, exc)
-            continue
-        for entry in _selector_candidates(snapshots, certificates, cert_uri, key_uri, path):
-            cert = entry[0]
-            identity = (cert.token.manufacturer, cert.token.serial, cert.token.label)
-            if identity in seen:  # already listed through an earlier module
+    chosen_path: str | None = None
+    try:
+        for path, _why in known_module_paths(None, environ):
+            try:
+                with captured_stderr():
+                    lib = acquire_module(path)
+            except Exception as exc:  # noqa: BLE001 (a module that does not load is not a candidate)
+                log.debug("module %s skipped: %s", path, exc)
                 continue
-            module_of[len(found)] = path
-            found.append(entry)
-        seen |= {(s.manufacturer, s.serial, s.label) for s in snapshots}
-    chosen = _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
-                               "the tokens of every PKCS#11 module found")
-    path = module_of[next(i for i, e in enumerate(found) if e[0] is chosen)]
-    log.debug("--cert-selector: module %s", path)
-    return path
+            try:
+                with captured_stderr():
+                    tokens = read_tokens(lib)
+                    snapshots = [t.snapshot for t in tokens]
+                    certificates = read_certificates(
+                        [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)])
+                entries = _selector_candidates(snapshots, certificates, cert_uri, key_uri, path)
+            except Exception as exc:  # noqa: BLE001 (as above: a module that fails to list)
+                log.debug("module %s skipped: %s", path, exc)
+                release_module(path)
+                continue
+            for entry in entries:
+                cert = entry[0]
+                identity = (cert.token.manufacturer, cert.token.serial, cert.token.label)
+                if identity in seen:  # already listed through an earlier module
+                    continue
+                module_of[len(found)] = path
+                found.append(entry)
+            seen |= {(s.manufacturer, s.serial, s.label) for s in snapshots}
+            if path in module_of.values():
+                held[path] = lib
+            else:
+                release_module(path)
+        chosen = _pick_by_selector(found, config.cert_selector, config.use_latest_expiring_certificate,
+                                   "the tokens of every PKCS#11 module found")
+        chosen_path = module_of[next(i for i, e in enumerate(found) if e[0] is chosen)]
+        log.debug("--cert-selector: module %s", chosen_path)
+        return _SearchedModule(chosen_path, held[chosen_path], chosen)
+    finally:
+        for path in held:
+            if path != chosen_path:
+                release_module(path)
+
+
+def module_tokens(lib: Any, module_path: str, uris: tuple[Pkcs11Uri | None, ...]) -> list[LiveToken]:
+    """The first half's public step on a loaded module: the URIs' library-* attributes
+    checked against it, then its tokens (C_GetSlotList, C_GetTokenInfo: no session, no
+    login), with what the module prints contained as at every load."""
+    for uri in uris:
+        if uri is not None:
+            check_library(lib, uri, module_path)
+    with module_noise_contained(module_path):
+        return read_tokens(lib)
+
+
+@contextlib.contextmanager
+def located_token(uri: Pkcs11Uri, pkcs11_lib: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> Iterator[tuple[str, Any, LiveToken]]:
+    """The first half of opening a token key, without a certificate: the module (named as for
+    `locate_pkcs11`), loaded once and released on exit, and the one token `uri` selects. No
+    session, no secret. (module path, library, live token); provisioning builds on it."""
+    module_path = resolve_module_path((uri,), pkcs11_lib, environ)
+    with module_noise_contained(module_path):
+        lib = acquire_module(module_path)
+    try:
+        tokens = module_tokens(lib, module_path, (uri,))
+        chosen = select_token([t.snapshot for t in tokens], uri, module_path)
+        yield module_path, lib, next(t for t in tokens if t.snapshot == chosen)
+    finally:
+        release_module(module_path)
 
 
 def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
@@ -296,22 +370,16 @@ def _checked_key(session: Any, token: Any, key_template: dict[Any, Any], criteri
                        "Private keys are listed only after login: `rolesanywhere-hsm "
                        "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
     key_type = KEY_TYPES.get(key[Attribute.KEY_TYPE], "other")
-    if key_type != info.key_type:
-        raise KeyLoadError(
-            f"The key {criteria or ''} on token {token.label!r} is {key_type} but the "
-            f"certificate holds an {info.key_type} key.",
-            hint="Select the key that belongs to the certificate (same id=).",
-        )
+    facts = acceptance.KeyFacts("pkcs11", key_type=key_type, criteria=criteria, token_label=token.label)
+    acceptance.raise_first(acceptance.key_type_findings(info, facts))
     if not hasattr(key, "sign"):
         raise TokenSigningError(
             f"The key {criteria} on token {token.label!r} may not sign (CKA_SIGN is false).",
             hint="Use a signing key.",
         )
     token_public = token_public_value(session, key, key_type)
-    if token_public is not None and not same_public_key(token_public, info):
-        raise KeyLoadError(*MISMATCH[:1],
-                           hint="Select the key with the certificate's id=, or the "
-                           "certificate of this key.")
+    acceptance.raise_first(acceptance.pairing_findings(
+        info, acceptance.KeyFacts("pkcs11", token_value=token_public)))
     always_auth = False
     with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
         always_auth = bool(key[Attribute.ALWAYS_AUTHENTICATE])
@@ -343,37 +411,151 @@ def _chain(config: SignerConfig, certificate: bytes, from_file: list[bytes],
     return path.intermediates
 
 
-def open_pkcs11_signer(
+class LocatedTokenKey(Located):
+    """A token key as `locate_pkcs11` found it: the module loaded, the token, the certificate
+    and its chain, the key's criteria, whether a login is needed and where its PIN will come
+    from; a public session open (the key is looked for there first). No PIN asked yet."""
+
+    kind = "pkcs11"
+
+    def __init__(self, config: SignerConfig, spec: SigningSpec | None,
+                 environ: Mapping[str, str] | None, prompt: SecretCallback | None) -> None:
+        super().__init__()
+        self.config = config
+        self._spec = spec
+        self._environ = environ
+        self._prompt = prompt
+        self.module_path: str | None = None
+        self._acquired = False
+        self.session: Any = None  # the public session (the chosen token's)
+        self.token: Any = None  # python-pkcs11's Token
+        self.token_snapshot: TokenSnapshot | None = None
+        self.cert_id: bytes | None = None
+        self.on_token: list[ObjectSnapshot] = []  # every certificate on the chosen token
+        self.key_template: dict[Any, Any] = {}
+        self.key_criteria = ""
+        self.info: _x509.CertificateInfo | None = None
+        self.secret_request: SecretRequest | None = None  # the PIN to ask for, if a login is needed
+        self.login_required = False
+        self.pin_locked = False
+
+    def close(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                session.close()
+        if self._acquired and self.module_path is not None:
+            self._acquired = False
+            release_module(self.module_path)
+
+    def default_policy(self) -> SecretPolicy:
+        """Without a policy from the front end: the config's callback, then the terminal (or
+        the `prompt` given to locate), reading the `environ` given to locate."""
+        return SecretPolicy(self.config.secret_callback, prompt=self._prompt or True, environ=self._environ)
+
+    def unlock(self, policy: SecretPolicy | None = None) -> Pkcs11Signer:
+        """The one login (when the token needs one): the PIN resolved once through `policy`
+        and presented once, then the key checked against the certificate and the signer built.
+        Refused (the first finding raised) while locate found a problem: no PIN before the
+        selection succeeded."""
+        self.require()
+        policy = self.default_policy() if policy is None else policy
+        assert self.token is not None and self.info is not None and self.secret_request is not None
+        assert self.module_path is not None
+        token, info, config = self.token, self.info, self.config
+        session, self.session = self.session, None
+        try:
+            user_pin: Any = None
+            if self.login_required:
+                with contextlib.suppress(pkcs11.PKCS11Error):
+                    session.close()
+                session = None
+                user_pin, source = policy.resolve(self.secret_request)
+                log.debug("PIN for token %r from %s", token.label, source.value)
+                session = login(token, user_pin)
+                if user_pin is ProtectedAuthentication:
+                    user_pin = None
+            else:
+                log.debug("token %r: the key is used without login (no PIN asked)", token.label)
+
+            with mapped_errors(f"reading objects on token {token.label!r}"):
+                key, verify_pending, always_auth, spec = _checked_key(
+                    session, token, self.key_template, self.key_criteria, info, self._spec)
+
+            log.debug("module %s, token %r, key %s, mechanism %s%s", self.module_path, token.label,
+                      self.key_criteria or "(the only key)", spec.mechanism_name,
+                      ", always-authenticate" if always_auth else "")
+            assert self.certificate is not None
+            opened = OpenedKey(
+                module_path=self.module_path, token=token, session=session, key=key,
+                key_template=tuple(self.key_template.items()),
+                key_criteria=self.key_criteria or "(the only key)",
+                certificate=self.certificate, chain=self.chain, algorithm=info.algorithm, spec=spec,
+                always_authenticate=always_auth, secret_request=self.secret_request, policy=policy,
+                login_required=self.login_required, verify_pending=verify_pending,
+                cert_id=self.cert_id,
+            )
+            signer = Pkcs11Signer(opened, reuse_pin=config.reuse_pin,
+                                  user_pin=user_pin if isinstance(user_pin, str) else None)
+        except BaseException:
+            self.session = session
+            self.close()
+            raise
+        self._acquired = False  # the signer releases the module when it closes
+        return signer
+
+
+def _selection_setting(config: SignerConfig) -> str:
+    return "cert-selector" if config.cert_selector is not None else "certificate"
+
+
+def locate_pkcs11(
     config: SignerConfig, *, spec: SigningSpec | None = None,
     environ: Mapping[str, str] | None = None, prompt: SecretCallback | None = None,
-) -> Pkcs11Signer:
-    """Open the token key that `config` names (see docs/pkcs11.md).
+) -> LocatedTokenKey:
+    """Find the token key `config` names without a PIN (see docs/pkcs11.md and
+    rolesanywhere_hsm.signers.locate): public objects only. Problems are findings; the
+    steps after a failed one are not taken."""
+    located = LocatedTokenKey(config, spec, environ, prompt)
+    try:
+        _locate(located, config, environ, prompt)
+    except BaseException:
+        located.close()
+        raise
+    return located
 
-    `config.certificate` is a `pkcs11:` URI (the certificate on the token) or a file;
-    `config.private_key` a `pkcs11:` URI or None (then the key with the certificate's CKA_ID).
-    `spec` forces a mechanism choice (tests, or a token that lists mechanisms it lacks);
-    `environ` and `prompt` replace os.environ and the /dev/tty prompt (tests).
-    """
-    cert_uri, key_uri = _checked_uris(config)
-    module_path = _selector_module(config, cert_uri, key_uri, environ)
+
+def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str, str] | None,
+            prompt: SecretCallback | None) -> None:
+    try:
+        cert_uri, key_uri = _checked_uris(config)
+    except RolesAnywhereError as exc:
+        located.found(exc, "private-key" if config.private_key and "private key" in exc.message
+                      else "certificate")
+        return
+    try:
+        module = _selector_module(config, cert_uri, key_uri, environ)
+        if isinstance(module, _SearchedModule):  # loaded by the search: not loaded again
+            module_path, lib = module.path, module.lib
+        else:
+            module_path = module
+            with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
+                lib = acquire_module(module_path)
+    except RolesAnywhereError as exc:
+        located.found(exc, "pkcs11-lib" if not isinstance(exc, (SelectionError, CertificateError))
+                      else _selection_setting(config))
+        return
+    located.module_path, located._acquired = module_path, True
     main_uri = key_uri or cert_uri
     assert main_uri is not None
-    with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
-        lib = acquire_module(module_path)
-    session = None
     try:
-        for uri in (key_uri, cert_uri):
-            if uri is not None:
-                check_library(lib, uri, module_path)
-        with module_noise_contained(module_path):
-            tokens = read_tokens(lib)
+        tokens = module_tokens(lib, module_path, (key_uri, cert_uri))
         # 1. The certificate, before any PIN: certificates are public objects, so an empty or
         #    ambiguous selection is reported without spending a PIN (even a wrong one).
         chain_candidates: list[bytes] = []
-        on_token: list[ObjectSnapshot] = []
         if cert_uri is not None:
-            live, cert, session, on_token = _select_certificate(tokens, cert_uri, key_uri, module_path,
-                                                                config)
+            live, cert, located.session, located.on_token = _select_certificate(
+                tokens, cert_uri, key_uri, module_path, config)
             certificate, cert_obj_id = cert.value, cert.id or None
         else:
             from_file = _x509.load_certificates(config.certificate)
@@ -382,68 +564,76 @@ def open_pkcs11_signer(
             assert key_uri is not None
             live = _token_for_key(tokens, key_uri, certificate, module_path)
         info = _x509.certificate_info(certificate)
-        _x509.ensure_leaf_usable(info, dates=config.check_dates)  # the rules every signer applies: not a CA, a key type we sign with
-        algorithm = info.algorithm
-        key_template, criteria = _key_template(key_uri, cert_uri, cert_obj_id)
-        token = live.token
-        flags = token.flags
-        pin_request = PinRequest(
-            description=f"PIN for token {token.label!r}",
-            pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
-                cert_uri.pin_value if cert_uri else None),
-            pin_source=main_uri.pin_source if main_uri.pin_source is not None else (
-                cert_uri.pin_source if cert_uri else None),
-            protected_authentication_path=bool(flags & TokenFlag.PROTECTED_AUTHENTICATION_PATH),
-            callback=config.secret_callback,
-            environ=environ,
-            prompt=prompt,
-        )
-        # 2. The key: a token that needs no login, or a key it shows without one (a YubiKey's
-        #    9e slot through OpenSC: CKA_PRIVATE false), is used in a public session and no
-        #    PIN is asked. Otherwise the PIN is resolved once and presented once.
-        if session is None:
-            session = login(token, None)
+    except RolesAnywhereError as exc:
+        located.found(exc, _selection_setting(config) if not config.private_key or key_uri is None
+                      or isinstance(exc, CertificateError) else "private-key")
+        return
+    located.certificate, located.info, located.token = certificate, info, live.token
+    located.token_snapshot = live.snapshot
+    located.cert_id = bytes(cert_obj_id) if cert_obj_id else None
+    # the rules every signer applies: not a CA, a key type we sign with, in its dates
+    located.findings += acceptance.leaf_findings(info, dates=config.check_dates,
+                                                 setting=_selection_setting(config))
+    located.key_template, located.key_criteria = _key_template(key_uri, cert_uri, cert_obj_id)
+    token = live.token
+    flags = token.flags
+    located.secret_request = SecretRequest(
+        TOKEN_PIN, f"PIN for token {token.label!r}",
+        pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
+            cert_uri.pin_value if cert_uri else None),
+        pin_source=main_uri.pin_source if main_uri.pin_source is not None else (
+            cert_uri.pin_source if cert_uri else None),
+        protected_authentication_path=bool(flags & TokenFlag.PROTECTED_AUTHENTICATION_PATH),
+        setting="private-key" if key_uri is not None and main_uri is key_uri else "certificate",
+    )
+    # 2. Whether the key needs a login: a token that needs none, or a key it shows without
+    #    one (a YubiKey's 9e slot through OpenSC: CKA_PRIVATE false), is used in a public
+    #    session and no PIN is asked.
+    try:
+        if located.session is None:
+            located.session = login(token, None)
         with mapped_errors(f"reading objects on token {token.label!r}"):
-            login_required = bool(flags & TokenFlag.LOGIN_REQUIRED) and not _usable_without_login(
-                session, key_template)
-        user_pin: Any = None
-        if login_required:
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                session.close()
-            session = None
-            if token.flags & TokenFlag.USER_PIN_LOCKED:
-                raise PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
-                                     hint="Unblock it with the PUK or security officer PIN.")
-            user_pin, source = resolve_pin(pin_request)
-            log.debug("PIN for token %r from %s", token.label, source.value)
-            session = login(token, user_pin)
-            if user_pin is ProtectedAuthentication:
-                user_pin = None
-        else:
-            log.debug("token %r: the key is used without login (no PIN asked)", token.label)
+            located.login_required = bool(flags & TokenFlag.LOGIN_REQUIRED) and not _usable_without_login(
+                located.session, located.key_template)
+    except RolesAnywhereError as exc:
+        located.found(exc, "certificate")
+        return
+    if located.login_required and token.flags & TokenFlag.USER_PIN_LOCKED:
+        located.pin_locked = True
+        located.found(PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
+                                     hint="Unblock it with the PUK or security officer PIN."), "certificate")
+    located.secret_source = _secret_source(located)
+    # 3. The chain to send: from --intermediates, else the token's CA certificates (public).
+    try:
+        located.chain = _chain(config, certificate, chain_candidates, located.on_token, token.label)
+    except RolesAnywhereError as exc:
+        located.found(exc, "intermediates")
 
-        with mapped_errors(f"reading objects on token {token.label!r}"):
-            key, verify_pending, always_auth, spec = _checked_key(
-                session, token, key_template, criteria, info, spec)
 
-        log.debug("module %s, token %r, key %s, mechanism %s%s", module_path, token.label,
-                  criteria or "(the only key)", spec.mechanism_name,
-                  ", always-authenticate" if always_auth else "")
-        chain = _chain(config, certificate, chain_candidates, on_token, token.label)
+def _secret_source(located: LocatedTokenKey) -> str:
+    """Where the PIN will come from, in words (never the PIN): for --debug and doctor."""
+    request = located.secret_request
+    if not located.login_required or request is None:
+        return "none: the key is used without login"
+    if request.pin_value is not None:
+        return "pin-value in the URI"
+    if request.pin_source is not None:
+        return "pin-source in the URI"
+    if request.protected_authentication_path:
+        return "the token's PIN pad (unless RAH_PKCS11_PIN is set)"
+    return "the environment, a callback or the terminal"
 
-        opened = OpenedKey(
-            module_path=module_path, token=token, session=session, key=key,
-            key_template=tuple(key_template.items()), key_criteria=criteria or "(the only key)",
-            certificate=certificate, chain=chain, algorithm=algorithm, spec=spec,
-            always_authenticate=always_auth, pin_request=pin_request,
-            login_required=login_required, verify_pending=verify_pending,
-            cert_id=bytes(cert_obj_id) if cert_obj_id else None,
-        )
-        return Pkcs11Signer(opened, reuse_pin=config.reuse_pin,
-                            user_pin=user_pin if isinstance(user_pin, str) else None)
-    except BaseException:
-        if session is not None:
-            with contextlib.suppress(pkcs11.PKCS11Error):
-                session.close()
-        release_module(module_path)
-        raise
+
+def open_pkcs11_signer(
+    config: SignerConfig, *, spec: SigningSpec | None = None,
+    environ: Mapping[str, str] | None = None, prompt: SecretCallback | None = None,
+) -> Pkcs11Signer:
+    """Open the token key that `config` names (see docs/pkcs11.md): `locate_pkcs11`, then
+    the first finding raised, then the one login (`LocatedTokenKey.unlock`).
+
+    `config.certificate` is a `pkcs11:` URI (the certificate on the token) or a file;
+    `config.private_key` a `pkcs11:` URI or None (then the key with the certificate's CKA_ID).
+    `spec` forces a mechanism choice (tests, or a token that lists mechanisms it lacks);
+    `environ` and `prompt` replace os.environ and the /dev/tty prompt (tests).
+    """
+    return locate_pkcs11(config, spec=spec, environ=environ, prompt=prompt).unlock()

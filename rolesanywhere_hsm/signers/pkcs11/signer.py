@@ -8,6 +8,7 @@ releases the module. The private key never leaves the token.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,8 @@ from rolesanywhere_hsm.errors import (
 )
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner
 from rolesanywhere_hsm.signers.mechanisms import SigningSpec
-from rolesanywhere_hsm.signers.pin import PinRequest, ProtectedAuthentication, resolve_pin
+from rolesanywhere_hsm.signers.pin import ProtectedAuthentication
+from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy, SecretRequest
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import login, mapped_errors, pin_refused
 from rolesanywhere_hsm.signers.pkcs11.modules import release_module
 from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH
@@ -53,7 +55,8 @@ class OpenedKey:
     algorithm: str
     spec: SigningSpec
     always_authenticate: bool
-    pin_request: PinRequest
+    secret_request: SecretRequest  # the token PIN, as the login asked for it
+    policy: SecretPolicy  # the front end's, asked again for a context PIN or a re-login
     login_required: bool
     verify_pending: bool
     cert_id: bytes | None = None  # the leaf's CKA_ID when it is on the token (rotation)
@@ -94,7 +97,8 @@ class Pkcs11Signer(CertifiedKeySigner):
         super().__init__(opened.certificate, opened.chain, opened.algorithm)
         self._spec = opened.spec
         self._always_authenticate = opened.always_authenticate
-        self._pin_request = opened.pin_request
+        self._secret_request = opened.secret_request
+        self._policy = opened.policy
         self._reuse_pin = reuse_pin
         # Kept only with --reuse-pin (the context PIN of an always-authenticate key): that is
         # what the user asked for. Never shown: see __repr__.
@@ -226,16 +230,10 @@ class Pkcs11Signer(CertifiedKeySigner):
     def _context_pin(self) -> str:
         if self._reuse_pin and self._kept_pin is not None:
             return self._kept_pin
-        request = PinRequest(
-            description=f"PIN to sign with key {self._key_criteria} on token "
-            f"{self._token.label!r}",
-            pin_value=self._pin_request.pin_value,
-            pin_source=self._pin_request.pin_source,
-            callback=self._pin_request.callback,
-            environ=self._pin_request.environ,
-            prompt=self._pin_request.prompt,
-        )
-        pin, _ = resolve_pin(request)
+        request = dataclasses.replace(
+            self._secret_request, protected_authentication_path=False,
+            description=f"PIN to sign with key {self._key_criteria} on token {self._token.label!r}")
+        pin, _ = self._policy.resolve(request)
         if pin is ProtectedAuthentication:  # pragma: no cover (no such token here)
             raise TokenSigningError(
                 "This always-authenticate key needs a context PIN, which a PIN pad cannot give "
@@ -260,7 +258,7 @@ class Pkcs11Signer(CertifiedKeySigner):
             if self._kept_pin is not None:
                 pin = self._kept_pin
             else:
-                pin, _ = resolve_pin(self._pin_request)
+                pin, _ = self._policy.resolve(self._secret_request)
         session = login(self._token, pin)
         self.login_count += 1 if self._login_required else 0
         try:
