@@ -22,8 +22,12 @@ and must stay fast with many keep-alive clients. What it does and why:
   the least recently active one not being answered, first among those that never got an
   `authorized` answer: so whoever holds connections with keep-alive health checks cannot keep
   an SDK out (a kept-alive client finds its idle connection closed and opens another, as it
-  would after the idle timeout); only when every connection is being answered does the new
-  one get 503 and a close. Out of descriptors anyway (another part of
+  would after the idle timeout); a connection still being set up (accepted, its transport or TLS
+  handshake not made yet) is a candidate too, as silent as one can be, so a burst of newcomers
+  cannot fill the bound with half-made connections and turn the next ones away; only when every
+  connection is being answered does the new one get 503 and a close. A wake-up evicts at most
+  EVICTIONS_PER_WAKEUP connections before the loop closes their descriptors, so a flood stays
+  within the reserve. Out of descriptors anyway (another part of
   the process, or the system's limit), accepting pauses for a moment and one line a minute is
   logged, instead of asyncio's traceback per failed accept;
 - TLS optional, its handshake run by asyncio with a timeout, so a slow handshake stalls no one;
@@ -147,6 +151,9 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 ACCEPT_PAUSE = 0.25  # seconds without accepting after the process or system ran out of descriptors
 TURN_AWAY_LINGER = 0.5  # seconds a turned-away socket stays open after its 503 (see _turn_away)
 TURN_AWAY_LINGERING = 16  # at most this many at once (they come out of the descriptor reserve); more close at once
+# An evicted connection's descriptor is closed by the loop's next turn, not at once: a wake-up
+# that evicted this many accepts no more until then (with TURN_AWAY_LINGERING, well within the reserve).
+EVICTIONS_PER_WAKEUP = 16
 OUT_OF_DESCRIPTORS_LOG_INTERVAL = 60.0
 
 
@@ -408,7 +415,8 @@ class _Connection(asyncio.Protocol):
         self.reading_paused = False
         self.processing = False
         self.authorized = False  # an answer to this client was `authorized`
-        self.active = time.monotonic()  # when the last request started or was answered
+        self.active = time.monotonic()  # when the last request started or was answered (or it was accepted)
+        self.adopted = False  # asyncio made (or is making) a transport of its socket: see HttpServer._evict
         # (request bytes, Request, Response, [Date line, answer bytes]) of the last request that
         # came whole in one read and could be answered again the same way: see _replay.
         self.known: tuple[bytes, Request, Response, list[bytes]] | None = None
@@ -420,10 +428,14 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        server = self.server
+        server._setting_up.pop(self, None)
+        if self.state == _CLOSED:  # evicted while being set up
+            transport.abort()
+            return
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else ("-", 0)
-        server = self.server
         server._connections.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -830,7 +842,9 @@ class HttpServer:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._sock: socket.socket | None = None
         self._accepting = False
-        self._handshakes: set[asyncio.Task[Any]] = set()  # accepted, transport not made yet (TLS)
+        # Accepted, not made yet (asyncio's setup, a TLS handshake): each counts against the bound
+        # until connection_made() moves it to _connections, and may be evicted meanwhile.
+        self._setting_up: dict[_Connection, tuple[asyncio.Task[Any], socket.socket]] = {}
         self._capacity = self.limits.max_connections  # set from RLIMIT_NOFILE at start()
         self._out_of_descriptors_logged = 0.0
         self._out_of_descriptors_since = 0  # failed accepts not logged yet
@@ -905,7 +919,11 @@ class HttpServer:
     def _accept(self) -> None:
         sock, loop = self._sock, self._loop
         assert sock is not None and loop is not None
+        evictions = 0
         for _ in range(64):  # a burst per wake-up, then others get their turn
+            at_bound = len(self._connections) + len(self._setting_up) >= self._capacity
+            if at_bound and evictions >= EVICTIONS_PER_WAKEUP:
+                return  # the listening socket stays readable: the next turn goes on, victims closed
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -918,38 +936,64 @@ class HttpServer:
                 else:
                     log.debug("accept failed: %s", exc)
                 return
-            if len(self._connections) + len(self._handshakes) >= self._capacity and not self._evict():
-                self._turn_away(conn)
-                continue
+            if at_bound:
+                if not self._evict():
+                    self._turn_away(conn)
+                    continue
+                evictions += 1
             conn.setblocking(False)
-            task = loop.create_task(loop.connect_accepted_socket(
-                lambda: _Connection(self), conn, ssl=self.tls,
-                ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.tls else None))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshake_done)
+            connection = _Connection(self)
 
-    def _handshake_done(self, task: asyncio.Task[Any]) -> None:
-        self._handshakes.discard(task)
+            def adopt(connection: _Connection = connection) -> _Connection:  # bound now, not at call time
+                connection.adopted = True
+                return connection
+
+            task = loop.create_task(loop.connect_accepted_socket(
+                adopt, conn, ssl=self.tls,
+                ssl_handshake_timeout=self.limits.tls_handshake_timeout if self.tls else None))
+            self._setting_up[connection] = (task, conn)
+            task.add_done_callback(lambda done, connection=connection: self._setup_done(connection, done))
+
+    def _setup_done(self, connection: _Connection, task: asyncio.Task[Any]) -> None:
+        self._setting_up.pop(connection, None)  # made (a no-op then), failed or cancelled
         if not task.cancelled() and task.exception() is not None:  # a failed TLS handshake
             log.debug("connection setup failed: %s", task.exception())
 
-    def _evict(self) -> bool:
+    def _evict(self, setting_up: bool = True) -> bool:
         """Close the least recently active connection not being answered, first among those
-        that never got an authorized answer; False when every one is being answered."""
+        that never got an authorized answer, connections still being set up included (their
+        activity is their accept) unless `setting_up` is False; False when there is none."""
         victim, stalest = None, (True, float("inf"))
         for connection in self._connections:
             if connection.state != _BUSY:
                 key = (connection.authorized, connection.active)
                 if key < stalest:
                     victim, stalest = connection, key
+        for connection in self._setting_up if setting_up else ():  # in accept order: the first is the stalest
+            if (False, connection.active) < stalest:
+                victim = connection
+            break
         if victim is None:
             return False
-        self._connections.discard(victim)
         victim.state = _CLOSED
         victim.deadline = 0.0
+        if victim in self._setting_up:
+            self._abandon_setup(victim)
+            return True
+        self._connections.discard(victim)
         if victim.transport is not None:
             victim.transport.abort()  # its descriptor is needed now, not after a graceful close
         return True
+
+    def _abandon_setup(self, connection: _Connection) -> None:
+        """Give up a connection still being set up: cancel asyncio's setup (which closes the
+        transport it made, if it made one), or close the socket at once when the setup has not
+        started (the cancelled coroutine then never runs, and nothing else would close it)."""
+        connection.state = _CLOSED
+        task, conn = self._setting_up.pop(connection)
+        task.cancel()
+        if not connection.adopted:
+            conn.close()
 
     def _turn_away(self, conn: socket.socket) -> None:
         """503 and close. The close waits TURN_AWAY_LINGER (at most TURN_AWAY_LINGERING sockets
@@ -985,7 +1029,7 @@ class HttpServer:
         assert loop is not None and sock is not None
         loop.remove_reader(sock.fileno())
         loop.call_later(ACCEPT_PAUSE, self._resume_accepting)
-        self._evict()
+        self._evict(setting_up=False)  # one just accepted would give back nothing it has not just taken
         self._out_of_descriptors_since += 1
         now = time.monotonic()
         if now - self._out_of_descriptors_logged >= OUT_OF_DESCRIPTORS_LOG_INTERVAL:
@@ -1035,8 +1079,8 @@ class HttpServer:
             self._sweeper.cancel()
             self._sweeper = None
         self._flush_log()
-        for task in list(self._handshakes):
-            task.cancel()
+        for connection in list(self._setting_up):
+            self._abandon_setup(connection)
         if self._sock is not None:
             self._sock.close()
             self._sock = None

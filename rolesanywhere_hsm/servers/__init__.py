@@ -4,6 +4,7 @@ that hand the current credentials to SDKs in the formats they read.
 - `imds`: the EC2 instance metadata service, version 2 (token PUT, then GETs);
 - `container`: the ECS/EKS container-credentials endpoint (a bearer token);
 - `app`: both behind one router, with a health path and an access log.
+- `accesslog`: the access log, formatted and written in batches off the answer's path.
 
 They read credentials only through an object with `current() -> Credentials` (the refresh
 engine, `rolesanywhere_hsm.refresh.RefreshingCredentials`, or anything shaped like it): a

@@ -9,13 +9,11 @@ HTTP layer calls them inline on its event loop: no thread hop per request.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
 
-from rolesanywhere_hsm.httpserver import AccessLog, Request, Response
-from rolesanywhere_hsm.redact import redact
+from rolesanywhere_hsm.httpserver import Request, Response
+from rolesanywhere_hsm.servers.accesslog import access_logger
 from rolesanywhere_hsm.servers.container import CONTAINER_PATH, ContainerApp
 from rolesanywhere_hsm.servers.imds import ImdsApp, ImdsTokens
 from rolesanywhere_hsm.servers.snapshot import CredentialSource, SnapshotCache
@@ -157,52 +155,3 @@ class ServeApp:
         return Response(200, body, [_JSON])
 
 
-class _AccessLog:
-    """Lines collected and written in batches: one write per 128 lines, or per sweep of the HTTP
-    layer (a quarter second), instead of one system call per request."""
-
-    def __init__(self, stream: TextIO, prefix: str) -> None:
-        self._stream = stream
-        self._prefix = prefix
-        self._lines: list[str] = []
-        self._second = 0
-        self._stamp = ""  # "PREFIX: TIME " of this second
-        # (client address, method, target, status, size) -> 'CLIENT "METHOD TARGET" STATUS SIZE ':
-        # a keep-alive client asks the same thing again and again, and formatting was most of a
-        # line's cost (a tenth of a credential GET's, measured under wrk).
-        self._middles: dict[tuple[str, str, str, int, int], str] = {}
-
-    def __call__(self, client: tuple[str, int], method: str, target: str, status: int, size: int,
-                 seconds: float) -> None:
-        now = int(time.time())
-        if self._second != now:
-            self._second = now
-            self._stamp = "%s: %s " % (self._prefix, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
-        key = (client[0], method, target, status, size)
-        middle = self._middles.get(key)
-        if middle is None:
-            shown = target if target.isascii() and len(target) <= 200 else redact(target[:200])
-            middle = '%s "%s %s" %d %d ' % (client[0], method, shown, status, size)
-            if shown is target:  # an odd or long target is not worth remembering
-                if len(self._middles) >= 256:
-                    self._middles.clear()
-                self._middles[key] = middle
-        self._lines.append(self._stamp + middle + "%.1fms\n" % (seconds * 1000))
-        if len(self._lines) >= 128:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._lines:
-            return
-        text, self._lines = "".join(self._lines), []
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except (OSError, ValueError):  # stderr gone (a closed pipe): serving matters more
-            pass
-
-
-def access_logger(stream: TextIO | None = None, prefix: str = "serve") -> AccessLog:
-    """An AccessLog writing `prefix: TIME CLIENT "METHOD TARGET" STATUS BYTES MSms` lines to
-    `stream` (stderr by default); the HTTP layer calls its `flush()` on every sweep and at close."""
-    return _AccessLog(stream if stream is not None else sys.stderr, prefix)

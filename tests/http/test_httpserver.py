@@ -328,6 +328,48 @@ def test_at_the_bound_a_newcomer_takes_the_place_of_the_stalest_unauthorized_con
             sock.close()
 
 
+def test_a_burst_of_newcomers_beyond_the_bound_evicts_the_stalest_and_turns_none_away(
+    serve: Callable[..., HttpServer]
+) -> None:
+    """Connections accepted in one burst are still being set up when the next ones come: they
+    are as silent as a connection can be, so the newest take their places (oldest first)
+    instead of being turned away with a 503 while nothing is being answered."""
+    blocking, go = threading.Event(), threading.Event()
+
+    def app(request: Request) -> Response:
+        if request.path == "/block":  # holds the event loop while the newcomers queue up
+            blocking.set()
+            go.wait(10)
+        return Response(200, b"ok")
+
+    server = serve(app, limits=Limits(max_connections=4))
+    first = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    newcomers: list[socket.socket] = []
+    try:
+        first.sendall(b"GET /block HTTP/1.1\r\n\r\n")
+        assert blocking.wait(10)
+        newcomers = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(10)]
+        go.set()  # the loop wakes to ten connections waiting: one burst
+        assert first.recv(65536).startswith(b"HTTP/1.1 200 ")
+        deadline = time.monotonic() + 10
+        while (server._setting_up or len(server._connections) < 4) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answers = []
+        for sock in newcomers:
+            try:
+                sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                answers.append(sock.recv(65536))
+            except (BrokenPipeError, ConnectionResetError):
+                answers.append(b"")
+        assert [statuses(answer) for answer in answers] == [[]] * 6 + [[200]] * 4, answers
+        assert first.recv(65536) == b""  # the stalest of all, evicted first
+    finally:
+        go.set()
+        first.close()
+        for sock in newcomers:
+            sock.close()
+
+
 def test_hop_limit_sets_the_ttl_of_accepted_sockets(serve: Callable[..., HttpServer]) -> None:
     server = serve(hop_limit=3)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
