@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rolesanywhere_hsm.attempts import CertificateSummary, Rotation, certificate_summary
-from rolesanywhere_hsm.errors import KeyLoadError, RolesAnywhereError
+from rolesanywhere_hsm.errors import RolesAnywhereError
 
 __all__ = ["RotationWatch", "file_stamp", "pick_renewal"]
 
@@ -209,10 +209,3 @@ class RotationWatch:
 
 def _when(summary: CertificateSummary) -> str:
     return summary.not_after.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def mismatch_error(serial: str) -> KeyLoadError:
-    return KeyLoadError(
-        f"The renewed certificate (serial {serial}) is for another key than the one in use.",
-        hint="Renew the certificate for the same key (a CSR from the key in use), or restart with the new pair.",
-    )

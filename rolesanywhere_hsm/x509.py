@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from asn1crypto import core as _core
@@ -31,7 +31,6 @@ __all__ = [
     "certificate_data",
     "certificate_info",
     "ensure_current",
-    "ensure_leaf_usable",
     "load_certificates",
     "order_chain",
     "parse_certificates",
@@ -245,21 +244,6 @@ def certificate_data(der: bytes) -> dict[str, object]:
         "serialNumber": str(info.serial),
         "supportedAlgorithms": algorithms,
     }
-
-
-def ensure_leaf_usable(info: CertificateInfo, chain: Sequence[bytes] = (), *, dates: bool = True) -> None:
-    """Refuse early what the service would refuse anyway, with a clearer message: a CA
-    certificate, a key type we do not sign with, a certificate outside its validity (which the
-    service calls only "Untrusted signing certificate")."""
-    if info.is_ca:
-        raise CertificateError(
-            f"The certificate for {info.subject or 'an empty subject'} is a CA certificate; "
-            "Roles Anywhere needs an end-entity certificate.",
-            hint="Pass the workload's own certificate with --certificate.",
-        )
-    algorithm_for_key_type(info.key_type)
-    if dates:
-        ensure_current(info)
 
 
 def ensure_current(info: CertificateInfo, now: dt.datetime | None = None, *,

@@ -21,6 +21,8 @@ What makes it faithful to a fresh process, and keeps runs from leaking into each
 - PKCS#11 modules that no open signer of the test holds are C_Finalized before and after the run
   (python-pkcs11 caches one library per path, and modules read SOFTHSM2_CONF / TPM2_PKCS11_*
   only at C_Initialize: a fresh process would read the run's environment);
+- the typer app's click command is built once per test process, as a process builds it once
+  (a build costs about 0.1 s of CPU time); click keeps each run's state in its Context;
 - logging starts bare (no handlers, root at WARNING: `--debug`'s basicConfig takes effect) and
   is restored afterwards, with the signal handlers. `main(argv)` runs with `own_process` off
   (credential-process's fast path then imports as a library would; start-up import tests need
@@ -50,7 +52,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROOT", "run_cli", "run_process"]
+__all__ = ["ROOT", "run_cli", "run_process", "typer_command_kept"]
 
 ROOT = Path(__file__).resolve().parents[1]
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -66,7 +68,7 @@ def run_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
     argv = [os.fsdecode(arg) for arg in args]  # bytes as sys.argv holds them (surrogateescape)
     stdin_bytes = input.encode() if isinstance(input, str) else (input or b"")
     stdout, stderr = io.BytesIO(), io.BytesIO()
-    with _isolated(env, cwd), _fd_captured(1) as fd_out, _fd_captured(2) as fd_err:
+    with _isolated(env, cwd), typer_command_kept(), _fd_captured(1) as fd_out, _fd_captured(2) as fd_err:
         out = io.TextIOWrapper(stdout, encoding="utf-8", errors="replace", write_through=True)
         err = io.TextIOWrapper(stderr, encoding="utf-8", errors="replace", write_through=True)
         inp = io.TextIOWrapper(io.BytesIO(stdin_bytes), encoding="utf-8")
@@ -87,6 +89,36 @@ def run_cli(*args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
     if text:
         result_out, result_err = result_out.decode("utf-8", "replace"), result_err.decode("utf-8", "replace")
     return subprocess.CompletedProcess(["rolesanywhere-hsm", *argv], code, result_out, result_err)
+
+
+_KEPT: dict[int, tuple[Any, Any]] = {}
+
+
+@contextlib.contextmanager
+def typer_command_kept() -> Iterator[None]:
+    """Build the typer app's click command once per test process, not once per run: a build
+    reads every command's signature and type hints (about 0.1 s, most of the CPU time of a
+    `run_cli` in the fast tier). A process builds it once too, and click keeps a run's
+    state in its Context, not in the command, so a kept command parses the way a new one
+    would. Until typer is imported (the first non-fast command), runs build as usual."""
+    typer_main = sys.modules.get("typer.main")
+    build = getattr(typer_main, "get_command", None)
+    if typer_main is None or build is None or getattr(build, "kept_by_clirunner", False):
+        yield
+        return
+
+    def kept(app: Any) -> Any:
+        entry = _KEPT.get(id(app))
+        if entry is None or entry[0] is not app:
+            entry = _KEPT[id(app)] = (app, build(app))
+        return entry[1]
+
+    kept.kept_by_clirunner = True  # type: ignore[attr-defined]
+    typer_main.get_command = kept
+    try:
+        yield
+    finally:
+        typer_main.get_command = build
 
 
 class _Captured:
@@ -148,8 +180,8 @@ def _isolated(env: Mapping[str, str] | None, cwd: str | os.PathLike[str] | None)
     saved_logging = _logging_state()
     for logger in _loggers().values():  # a new process starts with no handlers and levels
         logger.handlers.clear()
-        logger.setLevel(logging.NOTSET)
-    logging.getLogger().setLevel(logging.WARNING)
+        logger.level = logging.NOTSET
+    logging.getLogger().setLevel(logging.WARNING)  # and empties every logger's level cache
     from rolesanywhere_hsm.signers import pin
 
     saved_tty, pin.TTY_PATH = pin.TTY_PATH, _NO_TTY
@@ -212,5 +244,8 @@ def _restore_logging(state: _LoggingState) -> None:
                 with contextlib.suppress(Exception):
                     handler.close()
         logger.handlers[:] = handlers
-        logger.setLevel(level)
+        logger.level = level
         logger.propagate, logger.disabled = propagate, disabled
+    # Logger.setLevel empties the level cache of every logger: once here, not once per logger
+    # (per logger it was a quadratic cost, seconds over a test run).
+    logging.getLogger().setLevel(state[""][1])

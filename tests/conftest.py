@@ -12,6 +12,11 @@ from hypothesis import HealthCheck, settings
 # example is load, not a bug. No per-example deadline, and no "too slow" health check (each test
 # still bounds its examples with max_examples).
 settings.register_profile("rah", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The fast tier (`-m fast`, for every change) tries fewer examples of the property tests that
+# keep hypothesis's default of 100; a test's own @settings(max_examples=...) still holds. The
+# whole suite (.ci/run, or pytest without `-m fast`) runs the full counts.
+FAST_TIER_EXAMPLES = 25
+settings.register_profile("rah-fast", parent=settings.get_profile("rah"), max_examples=FAST_TIER_EXAMPLES)
 settings.load_profile("rah")
 
 pytest_plugins = [
@@ -36,3 +41,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.skipped and os.environ.get("RAH_REQUIRE_ALL_TOKENS") == "1":
         report.outcome = "failed"
         report.longrepr = f"skipped, but RAH_REQUIRE_ALL_TOKENS=1 forbids skips: {report.longrepr}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("markexpr", "") == "fast":
+        settings.load_profile("rah-fast")

@@ -10,15 +10,18 @@
 - `slow` by hand (`@pytest.mark.slow`) on tests that wait on a clock or take more than about 2 s.
 - `container` by hand on tests that build or run podman images.
 
-The fast tier is everything without `slow`, `process`, `container`, `tpm`, `tpmkey` or
-`yubikey` (FAST_TIER below, shown in the README). To keep `process` honest, a test in the fast
-tier that starts a Python process anyway (through code the scan cannot see) fails and says which
-marker to add; cheap native tools (softhsm2-util, `sh` for a `cmd:` PIN source) are allowed there.
+- `fast`, set here on every test that has none of `slow`, `process`, `container`, `tpm`,
+  `tpmkey`, `yubikey` (FAST_TIER below): the fast tier, `python -m pytest -m fast` (the README's
+  command). Never written by hand.
+
+To keep `process` honest, a test in the fast tier that starts a Python process anyway (through
+code the scan cannot see) fails and says which marker to add; cheap native tools (softhsm2-util,
+`sh` for a `cmd:` PIN source) are allowed there.
 """
 
 from __future__ import annotations
 
-import dis
+import functools
 import inspect
 import os
 import subprocess
@@ -29,12 +32,13 @@ from typing import Any
 
 import pytest
 
-__all__ = ["FAST_TIER", "MARKERS"]
+__all__ = ["FAST", "FAST_TIER", "MARKERS"]
 
 # Registered in pyproject.toml too (--strict-markers); this is the one list the code reads.
-MARKERS = ("softhsm", "tpm", "tpmkey", "yubikey", "process", "slow", "container")
+MARKERS = ("softhsm", "tpm", "tpmkey", "yubikey", "process", "slow", "container", "fast")
 SLOW_TIER_MARKERS = ("slow", "process", "container", "tpm", "tpmkey", "yubikey")
-FAST_TIER = " and ".join(f"not {name}" for name in SLOW_TIER_MARKERS)
+FAST_TIER = " and ".join(f"not {name}" for name in SLOW_TIER_MARKERS)  # what `-m fast` selects
+FAST = "fast"
 
 _FIXTURE_MODULE_MARKERS = {
     "tests.fixtures.softhsm": "softhsm",
@@ -71,13 +75,16 @@ def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
             yield from _code_objects(const)
 
 
-def _referenced(code: types.CodeType) -> Iterator[str]:
-    """Global names and attribute names the code (nested functions included) refers to."""
+@functools.cache
+def _referenced(code: types.CodeType) -> frozenset[str]:
+    """Global names, attribute names and closure variables the code (nested functions included)
+    refers to. Closure variables stand in for the names a LOAD_DEREF reads: the set is the same
+    or a little larger, and reading it costs nothing where disassembling every function took
+    seconds of each collection."""
+    names: set[str] = set()
     for inner in _code_objects(code):
-        yield from inner.co_names
-        for instruction in dis.get_instructions(inner):
-            if instruction.opname in ("LOAD_DEREF", "LOAD_CLOSURE") and instruction.argval:
-                yield instruction.argval
+        names.update(inner.co_names, inner.co_freevars, inner.co_cellvars)
+    return frozenset(names)
 
 
 def _function_of(obj: Any) -> types.FunctionType | None:
@@ -89,15 +96,28 @@ def _function_of(obj: Any) -> types.FunctionType | None:
 
 def scan(function: Any) -> set[str]:
     """Markers a function earns by what it calls: `process`, or a token's marker."""
+    func = _function_of(function)
+    if func is None:
+        return set()
+    key = (func.__code__, id(func.__globals__))
+    if key not in _SCANNED:  # parametrized tests and shared fixtures scan once per collection
+        _SCANNED[key] = frozenset(_scan(func))
+    return set(_SCANNED[key])
+
+
+_SCANNED: dict[tuple[types.CodeType, int], frozenset[str]] = {}
+
+
+def _scan(function: types.FunctionType) -> set[str]:
     found: set[str] = set()
     seen: set[int] = set()
-    stack = [function]
+    stack: list[Any] = [function]
     while stack:
         func = _function_of(stack.pop())
         if func is None or id(func.__code__) in seen:
             continue
         seen.add(id(func.__code__))
-        names = set(_referenced(func.__code__))
+        names = _referenced(func.__code__)
         if names & _SPAWNING_NAMES:
             found.add("process")
         for name in names:
@@ -137,8 +157,13 @@ def item_markers(item: pytest.Item) -> set[str]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         have = {mark.name for mark in item.iter_markers()}
+        if FAST in have:
+            raise pytest.UsageError(f"{item.nodeid}: `fast` is set by tests/markers.py, not by hand "
+                                    "(a test is fast when it has no slow-tier marker)")
         for name in sorted(item_markers(item) - have):
             item.add_marker(name)
+        if _in_fast_tier(item):
+            item.add_marker(FAST)
 
 
 def _in_fast_tier(item: pytest.Item) -> bool:

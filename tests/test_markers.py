@@ -24,8 +24,38 @@ def test_every_marker_is_registered_in_pyproject() -> None:
 
 def test_the_readme_shows_the_fast_tier() -> None:
     readme = (ROOT / "README.md").read_text()
-    assert f'python -m pytest -m "{markers.FAST_TIER}"' in readme
+    assert f"python -m pytest -m {markers.FAST} -n 2\n" in readme
     assert "bash .ci/run" in readme
+
+
+def test_fast_is_exactly_the_tests_without_a_slow_tier_marker(request: pytest.FixtureRequest) -> None:
+    """`-m fast` selects what the long expression FAST_TIER selects, in this run's collection."""
+    assert request.node.get_closest_marker(markers.FAST) is not None  # this test is in the tier
+    checked = 0
+    for item in request.session.items:
+        marks = {mark.name for mark in item.iter_markers()}
+        assert (markers.FAST in marks) == (not marks & set(markers.SLOW_TIER_MARKERS)), item.nodeid
+        checked += 1
+    assert checked >= 1
+
+
+def test_fast_cannot_be_set_by_hand(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest("pytest_plugins = ['tests.markers']\n")
+    pytester.makeini("[pytest]\nmarkers =\n    fast: x\n    slow: x\n")
+    pytester.makepyfile(test_hand="import pytest\n@pytest.mark.fast\n@pytest.mark.slow\ndef test_x():\n    pass\n")
+    pytester.syspathinsert(ROOT)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:benchmark", "-p", "no:xdist")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "`fast` is set by tests/markers.py, not by hand" in result.stderr.str()
+
+
+def test_only_the_fast_tier_tries_fewer_hypothesis_examples(request: pytest.FixtureRequest) -> None:
+    from hypothesis import settings
+
+    from tests.conftest import FAST_TIER_EXAMPLES
+
+    fast_run = request.config.getoption("markexpr") == markers.FAST
+    assert settings.default.max_examples == (FAST_TIER_EXAMPLES if fast_run else 100)
 
 
 def _spawns() -> None:

@@ -51,15 +51,13 @@ def attest_piv_key(private_key: str, *, pkcs11_lib: str | None = None,
                    environ: Mapping[str, str] | None = None) -> PivAttestation:
     """The attestation of the PIV key that `private_key` (a pkcs11: URI) names."""
     from rolesanywhere_hsm.provision import keyspec
-    from rolesanywhere_hsm.provision.token import _select_live_token, parse_token_uri
-    from rolesanywhere_hsm.signers.pkcs11 import resolve_module_path
+    from rolesanywhere_hsm.provision.token import parse_token_uri
     from rolesanywhere_hsm.signers.pkcs11.error_mapping import mapped_errors
-    from rolesanywhere_hsm.signers.pkcs11.modules import loaded_module
+    from rolesanywhere_hsm.signers.pkcs11.opening import located_token
 
     uri = parse_token_uri(private_key, "--private-key")
-    module_path = resolve_module_path((uri,), pkcs11_lib, environ)
-    with loaded_module(module_path) as lib:
-        token = _select_live_token(lib, uri, module_path)
+    with located_token(uri, pkcs11_lib, environ) as (_, lib, live):
+        token = live.token
         if "tpm2" in lib.manufacturer_id.lower() or "tpm2" in token.manufacturer_id.lower():
             raise AttestationUnavailableError(
                 f"The token {token.label!r} is tpm2-pkcs11: its keys are in a TPM, but the module "

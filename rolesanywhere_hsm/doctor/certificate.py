@@ -153,11 +153,16 @@ def chain_checks(run: Run) -> None:
         for name in ("chain-order", "chain-length", "chain-path"):
             run.add(Check(name, SKIP, reason))
         return
-    if run.signer is not None or (from_token and run.located_chain is not None):
+    if run.chain_findings:  # locate could not build the chain: its finding is the line
+        run.add(Check("chain-order", SKIP, "not checked: too many intermediates"))
+        run.add(from_error("chain-length", run.chain_findings[0].error))
+        run.add(Check("chain-path", SKIP, "not checked: chain-length did not pass"))
+        return
+    if run.signer is not None or run.located_chain is not None:
         sent = list(run.signer.chain if run.signer is not None else run.located_chain or ())
         origin = "from --intermediates" if given else (
             "from the token's CA certificates" if sent else "none")
-    else:
+    else:  # no key located (a PKCS#12 bundle unopened, a selection that failed)
         try:
             sent = list(_x509.order_chain(run.certificate, given)) if given else []
         except CertificateError as exc:

@@ -111,6 +111,9 @@ class Run:
     pending_certificate_error: CertificateError | None = None
     # the chain the key would send, as `locate` found it without a login (None: not known)
     located_chain: tuple[bytes, ...] | None = None
+    # what `locate` found wrong with the chain (setting "intermediates"): the chain checks
+    # render these instead of ordering the chain again
+    chain_findings: list[Any] = field(default_factory=list)
 
     @property
     def environ(self) -> Mapping[str, str]:

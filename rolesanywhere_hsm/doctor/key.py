@@ -28,7 +28,7 @@ from rolesanywhere_hsm.errors import (
 from rolesanywhere_hsm.redact import redact
 from rolesanywhere_hsm.signers.base import signer_kind
 
-__all__ = ["contained", "file_certificate_check", "key_check", "signature_check", "token_check", "token_checks",
+__all__ = ["contained", "file_certificate_check", "findings_check", "key_check", "signature_check", "token_check", "token_checks",
            "token_flags"]
 
 
@@ -254,10 +254,20 @@ def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
         run.add(from_error("key", exc))
         return
     cleanup.callback(located.close)
-    if located.certificate is not None and not any(f.setting == "intermediates" for f in located.findings):
+    # locate's findings are rendered, not checked again: the chain's by the chain checks (the
+    # key is still tested: a chain problem says nothing about the key), the others here, each
+    # one a key line with its code, in place of a login
+    run.chain_findings = [f for f in located.findings if f.setting == "intermediates"]
+    located.findings = [f for f in located.findings if f.setting != "intermediates"]
+    if located.certificate is not None and not run.chain_findings:
         run.located_chain = located.chain  # public: the chain checks need no login for it
     if is_token and not no_pin_source and run.skip_unless("key", "pin"):
         return  # a PIN source that does not answer: no login is tried
+    if located.findings:
+        if run.pending_certificate_error is not None:
+            run.add(from_error("certificate", run.pending_certificate_error))
+        run.add(findings_check("key", located.findings))
+        return
     try:
         signer = located.unlock()
     except PinUnavailableError as exc:
@@ -286,6 +296,16 @@ def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
     if getattr(signer, "spec", None) is not None:
         detail = f" (token {signer.token_label!r}, mechanism {signer.spec.mechanism_name})"
     run.add(Check("key", PASS, f"found and it belongs to the certificate{detail}"))
+
+
+def findings_check(name: str, findings: list[Any]) -> Check:
+    """PURE: one failed check line for `locate`'s findings (each check is reported once): the
+    first one's message, fix and code, then every other one with its own code, so one run
+    shows every problem locate saw."""
+    first, rest = findings[0], findings[1:]
+    message = first.message + "".join(f" Also [{f.code}]: {f.message}" for f in rest)
+    fix = " ".join(dict.fromkeys(f.hint for f in findings if f.hint))
+    return Check(name, FAIL, message, fix, code=first.code)
 
 
 def signature_check(run: Run) -> None:

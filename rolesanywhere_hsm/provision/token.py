@@ -34,16 +34,13 @@ from rolesanywhere_hsm.provision import keyspec
 from rolesanywhere_hsm.signers.base import SecretCallback
 from rolesanywhere_hsm.signers.mechanisms import CKM_ECDSA, choose_signing_spec
 from rolesanywhere_hsm.signers.secretpolicy import PinRequest, resolve_pin
-from rolesanywhere_hsm.signers.pkcs11 import resolve_module_path
 
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import already_logged_in, login
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import mapped_errors as _mapped_errors
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import pin_refused as _pin_refused
-from rolesanywhere_hsm.signers.pkcs11.inventory import KEY_TYPES, read_tokens
-from rolesanywhere_hsm.signers.pkcs11.modules import acquire_module as _acquire_module
-from rolesanywhere_hsm.signers.pkcs11.modules import release_module as _release_module
+from rolesanywhere_hsm.signers.pkcs11.inventory import KEY_TYPES
+from rolesanywhere_hsm.signers.pkcs11.opening import located_token
 from rolesanywhere_hsm.signers.pkcs11.selection import format_id as _hex_id
-from rolesanywhere_hsm.signers.pkcs11.selection import select_token
 from rolesanywhere_hsm.signers.pkcs11.signer import find_one_key
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri, is_pkcs11_uri, parse_pkcs11_uri
 
@@ -247,19 +244,30 @@ def open_token(
     prompt: SecretCallback | None = None, callback: SecretCallback | None = None,
     writes: str | None = None, management_key_source: str | None = None,
 ) -> Iterator[ProvisioningSession]:
-    """Load the module, select the one token `selector` names, open a read/write session and
-    log in; on exit log out, close and finalise.
+    """Load the module and select the one token `selector` names (the first half of opening a
+    token key, `signers.pkcs11.opening.located_token`, as `locate_pkcs11` does it: no secret),
+    then open a read/write session and log in; on exit log out, close and finalise.
 
     `writes` (what the caller will write, e.g. "generating a key") matters for PIV cards:
     their slots are written with the card's management key, not the PIN, so the session logs in
     as the security officer with the key that `management_key_source` (file:, env:, cmd:)
     gives, through ykcs11 only. Without a source, or through another module, a PIV card is
     refused before any secret is used. Every other token gets the user PIN."""
-    module_path = resolve_module_path((selector,), pkcs11_lib, environ)
-    lib = _acquire_module(module_path)
+    with located_token(selector, pkcs11_lib, environ) as (module_path, lib, live):
+        with _logged_in(module_path, lib, live.token, selector, environ=environ, prompt=prompt,
+                        callback=callback, writes=writes,
+                        management_key_source=management_key_source) as opened:
+            yield opened
+
+
+@contextlib.contextmanager
+def _logged_in(module_path: str, lib: Any, token: Any, selector: Pkcs11Uri, *,
+               environ: Mapping[str, str] | None, prompt: SecretCallback | None,
+               callback: SecretCallback | None, writes: str | None,
+               management_key_source: str | None) -> Iterator[ProvisioningSession]:
+    """The second half for provisioning: the read/write session and its one login."""
     session = None
     try:
-        token = _select_live_token(lib, selector, module_path)
         piv = keyspec.is_piv_card(lib.manufacturer_id, token.manufacturer_id)
         if management_key_source is not None and not (piv and writes):
             raise UsageError(
@@ -300,12 +308,3 @@ def open_token(
         if session is not None:
             with contextlib.suppress(p11.PKCS11Error, RolesAnywhereError):
                 session.close()
-        _release_module(module_path)
-
-
-def _select_live_token(lib: Any, uri: Pkcs11Uri, module_path: str) -> Any:
-    """The one python-pkcs11 token of `lib` that `uri` selects (the package's pure selection
-    over snapshots, which names the candidates when there is not exactly one)."""
-    live = read_tokens(lib)
-    chosen = select_token([t.snapshot for t in live], uri, module_path)
-    return next(t.token for t in live if t.snapshot == chosen)

@@ -100,13 +100,10 @@ class CertifiedKeySigner:
         """Sign for a renewed certificate of the same key from now on (rotation without
         restart). Refused unless its public key is the current certificate's, which was
         checked against the key when the signer opened: no signature is spent on the check."""
-        from rolesanywhere_hsm.rotation import mismatch_error
-        from rolesanywhere_hsm.x509 import certificate_info, ensure_leaf_usable
+        from rolesanywhere_hsm.signers.acceptance import raise_first, renewal_findings
+        from rolesanywhere_hsm.x509 import certificate_info
 
-        new = certificate_info(certificate)
-        if new.public_key_info != certificate_info(self._certificate).public_key_info:
-            raise mismatch_error(f"{new.serial:x}")
-        ensure_leaf_usable(new)
+        raise_first(renewal_findings(certificate_info(self._certificate), certificate_info(certificate)))
         self._certificate, self._chain = certificate, chain
 
     def sign(self, message: bytes) -> bytes:

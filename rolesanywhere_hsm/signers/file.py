@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from rolesanywhere_hsm import x509 as x509util
 from rolesanywhere_hsm.errors import CertificateError, KeyLoadError, RolesAnywhereError, UsageError
+from rolesanywhere_hsm.signers.acceptance import KeyFacts, raise_first
+from rolesanywhere_hsm.signers.acceptance import check as acceptance_check
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner, SignerConfig
 from rolesanywhere_hsm.signers.locate import Located
 
@@ -118,22 +120,19 @@ def _load_private_key(data: bytes, password: bytes | None, path: str) -> Any:
     )
 
 
+def _spki(key: Any) -> bytes:
+    """The key's SubjectPublicKeyInfo, DER: what the acceptance rules compare."""
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 class FileSigner(CertifiedKeySigner):
     """A Signer over a private key held in memory by `cryptography`."""
 
     def __init__(self, key: Any, certificate: bytes, chain: tuple[bytes, ...], *,
                  check_dates: bool = True) -> None:
         info = x509util.certificate_info(certificate)
-        x509util.ensure_leaf_usable(info, dates=check_dates)
-        public = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        if public != info.public_key_info:
-            raise KeyLoadError(
-                f"The private key does not belong to the certificate for {info.subject or 'an empty subject'} "
-                f"(serial {info.serial:x}).",
-                hint="Pass the key that was used to request this certificate.",
-            )
+        raise_first(acceptance_check(info, KeyFacts("file", spki=_spki(key)), dates=check_dates))
         self._sign = signing_function(key)
         self._key: Any = key
         super().__init__(certificate, chain, info.algorithm)
@@ -267,9 +266,12 @@ def locate_file(config: SignerConfig) -> LocatedKeyFile:
         return located
     located.certificate = leaf
     try:
-        x509util.ensure_leaf_usable(x509util.certificate_info(leaf), dates=config.check_dates)
+        info = x509util.certificate_info(leaf)
     except RolesAnywhereError as exc:
         located.found(exc, "certificate")
+    else:  # a clear key is paired here; an encrypted one at unlock, once decrypted
+        key = KeyFacts("file", spki=_spki(located._key)) if located._key is not None else None
+        located.findings += acceptance_check(info, key, dates=config.check_dates)
     try:
         located._extra = rest + (x509util.load_certificates(config.intermediates) if config.intermediates else [])
         located.chain = x509util.order_chain(leaf, located._extra) if located._extra else ()

@@ -6,7 +6,8 @@ Every key kind (a PKCS#11 token, a key file, a TPM key file) is opened the same 
 - `base.locate(config)` (the kind's locator, by the registry) finds everything that is public: the module and token, the certificate
   (selected by URI or `--cert-selector`), the criteria that find the key, the chain to send,
   and which secret source will answer. It runs the acceptance rules every signer shares
-  (`x509.ensure_leaf_usable`: not a CA, a key type we sign with, inside its validity) once, and
+  (signers/acceptance.py: not a CA, a key type we sign with, inside its validity, the key
+  against the certificate where public values allow) once, and
   collects what it finds wrong as **findings** (each one of our errors, with its stable code
   and the setting it is about) instead of stopping at the first: `doctor` reports them all in
   one run, without a PIN. What cannot be looked at once an earlier step failed (no module: no

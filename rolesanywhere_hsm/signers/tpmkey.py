@@ -492,6 +492,7 @@ def locate_tpmkey(config: SignerConfig) -> LocatedTpmKey:
     from cryptography.hazmat.primitives import serialization
 
     from rolesanywhere_hsm.errors import CertificateError, RolesAnywhereError
+    from rolesanywhere_hsm.signers import acceptance
 
     located = LocatedTpmKey(config)
     path = config.private_key or ""
@@ -513,19 +514,11 @@ def locate_tpmkey(config: SignerConfig) -> LocatedTpmKey:
         located.found(exc, "certificate")
         return located
     located.certificate, located.algorithm = leaf, info.algorithm
-    try:
-        x509util.ensure_leaf_usable(info, dates=config.check_dates)
-    except RolesAnywhereError as exc:
-        located.found(exc, "certificate")
     public = serialization.load_der_public_key(key.public.publicArea.to_der()).public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    if public != info.public_key_info:
-        located.found(KeyLoadError(
-            f"The TPM key {path} does not belong to the certificate for "
-            f"{info.subject or 'an empty subject'} (serial {info.serial:x}).",
-            hint="Pass the certificate issued for this key's public part.",
-        ), "private-key")
+    located.findings += acceptance.check(info, acceptance.KeyFacts("tpmkey", spki=public, path=path),
+                                         dates=config.check_dates)
     try:
         if config.intermediates:
             extra.extend(x509util.load_certificates(config.intermediates))

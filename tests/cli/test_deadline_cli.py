@@ -73,6 +73,7 @@ def assert_failure(result: subprocess.CompletedProcess[str], code: int, text: st
         ("persistent-500", "failed with HTTP 500 (InternalServerException: "),
     ],
 )
+@pytest.mark.slow  # waits on a clock: the --timeout budget runs out (1-2 s)
 def test_every_fault_ends_within_the_budget_with_exit_7(
     fault: str, text: str, server: Emulator, leaf_files: dict[str, Any]
 ) -> None:
@@ -92,6 +93,7 @@ def test_every_fault_ends_within_the_budget_with_exit_7(
     assert elapsed < TIMEOUT + MARGIN
 
 
+@pytest.mark.slow  # waits on a clock: the --timeout budget runs out (1-2 s)
 def test_rah_timeout_sets_the_budget_and_the_flag_wins(server: Emulator, leaf_files: dict[str, Any]) -> None:
     with FaultServer("silent") as faulty:
         result, elapsed = run(command(server, leaf_files["p256"], endpoint=faulty.url), RAH_TIMEOUT="1")

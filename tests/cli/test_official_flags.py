@@ -8,6 +8,9 @@ cmd/sign_string.go and cmd/read_certificate_data.go of aws/rolesanywhere-credent
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import typer.main
 
 from rolesanywhere_hsm.cli import app
@@ -30,8 +33,13 @@ OFFICIAL = {
 }
 
 
+@functools.cache  # one typer build (about 0.1 s of CPU time) for the three commands
+def _click_root() -> Any:
+    return typer.main.get_command(app)
+
+
 def our_flags(command: str) -> set[str]:
-    click_command = typer.main.get_command(app).commands[command]  # type: ignore[attr-defined]
+    click_command = _click_root().commands[command]  # type: ignore[attr-defined]
     return {opt for param in click_command.params for opt in (*param.opts, *param.secondary_opts)
             if opt.startswith("--")}
 

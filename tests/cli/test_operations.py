@@ -113,6 +113,7 @@ def test_serve_health_metrics_rotation_and_throttling(
     assert running.stop() == 0
 
 
+@pytest.mark.slow  # waits on a clock: waits 1.6 s for credentials to expire
 def test_readyz_is_503_before_the_first_credentials_and_after_expiry() -> None:
     """The application alone, on a real loopback server: no credentials yet, then valid ones,
     then expired ones."""

@@ -28,6 +28,7 @@ from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.cli.test_credential_process_pkcs11 import spy  # noqa: F401  (fixture)
+from tests.clirunner import typer_command_kept
 from tests.http.rawclient import exchange, listening_addresses, statuses
 from tests.signers.test_pkcs11_spy import counts, parse_spy_log
 
@@ -311,7 +312,7 @@ def test_bad_options_are_one_line_and_exit_2(args: list[str], message: str, caps
             "--trust-anchor-arn", "arn:aws:rolesanywhere:us-east-1:111122223333:trust-anchor/11111111-2222-3333-4444-555555555555",
             "--profile-arn", "arn:aws:rolesanywhere:us-east-1:111122223333:profile/11111111-2222-3333-4444-555555555555",
             "--role-arn", "arn:aws:iam::111122223333:role/r"]
-    with pytest.raises(SystemExit) as exited:
+    with pytest.raises(SystemExit) as exited, typer_command_kept():  # one typer build for the file
         main([*base, *args])
     assert exited.value.code == 2
     err = capsys.readouterr().err

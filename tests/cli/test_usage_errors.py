@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rolesanywhere_hsm.cli import main
-from tests.clirunner import run_process
+from tests.clirunner import run_process, typer_command_kept
 
 MARKER = "MkPIN-4815162342"
 BASE = ["--certificate", "c.pem", "--trust-anchor-arn", "a", "--profile-arn", "b", "--role-arn", "c"]
@@ -16,7 +16,8 @@ BASE = ["--certificate", "c.pem", "--trust-anchor-arn", "a", "--profile-arn", "b
 
 def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     try:
-        main(argv)
+        with typer_command_kept():  # one typer build for the file, not one per case
+            main(argv)
         code = 0
     except SystemExit as exc:
         code = int(exc.code or 0)

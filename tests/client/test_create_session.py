@@ -53,7 +53,9 @@ def session(server: Emulator, signer: Any, **kwargs: Any) -> Any:
     )
 
 
-@pytest.mark.parametrize("kind", KEY_KINDS)
+# RSA-3072 and -4096: seconds of key generation, tenths of a second per signature
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in ("rsa3072", "rsa4096") else k
+                                  for k in KEY_KINDS])
 def test_every_key_kind_gets_credentials(kind: str, server: Emulator, leaf_files: dict[str, Any]) -> None:
     files = leaf_files[kind]
     credentials = session(server, config_for(files))

@@ -54,6 +54,7 @@ def call(url: str, signer: Signer, budget: float = BUDGET, retry: RetryPolicy = 
     return time.monotonic() - start, None
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_server_that_drips_its_status_line_is_cut_at_the_deadline(signer: Signer) -> None:
     # A byte every 0.2 s: each read succeeds well within any per-read timeout, so only a total
     # budget enforced per read ends this.
@@ -66,6 +67,7 @@ def test_a_server_that_drips_its_status_line_is_cut_at_the_deadline(signer: Sign
     assert BUDGET - 0.05 <= elapsed < BUDGET + MARGIN
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_server_that_drips_its_body_is_cut_at_the_deadline(signer: Signer) -> None:
     with FaultServer("drip-body", interval=0.2) as server:
         elapsed, error = call(server.url, signer)
@@ -75,6 +77,7 @@ def test_a_server_that_drips_its_body_is_cut_at_the_deadline(signer: Signer) -> 
     assert server.connections == 1  # no retry: the budget is spent
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_silent_server_is_cut_at_the_deadline_without_retries(signer: Signer) -> None:
     with FaultServer("silent") as server:
         elapsed, error = call(server.url, signer)
@@ -84,6 +87,7 @@ def test_a_silent_server_is_cut_at_the_deadline_without_retries(signer: Signer) 
     assert server.connections == 1
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_tls_handshake_that_never_completes_names_the_tls_phase(signer: Signer) -> None:
     with FaultServer("silent") as server:
         elapsed, error = call(server.url.replace("http://", "https://"), signer)
@@ -92,6 +96,7 @@ def test_a_tls_handshake_that_never_completes_names_the_tls_phase(signer: Signer
     assert elapsed < BUDGET + MARGIN
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_connect_that_hangs_names_the_connect_phase(signer: Signer) -> None:
     # A listener that never accepts, its backlog filled: further SYNs are dropped, so connect()
     # hangs as it does towards a firewalled host.
@@ -239,6 +244,7 @@ def test_endless_headers_end_in_a_transport_error(signer: Signer) -> None:
     assert server.connections <= 3
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_the_budget_also_holds_through_a_proxy(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
     """The deadline backend sits under the proxy transports too: a silent proxy is cut."""
     with FaultServer("silent") as proxy:
@@ -254,6 +260,7 @@ def test_the_budget_also_holds_through_a_proxy(signer: Signer, monkeypatch: pyte
     assert BUDGET - 0.05 <= elapsed < BUDGET + MARGIN
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_retry_cut_by_the_budget_says_why_it_was_retried(signer: Signer) -> None:
     """First attempt: a 503; the second meets silence; the message keeps the first failure."""
     busy = answer(503, b'{"message": "busy"}', {"X-Amzn-ErrorType": "ServiceUnavailableException"})
@@ -274,6 +281,7 @@ def test_a_per_operation_timeout_becomes_the_budget() -> None:
         assert client.timeout == 20.0
 
 
+@pytest.mark.slow  # waits on a clock: about a second: the call's time budget
 def test_a_name_lookup_that_hangs_is_cut_at_the_deadline(signer: Signer, monkeypatch: pytest.MonkeyPatch) -> None:
     """getaddrinfo has no timeout; a resolver that never answers is stood in for by one that
     waits until released (the real resolver cannot be made to hang on loopback)."""

@@ -55,7 +55,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def proxy() -> Iterator[ForwardingProxy]:
     server = ForwardingProxy()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop's next poll: 0.05 s instead of the default 0.5 s.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server
     server.shutdown()

@@ -69,7 +69,10 @@ def environments(draw: st.DrawFn, mirrored_only: bool) -> dict[str, str]:
     return environ
 
 
-@settings(max_examples=200, deadline=None)
+# Twice the profile's count: 200 in the whole suite, 50 in the fast tier (tests/conftest.py).
+EXAMPLES = 2 * settings.default.max_examples
+
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(st.sampled_from(HOSTS), st.sampled_from(["http", "https"]), st.sampled_from(["", ":8443"]),
        environments(mirrored_only=True), st.booleans())
 def test_on_the_forms_it_mirrors_the_decision_is_httpxs(host: str, scheme: str, port: str,
@@ -78,7 +81,7 @@ def test_on_the_forms_it_mirrors_the_decision_is_httpxs(host: str, scheme: str, 
     assert ours(url, environ, trust_env) == httpx_goes_direct(url, environ, trust_env), (url, environ)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(st.sampled_from(HOSTS), st.sampled_from(["http", "https"]), environments(mirrored_only=False),
        st.booleans())
 def test_it_never_goes_direct_where_httpx_would_not(host: str, scheme: str, environ: dict[str, str],

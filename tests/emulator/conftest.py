@@ -5,7 +5,7 @@ oracle-signed request and returns the answer."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -17,22 +17,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from rolesanywhere_hsm._dev.devpki import CertificateAuthority, new_private_key
+from rolesanywhere_hsm._dev.devpki import CertificateAuthority
 from rolesanywhere_hsm.emulator import Emulator
 from tests.oracle import SignedRequest, sign_create_session
 
 
 @pytest.fixture(scope="session")
-def key_of() -> Callable[[str], Any]:
-    """key_of("rsa2048") -> the session's one key of that kind, made on first use."""
-    cache: dict[str, Any] = {}
-
-    def get(kind: str) -> Any:
-        if kind not in cache:
-            cache[kind] = new_private_key(kind)
-        return cache[kind]
-
-    return get
+def key_of(file_keys: Mapping[str, Any]) -> Callable[[str], Any]:
+    """key_of("rsa2048") -> the session's one key of that kind (tests/fixtures/pki.py's
+    `file_keys`), made on first use."""
+    return file_keys.__getitem__
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,9 @@ from rolesanywhere_hsm.emulator import Emulator
 from tests.emulator.conftest import create_session, sign, send
 
 
-@pytest.mark.parametrize("kind", KEY_KINDS)
+# RSA-3072 and -4096: seconds of key generation, tenths of a second per signature
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.slow) if k in ("rsa3072", "rsa4096") else k
+                                  for k in KEY_KINDS])
 @pytest.mark.parametrize("with_chain", [False, True], ids=["no-chain", "chain"])
 def test_accepts_every_supported_key_type(
     kind: str, with_chain: bool, key_of: Callable[[str], Any], emulator: Emulator,

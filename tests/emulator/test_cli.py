@@ -16,6 +16,7 @@ import pytest
 from rolesanywhere_hsm.cli import main
 from rolesanywhere_hsm._dev.devpki import CertificateAuthority, write_pem
 from rolesanywhere_hsm.emulator import EmulatorConfig
+from tests.clirunner import typer_command_kept
 from tests.emulator.conftest import send
 from tests.http.rawclient import listening_addresses
 from tests.oracle import sign_create_session
@@ -89,7 +90,7 @@ def test_cli_bad_options_are_one_line_and_exit_2(
     ca_file = write_pem(tmp_path / "ca.pem", root_ca.certificate)
     args = [str(tmp_path / "bad.toml") if a == "CONFIG" else str(ca_file) if a == "CA" else a for a in args]
 
-    with pytest.raises(SystemExit) as exited:
+    with pytest.raises(SystemExit) as exited, typer_command_kept():  # one typer build for the file
         main(["emulator", *args])
 
     assert exited.value.code == 2

@@ -211,6 +211,7 @@ def test_an_application_error_is_a_500_and_the_server_stays_up(serve: Callable[.
     assert statuses(exchange(server.port, b"GET /boom HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")) == [500, 200]
 
 
+@pytest.mark.slow  # waits on a clock: waits for the 0.5 s request deadline
 def test_a_drip_sender_gets_408_at_the_request_deadline(serve: Callable[..., HttpServer]) -> None:
     server = serve(limits=Limits(request_timeout=0.5))
     started = time.monotonic()

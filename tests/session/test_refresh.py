@@ -395,6 +395,7 @@ def test_background_thread_refreshes_and_readers_never_fetch() -> None:
         creds.close()
 
 
+@pytest.mark.slow  # waits on a clock: waits for the first backoff (about 1 s)
 def test_close_interrupts_a_backoff() -> None:
     fetch = Fetch(lambda: dt.datetime.now(dt.timezone.utc))
     fetch.error = TransportError("down")

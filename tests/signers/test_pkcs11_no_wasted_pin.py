@@ -127,7 +127,7 @@ def test_a_key_that_needs_no_login_is_used_without_a_pin(softhsm_factory: Callab
 @pytest.mark.softhsm
 def test_a_ca_certificate_is_refused_as_the_leaf_before_any_pin(softhsm_token: SoftHsmToken,
                                                                intermediate_ca) -> None:  # noqa: ANN001
-    """The acceptance rules are the file signer's too (x509.ensure_leaf_usable)."""
+    """The acceptance rules are the file signer's too (signers.acceptance)."""
     softhsm_token.add_certificate(intermediate_ca.certificate, "issuing-ca", b"\xca")
     with pytest.raises(CertificateError, match="is a CA certificate"):
         open_pkcs11_signer(SignerConfig(certificate=softhsm_token.uri_for("issuing-ca"),

@@ -5,8 +5,8 @@ check the key).
 The steps, in order, each in its own module: `modules` (which module, loaded once),
 `inventory` (snapshots of tokens and certificates), `selection` (pure: exactly one token and
 certificate, or an error listing the candidates), then the login and the key, checked against
-the certificate (`pairing`) and the acceptance rules every signer shares
-(`x509.ensure_leaf_usable`, run at locate); the result is one `OpenedKey` for the
+the certificate and the acceptance rules every signer shares (`signers.acceptance`: the leaf's
+at locate, the key's type and public value at unlock, where the private key is seen); the result is one `OpenedKey` for the
 `Pkcs11Signer`. rolesanywhere_hsm.signers.locate says why the two phases.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pkcs11
@@ -24,7 +24,6 @@ from pkcs11 import exceptions as p11
 from rolesanywhere_hsm import x509 as _x509
 from rolesanywhere_hsm.errors import (
     CertificateError,
-    KeyLoadError,
     PinLockedError,
     Pkcs11UriError,
     RolesAnywhereError,
@@ -33,6 +32,7 @@ from rolesanywhere_hsm.errors import (
     UsageError,
 )
 from rolesanywhere_hsm.lazylog import get_logger
+from rolesanywhere_hsm.signers import acceptance
 from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
 from rolesanywhere_hsm.signers.locate import Located
 from rolesanywhere_hsm.signers.mechanisms import SigningSpec, choose_signing_spec
@@ -59,7 +59,7 @@ from rolesanywhere_hsm.signers.pkcs11.modules import (
     release_module,
     resolve_module_path,
 )
-from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH, same_public_key, token_public_value
+from rolesanywhere_hsm.signers.pkcs11.pairing import token_public_value
 from rolesanywhere_hsm.signers.pkcs11.selection import (
     ObjectSnapshot,
     TokenSnapshot,
@@ -306,6 +306,34 @@ def _module_by_selector(config: SignerConfig, cert_uri: Pkcs11Uri, key_uri: Pkcs
                 release_module(path)
 
 
+def module_tokens(lib: Any, module_path: str, uris: tuple[Pkcs11Uri | None, ...]) -> list[LiveToken]:
+    """The first half's public step on a loaded module: the URIs' library-* attributes
+    checked against it, then its tokens (C_GetSlotList, C_GetTokenInfo: no session, no
+    login), with what the module prints contained as at every load."""
+    for uri in uris:
+        if uri is not None:
+            check_library(lib, uri, module_path)
+    with module_noise_contained(module_path):
+        return read_tokens(lib)
+
+
+@contextlib.contextmanager
+def located_token(uri: Pkcs11Uri, pkcs11_lib: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> Iterator[tuple[str, Any, LiveToken]]:
+    """The first half of opening a token key, without a certificate: the module (named as for
+    `locate_pkcs11`), loaded once and released on exit, and the one token `uri` selects. No
+    session, no secret. (module path, library, live token); provisioning builds on it."""
+    module_path = resolve_module_path((uri,), pkcs11_lib, environ)
+    with module_noise_contained(module_path):
+        lib = acquire_module(module_path)
+    try:
+        tokens = module_tokens(lib, module_path, (uri,))
+        chosen = select_token([t.snapshot for t in tokens], uri, module_path)
+        yield module_path, lib, next(t for t in tokens if t.snapshot == chosen)
+    finally:
+        release_module(module_path)
+
+
 def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
                    module_path: str) -> LiveToken:
     """The token for a key URI when the certificate is a file: the one the URI selects, or,
@@ -342,22 +370,16 @@ def _checked_key(session: Any, token: Any, key_template: dict[Any, Any], criteri
                        "Private keys are listed only after login: `rolesanywhere-hsm "
                        "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
     key_type = KEY_TYPES.get(key[Attribute.KEY_TYPE], "other")
-    if key_type != info.key_type:
-        raise KeyLoadError(
-            f"The key {criteria or ''} on token {token.label!r} is {key_type} but the "
-            f"certificate holds an {info.key_type} key.",
-            hint="Select the key that belongs to the certificate (same id=).",
-        )
+    facts = acceptance.KeyFacts("pkcs11", key_type=key_type, criteria=criteria, token_label=token.label)
+    acceptance.raise_first(acceptance.key_type_findings(info, facts))
     if not hasattr(key, "sign"):
         raise TokenSigningError(
             f"The key {criteria} on token {token.label!r} may not sign (CKA_SIGN is false).",
             hint="Use a signing key.",
         )
     token_public = token_public_value(session, key, key_type)
-    if token_public is not None and not same_public_key(token_public, info):
-        raise KeyLoadError(*MISMATCH[:1],
-                           hint="Select the key with the certificate's id=, or the "
-                           "certificate of this key.")
+    acceptance.raise_first(acceptance.pairing_findings(
+        info, acceptance.KeyFacts("pkcs11", token_value=token_public)))
     always_auth = False
     with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
         always_auth = bool(key[Attribute.ALWAYS_AUTHENTICATE])
@@ -527,11 +549,7 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     main_uri = key_uri or cert_uri
     assert main_uri is not None
     try:
-        for uri in (key_uri, cert_uri):
-            if uri is not None:
-                check_library(lib, uri, module_path)
-        with module_noise_contained(module_path):
-            tokens = read_tokens(lib)
+        tokens = module_tokens(lib, module_path, (key_uri, cert_uri))
         # 1. The certificate, before any PIN: certificates are public objects, so an empty or
         #    ambiguous selection is reported without spending a PIN (even a wrong one).
         chain_candidates: list[bytes] = []
@@ -553,10 +571,9 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     located.certificate, located.info, located.token = certificate, info, live.token
     located.token_snapshot = live.snapshot
     located.cert_id = bytes(cert_obj_id) if cert_obj_id else None
-    try:  # the rules every signer applies: not a CA, a key type we sign with, in its dates
-        _x509.ensure_leaf_usable(info, dates=config.check_dates)
-    except RolesAnywhereError as exc:
-        located.found(exc, _selection_setting(config))
+    # the rules every signer applies: not a CA, a key type we sign with, in its dates
+    located.findings += acceptance.leaf_findings(info, dates=config.check_dates,
+                                                 setting=_selection_setting(config))
     located.key_template, located.key_criteria = _key_template(key_uri, cert_uri, cert_obj_id)
     token = live.token
     flags = token.flags

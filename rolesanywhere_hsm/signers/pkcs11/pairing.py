@@ -15,35 +15,17 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11
 
 from rolesanywhere_hsm import x509 as _x509
+from rolesanywhere_hsm.signers.acceptance import TOKEN_KEY_MISMATCH, same_token_value
 
 __all__ = ["MISMATCH", "same_public_key", "token_public_value"]
 
-MISMATCH = (
-    "The private key on the token does not belong to the certificate (its signature does not "
-    "verify with the certificate's public key).",
-)
-
-
-def _certificate_public_numbers(info: _x509.CertificateInfo) -> tuple[str, Any]:
-    """('RSA', modulus int) or ('EC', uncompressed point bytes) from the certificate."""
-    from asn1crypto import keys
-
-    spki = keys.PublicKeyInfo.load(info.public_key_info)
-    if info.key_type == "RSA":
-        return "RSA", spki["public_key"].parsed["modulus"].native
-    return "EC", bytes(spki["public_key"])
+MISMATCH = TOKEN_KEY_MISMATCH
 
 
 def same_public_key(token_value: bytes, info: _x509.CertificateInfo) -> bool:
-    """Compare the token's CKA_MODULUS / CKA_EC_POINT with the certificate's key. CKA_EC_POINT
-    is a DER OCTET STRING holding the point (PKCS#11 section 2.3.3) but some modules give the
-    bare point: both forms are accepted."""
-    from asn1crypto.core import OctetString
-
-    key_type, cert_value = _certificate_public_numbers(info)
-    if key_type == "RSA":
-        return int.from_bytes(token_value, "big") == cert_value
-    return token_value in (cert_value, OctetString(cert_value).dump())
+    """The token's CKA_MODULUS / CKA_EC_POINT against the certificate's key (the rule is
+    `acceptance.same_token_value`)."""
+    return same_token_value(token_value, info)
 
 
 def _public_attribute(obj: Any, attribute: Any) -> bytes | None:
