@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import random
 import re
@@ -48,6 +47,7 @@ from rolesanywhere_hsm.errors import (
     service_error,
 )
 from rolesanywhere_hsm.files import CA_BUNDLE_LIMIT, read_regular_file
+from rolesanywhere_hsm.lazylog import get_logger
 from rolesanywhere_hsm.netwatch import WATCH, Watch, phase_words
 from rolesanywhere_hsm.proxyenv import goes_direct
 from rolesanywhere_hsm.record import Record
@@ -67,7 +67,7 @@ __all__ = [
     "X509SigV4Auth",
 ]
 
-log = logging.getLogger("rolesanywhere_hsm.client")
+log = get_logger("rolesanywhere_hsm.client")  # logging only when a line can show
 
 # docs/protocol.md section 2.
 SESSIONS_PATH = "/sessions"

@@ -20,17 +20,20 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import selectors
 import stat
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from rolesanywhere_hsm.errors import RolesAnywhereError, UsageError
 from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import redact
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import subprocess
+    from pathlib import Path
+# pathlib, subprocess (with selectors) and tempfile are imported by the functions that use
+# them: a cold `credential-process` reads its CA bundle here and needs none of them.
 
 __all__ = [
     "CA_BUNDLE_LIMIT",
@@ -155,6 +158,9 @@ def run_capped(argv: list[str], *, limit: int, timeout: float) -> CappedOutput:
     `timeout` seconds is stopped and `subprocess.TimeoutExpired` raised: neither its output nor
     its running time can grow without bound. OSError (not found, not executable) passes through.
     """
+    import selectors
+    import subprocess
+
     give_up = time.monotonic() + timeout
     process = subprocess.Popen(  # noqa: S603 (argv, no shell)
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -205,6 +211,9 @@ def write_atomic(path: str | Path, text: str | bytes, mode: int = 0o600,
     (uid, gid) is given to the new file before a byte is written, when we may (root keeps a
     user's file the user's; anyone else keeps a group they are in), so that replacing a file
     does not change who owns it."""
+    import tempfile
+    from pathlib import Path
+
     path = Path(path).absolute()
     data = text.encode("utf-8") if isinstance(text, str) else text
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # created 0600
@@ -272,6 +281,7 @@ def locked(path: str | Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     Waits at most `timeout` seconds for another holder, then raises UsageError (a run must
     end in bounded time even when another program hangs with the lock)."""
     import fcntl
+    from pathlib import Path
 
     lock_path = Path(f"{path}.lock")
     try:
@@ -324,6 +334,8 @@ def update_atomic(
     the file as `what` ("credentials"). The new file keeps the old one's owner and group where
     we may give them (root updating a user's file), and temporary files a killed writer left
     are removed under the lock."""
+    from pathlib import Path
+
     target = resolve_link_safely(Path(path).expanduser(), what=what)
     shown = redact(str(target))
 
@@ -409,6 +421,8 @@ def resolve_link_safely(path: Path, *, what: str = "file") -> Path:
     victim's own files, or root's): the kernel's fs.protected_symlinks rule, applied by us
     whatever the sysctl says, and with a message instead of EACCES. A link owned by us or by
     the directory's owner is followed. A path we may not look at is a usage error too."""
+    from pathlib import Path
+
     current = Path("/")
     absolute = path if path.is_absolute() else Path.cwd() / path  # no lexical `..` folding:
     pending = list(reversed(absolute.parts[1:]))  # `link/..` is the parent of the link's target

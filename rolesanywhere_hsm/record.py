@@ -10,6 +10,10 @@ construction.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing on a cache hit
+if TYPE_CHECKING:
+    from typing import Self
+
 __all__ = ["Record"]
 
 
@@ -47,6 +51,15 @@ class Record:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self._set(**state)
+
+    def _replace(self, **changes: object) -> Self:
+        """A copy with `changes`, made through `__init__` so that its checks run again (as
+        `dataclasses.replace` did); for a subclass whose `__init__` takes its `_compared` fields."""
+        values = {name: getattr(self, name) for name in self._compared}
+        values.update(changes)
+        return type(self)(**values)
+
+    __replace__ = _replace  # copy.replace(record, **changes) (Python 3.13)
 
     def __repr__(self) -> str:
         shown = self._compared if self._shown is None else self._shown

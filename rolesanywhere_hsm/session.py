@@ -27,7 +27,6 @@ metrics of the long-running front ends).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from rolesanywhere_hsm.errors import (
     RolesAnywhereError,
     TokenError,
 )
+from rolesanywhere_hsm.lazylog import get_logger
 from rolesanywhere_hsm.spec import DEFAULT_DURATION, CredentialSpec  # here too: the public API's historic home
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CredentialSession", "CredentialSpec", "RememberedSecret", "create_session"]
 
-log = logging.getLogger("rolesanywhere_hsm.session")
+log = get_logger("rolesanywhere_hsm.session")  # logging only when a line can show
 
 
 class RememberedSecret:

@@ -11,9 +11,9 @@ afresh. Reference: docs/protocol.md section 3.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 
 from rolesanywhere_hsm import sigv4x509
+from rolesanywhere_hsm.lazylog import get_logger
 from rolesanywhere_hsm.x509 import certificate_info
 
 TYPE_CHECKING = False
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["RequestSigner"]
 
 # The canonical request is logged under the client's name, as it always was.
-log = logging.getLogger("rolesanywhere_hsm.client")
+log = get_logger("rolesanywhere_hsm.client")  # logging only when a line can show
 
 
 def _utcnow() -> dt.datetime:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asn1crypto import core as _core
 from asn1crypto import keys as _keys
@@ -20,6 +19,9 @@ from asn1crypto import x509 as _x509
 from rolesanywhere_hsm.errors import CertificateError
 from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.sigv4x509 import ALGORITHM_ECDSA, ALGORITHM_MLDSA, ALGORITHM_RSA
+
+if TYPE_CHECKING:
+    from pathlib import Path  # only named in a type: a cold run loads no pathlib
 
 __all__ = [
     "MAX_CHAIN",

@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                      "tomltable", "credentials", "credentials_file", "endpoints", "issuer_path",
                      "certselector", "httpserver", "digest", "record", "attempts", "backoff",
                      "rotation", "cachekey", "sdnotify", "keysource", "netwatch", "proxyenv",
-                     "sigv4request")),
+                     "sigv4request", "lazylog")),
     ("keys", ("signers",)),
     ("the call", ("client", "spec", "directhttp", "httpxpath")),
     ("services", ("session", "refresh", "cache", "settings", "botocore_provider", "provision",

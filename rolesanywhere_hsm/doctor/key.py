@@ -4,7 +4,6 @@ one real signature. The one login is in the key check; the PIN check only looks.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -250,7 +249,7 @@ def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
         return
     try:
         # the validity check reports the dates; this one says whether the key signs anyway
-        located = locate(dataclasses.replace(config, check_dates=False))
+        located = locate(config._replace(check_dates=False))
     except RolesAnywhereError as exc:
         run.add(from_error("key", exc))
         return

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pkcs11 import Attribute, Mechanism, ObjectClass, TokenFlag
@@ -178,7 +178,7 @@ class ProvisioningSession:
                     f"The token {self.label!r} cannot make an ECDSA signature over SHA-384 with "
                     f"this {key.key_type} key (needs an EC key and the CKM_ECDSA mechanism).",
                     hint="Use --digest sha256.")
-            spec = replace(spec, mechanism=CKM_ECDSA, hash_on_host=False)
+            spec = spec._replace(mechanism=CKM_ECDSA, hash_on_host=False)
             message = hashlib.sha384(message).digest()
         context_pin = self._pin if key.always_authenticate else None
         with _mapped_errors(f"signing with the key with id {_hex_id(key.id)}", TokenSigningError):

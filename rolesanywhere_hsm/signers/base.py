@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rolesanywhere_hsm.errors import UsageError
 from rolesanywhere_hsm.keysource import KeySource
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import redact_optional
 from rolesanywhere_hsm.signers.locate import Located
 if TYPE_CHECKING:
@@ -119,35 +119,52 @@ class CertifiedKeySigner:
         self.close()
 
 
-@dataclass(frozen=True)
-class SignerConfig:
+class SignerConfig(Record):
     """What the user said about the key: paths or `pkcs11:` URIs and how to unlock them.
 
     `pkcs8_password` is only here because the official helper takes it as a flag; prefer
     leaving it out and letting `secret_callback` ask for it when it is needed.
     """
 
+    __slots__ = ("certificate", "private_key", "intermediates", "pkcs8_password", "pkcs11_lib",
+                 "reuse_pin", "tpm_key_password", "no_tpm_key_password", "secret_callback",
+                 "cert_selector", "use_latest_expiring_certificate", "token_chain", "check_dates")
+    _compared = __slots__
     certificate: str | None
-    private_key: str | None = None
-    intermediates: str | None = None
-    pkcs8_password: str | None = None
-    pkcs11_lib: str | None = None
-    reuse_pin: bool = False
-    tpm_key_password: str | None = None
-    no_tpm_key_password: bool = False
-    secret_callback: SecretCallback | None = None
+    private_key: str | None
+    intermediates: str | None
+    pkcs8_password: str | None
+    pkcs11_lib: str | None
+    reuse_pin: bool
+    tpm_key_password: str | None
+    no_tpm_key_password: bool
+    secret_callback: SecretCallback | None
     # --cert-selector (a certselector.CertSelector) and --use-latest-expiring-certificate: pick
     # the leaf among the certificates of the file, of the tokens a pkcs11: certificate URI
     # allows, or (no certificate given) of every token of the module(s).
-    cert_selector: Any = None
-    use_latest_expiring_certificate: bool = False
+    cert_selector: Any
+    use_latest_expiring_certificate: bool
     # A certificate on a token: send its issuer path from the token's CA certificates when
     # no `intermediates` are given (docs/pkcs11.md, "Chain"). Off: send no chain.
-    token_chain: bool = True
+    token_chain: bool
     # Refuse a certificate outside its validity at load, before any PIN (the service would
     # refuse it as "Untrusted signing certificate"). Off only for `doctor`, which checks the
     # dates itself and still wants to know whether the key signs.
-    check_dates: bool = True
+    check_dates: bool
+
+    def __init__(self, certificate: str | None, private_key: str | None = None,
+                 intermediates: str | None = None, pkcs8_password: str | None = None,
+                 pkcs11_lib: str | None = None, reuse_pin: bool = False, tpm_key_password: str | None = None,
+                 no_tpm_key_password: bool = False, secret_callback: SecretCallback | None = None,
+                 cert_selector: Any = None, use_latest_expiring_certificate: bool = False,
+                 token_chain: bool = True, check_dates: bool = True) -> None:
+        self._set(certificate=certificate, private_key=private_key, intermediates=intermediates,
+                  pkcs8_password=pkcs8_password, pkcs11_lib=pkcs11_lib, reuse_pin=reuse_pin,
+                  tpm_key_password=tpm_key_password, no_tpm_key_password=no_tpm_key_password,
+                  secret_callback=secret_callback, cert_selector=cert_selector,
+                  use_latest_expiring_certificate=use_latest_expiring_certificate, token_chain=token_chain,
+                  check_dates=check_dates)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         from rolesanywhere_hsm.keysource import check_selector_pairing
@@ -260,11 +277,9 @@ def load_signer(config: SignerConfig, policy: SecretPolicy | None = None) -> Sig
     if policy is not None:
         if kind in _LOCATORS and kind not in _REPLACED:
             return locate(config).unlock(policy)
-        import dataclasses
-
         from rolesanywhere_hsm.signers.secretpolicy import TOKEN_PIN
 
-        config = dataclasses.replace(config, secret_callback=policy.with_callback(
+        config = config._replace(secret_callback=policy.with_callback(
             config.secret_callback).as_callback(TOKEN_PIN))
     factory = _REGISTRY[kind]
     if isinstance(factory, str):

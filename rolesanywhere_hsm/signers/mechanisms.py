@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
-
 from rolesanywhere_hsm.errors import TokenSigningError
+from rolesanywhere_hsm.record import Record
 
 __all__ = [
     "CKM_ECDSA",
@@ -69,8 +68,7 @@ _HASHING_MECHANISMS = {
 }
 
 
-@dataclass(frozen=True)
-class SigningSpec:
+class SigningSpec(Record):
     """How one signature is made.
 
     `hash_on_host`: C_Sign gets SHA-256(message) instead of the message.
@@ -79,12 +77,19 @@ class SigningSpec:
     `raw_to_der`: the token returns ECDSA r||s (PKCS#11 section 2.3.1) and the wire wants DER.
     """
 
+    __slots__ = ("key_type", "mechanism", "hash_on_host", "digest_info", "raw_to_der", "digest")
+    _compared = __slots__
     key_type: str
     mechanism: int
     hash_on_host: bool
     digest_info: bool
     raw_to_der: bool
-    digest: str = "SHA256"  # the hash (RSA, EC); Roles Anywhere itself always uses SHA-256
+    digest: str  # the hash (RSA, EC); Roles Anywhere itself always uses SHA-256
+
+    def __init__(self, key_type: str, mechanism: int, hash_on_host: bool, digest_info: bool,
+                 raw_to_der: bool, digest: str = "SHA256") -> None:
+        self._set(key_type=key_type, mechanism=mechanism, hash_on_host=hash_on_host, digest_info=digest_info,
+                  raw_to_der=raw_to_der, digest=digest)
 
     @property
     def mechanism_name(self) -> str:

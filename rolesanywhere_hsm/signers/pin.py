@@ -22,21 +22,23 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import logging
 import os
-import shlex
-import signal
 import stat
-import subprocess
 import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from rolesanywhere_hsm.errors import PinUnavailableError
+from rolesanywhere_hsm.lazylog import get_logger
 from rolesanywhere_hsm.redact import redact
 
-log = logging.getLogger("rolesanywhere_hsm.pin")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+# pathlib, shlex, signal and subprocess are imported where a PIN file, a command or the prompt
+# needs them: a PIN from the environment (a cold `credential-process`) needs none of them.
+
+log = get_logger("rolesanywhere_hsm.pin")  # logging only when a line can show
 
 __all__ = [
     "PIN_ENV_VAR",
@@ -83,6 +85,8 @@ def prompt_on_tty(description: str, *, fix: str | None = None) -> str:
     if stopped:
         # The terminal is back as it was: now let the signal do what it would have done
         # (end the process, or run the handler that was there before us).
+        import signal
+
         signal.raise_signal(stopped[0])
         raise PinUnavailableError(f"The prompt was interrupted ({description}).",
                                   hint="Run again and type the PIN.")
@@ -123,9 +127,6 @@ class _Stopped(BaseException):
     read interrupted by a handler that returns; one that raises ends it)."""
 
 
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
 @contextlib.contextmanager
 def _stop_signals_raise(stopped: list[int]) -> Iterator[None]:
     """While prompting, SIGTERM and SIGHUP raise `_Stopped` (recording the signal in
@@ -135,13 +136,15 @@ def _stop_signals_raise(stopped: list[int]) -> Iterator[None]:
         yield
         return
 
+    import signal
+
     def handler(signum: int, frame: object) -> None:
         if not stopped:
             stopped.append(signum)
             raise _Stopped
 
     # A signal the process ignores (nohup) stays ignored.
-    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)
                 if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
@@ -249,6 +252,8 @@ def check_pin_file_mode(path: Path) -> None:
 
 
 def _pin_source_path(source: str) -> Path:
+    from pathlib import Path
+
     if source.startswith("file:"):
         parts = urlsplit(source)
         if parts.netloc not in ("", "localhost"):
@@ -275,6 +280,9 @@ def _pin_from_file(path: Path) -> str:
 
 
 def _pin_from_command(command: str) -> str:
+    import shlex
+    import subprocess
+
     try:
         argv = shlex.split(command)
     except ValueError as exc:

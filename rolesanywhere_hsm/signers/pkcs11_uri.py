@@ -40,11 +40,11 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from rolesanywhere_hsm.errors import Pkcs11UriError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.redact import redact
 
 __all__ = [
@@ -109,29 +109,50 @@ _MISTAKES = {"label": "object", "key": "object", "slot": "slot-id", "slotid": "s
              "key-id": "id", "cka-id": "id", "token-label": "token"}
 
 
-@dataclass(frozen=True)
-class Pkcs11Uri:
+class Pkcs11Uri(Record):
     """A parsed `pkcs11:` URI. `None` means "attribute absent" (matches anything)."""
 
-    token: str | None = None
-    manufacturer: str | None = None
-    serial: str | None = None
-    model: str | None = None
-    library_manufacturer: str | None = None
-    library_description: str | None = None
-    library_version: tuple[int, int] | None = None
-    slot_description: str | None = None
-    slot_manufacturer: str | None = None
-    slot_id: int | None = None
-    object: str | None = None
-    type: str | None = None
-    id: bytes | None = None
-    pin_source: str | None = None
-    pin_value: str | None = field(default=None, repr=False)
-    module_name: str | None = None
-    module_path: str | None = None
-    vendor_path: tuple[tuple[str, str], ...] = ()
-    vendor_query: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("token", "manufacturer", "serial", "model", "library_manufacturer", "library_description",
+                 "library_version", "slot_description", "slot_manufacturer", "slot_id", "object", "type",
+                 "id", "pin_source", "pin_value", "module_name", "module_path", "vendor_path",
+                 "vendor_query")
+    _compared = __slots__
+    token: str | None
+    manufacturer: str | None
+    serial: str | None
+    model: str | None
+    library_manufacturer: str | None
+    library_description: str | None
+    library_version: tuple[int, int] | None
+    slot_description: str | None
+    slot_manufacturer: str | None
+    slot_id: int | None
+    object: str | None
+    type: str | None
+    id: bytes | None
+    pin_source: str | None
+    pin_value: str | None
+    module_name: str | None
+    module_path: str | None
+    vendor_path: tuple[tuple[str, str], ...]
+    vendor_query: tuple[tuple[str, str], ...]
+
+    def __init__(self, token: str | None = None, manufacturer: str | None = None, serial: str | None = None,
+                 model: str | None = None, library_manufacturer: str | None = None,
+                 library_description: str | None = None, library_version: tuple[int, int] | None = None,
+                 slot_description: str | None = None, slot_manufacturer: str | None = None,
+                 slot_id: int | None = None, object: str | None = None, type: str | None = None,
+                 id: bytes | None = None, pin_source: str | None = None, pin_value: str | None = None,
+                 module_name: str | None = None, module_path: str | None = None,
+                 vendor_path: tuple[tuple[str, str], ...] = (),
+                 vendor_query: tuple[tuple[str, str], ...] = ()) -> None:
+        self._set(token=token, manufacturer=manufacturer, serial=serial, model=model,
+                  library_manufacturer=library_manufacturer, library_description=library_description,
+                  library_version=library_version, slot_description=slot_description,
+                  slot_manufacturer=slot_manufacturer, slot_id=slot_id, object=object, type=type, id=id,
+                  pin_source=pin_source, pin_value=pin_value, module_name=module_name,
+                  module_path=module_path, vendor_path=vendor_path, vendor_query=vendor_query)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.type is not None and self.type not in OBJECT_TYPES:
@@ -235,7 +256,7 @@ class Pkcs11Uri:
         return ", ".join(parts)
 
     def with_changes(self, **changes: Any) -> Pkcs11Uri:
-        return replace(self, **changes)
+        return self._replace(**changes)
 
 
 def encode_id(ident: bytes) -> str:

@@ -34,9 +34,9 @@ import enum
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from rolesanywhere_hsm.errors import PinUnavailableError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.signers.pin import (
     PIN_ENV_VAR,
     PinSourceKind,
@@ -74,8 +74,7 @@ class SecretSource(enum.Enum):
     PROMPT = "prompt"
 
 
-@dataclass(frozen=True)
-class SecretKind:
+class SecretKind(Record):
     """One of the three secrets: its variable, the option that gives it, and its wording.
 
     `guards_counter`: a wrong value costs a try the device counts (a token's PIN, a TPM key's
@@ -84,14 +83,22 @@ class SecretKind:
     `sources` names each step in messages; `how` says how to give the secret without a prompt.
     """
 
+    __slots__ = ("name", "env_var", "setting", "guards_counter", "sources", "how", "prompt_fix", "empty")
+    _compared = __slots__
     name: str
     env_var: str
     setting: str
     guards_counter: bool
     sources: Mapping[SecretSource, str]
     how: str
-    prompt_fix: str | None = None  # the "no terminal" hint, when it can name the exact option
-    empty: tuple[str, str] | None = None  # (message with {source} and {subject}, hint)
+    prompt_fix: str | None  # the "no terminal" hint, when it can name the exact option
+    empty: tuple[str, str] | None  # (message with {source} and {subject}, hint)
+
+    def __init__(self, name: str, env_var: str, setting: str, guards_counter: bool,
+                 sources: Mapping[SecretSource, str], how: str, prompt_fix: str | None = None,
+                 empty: tuple[str, str] | None = None) -> None:
+        self._set(name=name, env_var=env_var, setting=setting, guards_counter=guards_counter,
+                  sources=sources, how=how, prompt_fix=prompt_fix, empty=empty)
 
     def source_words(self, source: SecretSource) -> str:
         return self.sources[source]
@@ -129,20 +136,30 @@ TPM_KEY_PASSWORD = SecretKind(
 )
 
 
-@dataclass(frozen=True)
-class SecretRequest:
+class SecretRequest(Record):
     """One secret to obtain: which kind, what the person is told ("PIN for token 'ci'"), and
     the values only the key's settings know (an explicit value, the URI's PIN attributes, a
     PIN pad). `setting` is the option the secret belongs to (default: the kind's)."""
 
+    __slots__ = ("kind", "description", "explicit", "pin_value", "pin_source",
+                 "protected_authentication_path", "setting", "subject")
+    _compared = __slots__
     kind: SecretKind
     description: str
-    explicit: str | None = None
-    pin_value: str | None = None
-    pin_source: str | None = None
-    protected_authentication_path: bool = False
-    setting: str | None = None
-    subject: str = ""  # what the secret unlocks, for messages (a key file's path)
+    explicit: str | None
+    pin_value: str | None
+    pin_source: str | None
+    protected_authentication_path: bool
+    setting: str | None
+    subject: str  # what the secret unlocks, for messages (a key file's path)
+
+    def __init__(self, kind: SecretKind, description: str, explicit: str | None = None,
+                 pin_value: str | None = None, pin_source: str | None = None,
+                 protected_authentication_path: bool = False, setting: str | None = None,
+                 subject: str = "") -> None:
+        self._set(kind=kind, description=description, explicit=explicit, pin_value=pin_value,
+                  pin_source=pin_source, protected_authentication_path=protected_authentication_path,
+                  setting=setting, subject=subject)
 
     def __repr__(self) -> str:  # neither an explicit value nor a pin-value reaches a traceback
         return (f"SecretRequest({self.kind.name}, {self.description!r}, "
@@ -321,19 +338,28 @@ _EMPTY_PIN_HINTS = {
 # -- the token PIN's long-standing request type ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class PinRequest:
+class PinRequest(Record):
     """A token PIN to obtain, with its own callback, prompt and environment: what the PKCS#11
     code passed before `SecretPolicy`; `resolve_pin` runs it through the policy's order.
     `prompt` defaults to the terminal."""
 
+    __slots__ = ("description", "pin_value", "pin_source", "protected_authentication_path", "callback",
+                 "environ", "prompt")
+    _compared = __slots__
     description: str
-    pin_value: str | None = None
-    pin_source: str | None = None
-    protected_authentication_path: bool = False
-    callback: Prompt | None = None
-    environ: Mapping[str, str] | None = None
-    prompt: Prompt | None = None
+    pin_value: str | None
+    pin_source: str | None
+    protected_authentication_path: bool
+    callback: Prompt | None
+    environ: Mapping[str, str] | None
+    prompt: Prompt | None
+
+    def __init__(self, description: str, pin_value: str | None = None, pin_source: str | None = None,
+                 protected_authentication_path: bool = False, callback: Prompt | None = None,
+                 environ: Mapping[str, str] | None = None, prompt: Prompt | None = None) -> None:
+        self._set(description=description, pin_value=pin_value, pin_source=pin_source,
+                  protected_authentication_path=protected_authentication_path, callback=callback,
+                  environ=environ, prompt=prompt)
 
     def __repr__(self) -> str:  # the URI's pin-value must not reach a traceback
         from rolesanywhere_hsm.signers.pin import _shown_source

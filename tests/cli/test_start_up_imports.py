@@ -205,6 +205,13 @@ def test_a_cold_run_on_a_token_holding_the_leaf_alone_never_imports_cryptography
                         "--role-arn", emulator.role_arn, "--endpoint", emulator.url, env=env)
         assert result.returncode == 0, result.stderr
         assert len(emulator.issued) == 1
+        debug = python(code, "credential-process", "--debug",
+                       "--certificate", token.uri_for("leaf", type="cert"), "--trust-anchor-arn",
+                       emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn, "--role-arn",
+                       emulator.role_arn, "--endpoint", emulator.url, env=env)
+        assert debug.returncode == 0, debug.stderr
+        assert "logging" in reported(debug)  # --debug does log (and so the pin above can fail)
+        assert "rolesanywhere-hsm: rolesanywhere_hsm.pkcs11:" in debug.stderr
     imported = reported(result)
     assert {"pkcs11", "asn1crypto"} <= {m.split(".")[0] for m in imported}
     assert "rolesanywhere_hsm.directhttp" in imported  # it sent, with the standard library
@@ -215,3 +222,11 @@ def test_a_cold_run_on_a_token_holding_the_leaf_alone_never_imports_cryptography
     # name, struct gives CK_ULONG's size), nor HTTP/2 or the decoders of encodings we refuse.
     assert not imported & {"ctypes", "difflib", "h2", "brotli", "zstandard"}, sorted(
         imported & {"ctypes", "difflib", "h2", "brotli", "zstandard"})
+    # Issue 21, the token path: no dataclasses (the signer's value classes are Records), no
+    # logging without --debug (lazylog), no subprocess, tempfile, shutil or pathlib (a PIN
+    # from the environment runs no command and reads no file), none of what those pull in.
+    not_on_the_token_path = {"dataclasses", "logging", "traceback", "subprocess", "shlex", "tempfile",
+                             "shutil", "bz2", "lzma", "pathlib"}
+    assert not (imported - _bare(env)) & not_on_the_token_path, sorted(
+        (imported - _bare(env)) & not_on_the_token_path)
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pkcs11 import Attribute, CertificateType, KeyType, ObjectClass, TokenFlag
@@ -19,6 +18,7 @@ from pkcs11 import exceptions as p11
 
 from rolesanywhere_hsm import x509 as _x509
 from rolesanywhere_hsm.errors import Pkcs11UriError, SelectionError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.signers.pkcs11.error_mapping import mapped_errors
 from rolesanywhere_hsm.signers.pkcs11.modules import loaded_module, resolve_module_path
 from rolesanywhere_hsm.signers.pkcs11.selection import (
@@ -63,12 +63,16 @@ def token_serial(token: Any) -> str:
     return text.rstrip()
 
 
-@dataclass(frozen=True)
-class LiveToken:
+class LiveToken(Record):
     """A snapshot and the python-pkcs11 token it was read from (to open sessions on)."""
 
+    __slots__ = ("snapshot", "token")
+    _compared = __slots__
     snapshot: TokenSnapshot
     token: Any
+
+    def __init__(self, snapshot: TokenSnapshot, token: Any) -> None:
+        self._set(snapshot=snapshot, token=token)
 
 
 def snapshot_token(token: Any) -> TokenSnapshot:
@@ -172,16 +176,20 @@ def selecting_uri(certificate: ObjectSnapshot, others: list[ObjectSnapshot],
     return token_part.with_changes(type="cert", module_path=module_path, **chosen)
 
 
-@dataclass(frozen=True)
-class TokenCertificate:
+class TokenCertificate(Record):
     """A certificate found on a token, with the URI that selects exactly it."""
 
+    __slots__ = ("der", "label", "id", "token", "serial", "uri")
+    _compared = __slots__
     der: bytes
     label: str
     id: bytes
     token: str
     serial: str
     uri: str
+
+    def __init__(self, der: bytes, label: str, id: bytes, token: str, serial: str, uri: str) -> None:
+        self._set(der=der, label=label, id=id, token=token, serial=serial, uri=uri)
 
 
 def parse_if_uri(value: str | None, option: str) -> Pkcs11Uri | None:
@@ -257,28 +265,36 @@ def list_certificates(
 ATTESTATION_ISSUER = "Yubico PIV Attestation"
 
 
-@dataclass(frozen=True)
-class KeyEntry:
+class KeyEntry(Record):
     """A key object as the session saw it: public attributes only."""
 
+    __slots__ = ("object_class", "label", "id", "key_type", "public_value", "always_authenticate",
+                 "needs_login", "protection")
+    _compared = __slots__
     object_class: str  # "private" or "public"
     label: str
     id: bytes
     key_type: str  # "RSA", "EC" or "other"
     public_value: bytes | None  # CKA_MODULUS / CKA_EC_POINT, for pairing
-    always_authenticate: bool | None = None  # private keys only
-    needs_login: bool | None = None  # CKA_PRIVATE of a private key
+    always_authenticate: bool | None  # private keys only
+    needs_login: bool | None  # CKA_PRIVATE of a private key
     # The auditor's view of a private key: (attribute name, value or None when the token does
     # not say) for CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE,
     # CKA_LOCAL, in that order (PROTECTION_ATTRIBUTES).
-    protection: tuple[tuple[str, bool | None], ...] = ()
+    protection: tuple[tuple[str, bool | None], ...]
+
+    def __init__(self, object_class: str, label: str, id: bytes, key_type: str, public_value: bytes | None,
+                 always_authenticate: bool | None = None, needs_login: bool | None = None,
+                 protection: tuple[tuple[str, bool | None], ...] = ()) -> None:
+        self._set(object_class=object_class, label=label, id=id, key_type=key_type,
+                  public_value=public_value, always_authenticate=always_authenticate,
+                  needs_login=needs_login, protection=protection)
 
 
 PROTECTION_ATTRIBUTES = ("SENSITIVE", "EXTRACTABLE", "NEVER_EXTRACTABLE", "ALWAYS_SENSITIVE", "LOCAL")
 
 
-@dataclass(frozen=True)
-class Pairing:
+class Pairing(Record):
     """How a certificate pairs with the token's keys (PURE result of `pair_certificate`).
 
     `private_key`: "paired" (a private key with the certificate's CKA_ID and, where the token
@@ -287,10 +303,17 @@ class Pairing:
     "none" for the public key object with that CKA_ID.
     """
 
+    __slots__ = ("private_key", "public_key", "always_authenticate", "needs_login")
+    _compared = __slots__
     private_key: str
     public_key: str
-    always_authenticate: bool | None = None
-    needs_login: bool | None = None
+    always_authenticate: bool | None
+    needs_login: bool | None
+
+    def __init__(self, private_key: str, public_key: str, always_authenticate: bool | None = None,
+                 needs_login: bool | None = None) -> None:
+        self._set(private_key=private_key, public_key=public_key, always_authenticate=always_authenticate,
+                  needs_login=needs_login)
 
 
 def pair_certificate(info: _x509.CertificateInfo, cert_id: bytes, keys: list[KeyEntry],
@@ -318,10 +341,11 @@ def pair_certificate(info: _x509.CertificateInfo, cert_id: bytes, keys: list[Key
                    paired.needs_login if paired else None)
 
 
-@dataclass(frozen=True)
-class CertificateEntry:
+class CertificateEntry(Record):
     """One certificate on a token, what it says, how it pairs, and the URI that selects it."""
 
+    __slots__ = ("object", "info", "not_before", "not_after", "attestation", "pairing", "uri")
+    _compared = __slots__
     object: ObjectSnapshot
     info: _x509.CertificateInfo
     not_before: Any  # datetime
@@ -330,35 +354,60 @@ class CertificateEntry:
     pairing: Pairing
     uri: str
 
+    def __init__(self, object: ObjectSnapshot, info: _x509.CertificateInfo, not_before: Any, not_after: Any,
+                 attestation: bool, pairing: Pairing, uri: str) -> None:
+        self._set(object=object, info=info, not_before=not_before, not_after=not_after,
+                  attestation=attestation, pairing=pairing, uri=uri)
 
-@dataclass(frozen=True)
-class TokenEntry:
+
+class TokenEntry(Record):
+    __slots__ = ("token", "certificates", "keys", "logged_in", "error")
+    _compared = __slots__
     token: TokenSnapshot
-    certificates: tuple[CertificateEntry, ...] = ()
-    keys: tuple[KeyEntry, ...] = ()
-    logged_in: bool = False
-    error: str | None = None  # e.g. a refused PIN: the listing goes on without private keys
+    certificates: tuple[CertificateEntry, ...]
+    keys: tuple[KeyEntry, ...]
+    logged_in: bool
+    error: str | None  # e.g. a refused PIN: the listing goes on without private keys
+
+    def __init__(self, token: TokenSnapshot, certificates: tuple[CertificateEntry, ...] = (),
+                 keys: tuple[KeyEntry, ...] = (), logged_in: bool = False, error: str | None = None) -> None:
+        self._set(token=token, certificates=certificates, keys=keys, logged_in=logged_in, error=error)
 
 
-@dataclass(frozen=True)
-class SlotEntry:
+class SlotEntry(Record):
+    __slots__ = ("slot_id", "description", "token_present", "token_initialised")
+    _compared = __slots__
     slot_id: int
     description: str
     token_present: bool
     token_initialised: bool
 
+    def __init__(self, slot_id: int, description: str, token_present: bool, token_initialised: bool) -> None:
+        self._set(slot_id=slot_id, description=description, token_present=token_present,
+                  token_initialised=token_initialised)
 
-@dataclass(frozen=True)
-class ModuleEntry:
+
+class ModuleEntry(Record):
+    __slots__ = ("path", "reason", "library_description", "library_manufacturer", "library_version",
+                 "slots", "tokens", "error", "stderr")
+    _compared = __slots__
     path: str
     reason: str  # "--pkcs11-lib", "RAH_PKCS11_MODULE", "registered with p11-kit", "usual path"
-    library_description: str = ""
-    library_manufacturer: str = ""
-    library_version: str = ""
-    slots: tuple[SlotEntry, ...] = ()
-    tokens: tuple[TokenEntry, ...] = ()
-    error: str | None = None
-    stderr: tuple[str, ...] = ()  # what the module printed while we listed it (contained)
+    library_description: str
+    library_manufacturer: str
+    library_version: str
+    slots: tuple[SlotEntry, ...]
+    tokens: tuple[TokenEntry, ...]
+    error: str | None
+    stderr: tuple[str, ...]  # what the module printed while we listed it (contained)
+
+    def __init__(self, path: str, reason: str, library_description: str = "", library_manufacturer: str = "",
+                 library_version: str = "", slots: tuple[SlotEntry, ...] = (),
+                 tokens: tuple[TokenEntry, ...] = (), error: str | None = None,
+                 stderr: tuple[str, ...] = ()) -> None:
+        self._set(path=path, reason=reason, library_description=library_description,
+                  library_manufacturer=library_manufacturer, library_version=library_version, slots=slots,
+                  tokens=tokens, error=error, stderr=stderr)
 
 
 PinFor = Callable[[TokenSnapshot], "str | None"]
@@ -470,9 +519,7 @@ def inventory_module(path: str, reason: str = "--pkcs11-lib", *, pin_for: PinFor
     if contain_stderr and captured is not None:
         noise = list(captured)
     if noise:
-        from dataclasses import replace
-
-        entry = replace(entry, stderr=tuple(noise[:20]))
+        entry = entry._replace(stderr=tuple(noise[:20]))
     return entry
 
 

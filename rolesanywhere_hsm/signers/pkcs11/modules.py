@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from rolesanywhere_hsm.errors import ModuleLoadError
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
@@ -207,13 +207,14 @@ def captured_stderr() -> Iterator[list[str]]:
     """Send file descriptor 2 to a temporary file for the duration, and hand back what was
     written there (as lines, in the yielded list, once the block ends). For C_Initialize and
     slot listing of modules the user did not name: tpm2-pkcs11 on a machine without a TPM
-    prints several lines of ERROR that say nothing about the user's token."""
-    import tempfile
+    prints several lines of ERROR that say nothing about the user's token.
 
+    The file is an anonymous memory file where the system has them (Linux): no `tempfile`,
+    which with `shutil` and the compressors it loads costs a cold run more than the capture."""
     captured: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
+    with _anonymous_file() as sink:
         os.dup2(sink.fileno(), 2)
         try:
             yield captured
@@ -226,6 +227,15 @@ def captured_stderr() -> Iterator[list[str]]:
             captured.extend(line for line in text.splitlines() if line.strip())
 
 
+def _anonymous_file() -> BinaryIO:
+    if hasattr(os, "memfd_create"):
+        with contextlib.suppress(OSError):  # a kernel or sandbox without memfd_create
+            return open(os.memfd_create("rolesanywhere-hsm-stderr", os.MFD_CLOEXEC), "w+b")
+    import tempfile
+
+    return tempfile.TemporaryFile()
+
+
 @contextlib.contextmanager
 def module_noise_contained(path: str) -> Iterator[None]:
     """`captured_stderr` around a signer's loading, C_Initialize and token listing: what a
@@ -234,10 +244,11 @@ def module_noise_contained(path: str) -> Iterator[None]:
     before our one-line error. The lines go to the debug log instead. With debug logging on
     (--debug) nothing is captured: the module's own lines appear where it prints them, as
     `tokens` and `doctor` do."""
-    import logging
+    from rolesanywhere_hsm.lazylog import get_logger
 
-    log = logging.getLogger("rolesanywhere_hsm.pkcs11")
-    if log.isEnabledFor(logging.DEBUG):
+    log = get_logger("rolesanywhere_hsm.pkcs11")
+    # Without `logging` loaded nothing can have turned debug logging on (lazylog).
+    if "logging" in sys.modules and log.isEnabledFor(10):  # 10: logging.DEBUG
         yield
         return
     noise: list[str] = []

@@ -13,7 +13,6 @@ at locate, the key's type and public value at unlock, where the private key is s
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from rolesanywhere_hsm.errors import (
     TokenSigningError,
     UsageError,
 )
+from rolesanywhere_hsm.lazylog import get_logger
 from rolesanywhere_hsm.signers import acceptance
 from rolesanywhere_hsm.signers.base import SecretCallback, SignerConfig
 from rolesanywhere_hsm.signers.locate import Located
@@ -75,7 +75,7 @@ from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
 __all__ = ["LocatedTokenKey", "locate_pkcs11", "open_pkcs11_signer", "selected_certificate"]
 
 # --debug shows the steps: module, token, key, mechanism, where the PIN came from (never the PIN).
-log = logging.getLogger("rolesanywhere_hsm.pkcs11")
+log = get_logger("rolesanywhere_hsm.pkcs11")  # logging only when a line can show
 
 
 def _checked_uris(config: SignerConfig) -> tuple[Pkcs11Uri | None, Pkcs11Uri | None]:

@@ -10,9 +10,8 @@ the person who has to fix the URI.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-
 from rolesanywhere_hsm.errors import SelectionError
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri, encode_id
 
 __all__ = [
@@ -50,18 +49,26 @@ def format_id(ident: bytes | None) -> str:
     return encode_id(ident) if ident else "(empty)"
 
 
-@dataclass(frozen=True)
-class TokenSnapshot:
+class TokenSnapshot(Record):
     """What CK_SLOT_INFO and CK_TOKEN_INFO say about one token; strings without the padding."""
 
+    __slots__ = ("slot_id", "label", "manufacturer", "model", "serial", "slot_description",
+                 "slot_manufacturer", "flags")
+    _compared = __slots__
     slot_id: int
     label: str
-    manufacturer: str = ""
-    model: str = ""
-    serial: str = ""
-    slot_description: str = ""
-    slot_manufacturer: str = ""
-    flags: int = FLAG_TOKEN_INITIALIZED | FLAG_LOGIN_REQUIRED | FLAG_USER_PIN_INITIALIZED
+    manufacturer: str
+    model: str
+    serial: str
+    slot_description: str
+    slot_manufacturer: str
+    flags: int
+
+    def __init__(self, slot_id: int, label: str, manufacturer: str = "", model: str = "", serial: str = "",
+                 slot_description: str = "", slot_manufacturer: str = "",
+                 flags: int = FLAG_TOKEN_INITIALIZED | FLAG_LOGIN_REQUIRED | FLAG_USER_PIN_INITIALIZED) -> None:
+        self._set(slot_id=slot_id, label=label, manufacturer=manufacturer, model=model, serial=serial,
+                  slot_description=slot_description, slot_manufacturer=slot_manufacturer, flags=flags)
 
     def describe(self) -> str:
         return f"slot {self.slot_id} ({self.label!r}, serial {self.serial})"
@@ -70,16 +77,21 @@ class TokenSnapshot:
         return bool(self.flags & flag)
 
 
-@dataclass(frozen=True)
-class ObjectSnapshot:
+class ObjectSnapshot(Record):
     """One object on a token: its class ("cert", "private", "public"), label and CKA_ID, and
     for a certificate its DER value (public, read without login)."""
 
+    __slots__ = ("token", "object_class", "label", "id", "value")
+    _compared = __slots__
     token: TokenSnapshot
     object_class: str
     label: str
     id: bytes
-    value: bytes = b""
+    value: bytes
+
+    def __init__(self, token: TokenSnapshot, object_class: str, label: str, id: bytes,
+                 value: bytes = b"") -> None:
+        self._set(token=token, object_class=object_class, label=label, id=id, value=value)
 
     def describe(self, *, with_token: bool = False) -> str:
         text = f"label {self.label!r} id {format_id(self.id)}"

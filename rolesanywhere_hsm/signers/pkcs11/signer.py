@@ -8,9 +8,7 @@ releases the module. The private key never leaves the token.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from pkcs11 import Attribute, Mechanism
@@ -24,6 +22,7 @@ from rolesanywhere_hsm.errors import (
     TokenError,
     TokenSigningError,
 )
+from rolesanywhere_hsm.record import Record
 from rolesanywhere_hsm.signers.base import CertifiedKeySigner
 from rolesanywhere_hsm.signers.mechanisms import SigningSpec
 from rolesanywhere_hsm.signers.pin import ProtectedAuthentication
@@ -35,8 +34,7 @@ from rolesanywhere_hsm.signers.pkcs11.pairing import MISMATCH
 __all__ = ["OpenedKey", "Pkcs11Signer", "find_one_key"]
 
 
-@dataclass(frozen=True)
-class OpenedKey:
+class OpenedKey(Record):
     """Everything the signer needs about one key, found and checked by the opening step.
 
     `key_template` and `key_criteria` find the key again in a new session (after a signing
@@ -44,6 +42,10 @@ class OpenedKey:
     checked against the certificate; `login_required` says whether sessions need a PIN.
     """
 
+    __slots__ = ("module_path", "token", "session", "key", "key_template", "key_criteria", "certificate",
+                 "chain", "algorithm", "spec", "always_authenticate", "secret_request", "policy",
+                 "login_required", "verify_pending", "cert_id")
+    _compared = __slots__
     module_path: str
     token: Any
     session: Any
@@ -59,7 +61,19 @@ class OpenedKey:
     policy: SecretPolicy  # the front end's, asked again for a context PIN or a re-login
     login_required: bool
     verify_pending: bool
-    cert_id: bytes | None = None  # the leaf's CKA_ID when it is on the token (rotation)
+    cert_id: bytes | None  # the leaf's CKA_ID when it is on the token (rotation)
+
+    def __init__(self, module_path: str, token: Any, session: Any, key: Any,
+                 key_template: tuple[tuple[Any, Any], ...], key_criteria: str,
+                 certificate: bytes, chain: tuple[bytes, ...], algorithm: str,
+                 spec: SigningSpec, always_authenticate: bool, secret_request: SecretRequest,
+                 policy: SecretPolicy, login_required: bool, verify_pending: bool,
+                 cert_id: bytes | None = None) -> None:
+        self._set(module_path=module_path, token=token, session=session, key=key, key_template=key_template,
+                  key_criteria=key_criteria, certificate=certificate, chain=chain, algorithm=algorithm,
+                  spec=spec, always_authenticate=always_authenticate, secret_request=secret_request,
+                  policy=policy, login_required=login_required, verify_pending=verify_pending,
+                  cert_id=cert_id)
 
 
 def find_one_key(session: Any, template: dict[Any, Any], criteria: str, token_label: str,
@@ -230,8 +244,8 @@ class Pkcs11Signer(CertifiedKeySigner):
     def _context_pin(self) -> str:
         if self._reuse_pin and self._kept_pin is not None:
             return self._kept_pin
-        request = dataclasses.replace(
-            self._secret_request, protected_authentication_path=False,
+        request = self._secret_request._replace(
+            protected_authentication_path=False,
             description=f"PIN to sign with key {self._key_criteria} on token {self._token.label!r}")
         pin, _ = self._policy.resolve(request)
         if pin is ProtectedAuthentication:  # pragma: no cover (no such token here)
