@@ -10,9 +10,10 @@
 - `slow` by hand (`@pytest.mark.slow`) on tests that wait on a clock or take more than about 2 s.
 - `container` by hand on tests that build or run podman images.
 
-- `fast`, set here on every test that has none of `slow`, `process`, `container`, `tpm`,
-  `tpmkey`, `yubikey` (FAST_TIER below): the fast tier, `python -m pytest -m fast` (the README's
-  command). Never written by hand.
+- `fast`, set here on every test that has none of `slow`, `process`, `container`, `softhsm`,
+  `tpm`, `tpmkey`, `yubikey` (FAST_TIER below): the fast tier, `python -m pytest -m fast` (the
+  README's command): pure logic, loopback HTTP and the in-process CLI, no token at all (a
+  SoftHSM2 clone costs a module load and C_Finalize per test). Never written by hand.
 
 To keep `process` honest, a test in the fast tier that starts a Python process anyway (through
 code the scan cannot see) fails and says which marker to add; cheap native tools (softhsm2-util,
@@ -36,7 +37,7 @@ __all__ = ["FAST", "FAST_TIER", "MARKERS"]
 
 # Registered in pyproject.toml too (--strict-markers); this is the one list the code reads.
 MARKERS = ("softhsm", "tpm", "tpmkey", "yubikey", "process", "slow", "container", "fast")
-SLOW_TIER_MARKERS = ("slow", "process", "container", "tpm", "tpmkey", "yubikey")
+SLOW_TIER_MARKERS = ("slow", "process", "container", "softhsm", "tpm", "tpmkey", "yubikey")
 FAST_TIER = " and ".join(f"not {name}" for name in SLOW_TIER_MARKERS)  # what `-m fast` selects
 FAST = "fast"
 
