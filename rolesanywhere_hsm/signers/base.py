@@ -256,15 +256,7 @@ def locate(config: SignerConfig, **options: Any) -> Located:
     if kind not in _LOCATORS or kind in _REPLACED:
         raise UsageError(f"The {kind} signer is registered without a locator.",
                          hint="Open it with load_signer().")
-    module_name, _, attr = _LOCATORS[kind].partition(":")
-    try:
-        locator = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise UsageError(
-            f"The {kind} signer is not available: {exc}",
-            hint="Reinstall rolesanywhere-hsm with its dependencies.",
-        ) from exc
-    return locator(config, **options)
+    return _imported(kind, _LOCATORS[kind])(config, **options)
 
 
 def load_signer(config: SignerConfig, policy: SecretPolicy | None = None) -> Signer:
@@ -283,13 +275,17 @@ def load_signer(config: SignerConfig, policy: SecretPolicy | None = None) -> Sig
             config.secret_callback).as_callback(TOKEN_PIN))
     factory = _REGISTRY[kind]
     if isinstance(factory, str):
-        module_name, _, attr = factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UsageError(
-                f"The {kind} signer is not available: {exc}",
-                hint="Reinstall rolesanywhere-hsm with its dependencies.",
-            ) from exc
-        _REGISTRY[kind] = factory
+        factory = _REGISTRY[kind] = _imported(kind, factory)
     return factory(config)
+
+
+def _imported(kind: str, reference: str) -> Any:
+    """The function a "module:function" registry entry names, imported on first use."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(
+            f"The {kind} signer is not available: {exc}",
+            hint="Reinstall rolesanywhere-hsm with its dependencies.",
+        ) from exc
