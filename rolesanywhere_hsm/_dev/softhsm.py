@@ -1,10 +1,14 @@
 """Throwaway SoftHSM2 tokens with keys generated inside them, for the demo and the tests.
 
 A token lives in a private directory (`DIR/softhsm2.conf` + `DIR/tokens/`); nothing touches
-the system's SoftHSM configuration. Keys are generated ON the token (sensitive,
-non-extractable, explicit CKA_ID and label), a devpki CertificateAuthority certifies the
-token's public key, and the certificate is stored next to the key with the same CKA_ID, so a
-`pkcs11:` URI finds both. Typical use::
+the system's SoftHSM configuration. The tokens are made by the code users run: keys are
+generated ON the token by `provision.keygen.generate_key` (what `rolesanywhere-hsm keygen`
+does: sensitive, non-extractable, explicit CKA_ID and label), a devpki CertificateAuthority
+certifies the public key keygen read back, and `provision.store.import_certificate` (behind
+`rolesanywhere-hsm import-certificate`) stores the certificate next to the key with the same
+CKA_ID, so a `pkcs11:` URI finds both. Every session is provisioning's `open_token` (the
+first half of opening a token key, then the one login). The test layouts keygen refuses on
+purpose (see `add_key`) are made with direct PKCS#11 calls in such a session. Typical use::
 
     token = SoftHsmToken.create(tmp / "hsm", label="demo", pin=pin, so_pin=so_pin)
     certificate, uri = token.add_key("p256", "workload", b"\\x01", ca)
@@ -52,6 +56,9 @@ SOFTHSM_MODULE_PATHS = (
 CONF_NAME = "softhsm2.conf"
 
 _CURVE_OIDS = {"p256": "secp256r1", "p384": "secp384r1", "p521": "secp521r1"}
+# devpki's key kinds as keygen's --key-type names (keygen makes no P-521 key)
+_KEYGEN_TYPES = {"p256": "ec-p256", "p384": "ec-p384", "rsa2048": "rsa-2048",
+                 "rsa3072": "rsa-3072", "rsa4096": "rsa-4096"}
 
 
 class SoftHsmError(RuntimeError):
@@ -129,10 +136,11 @@ class SoftHsmToken:
         if not match:
             raise SoftHsmError(f"softhsm2-util did not say which slot it used: {done.stdout.strip()}")
         token = cls(directory=directory, label=label, pin=pin, so_pin=so_pin, serial="", module=module)
-        slot_id = int(match.group(1))
-        with token._session(slot_id=slot_id) as session:
-            serial = session.token.serial
-        token.serial = serial.decode() if isinstance(serial, bytes) else serial
+        from rolesanywhere_hsm.signers.pkcs11.opening import located_token
+
+        with token._configured(), located_token(Pkcs11Uri(slot_id=int(match.group(1))), module,
+                                                {}) as (_, _lib, live):
+            token.serial = live.snapshot.serial
         return token
 
     def copy_to(self, directory: str | Path) -> SoftHsmToken:
@@ -176,9 +184,10 @@ class SoftHsmToken:
         always_authenticate: bool = False, store_certificate: bool = True,
         keep_public_key: bool = True, common_name: str | None = None, needs_login: bool = True,
     ) -> tuple[Any, str]:
-        """Generate a `kind` key (rsa2048/3072/4096, p256/p384/p521) on the token, have `ca`
-        (default: a CA made for this token) certify it, store the certificate with the same
-        CKA_ID and label unless `store_certificate` is False. Returns (certificate, key URI).
+        """Generate a `kind` key (rsa2048/3072/4096, p256/p384/p521) on the token with keygen,
+        have `ca` (default: a CA made for this token) certify it, store the certificate with
+        import-certificate (same CKA_ID and label) unless `store_certificate` is False.
+        Returns (certificate, key URI).
 
         `keep_public_key=False` deletes the public key object, like tokens that keep none:
         SoftHSM EC private keys have no CKA_EC_POINT, so the signer must then check the pairing
@@ -192,42 +201,40 @@ class SoftHsmToken:
             if self.ca is None:
                 self.ca = CertificateAuthority.create(f"SoftHSM demo CA for {self.label}")
             ca = self.ca
-        from pkcs11 import Attribute, KeyType, MechanismFlag
-        from pkcs11.util.ec import encode_named_curve_parameters
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-        private_template = {
-            Attribute.TOKEN: True,
-            Attribute.PRIVATE: needs_login,
-            Attribute.SENSITIVE: True,
-            Attribute.EXTRACTABLE: False,
-            Attribute.SIGN: True,
-            Attribute.ALWAYS_AUTHENTICATE: always_authenticate,
-        }
-        public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True}
-        capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
-        with self._session() as session:
-            if kind.startswith("rsa"):
-                public, _private = session.generate_keypair(
-                    KeyType.RSA, int(kind[3:]), id=key_id, label=label, store=True,
-                    capabilities=capabilities, private_template=private_template,
-                    public_template=public_template,
-                )
-                public_key = _rsa_public_key(public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT])
+        from rolesanywhere_hsm.provision.keygen import generate_key
+
+        key_type = _KEYGEN_TYPES.get(kind)
+        # keygen refuses these on purpose; the tests need them, so the key is made directly:
+        # a P-521 key (Roles Anywhere takes P-256/P-384), CKA_ALWAYS_AUTHENTICATE and
+        # CKA_PRIVATE false (keygen has no option for either), a label already on the token
+        # (keygen never reuses one: later URIs would be ambiguous, which is what "dup" tests).
+        direct = (key_type is None or always_authenticate or not needs_login
+                  or any(k.label == label for k in self.keys.values()))
+        with self._configured():
+            if direct:
+                with self._opened() as opened:
+                    public_key = _generate_directly(opened.session, kind, label, key_id,
+                                                    always_authenticate=always_authenticate,
+                                                    needs_login=needs_login)
             else:
-                params = session.create_domain_parameters(
-                    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVE_OIDS[kind])},
-                    local=True,
-                )
-                public, _private = params.generate_keypair(
-                    id=key_id, label=label, store=True, capabilities=capabilities,
-                    private_template=private_template, public_template=public_template,
-                )
-                public_key = _ec_public_key(kind, public[Attribute.EC_POINT])
+                assert key_type is not None
+                generated = generate_key(self._selector(), key_type, label, key_id,
+                                         pkcs11_lib=self.module, environ=self._pin_environ())
+                public_key = load_der_public_key(generated.public_key_info)
             certificate = ca.issue_leaf(public_key, common_name=common_name or label)
             if store_certificate:
-                _store_certificate(session, certificate, label, key_id)
+                self._import_certificate(certificate, label, key_id)
             if not keep_public_key:
-                public.destroy()
+                # provisioning keeps the public key by design (csr and import-certificate read
+                # it); the tokens that keep none are imitated by deleting it afterwards
+                from pkcs11 import Attribute, ObjectClass
+
+                with self._opened() as opened:
+                    for public in opened.objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY,
+                                                  Attribute.ID: key_id}):
+                        public.destroy()
         name = label if label not in self.keys else f"{label}@{key_id.hex()}"
         self.keys[name] = TokenKey(
             kind=kind, label=label, key_id=key_id, certificate=certificate,
@@ -238,23 +245,65 @@ class SoftHsmToken:
 
     def add_certificate(self, certificate: Any, label: str, key_id: bytes) -> None:
         """Store a certificate without a key (a CA certificate beside the leaf, as HSM
-        partitions and smart cards often hold)."""
-        with self._session() as session:
-            _store_certificate(session, certificate, label, key_id)
+        partitions and smart cards often hold).
+
+        A direct PKCS#11 write: import-certificate stores a leaf with its key's id and label,
+        and CA certificates only under their own CN and an id from their key; the tests here
+        choose the label and id, and store what import-certificate refuses (an expired leaf)."""
+        with self._configured(), self._opened() as opened:
+            _store_certificate(opened.session, certificate, label, key_id)
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _selector(self) -> str:
+        """The URI that selects this token (its label and serial), as a user gives --token."""
+        return Pkcs11Uri(token=self.label, serial=self.serial).to_string()
+
+    def _pin_environ(self) -> dict[str, str]:
+        """The environment provisioning reads the user PIN from (this throwaway token's)."""
+        from rolesanywhere_hsm.signers.pin import PIN_ENV_VAR
+
+        return {PIN_ENV_VAR: self.pin}
+
     @contextlib.contextmanager
-    def _session(self, slot_id: int | None = None) -> Iterator[Any]:
-        """A logged-in R/W session on this token in this process, with SOFTHSM2_CONF pointing
-        here for the C_Initialize; finalised on exit so that a later signer reads its own
-        SOFTHSM2_CONF (python-pkcs11 trap 1)."""
-        from rolesanywhere_hsm.signers.pkcs11.modules import (
-            acquire_module,
-            finalize_module,
-            module_in_use,
-            release_module,
-        )
+    def _opened(self) -> Iterator[Any]:
+        """Provisioning's logged-in read/write session on this token (`open_token`)."""
+        from rolesanywhere_hsm.provision.token import open_token
+
+        selector = Pkcs11Uri(token=self.label, serial=self.serial)
+        with open_token(selector, pkcs11_lib=self.module, environ=self._pin_environ()) as opened:
+            yield opened
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
+        """A logged-in R/W session on this token in this process (provisioning's, with
+        SOFTHSM2_CONF pointing here), for tests that inspect what the builder made."""
+        with self._configured(), self._opened() as opened:
+            yield opened.session
+
+    def _import_certificate(self, certificate: Any, label: str, key_id: bytes) -> None:
+        """`import-certificate` of `certificate` for the key `label`/`key_id`, from a file in
+        the token's private directory (removed afterwards), as a user would run it."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from rolesanywhere_hsm.provision.store import import_certificate
+
+        path = self.directory / f".import-{key_id.hex()}.pem"
+        path.write_bytes(certificate.public_bytes(Encoding.PEM))
+        try:
+            key_uri = Pkcs11Uri(token=self.label, serial=self.serial, object=label, id=key_id,
+                                type="private").to_string()
+            import_certificate(key_uri, path, pkcs11_lib=self.module, environ=self._pin_environ())
+        finally:
+            path.unlink()
+
+    @contextlib.contextmanager
+    def _configured(self) -> Iterator[None]:
+        """SOFTHSM2_CONF pointing here for the C_Initialize that provisioning's next session
+        makes (the module is finalised first, and each provisioning call finalises it again as
+        its last user), so that a later signer reads its own SOFTHSM2_CONF (python-pkcs11
+        trap 1)."""
+        from rolesanywhere_hsm.signers.pkcs11.modules import finalize_module, module_in_use
 
         if module_in_use(self.module):
             raise SoftHsmError("A PKCS#11 signer on SoftHSM is open in this process; close it "
@@ -264,32 +313,13 @@ class SoftHsmToken:
         os.environ["SOFTHSM2_CONF"] = str(self.conf)
         try:
             finalize_module(self.module)  # the next C_Initialize reads our SOFTHSM2_CONF
-            lib = acquire_module(self.module)
-            try:
-                token = self._find_token(lib, slot_id)
-                session = token.open(rw=True, user_pin=self.pin)
-                try:
-                    yield session
-                finally:
-                    session.close()
-            finally:
-                release_module(self.module)  # the last user: C_Finalize
+            yield
         finally:
+            finalize_module(self.module)
             if old is None:
                 os.environ.pop("SOFTHSM2_CONF", None)
             else:
                 os.environ["SOFTHSM2_CONF"] = old
-
-    def _find_token(self, lib: Any, slot_id: int | None) -> Any:
-        from rolesanywhere_hsm.signers.pkcs11.inventory import token_serial
-
-        for slot in lib.get_slots(token_present=True):
-            token = slot.get_token()
-            if slot_id is not None and slot.slot_id == slot_id:
-                return token
-            if slot_id is None and token_serial(token) == self.serial:
-                return token
-        raise SoftHsmError(f"token {self.label!r} (serial {self.serial}) not found in {self.directory}")
 
 
 def reset_softhsm_in_process(module: str | None = None) -> None:
@@ -302,6 +332,42 @@ def reset_softhsm_in_process(module: str | None = None) -> None:
     from rolesanywhere_hsm.signers.pkcs11.modules import forget_module
 
     forget_module(module)
+
+
+def _generate_directly(session: Any, kind: str, label: str, key_id: bytes, *,
+                       always_authenticate: bool, needs_login: bool) -> Any:
+    """A key pair generated on the token through PKCS#11 itself, for the layouts keygen
+    refuses (see `SoftHsmToken.add_key`); the private key as keygen makes it otherwise
+    (sensitive, non-extractable, signing). Returns the public key (cryptography)."""
+    from pkcs11 import Attribute, KeyType, MechanismFlag
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    private_template = {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: needs_login,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.SIGN: True,
+        Attribute.ALWAYS_AUTHENTICATE: always_authenticate,
+    }
+    public_template = {Attribute.TOKEN: True, Attribute.VERIFY: True}
+    capabilities = MechanismFlag.SIGN | MechanismFlag.VERIFY
+    if kind.startswith("rsa"):
+        public, _private = session.generate_keypair(
+            KeyType.RSA, int(kind[3:]), id=key_id, label=label, store=True,
+            capabilities=capabilities, private_template=private_template,
+            public_template=public_template,
+        )
+        return _rsa_public_key(public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT])
+    params = session.create_domain_parameters(
+        KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(_CURVE_OIDS[kind])},
+        local=True,
+    )
+    public, _private = params.generate_keypair(
+        id=key_id, label=label, store=True, capabilities=capabilities,
+        private_template=private_template, public_template=public_template,
+    )
+    return _ec_public_key(kind, public[Attribute.EC_POINT])
 
 
 def _store_certificate(session: Any, certificate: Any, label: str, key_id: bytes) -> None:

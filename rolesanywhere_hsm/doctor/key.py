@@ -57,26 +57,27 @@ def contained(run: Run, steps: Callable[[], object]) -> None:
 
 
 def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
-    """module, token, certificate (public objects, no login) and pin (no login either)."""
-    from rolesanywhere_hsm.signers.pkcs11.inventory import (
-        check_library,
-        parse_if_uri,
-        read_certificates,
-        read_tokens,
+    """module, token, certificate (public objects, no login) and pin (no login either).
+
+    The steps are the first half of opening a token key (`signers.pkcs11.opening`, as
+    `locate_pkcs11` takes them), so the same rules and messages apply; doctor only renders
+    each step as its line, and goes on to the next line where locate would stop."""
+    from rolesanywhere_hsm.signers.pkcs11.opening import (
+        checked_uris,
+        load_module,
+        module_tokens,
+        select_token_certificate,
+        token_for_key,
     )
-    from rolesanywhere_hsm.signers.pkcs11.modules import (
-        acquire_module,
-        release_module,
-        resolve_module_path,
-    )
-    from rolesanywhere_hsm.signers.pkcs11.selection import matching_tokens, select_certificate
+    from rolesanywhere_hsm.signers.pkcs11.modules import release_module
 
     config = run.options.signer
+    # what the module prints is doctor's to capture and tell about (`contained`), or to show
+    contain = False
     try:
-        cert_uri = parse_if_uri(config.certificate, "--certificate")
-        key_uri = parse_if_uri(config.private_key, "--private-key") if config.private_key else None
-        module_path = resolve_module_path((key_uri, cert_uri), config.pkcs11_lib, run.options.environ)
-        lib = acquire_module(module_path)
+        cert_uri, key_uri = checked_uris(config)
+        module_path, lib = load_module((key_uri, cert_uri), config.pkcs11_lib,
+                                       run.options.environ, contain_noise=contain)
     except RolesAnywhereError as exc:
         run.add(from_error("module", exc))
         for name in ("token", "certificate", "pin"):
@@ -87,10 +88,7 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     run.add(Check("module", PASS, f"{module_path} loads ({lib.library_description.rstrip()}, "
                   f"{lib.manufacturer_id.rstrip()})"))
     try:
-        for uri in (cert_uri, key_uri):
-            if uri is not None:
-                check_library(lib, uri, module_path)
-        tokens = read_tokens(lib)
+        tokens = module_tokens(lib, module_path, (key_uri, cert_uri), contain_noise=contain)
     except RolesAnywhereError as exc:
         run.add(from_error("token", exc))
         tokens = []
@@ -100,22 +98,26 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
         run.add(Check("certificate", SKIP, "not checked: token did not pass"))
         run.add(Check("pin", SKIP, "not checked: token did not pass"))
         return
-    snapshots = [t.snapshot for t in tokens]
-    if cert_uri is not None:
+    if cert_uri is not None:  # the certificate on the token
         try:
-            searched = [t for t in tokens if t.snapshot in matching_tokens(snapshots, cert_uri, key_uri)]
-            chosen = select_certificate(snapshots, read_certificates(searched), cert_uri, module_path,
-                                        key_uri=key_uri)
+            _live, chosen, session, _on_token = select_token_certificate(
+                tokens, cert_uri, key_uri, module_path, config)
         except RolesAnywhereError as exc:
             run.add(from_error("certificate", exc))
         else:
+            from pkcs11 import PKCS11Error
+
+            with contextlib.suppress(PKCS11Error):  # a public session: nothing to undo
+                session.close()
             run.certificate, run.token = chosen.value, chosen.token
             run.add(Check("certificate", PASS, f"one certificate matches: {chosen.describe()} on "
                           f"{chosen.token.describe()}"))
     else:
         file_certificate_check(run)
-        matching = matching_tokens(snapshots, key_uri)
-        run.token = matching[0] if len(matching) == 1 else None
+        run.token = None
+        if run.certificate is not None and key_uri is not None:
+            with contextlib.suppress(RolesAnywhereError):  # the key check reports it, via locate
+                run.token = token_for_key(tokens, key_uri, run.certificate, module_path).snapshot
     main_uri = key_uri or cert_uri
     run.add(_pin_check(run.token, main_uri, cert_uri, run.environ))
 
@@ -136,22 +138,15 @@ def token_flags(flags: int) -> list[str]:
 
 
 def token_check(snapshots: list[Any], cert_uri: Any, key_uri: Any, module_path: str) -> Check:
-    """PURE over snapshots: the token(s) the URIs name are there, and their PIN is usable."""
+    """PURE over snapshots: the token(s) the URIs name are there (`selection.searched_tokens`,
+    the rule the certificate is then searched by), and their PIN is usable. A failed
+    selection keeps the line's former shape: no code."""
     from rolesanywhere_hsm.signers.pkcs11 import selection as s
 
-    if not snapshots:
-        return Check("token", FAIL, f"the module {module_path} shows no initialised token",
-                     "Insert the token (SoftHSM: check SOFTHSM2_CONF and its token directory; "
-                     "a smart card or YubiKey: check that pcscd runs).")
-    matching = s.matching_tokens(snapshots, cert_uri, key_uri)
-    if not matching:
-        wanted = "; ".join(f"{k}={v!r}" for u in (cert_uri, key_uri) if u is not None
-                           for k, v in u.token_criteria().items())
-        present = "; ".join(t.describe() for t in snapshots)
-        return Check("token", FAIL, f"no token matches {wanted or '(any token)'}; the module "
-                     f"has: {present}", "Fix token=, serial= or slot-id= in the URI "
-                     "(`rolesanywhere-hsm tokens` prints a URI for each certificate), or "
-                     "insert the token.")
+    try:  # the selection's own rule and words (no token, none matching, two URIs apart)
+        matching = s.searched_tokens(snapshots, module_path, cert_uri, key_uri)
+    except RolesAnywhereError as exc:
+        return Check("token", FAIL, exc.message, exc.hint or "")
     described = "; ".join(
         t.describe() + (f" [{', '.join(token_flags(t.flags))}]" if token_flags(t.flags) else "")
         for t in matching)

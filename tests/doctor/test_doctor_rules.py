@@ -134,3 +134,13 @@ def test_render_shows_fix_under_failures_and_names_the_first() -> None:
     assert lines[0].startswith("[ok  ] module")
     assert "fix: insert it" in lines[2]
     assert lines[-1] == "1 check(s) failed; start with 'token'."
+
+
+def test_token_line_says_what_the_selection_says() -> None:
+    """The token line is the first half's selection rule and words: a certificate URI and a key
+    URI naming two tokens that both exist is that, not a missing token."""
+    cert_uri = parse_pkcs11_uri("pkcs11:token=a;object=c")
+    key_uri = parse_pkcs11_uri("pkcs11:token=b;object=k")
+    apart = token_check([_token("a"), _token("b")], cert_uri, key_uri, "/m.so")
+    assert apart.status == FAIL and "select different tokens" in apart.message
+    assert "same token" in apart.fix and not apart.code

@@ -36,6 +36,23 @@ def test_private_keys_are_sensitive_non_extractable_and_generated_on_the_token(
         assert always == ["always-auth"]
 
 
+def test_the_template_is_made_by_keygen_and_import_certificate(softhsm_token: SoftHsmToken) -> None:
+    """The test tokens are made by the code users run: keygen's keys are locked (CKA_MODIFIABLE
+    false) and signing only (CKA_DECRYPT false); only the layouts keygen refuses (a reused
+    label, P-521, always-authenticate) are made directly. import-certificate's objects carry
+    the CKA_ISSUER and CKA_SERIAL_NUMBER other tools search by."""
+    from pkcs11 import Attribute, ObjectClass
+
+    direct = {b"\x04", b"\x09", b"\x0a"}  # always-auth, the second "dup", ec-p521
+    with softhsm_token._session() as session:  # noqa: SLF001 (inspecting the builder itself)
+        keys = list(session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        by_keygen = {bytes(k[Attribute.ID]) for k in keys
+                     if not k[Attribute.MODIFIABLE] and not k[Attribute.DECRYPT]}
+        assert by_keygen == {bytes(k[Attribute.ID]) for k in keys} - direct
+        for cert in session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE}):
+            assert cert[Attribute.ISSUER] and cert[Attribute.SERIAL_NUMBER]
+
+
 def test_create_add_key_and_uri(tmp_path, intermediate_ca: CertificateAuthority,
                                 monkeypatch: pytest.MonkeyPatch, softhsm_module: str) -> None:
     token = SoftHsmToken.create(tmp_path / "hsm", "demo ✓", SOFTHSM_PIN, "so-pin-1", module=softhsm_module)

@@ -72,13 +72,27 @@ from rolesanywhere_hsm.signers.pkcs11.selection import (
 from rolesanywhere_hsm.signers.pkcs11.signer import OpenedKey, Pkcs11Signer, find_one_key
 from rolesanywhere_hsm.signers.pkcs11_uri import Pkcs11Uri
 
-__all__ = ["LocatedTokenKey", "locate_pkcs11", "open_pkcs11_signer", "selected_certificate"]
+__all__ = [
+    "LocatedTokenKey",
+    "checked_uris",
+    "load_module",
+    "locate_pkcs11",
+    "located_token",
+    "module_tokens",
+    "open_pkcs11_signer",
+    "select_token_certificate",
+    "selected_certificate",
+    "token_for_key",
+]
 
 # --debug shows the steps: module, token, key, mechanism, where the PIN came from (never the PIN).
 log = get_logger("rolesanywhere_hsm.pkcs11")  # logging only when a line can show
 
 
-def _checked_uris(config: SignerConfig) -> tuple[Pkcs11Uri | None, Pkcs11Uri | None]:
+def checked_uris(config: SignerConfig) -> tuple[Pkcs11Uri | None, Pkcs11Uri | None]:
+    """The first half's first step: the certificate URI and the key URI `config` gives (the
+    certificate URI made from the key URI, or empty with --cert-selector, when absent),
+    checked: type= matches, and at least one of them is a pkcs11: URI."""
     cert_uri = parse_if_uri(config.certificate, "--certificate")
     key_uri = parse_if_uri(config.private_key, "--private-key") if config.private_key else None
     if config.private_key and key_uri is None:
@@ -162,7 +176,7 @@ def _pick_by_selector(found: list[tuple[ObjectSnapshot, Any, str]], selector: An
     return found[index][0]
 
 
-def _select_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
+def select_token_certificate(tokens: list[LiveToken], cert_uri: Pkcs11Uri, key_uri: Pkcs11Uri | None,
                         module_path: str, config: SignerConfig,
                         ) -> tuple[LiveToken, ObjectSnapshot, Any, list[ObjectSnapshot]]:
     """The one certificate the URI (and --cert-selector, when given) selects, searched on
@@ -221,7 +235,7 @@ def selected_certificate(config: SignerConfig, environ: Mapping[str, str] | None
     """The DER of the token certificate `config.cert_selector` picks (among the certificates
     a pkcs11: `config.certificate` allows, or every token's when it is absent), read in
     public sessions: no PIN. For `read-certificate-data --cert-selector`."""
-    cert_uri, key_uri = _checked_uris(config)
+    cert_uri, key_uri = checked_uris(config)
     if cert_uri is None:
         cert_uri = Pkcs11Uri()
     module_path = _selector_module(config, cert_uri, key_uri, environ)
@@ -306,14 +320,27 @@ def _module_by_selector(config: SignerConfig, cert_uri: Pkcs11Uri, key_uri: Pkcs
                 release_module(path)
 
 
-def module_tokens(lib: Any, module_path: str, uris: tuple[Pkcs11Uri | None, ...]) -> list[LiveToken]:
+def load_module(uris: tuple[Pkcs11Uri | None, ...], pkcs11_lib: str | None,
+                environ: Mapping[str, str] | None, *, contain_noise: bool = True) -> tuple[str, Any]:
+    """The first half's module step: the module the URIs, `pkcs11_lib` or RAH_PKCS11_MODULE
+    name (or the one found), acquired once (C_Initialize); the caller releases it.
+    `contain_noise=False` leaves what the module prints to a caller that captures it itself
+    (doctor tells about it)."""
+    module_path = resolve_module_path(uris, pkcs11_lib, environ)
+    with module_noise_contained(module_path) if contain_noise else contextlib.nullcontext():
+        return module_path, acquire_module(module_path)
+
+
+def module_tokens(lib: Any, module_path: str, uris: tuple[Pkcs11Uri | None, ...], *,
+                  contain_noise: bool = True) -> list[LiveToken]:
     """The first half's public step on a loaded module: the URIs' library-* attributes
     checked against it, then its tokens (C_GetSlotList, C_GetTokenInfo: no session, no
-    login), with what the module prints contained as at every load."""
+    login), with what the module prints contained as at every load (unless the caller
+    captures it: `contain_noise=False`)."""
     for uri in uris:
         if uri is not None:
             check_library(lib, uri, module_path)
-    with module_noise_contained(module_path):
+    with module_noise_contained(module_path) if contain_noise else contextlib.nullcontext():
         return read_tokens(lib)
 
 
@@ -323,9 +350,7 @@ def located_token(uri: Pkcs11Uri, pkcs11_lib: str | None = None,
     """The first half of opening a token key, without a certificate: the module (named as for
     `locate_pkcs11`), loaded once and released on exit, and the one token `uri` selects. No
     session, no secret. (module path, library, live token); provisioning builds on it."""
-    module_path = resolve_module_path((uri,), pkcs11_lib, environ)
-    with module_noise_contained(module_path):
-        lib = acquire_module(module_path)
+    module_path, lib = load_module((uri,), pkcs11_lib, environ)
     try:
         tokens = module_tokens(lib, module_path, (uri,))
         chosen = select_token([t.snapshot for t in tokens], uri, module_path)
@@ -334,7 +359,7 @@ def located_token(uri: Pkcs11Uri, pkcs11_lib: str | None = None,
         release_module(module_path)
 
 
-def _token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
+def token_for_key(tokens: list[LiveToken], key_uri: Pkcs11Uri, certificate: bytes,
                    module_path: str) -> LiveToken:
     """The token for a key URI when the certificate is a file: the one the URI selects, or,
     when it selects several, the single one that holds this certificate."""
@@ -528,7 +553,7 @@ def locate_pkcs11(
 def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str, str] | None,
             prompt: SecretCallback | None) -> None:
     try:
-        cert_uri, key_uri = _checked_uris(config)
+        cert_uri, key_uri = checked_uris(config)
     except RolesAnywhereError as exc:
         located.found(exc, "private-key" if config.private_key and "private key" in exc.message
                       else "certificate")
@@ -554,7 +579,7 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
         #    ambiguous selection is reported without spending a PIN (even a wrong one).
         chain_candidates: list[bytes] = []
         if cert_uri is not None:
-            live, cert, located.session, located.on_token = _select_certificate(
+            live, cert, located.session, located.on_token = select_token_certificate(
                 tokens, cert_uri, key_uri, module_path, config)
             certificate, cert_obj_id = cert.value, cert.id or None
         else:
@@ -562,7 +587,7 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
             certificate, chain_candidates = from_file[0], from_file[1:]
             cert_obj_id = None
             assert key_uri is not None
-            live = _token_for_key(tokens, key_uri, certificate, module_path)
+            live = token_for_key(tokens, key_uri, certificate, module_path)
         info = _x509.certificate_info(certificate)
     except RolesAnywhereError as exc:
         located.found(exc, _selection_setting(config) if not config.private_key or key_uri is None

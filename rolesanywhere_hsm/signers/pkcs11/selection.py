@@ -27,6 +27,7 @@ __all__ = [
     "format_id",
     "matching_tokens",
     "object_matches",
+    "searched_tokens",
     "select_certificate",
     "select_object",
     "select_token",
@@ -204,6 +205,26 @@ def _token_names(tokens: Sequence[TokenSnapshot]) -> str:
     return "tokens " + ", ".join(repr(t.label) for t in tokens)
 
 
+def searched_tokens(tokens: Sequence[TokenSnapshot], module_path: str,
+                    *uris: Pkcs11Uri | None) -> list[TokenSnapshot]:
+    """PURE: the initialised tokens every given URI selects (a certificate is then looked for
+    on each), or the error that says why there are none: no initialised token, a URI that
+    matches no token, or two URIs that select different tokens."""
+    initialised = [t for t in tokens if t.has(FLAG_TOKEN_INITIALIZED)]
+    if not initialised:
+        raise _no_token(tokens, module_path)
+    searched = matching_tokens(initialised, *uris)
+    if not searched:
+        for u in uris:
+            if u is not None and not matching_tokens(initialised, u):
+                raise _no_matching_token(initialised, u, module_path)
+        raise SelectionError(
+            "The certificate URI and the key URI select different tokens.",
+            hint="Both must name the same token (or leave the token out of one of them).",
+        )
+    return searched
+
+
 def select_certificate(
     tokens: Sequence[TokenSnapshot], certificates: Sequence[ObjectSnapshot], uri: Pkcs11Uri,
     module_path: str, *, key_uri: Pkcs11Uri | None = None,
@@ -211,18 +232,7 @@ def select_certificate(
     """The one certificate `uri` selects among `certificates` (every certificate on the tokens
     searched). With no token attributes in the URI every token is searched and a single
     holder is used. Decided before any login: certificates are public objects."""
-    initialised = [t for t in tokens if t.has(FLAG_TOKEN_INITIALIZED)]
-    if not initialised:
-        raise _no_token(tokens, module_path)
-    searched = matching_tokens(initialised, uri, key_uri)
-    if not searched:
-        for u in (uri, key_uri):
-            if u is not None and not matching_tokens(initialised, u):
-                raise _no_matching_token(initialised, u, module_path)
-        raise SelectionError(
-            "The certificate URI and the key URI select different tokens.",
-            hint="Both must name the same token (or leave the token out of one of them).",
-        )
+    searched = searched_tokens(tokens, module_path, uri, key_uri)
     candidates = [c for c in certificates if c.object_class == "cert" and c.token in searched
                   and object_matches(c, uri)]
     if not candidates:
