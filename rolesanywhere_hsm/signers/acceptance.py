@@ -135,6 +135,13 @@ def _mismatch(info: CertificateInfo, key: KeyFacts) -> RolesAnywhereError:
             f"(serial {info.serial:x}).",
             hint="Pass the certificate issued for this key's public part.",
         )
+    if key.kind == "pkcs11" and key.token_value is not None:
+        return KeyLoadError(
+            f"The key {key.criteria or '(the only key)'} on token {key.token_label!r} does not "
+            f"belong to the certificate for {who} (serial {info.serial:x}): the token shows "
+            "another public key for it.",
+            hint="Select the key with the certificate's id=, or the certificate of this key.",
+        )
     if key.kind == "pkcs11":
         return KeyLoadError(*TOKEN_KEY_MISMATCH[:1], hint="Select the key with the certificate's "
                             "id=, or the certificate of this key.")

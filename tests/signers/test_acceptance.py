@@ -91,8 +91,13 @@ def test_a_token_value_is_compared_in_both_ec_point_forms_and_as_an_rsa_modulus(
     for value in (point, OctetString(point).dump()):
         assert acceptance.pairing_findings(info(), KeyFacts("pkcs11", token_value=value)) == []
     other = bytes(asn1_keys.PublicKeyInfo.load(spki(OTHER_EC_KEY))["public_key"])
-    [finding] = acceptance.pairing_findings(info(), KeyFacts("pkcs11", token_value=other))
-    assert finding.message == acceptance.TOKEN_KEY_MISMATCH[0]
+    [finding] = acceptance.pairing_findings(info(), KeyFacts("pkcs11", token_value=other, criteria="id=01",
+                                                             token_label="t"))
+    # Compared on public values, the message says so (the signature message is for a key
+    # that shows none: TOKEN_KEY_MISMATCH).
+    assert finding.message == ("The key id=01 on token 't' does not belong to the certificate for "
+                               "CN=workload (serial 1f): the token shows another public key for it.")
+    assert finding.code == "RAH-KEY-001" and finding.setting == "private-key"
     modulus = RSA_KEY.public_key().public_numbers().n
     rsa_info = info(key=RSA_KEY, key_type="RSA")
     assert acceptance.same_token_value(modulus.to_bytes(256, "big"), rsa_info)

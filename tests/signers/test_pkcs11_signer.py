@@ -345,6 +345,36 @@ def test_mismatched_key_found_by_public_key_object(token: SoftHsmToken, tmp_path
         open_pkcs11_signer(SignerConfig(certificate=str(cert_file), private_key=token.uri_for("dup", b"\x08")))
 
 
+def test_a_mismatch_the_public_key_object_shows_is_a_finding_before_any_pin(
+    token: SoftHsmToken, tmp_path: Path,
+) -> None:
+    """The public key object with the key's CKA_ID is listed without a login: locate reports
+    the mismatch as a finding (code, setting), and unlock refuses on it without asking."""
+    from rolesanywhere_hsm.signers.pkcs11.opening import locate_pkcs11
+    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
+
+    cert_file = write_pem(tmp_path / "leaf.pem", token.keys["ec-p256"].certificate)
+    config = SignerConfig(certificate=str(cert_file), private_key=token.uri_for("dup", b"\x08"))
+    asked: list[str] = []
+    policy = SecretPolicy(lambda what: asked.append(what) or SOFTHSM_PIN, environ={})
+    with locate_pkcs11(config, environ={}) as located:
+        [finding] = located.findings
+        assert finding.code == "RAH-KEY-001" and finding.setting == "private-key"
+        assert f"on token {token.label!r} does not belong to the certificate" in finding.message
+        assert "shows another public key" in finding.message
+        with pytest.raises(KeyLoadError, match="does not belong"):
+            located.unlock(policy)
+    assert asked == []
+    # Its own certificate: no finding, and the one PIN is asked at unlock.
+    own = SignerConfig(certificate=str(write_pem(tmp_path / "own.pem", token.keys["dup"].certificate)),
+                       private_key=token.uri_for("dup", b"\x08"))
+    with locate_pkcs11(own, environ={}) as located:
+        assert located.findings == []
+        with located.unlock(policy) as signer:
+            assert_valid(signer, MESSAGE, signer.sign(MESSAGE))
+    assert len(asked) == 1
+
+
 def test_key_without_public_half_is_checked_by_its_first_real_signature(
     token: SoftHsmToken, tmp_path: Path,
 ) -> None:

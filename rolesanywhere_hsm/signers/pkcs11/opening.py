@@ -59,7 +59,7 @@ from rolesanywhere_hsm.signers.pkcs11.modules import (
     release_module,
     resolve_module_path,
 )
-from rolesanywhere_hsm.signers.pkcs11.pairing import token_public_value
+from rolesanywhere_hsm.signers.pkcs11.pairing import public_object_findings, token_public_value
 from rolesanywhere_hsm.signers.pkcs11.selection import (
     ObjectSnapshot,
     TokenSnapshot,
@@ -403,8 +403,8 @@ def _checked_key(session: Any, token: Any, key_template: dict[Any, Any], criteri
             hint="Use a signing key.",
         )
     token_public = token_public_value(session, key, key_type)
-    acceptance.raise_first(acceptance.pairing_findings(
-        info, acceptance.KeyFacts("pkcs11", token_value=token_public)))
+    acceptance.raise_first(acceptance.pairing_findings(info, acceptance.KeyFacts(
+        "pkcs11", token_value=token_public, criteria=criteria, token_label=token.label)))
     always_auth = False
     with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
         always_auth = bool(key[Attribute.ALWAYS_AUTHENTICATE])
@@ -623,12 +623,22 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     except RolesAnywhereError as exc:
         located.found(exc, "certificate")
         return
+    # 3. The key against the certificate where the token shows its public half without a
+    #    PIN: the public key object with the key's CKA_ID (checked again after the login).
+    try:
+        with mapped_errors(f"reading objects on token {token.label!r}"):
+            located.findings += public_object_findings(
+                located.session, located.key_template, info, criteria=located.key_criteria,
+                token_label=token.label, key_types=KEY_TYPES, setting=located.secret_request.setting)
+    except RolesAnywhereError as exc:
+        located.found(exc, "certificate")
+        return
     if located.login_required and token.flags & TokenFlag.USER_PIN_LOCKED:
         located.pin_locked = True
         located.found(PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
                                      hint="Unblock it with the PUK or security officer PIN."), "certificate")
     located.secret_source = _secret_source(located)
-    # 3. The chain to send: from --intermediates, else the token's CA certificates (public).
+    # 4. The chain to send: from --intermediates, else the token's CA certificates (public).
     try:
         located.chain = _chain(config, certificate, chain_candidates, located.on_token, token.label)
     except RolesAnywhereError as exc:
