@@ -139,21 +139,22 @@ def token_flags(flags: int) -> list[str]:
 
 def token_check(snapshots: list[Any], cert_uri: Any, key_uri: Any, module_path: str) -> Check:
     """PURE over snapshots: the token(s) the URIs name are there (`selection.searched_tokens`,
-    the rule the certificate is then searched by), and their PIN is usable. A failed
-    selection keeps the line's former shape: no code."""
+    the rule the certificate is then searched by), and their PIN is usable. A failure
+    carries the code the same problem has when credential-process meets it."""
+    from rolesanywhere_hsm.errors import PinLockedError
     from rolesanywhere_hsm.signers.pkcs11 import selection as s
 
     try:  # the selection's own rule and words (no token, none matching, two URIs apart)
         matching = s.searched_tokens(snapshots, module_path, cert_uri, key_uri)
     except RolesAnywhereError as exc:
-        return Check("token", FAIL, exc.message, exc.hint or "")
+        return Check("token", FAIL, exc.message, exc.hint or "", code=exc.code)
     described = "; ".join(
         t.describe() + (f" [{', '.join(token_flags(t.flags))}]" if token_flags(t.flags) else "")
         for t in matching)
     if all(t.has(s.FLAG_USER_PIN_LOCKED) for t in matching):
         return Check("token", FAIL, f"the user PIN is locked: {described}",
                      "Unblock it with the PUK or the security officer PIN (YubiKey: `ykman piv "
-                     "access unblock-pin`); no PIN was tried.")
+                     "access unblock-pin`); no PIN was tried.", code=PinLockedError.code)
     if any(t.has(s.FLAG_USER_PIN_FINAL_TRY) or t.has(s.FLAG_USER_PIN_COUNT_LOW) for t in matching):
         return Check("token", WARN, f"present: {described}",
                      "A wrong PIN was entered before; check the PIN source before the next "
@@ -256,13 +257,13 @@ def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
     located.findings = [f for f in located.findings if f.setting != "intermediates"]
     if located.certificate is not None and not run.chain_findings:
         run.located_chain = located.chain  # public: the chain checks need no login for it
-    if is_token and not no_pin_source and run.skip_unless("key", "pin"):
-        return  # a PIN source that does not answer: no login is tried
-    if located.findings:
+    if located.findings:  # seen without a PIN: reported whatever the pin line says
         if run.pending_certificate_error is not None:
             run.add(from_error("certificate", run.pending_certificate_error))
         run.add(findings_check("key", located.findings))
         return
+    if is_token and not no_pin_source and run.skip_unless("key", "pin"):
+        return  # a PIN source that does not answer: no login is tried
     try:
         signer = located.unlock()
     except PinUnavailableError as exc:

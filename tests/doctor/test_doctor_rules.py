@@ -143,4 +143,4 @@ def test_token_line_says_what_the_selection_says() -> None:
     key_uri = parse_pkcs11_uri("pkcs11:token=b;object=k")
     apart = token_check([_token("a"), _token("b")], cert_uri, key_uri, "/m.so")
     assert apart.status == FAIL and "select different tokens" in apart.message
-    assert "same token" in apart.fix and not apart.code
+    assert "same token" in apart.fix and apart.code == "RAH-SEL-001"

@@ -185,6 +185,7 @@ def test_absent_token(emulator: Emulator, softhsm_token: Any, monkeypatch: pytes
     assert checks["module"].status == PASS
     token = checks["token"]
     assert token.status == FAIL and "not-here" in token.message and "rah-test" in token.message
+    assert token.code == "RAH-SEL-001"  # what credential-process exits with for the same URI
     assert checks["key"].status == "skip" and checks["signature"].status == "skip"
 
 
@@ -359,6 +360,7 @@ def test_yubikey_pin_flags_warn_then_lock_without_a_pin_tried(
         locked = doctor(emulator, uri)
         assert locked["token"].status == FAIL and "locked" in locked["token"].message
         assert "unblock" in locked["token"].fix.lower() and locked["key"].status == "skip"
+        assert locked["token"].code == "RAH-PIN-004"
         assert yk.status()["verify_attempts"] == 0
     finally:
         yk.reset_pin()
@@ -456,4 +458,43 @@ def test_every_problem_visible_without_a_pin_is_reported_in_one_run_with_no_logi
     path = checks["chain-path"]
     assert path["status"] == FAIL and "no path to the trust anchor" in path["message"], checks
     assert checks["pin"]["status"] == FAIL and checks["key"]["status"] == "skip"
+    assert counts(parse_spy_log(log))["C_Login"] == 0
+
+
+@pytest.mark.softhsm
+def test_a_token_key_of_another_certificate_is_reported_with_no_login(
+        emulator: Emulator, softhsm_factory: Any, intermediate_ca: CertificateAuthority,
+        ca_file: str, tmp_path: Path) -> None:
+    """The certificate file is for one token key, --private-key names another: the public key
+    object with that key's CKA_ID shows the mismatch, so doctor reports it in the key line
+    while no PIN source answers, and pkcs11-spy shows no C_Login."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.signers.spylog import SPY, counts, parse_spy_log
+
+    if not os.path.isfile(SPY):
+        pytest.skip("OpenSC's pkcs11-spy.so is not installed")
+    token = softhsm_factory("rah-doctor-pair", [])
+    mine, _ = token.add_key("p256", "mine", b"\x01", intermediate_ca)
+    token.add_key("p256", "other", b"\x02", intermediate_ca)
+    cert_file = write_pem(tmp_path / "mine.pem", mine)
+    log = tmp_path / "spy.log"
+    env = {k: v for k, v in os.environ.items() if k != "RAH_PKCS11_PIN"}
+    env.update(token.env, RAH_PKCS11_MODULE=SPY, PKCS11SPY=token.module, PKCS11SPY_OUTPUT=str(log))
+    key_uri = token.uri_for("other", b"\x02", pin_source=f"file:{tmp_path / 'no-pin-here'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "rolesanywhere_hsm", "doctor", "--json", "--certificate", str(cert_file),
+         "--private-key", key_uri, "--trust-anchor-ca", ca_file,
+         "--trust-anchor-arn", emulator.trust_anchor_arn, "--profile-arn", emulator.profile_arn,
+         "--role-arn", emulator.role_arn, "--endpoint", emulator.url],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, start_new_session=True,
+        stdin=subprocess.DEVNULL)
+    assert done.returncode == EXIT_CHECK_FAILED, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    key = checks["key"]
+    assert key["status"] == FAIL and key["code"] == "RAH-KEY-001", (key, checks["pin"])
+    assert "does not belong to the certificate" in key["message"]
+    assert checks["pin"]["status"] == FAIL
     assert counts(parse_spy_log(log))["C_Login"] == 0
