@@ -17,7 +17,6 @@ from rolesanywhere_hsm.emulator import Emulator, EmulatorConfig
 from rolesanywhere_hsm.signers import SignerConfig, load_signer
 
 SIGNED = ("content-type", "host", "x-amz-date", "x-amz-x509", "x-amz-x509-chain", "authorization")
-WHEN = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 
 
 @pytest.fixture
@@ -30,10 +29,13 @@ def test_both_paths_send_the_same_signed_request(server: Emulator, leaf_files: d
     files = leaf_files["rsa2048"]
     arns = validate_session_arns(server.trust_anchor_arn, server.profile_arn, server.role_arn)
     sent = {}
+    # One instant for both requests, taken now: the emulator refuses a date more than 5 minutes
+    # off (taken at import, it was stale when the suite reached this test late).
+    when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     with load_signer(SignerConfig(str(files.certificate), str(files.key),
                                   intermediates=str(files.chain) if files.chain else None)) as signer:
         for path in ("auto", "httpx"):
-            with RolesAnywhereClient(server.region, endpoint=server.url, clock=lambda: WHEN, trust_env=False,
+            with RolesAnywhereClient(server.region, endpoint=server.url, clock=lambda: when, trust_env=False,
                                      http_client=path) as client:
                 client.create_session(signer, arns, role_session_name=None)
                 sent[client.http_client] = server.last_request
