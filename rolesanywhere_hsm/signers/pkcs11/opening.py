@@ -624,15 +624,15 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
         located.found(exc, "certificate")
         return
     # 3. The key against the certificate where the token shows its public half without a
-    #    PIN: the public key object with the key's CKA_ID (checked again after the login).
+    #    PIN: the public key object with the key's CKA_ID (checked again after the login, so
+    #    a token that will not show it here only moves the check there).
     try:
         with mapped_errors(f"reading objects on token {token.label!r}"):
             located.findings += public_object_findings(
                 located.session, located.key_template, info, criteria=located.key_criteria,
                 token_label=token.label, key_types=KEY_TYPES, setting=located.secret_request.setting)
     except RolesAnywhereError as exc:
-        located.found(exc, "certificate")
-        return
+        log.debug("token %r: public key object not compared before login (%s)", token.label, exc.message)
     if located.login_required and token.flags & TokenFlag.USER_PIN_LOCKED:
         located.pin_locked = True
         located.found(PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",
