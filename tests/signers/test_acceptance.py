@@ -118,3 +118,25 @@ def test_a_renewal_for_another_key_is_refused_before_its_leaf_rules() -> None:
     with pytest.raises(CertificateError, match="is a CA certificate"):
         acceptance.raise_first(renewed_ca)
     acceptance.raise_first([])
+
+
+def test_a_token_public_key_object_is_judged_by_its_type_then_its_value() -> None:
+    """locate's check of the public key object with the key's CKA_ID: no object, or one that
+    shows no value, says nothing (unlock checks later); another type or another point is a
+    RAH-KEY-001 finding about the setting that selected the key."""
+    from rolesanywhere_hsm.signers.pkcs11.pairing import public_object_findings
+
+    own = bytes(asn1_keys.PublicKeyInfo.load(spki(EC_KEY))["public_key"])
+    other = bytes(asn1_keys.PublicKeyInfo.load(spki(OTHER_EC_KEY))["public_key"])
+
+    def judged(public: tuple[str, bytes | None] | None) -> list[str]:
+        found = public_object_findings(public, info(), criteria="id=01", token_label="t",
+                                       setting="certificate")
+        assert all(f.code == "RAH-KEY-001" and f.setting == "certificate" for f in found)
+        return [f.message for f in found]
+
+    assert judged(None) == [] and judged(("EC", None)) == []
+    assert judged(("EC", own)) == [] and judged(("EC", OctetString(own).dump())) == []
+    assert judged(("RSA", None)) == ["The key id=01 on token 't' is RSA but the certificate holds an EC key."]
+    [mismatch] = judged(("EC", other))
+    assert mismatch.startswith("The key id=01 on token 't' does not belong to the certificate for CN=workload")

@@ -59,7 +59,7 @@ from rolesanywhere_hsm.signers.pkcs11.modules import (
     release_module,
     resolve_module_path,
 )
-from rolesanywhere_hsm.signers.pkcs11.pairing import public_object_findings, token_public_value
+from rolesanywhere_hsm.signers.pkcs11.pairing import public_object, public_object_findings, token_public_value
 from rolesanywhere_hsm.signers.pkcs11.selection import (
     ObjectSnapshot,
     TokenSnapshot,
@@ -387,10 +387,12 @@ def _usable_without_login(session: Any, key_template: dict[Any, Any]) -> bool:
 
 def _checked_key(session: Any, token: Any, key_template: dict[Any, Any], criteria: str,
                  info: _x509.CertificateInfo, spec: SigningSpec | None,
+                 public: tuple[str, bytes | None] | None = None,
                  ) -> tuple[Any, bool, bool, SigningSpec]:
     """The one private key `key_template` finds, checked against the certificate: its type,
     CKA_SIGN, its public value where the token shows one (else `verify_pending`: the first
-    signature is checked), CKA_ALWAYS_AUTHENTICATE, and the mechanism to sign with."""
+    signature is checked), CKA_ALWAYS_AUTHENTICATE, and the mechanism to sign with. `public`
+    is the public key object locate read, if it did (not searched for again)."""
     key = find_one_key(session, key_template, criteria, token.label,
                        "Private keys are listed only after login: `rolesanywhere-hsm "
                        "tokens --login` or `pkcs11-tool --login --list-objects --type privkey`.")
@@ -402,7 +404,7 @@ def _checked_key(session: Any, token: Any, key_template: dict[Any, Any], criteri
             f"The key {criteria} on token {token.label!r} may not sign (CKA_SIGN is false).",
             hint="Use a signing key.",
         )
-    token_public = token_public_value(session, key, key_type)
+    token_public = token_public_value(session, key, key_type, KEY_TYPES, known=public)
     acceptance.raise_first(acceptance.pairing_findings(info, acceptance.KeyFacts(
         "pkcs11", token_value=token_public, criteria=criteria, token_label=token.label)))
     always_auth = False
@@ -463,6 +465,8 @@ class LocatedTokenKey(Located):
         self.secret_request: SecretRequest | None = None  # the PIN to ask for, if a login is needed
         self.login_required = False
         self.pin_locked = False
+        # the public key object with the key's CKA_ID, as (type, value), when there is one
+        self.public_object: tuple[str, bytes | None] | None = None
 
     def close(self) -> None:
         session, self.session = self.session, None
@@ -505,7 +509,8 @@ class LocatedTokenKey(Located):
 
             with mapped_errors(f"reading objects on token {token.label!r}"):
                 key, verify_pending, always_auth, spec = _checked_key(
-                    session, token, self.key_template, self.key_criteria, info, self._spec)
+                    session, token, self.key_template, self.key_criteria, info, self._spec,
+                    self.public_object)
 
             log.debug("module %s, token %r, key %s, mechanism %s%s", self.module_path, token.label,
                       self.key_criteria or "(the only key)", spec.mechanism_name,
@@ -626,13 +631,16 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     # 3. The key against the certificate where the token shows its public half without a
     #    PIN: the public key object with the key's CKA_ID (checked again after the login, so
     #    a token that will not show it here only moves the check there).
-    try:
-        with mapped_errors(f"reading objects on token {token.label!r}"):
-            located.findings += public_object_findings(
-                located.session, located.key_template, info, criteria=located.key_criteria,
-                token_label=token.label, key_types=KEY_TYPES, setting=located.secret_request.setting)
-    except RolesAnywhereError as exc:
-        log.debug("token %r: public key object not compared before login (%s)", token.label, exc.message)
+    ident = located.key_template.get(Attribute.ID)
+    if ident:
+        try:
+            with mapped_errors(f"reading objects on token {token.label!r}"):
+                located.public_object = public_object(located.session, bytes(ident), KEY_TYPES)
+        except RolesAnywhereError as exc:
+            log.debug("token %r: public key object not read before login (%s)", token.label, exc.message)
+        located.findings += public_object_findings(
+            located.public_object, info, criteria=located.key_criteria, token_label=token.label,
+            setting=located.secret_request.setting)
     if located.login_required and token.flags & TokenFlag.USER_PIN_LOCKED:
         located.pin_locked = True
         located.found(PinLockedError(f"The user PIN of token {token.label!r} is locked (not tried).",

@@ -18,7 +18,7 @@ from rolesanywhere_hsm import x509 as _x509
 from rolesanywhere_hsm.signers import acceptance
 from rolesanywhere_hsm.signers.acceptance import TOKEN_KEY_MISMATCH, same_token_value
 
-__all__ = ["MISMATCH", "public_object_findings", "same_public_key", "token_public_value"]
+__all__ = ["MISMATCH", "public_object", "public_object_findings", "same_public_key", "token_public_value"]
 
 MISMATCH = TOKEN_KEY_MISMATCH
 
@@ -38,51 +38,52 @@ def _public_attribute(obj: Any, attribute: Any) -> bytes | None:
     return None
 
 
-def token_public_value(session: Any, key: Any, key_type: str) -> bytes | None:
+def public_object(session: Any, ident: bytes, key_types: dict[Any, str]) -> tuple[str, bytes | None] | None:
+    """The one public key object with CKA_ID `ident`, as (its type in words, its CKA_MODULUS /
+    CKA_EC_POINT or None): None when the token shows no such object or more than one.
+    Public objects are listed without a login."""
+    publics = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: ident}))
+    if len(publics) != 1:
+        return None
+    public = publics[0]
+    try:
+        key_type = key_types.get(public[Attribute.KEY_TYPE], "other")
+    except (p11.AttributeTypeInvalid, p11.AttributeSensitive):
+        return None
+    if key_type not in ("RSA", "EC"):
+        return key_type, None
+    return key_type, _public_attribute(public, Attribute.MODULUS if key_type == "RSA" else Attribute.EC_POINT)
+
+
+def token_public_value(session: Any, key: Any, key_type: str, key_types: dict[Any, str],
+                       known: tuple[str, bytes | None] | None = None) -> bytes | None:
     """The key's public half as the token knows it, or None when the token exposes none:
     CKA_MODULUS / CKA_EC_POINT of the private key, else of the public key object with the
-    same CKA_ID. None for ML-DSA keys: their first signature is verified instead."""
+    same CKA_ID (`known`: that object as locate already read it, when it did). None for
+    ML-DSA keys: their first signature is verified instead."""
     if key_type not in ("RSA", "EC"):
         return None
-    attribute = Attribute.MODULUS if key_type == "RSA" else Attribute.EC_POINT
-    value = _public_attribute(key, attribute)
+    value = _public_attribute(key, Attribute.MODULUS if key_type == "RSA" else Attribute.EC_POINT)
     if value is not None:
         return value
     ident = key[Attribute.ID]
     if not ident:
         return None
-    publics = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: ident}))
-    if len(publics) != 1:
-        return None
-    return _public_attribute(publics[0], attribute)
+    public = known if known is not None else public_object(session, bytes(ident), key_types)
+    return public[1] if public is not None and public[0] == key_type else None
 
 
-def public_object_findings(session: Any, key_template: dict[Any, Any], info: _x509.CertificateInfo,
-                           *, criteria: str, token_label: str, key_types: dict[Any, str],
-                           setting: str) -> list[acceptance.Finding]:
-    """The key against the certificate before any login, from the one public key object
-    with the key's CKA_ID (PKCS#11's pairing convention; public objects are listed without a
-    PIN): its type, then its CKA_MODULUS / CKA_EC_POINT. Nothing to say when the key is
-    selected without an id, or the token shows no such object or more than one: the key is
-    then checked after the login (`token_public_value`, else its first signature)."""
-    ident = key_template.get(Attribute.ID)
-    if not ident:
+def public_object_findings(public: tuple[str, bytes | None] | None, info: _x509.CertificateInfo,
+                           *, criteria: str, token_label: str, setting: str) -> list[acceptance.Finding]:
+    """PURE: the key against the certificate before any login, from the public key object
+    with the key's CKA_ID (PKCS#11's pairing convention): its type, then its value. Nothing to
+    say without one (`public` None: the key is selected without an id, or the token shows no
+    such object or several); the key is then checked after the login (`token_public_value`,
+    else its first signature)."""
+    if public is None:
         return []
-    publics = list(session.get_objects({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: ident}))
-    if len(publics) != 1:
-        return []
-    public = publics[0]
-    key_type = None
-    with contextlib.suppress(p11.AttributeTypeInvalid, p11.AttributeSensitive):
-        key_type = key_types.get(public[Attribute.KEY_TYPE], "other")
-    if key_type is None:
-        return []
-    facts = acceptance.KeyFacts("pkcs11", key_type=key_type, criteria=criteria, token_label=token_label)
+    key_type, value = public
+    facts = acceptance.KeyFacts("pkcs11", key_type=key_type, token_value=value, criteria=criteria,
+                                token_label=token_label)
     by_type = acceptance.key_type_findings(info, facts, setting=setting)
-    if by_type or key_type not in ("RSA", "EC"):
-        return by_type
-    value = _public_attribute(public, Attribute.MODULUS if key_type == "RSA" else Attribute.EC_POINT)
-    if value is None:
-        return []
-    return acceptance.pairing_findings(info, acceptance.KeyFacts(
-        "pkcs11", token_value=value, criteria=criteria, token_label=token_label), setting=setting)
+    return by_type or acceptance.pairing_findings(info, facts, setting=setting)
