@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 from rolesanywhere_hsm.doctor.checks import (
+    certificate_on_token,
     EXPIRY_WARNING,
     FAIL,
     PASS,
@@ -146,7 +147,7 @@ def chain_checks(run: Run) -> None:
     except CertificateError as exc:
         run.add(from_error("chain-order", exc))
         return
-    on_token = run.options.signer.certificate[:7].lower() == "pkcs11:"
+    on_token = certificate_on_token(run.options.signer)
     from_token = on_token and not given and run.options.signer.token_chain
     if run.signer is None and from_token and run.located_chain is None:
         reason = "not checked: the chain comes from the token's CA certificates and key did not pass"

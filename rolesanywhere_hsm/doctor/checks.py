@@ -17,6 +17,7 @@ __all__ = [
     "EXPIRY_WARNING",
     "FAIL",
     "PASS",
+    "certificate_on_token",
     "SKIP",
     "WARN",
     "Check",
@@ -88,6 +89,14 @@ class DoctorOptions:
     clock: Clock = _utcnow
     environ: Mapping[str, str] | None = None
     contain_module_noise: bool = True  # off with --debug: the module's stderr is shown
+
+
+def certificate_on_token(config: SignerConfig) -> bool:
+    """PURE: the leaf comes from a token: --certificate is a pkcs11: URI, or --cert-selector
+    alone picks it among the tokens' certificates."""
+    if config.certificate is None:
+        return config.cert_selector is not None and not config.private_key
+    return config.certificate[:7].lower() == "pkcs11:"
 
 
 def from_error(name: str, exc: RolesAnywhereError) -> Check:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rolesanywhere_hsm.doctor.checks import (
+    certificate_on_token,
     FAIL,
     NO_PIN_SOURCE,
     PASS,
@@ -62,11 +63,13 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     The steps are the first half of opening a token key (`signers.pkcs11.opening`, as
     `locate_pkcs11` takes them), so the same rules and messages apply; doctor only renders
     each step as its line, and goes on to the next line where locate would stop."""
+    from rolesanywhere_hsm.errors import CertificateError, SelectionError
     from rolesanywhere_hsm.signers.pkcs11.opening import (
         checked_uris,
         load_module,
         module_tokens,
         select_token_certificate,
+        selector_module_search,
         token_for_key,
     )
     from rolesanywhere_hsm.signers.pkcs11.modules import release_module
@@ -74,10 +77,23 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     config = run.options.signer
     # what the module prints is doctor's to capture and tell about (`contained`), or to show
     contain = False
+    how = ""
     try:
         cert_uri, key_uri = checked_uris(config)
-        module_path, lib = load_module((key_uri, cert_uri), config.pkcs11_lib,
-                                       run.options.environ, contain_noise=contain)
+        searched = selector_module_search(config, cert_uri, key_uri, run.options.environ)
+        if searched is not None:  # --cert-selector with no module named: as locate searches
+            module_path, lib = searched.path, searched.lib
+            how = ", chosen by --cert-selector among every module found"
+        else:
+            module_path, lib = load_module((key_uri, cert_uri), config.pkcs11_lib,
+                                           run.options.environ, contain_noise=contain)
+    except (SelectionError, CertificateError) as exc:  # the search found no one certificate
+        run.add(Check("module", SKIP, "not checked: none is named and the --cert-selector search "
+                      "over every module found no one certificate"))
+        run.add(Check("token", SKIP, "not checked: module did not pass"))
+        run.add(from_error("certificate", exc))
+        run.add(Check("pin", SKIP, "not checked: certificate did not pass"))
+        return
     except RolesAnywhereError as exc:
         run.add(from_error("module", exc))
         for name in ("token", "certificate", "pin"):
@@ -86,7 +102,7 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     cleanup.callback(release_module, module_path)
     run.module_path = module_path
     run.add(Check("module", PASS, f"{module_path} loads ({lib.library_description.rstrip()}, "
-                  f"{lib.manufacturer_id.rstrip()})"))
+                  f"{lib.manufacturer_id.rstrip()}){how}"))
     try:
         tokens = module_tokens(lib, module_path, (key_uri, cert_uri), contain_noise=contain)
     except RolesAnywhereError as exc:
@@ -237,7 +253,7 @@ def key_check(run: Run, cleanup: contextlib.ExitStack) -> None:
     config = run.options.signer
     is_token = signer_kind(config) == "pkcs11"
     needs = ("module", "token") if is_token else ()
-    if is_token and run.options.signer.certificate[:7].lower() == "pkcs11:":
+    if is_token and certificate_on_token(config):
         needs += ("certificate",)
     pin_check = next((c for c in run.checks if c.name == "pin"), None)
     no_pin_source = pin_check is not None and pin_check.message == NO_PIN_SOURCE

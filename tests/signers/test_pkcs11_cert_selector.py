@@ -161,6 +161,37 @@ def test_credential_process_gets_credentials_with_the_selected_leaf(
         assert base64.b64decode(server.requests[-1].header("x-amz-x509")) == tokens["shared-late"]
 
 
+def test_doctor_with_a_selector_alone_and_no_module_named_takes_the_search_locate_takes(
+    tokens: dict[str, bytes], intermediate_ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """doctor --cert-selector without --certificate or a module ended in an internal error
+    (TypeError: the certificate was None); and with --certificate absent and no module named,
+    its module line must be the module the selector's search over every module picks, as for
+    credential-process, not the first module found."""
+    monkeypatch.delenv("RAH_PKCS11_MODULE")
+    env = dict(os.environ, RAH_PKCS11_PIN=SOFTHSM_PIN)
+    env.pop("RAH_PKCS11_MODULE", None)
+    with Emulator(EmulatorConfig.for_certificates([intermediate_ca.certificate])) as server:
+        def doctor(selector: str) -> dict[str, dict[str, str]]:
+            done = run_cli("doctor", "--json", "--cert-selector", selector,
+                           "--trust-anchor-arn", server.trust_anchor_arn, "--profile-arn", server.profile_arn,
+                           "--role-arn", server.role_arn, "--endpoint", server.url, env=env, cwd=ROOT)
+            assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+            return {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+
+        checks = doctor(f"Key=x509Serial,Value={serial_of(tokens['right'])}")
+        assert checks["module"]["status"] == "pass" and "softhsm" in checks["module"]["message"].lower()
+        assert "chosen by --cert-selector" in checks["module"]["message"]
+        assert checks["certificate"]["status"] == "pass" and "('beta'," in checks["certificate"]["message"]
+        for name in ("token", "pin", "key", "signature"):
+            assert checks[name]["status"] == "pass", checks[name]
+        # two certificates match: the certificate line says so with its code, nothing is opened
+        checks = doctor("Key=x509Subject,Value=CN=shared")
+        assert checks["module"]["status"] == "skip" and checks["key"]["status"] == "skip"
+        assert checks["certificate"]["status"] == "fail" and checks["certificate"]["code"] == "RAH-CERT-001"
+        assert "matches 2 certificates" in checks["certificate"]["message"]
+
+
 def test_credential_process_with_cache_and_a_selector_alone_caches_the_selected_leaf(
     tokens: dict[str, bytes], softhsm_module: str, intermediate_ca: CertificateAuthority, tmp_path: Path,
 ) -> None:

@@ -225,10 +225,20 @@ def _selector_module(config: SignerConfig, cert_uri: Pkcs11Uri | None, key_uri: 
     """The module to open: the one named (a path, not loaded yet), else (with
     --cert-selector) the one whose tokens hold the certificate the selector picks, which the
     search leaves loaded so that it is loaded and initialised once."""
-    if config.cert_selector is not None and cert_uri is not None and not _module_named(
+    searched = selector_module_search(config, cert_uri, key_uri, environ)
+    return searched if searched is not None else resolve_module_path(
+        (key_uri, cert_uri), config.pkcs11_lib, environ)
+
+
+def selector_module_search(config: SignerConfig, cert_uri: Pkcs11Uri | None, key_uri: Pkcs11Uri | None,
+                           environ: Mapping[str, str] | None) -> _SearchedModule | None:
+    """The module --cert-selector's search chose, loaded (the caller releases it), when a
+    selector is given and no module is named; else None (the named or found module is
+    loaded as usual). For `doctor`, which takes the same steps as `locate_pkcs11`."""
+    if config.cert_selector is None or cert_uri is None or _module_named(
             (key_uri, cert_uri), config.pkcs11_lib, environ):
-        return _module_by_selector(config, cert_uri, key_uri, environ)
-    return resolve_module_path((key_uri, cert_uri), config.pkcs11_lib, environ)
+        return None
+    return _module_by_selector(config, cert_uri, key_uri, environ)
 
 
 def selected_certificate(config: SignerConfig, environ: Mapping[str, str] | None = None) -> bytes:
