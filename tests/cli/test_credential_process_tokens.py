@@ -86,6 +86,41 @@ def test_piv_slot_by_label(yubikey: VirtualYubiKey, piv_server: Emulator, piv_mo
 
 
 @pytest.mark.yubikey
+def test_piv_credential_sends_the_card_no_more_commands_than_the_floor_script(
+    yubikey: VirtualYubiKey, piv_server: Emulator, piv_module: str,
+) -> None:
+    """One credential-process talks to the card as little as bench/floor.py, the least script
+    doing the same work (load the module, log in once, find the key, sign once): locate's
+    public session and unlock's logged-in one must not make ykcs11 read the card twice (it
+    re-reads every object when a session opens while none is open: 186 commands, not 97)."""
+    import sys
+    import time
+
+    module = piv_module
+    env = dict(yubikey.subprocess_env(module, pin=True), PYTHONPATH=str(ROOT))
+    arns = [piv_server.url, piv_server.trust_anchor_arn, piv_server.profile_arn, piv_server.role_arn]
+    slot = yubikey.slots["9a"]
+    label = (slot.ykcs11_labels if module == yubikey.ykcs11_module else slot.opensc_labels).certificate
+
+    def commands(argv: list[str]) -> int:
+        yubikey.clear_counters()
+        began = time.monotonic()  # the card stamps its log with the same clock
+        done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+        assert done.returncode == 0, done.stderr
+        assert yubikey.status()["verify_attempts"] == 1
+        return sum(1 for line in yubikey.apdu_log() if float(line.split()[0]) >= began)
+
+    floor = commands([sys.executable, str(ROOT / "bench" / "floor.py"), *arns, "pkcs11", module,
+                      yubikey.token_label(module), label])
+    ours = commands([sys.executable, "-m", "rolesanywhere_hsm", "credential-process",
+                     "--certificate", yubikey.uri_for("9a", module, type="cert", by_label=True),
+                     "--trust-anchor-arn", piv_server.trust_anchor_arn, "--profile-arn",
+                     piv_server.profile_arn, "--role-arn", piv_server.role_arn, "--endpoint", piv_server.url])
+    assert 0 < ours <= floor, (ours, floor)
+
+
+@pytest.mark.yubikey
 @pytest.mark.parametrize("slot", ["9a", "9d"])
 def test_piv_slot_by_id_through_opensc(yubikey: VirtualYubiKey, piv_server: Emulator, slot: str) -> None:
     path = yubikey.opensc_module

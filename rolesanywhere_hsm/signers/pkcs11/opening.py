@@ -506,12 +506,14 @@ class LocatedTokenKey(Located):
         try:
             user_pin: Any = None
             if self.login_required:
-                with contextlib.suppress(pkcs11.PKCS11Error):
-                    session.close()
-                session = None
                 user_pin, source = policy.resolve(self.secret_request)
                 log.debug("PIN for token %r from %s", token.label, source.value)
-                session = login(token, user_pin)
+                public, session = session, None
+                try:
+                    session = login(token, user_pin)
+                finally:
+                    with contextlib.suppress(pkcs11.PKCS11Error):
+                        public.close()
                 if user_pin is ProtectedAuthentication:
                     user_pin = None
             else:
