@@ -80,20 +80,21 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     how = ""
     try:
         cert_uri, key_uri = checked_uris(config)
-        searched = selector_module_search(config, cert_uri, key_uri, run.options.environ)
+        try:
+            searched = selector_module_search(config, cert_uri, key_uri, run.options.environ)
+        except (SelectionError, CertificateError) as exc:  # the search found no one certificate
+            run.add(Check("module", SKIP, "not checked: none is named and the --cert-selector "
+                          "search over every module found no one certificate"))
+            run.add(Check("token", SKIP, "not checked: module did not pass"))
+            run.add(from_error("certificate", exc))
+            run.add(Check("pin", SKIP, "not checked: certificate did not pass"))
+            return
         if searched is not None:  # --cert-selector with no module named: as locate searches
             module_path, lib = searched.path, searched.lib
             how = ", chosen by --cert-selector among every module found"
         else:
             module_path, lib = load_module((key_uri, cert_uri), config.pkcs11_lib,
                                            run.options.environ, contain_noise=contain)
-    except (SelectionError, CertificateError) as exc:  # the search found no one certificate
-        run.add(Check("module", SKIP, "not checked: none is named and the --cert-selector search "
-                      "over every module found no one certificate"))
-        run.add(Check("token", SKIP, "not checked: module did not pass"))
-        run.add(from_error("certificate", exc))
-        run.add(Check("pin", SKIP, "not checked: certificate did not pass"))
-        return
     except RolesAnywhereError as exc:
         run.add(from_error("module", exc))
         for name in ("token", "certificate", "pin"):
