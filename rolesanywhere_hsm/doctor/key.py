@@ -66,10 +66,9 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     from rolesanywhere_hsm.errors import CertificateError, SelectionError
     from rolesanywhere_hsm.signers.pkcs11.opening import (
         checked_uris,
-        load_module,
         module_tokens,
+        open_chosen_module,
         select_token_certificate,
-        selector_module_search,
         token_for_key,
     )
     from rolesanywhere_hsm.signers.pkcs11.modules import release_module
@@ -77,24 +76,17 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     config = run.options.signer
     # what the module prints is doctor's to capture and tell about (`contained`), or to show
     contain = False
-    how = ""
-    try:
+    try:  # with --cert-selector and no module named, the module locate's search chooses
         cert_uri, key_uri = checked_uris(config)
-        try:
-            searched = selector_module_search(config, cert_uri, key_uri, run.options.environ)
-        except (SelectionError, CertificateError) as exc:  # the search found no one certificate
-            run.add(Check("module", SKIP, "not checked: none is named and the --cert-selector "
-                          "search over every module found no one certificate"))
-            run.add(Check("token", SKIP, "not checked: module did not pass"))
-            run.add(from_error("certificate", exc))
-            run.add(Check("pin", SKIP, "not checked: certificate did not pass"))
-            return
-        if searched is not None:  # --cert-selector with no module named: as locate searches
-            module_path, lib = searched.path, searched.lib
-            how = ", chosen by --cert-selector among every module found"
-        else:
-            module_path, lib = load_module((key_uri, cert_uri), config.pkcs11_lib,
-                                           run.options.environ, contain_noise=contain)
+        module_path, lib, searched = open_chosen_module(config, cert_uri, key_uri, run.options.environ,
+                                                        contain_noise=contain)
+    except (SelectionError, CertificateError) as exc:  # only the search: no one certificate
+        run.add(Check("module", SKIP, "not checked: none is named and the --cert-selector "
+                      "search over every module found no one certificate"))
+        run.add(Check("token", SKIP, "not checked: module did not pass"))
+        run.add(from_error("certificate", exc))
+        run.add(Check("pin", SKIP, "not checked: certificate did not pass"))
+        return
     except RolesAnywhereError as exc:
         run.add(from_error("module", exc))
         for name in ("token", "certificate", "pin"):
@@ -103,7 +95,8 @@ def token_checks(run: Run, cleanup: contextlib.ExitStack) -> None:
     cleanup.callback(release_module, module_path)
     run.module_path = module_path
     run.add(Check("module", PASS, f"{module_path} loads ({lib.library_description.rstrip()}, "
-                  f"{lib.manufacturer_id.rstrip()}){how}"))
+                  f"{lib.manufacturer_id.rstrip()})"
+                  f"{', chosen by --cert-selector among every module found' if searched else ''}"))
     try:
         tokens = module_tokens(lib, module_path, (key_uri, cert_uri), contain_noise=contain)
     except RolesAnywhereError as exc:
@@ -188,13 +181,11 @@ def _pin_check(token: Any, main_uri: Any, cert_uri: Any, environ: Mapping[str, s
     A file or a variable is read (and dropped) to see that it holds a PIN."""
     from rolesanywhere_hsm.signers.pin import PIN_ENV_VAR, TTY_PATH, read_pin_source
     from rolesanywhere_hsm.signers.pkcs11 import selection as s
+    from rolesanywhere_hsm.signers.pkcs11.opening import pin_attributes
 
     if token is not None and not token.has(s.FLAG_LOGIN_REQUIRED):
         return Check("pin", PASS, f"token {token.label!r} needs no login: no PIN is asked")
-    pin_value = main_uri.pin_value if main_uri.pin_value is not None else (
-        cert_uri.pin_value if cert_uri else None)
-    pin_source = main_uri.pin_source if main_uri.pin_source is not None else (
-        cert_uri.pin_source if cert_uri else None)
+    pin_value, pin_source = pin_attributes(main_uri, cert_uri)  # as locate reads them
     empty = Check("pin", FAIL, "", "Put the PIN in the source; an empty PIN is never sent.")
     if pin_value is not None:
         if not pin_value:

@@ -79,7 +79,9 @@ __all__ = [
     "locate_pkcs11",
     "located_token",
     "module_tokens",
+    "open_chosen_module",
     "open_pkcs11_signer",
+    "pin_attributes",
     "select_token_certificate",
     "selected_certificate",
     "token_for_key",
@@ -239,6 +241,32 @@ def selector_module_search(config: SignerConfig, cert_uri: Pkcs11Uri | None, key
             (key_uri, cert_uri), config.pkcs11_lib, environ):
         return None
     return _module_by_selector(config, cert_uri, key_uri, environ)
+
+
+def open_chosen_module(config: SignerConfig, cert_uri: Pkcs11Uri | None, key_uri: Pkcs11Uri | None,
+                       environ: Mapping[str, str] | None, *, contain_noise: bool = True,
+                       ) -> tuple[str, Any, bool]:
+    """The first half's module step: with --cert-selector and no module named, the module the
+    search over every module chose (loaded by the search: loaded once), else the named or
+    found one (`load_module`). Returns (path, library, whether the search chose it); the
+    caller releases the module. Only the search raises `SelectionError` or
+    `CertificateError` (no one certificate matched); the rest raise `ModuleLoadError`."""
+    searched = selector_module_search(config, cert_uri, key_uri, environ)
+    if searched is not None:
+        return searched.path, searched.lib, True
+    module_path, lib = load_module((key_uri, cert_uri), config.pkcs11_lib, environ,
+                                   contain_noise=contain_noise)
+    return module_path, lib, False
+
+
+def pin_attributes(main_uri: Pkcs11Uri, cert_uri: Pkcs11Uri | None) -> tuple[str | None, str | None]:
+    """The `pin-value` and `pin-source` the PIN comes from: the main URI's (the key's, else
+    the certificate's), each falling back to the certificate URI's."""
+    pin_value = main_uri.pin_value if main_uri.pin_value is not None else (
+        cert_uri.pin_value if cert_uri else None)
+    pin_source = main_uri.pin_source if main_uri.pin_source is not None else (
+        cert_uri.pin_source if cert_uri else None)
+    return pin_value, pin_source
 
 
 def selected_certificate(config: SignerConfig, environ: Mapping[str, str] | None = None) -> bytes:
@@ -575,14 +603,8 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
         located.found(exc, "private-key" if config.private_key and "private key" in exc.message
                       else "certificate")
         return
-    try:
-        module = _selector_module(config, cert_uri, key_uri, environ)
-        if isinstance(module, _SearchedModule):  # loaded by the search: not loaded again
-            module_path, lib = module.path, module.lib
-        else:
-            module_path = module
-            with module_noise_contained(module_path):  # C_Initialize and the listing, never the login
-                lib = acquire_module(module_path)
+    try:  # C_Initialize and the listing (what the module prints contained), never the login
+        module_path, lib, _searched = open_chosen_module(config, cert_uri, key_uri, environ)
     except RolesAnywhereError as exc:
         located.found(exc, "pkcs11-lib" if not isinstance(exc, (SelectionError, CertificateError))
                       else _selection_setting(config))
@@ -619,12 +641,9 @@ def _locate(located: LocatedTokenKey, config: SignerConfig, environ: Mapping[str
     located.key_template, located.key_criteria = _key_template(key_uri, cert_uri, cert_obj_id)
     token = live.token
     flags = token.flags
+    pin_value, pin_source = pin_attributes(main_uri, cert_uri)
     located.secret_request = SecretRequest(
-        TOKEN_PIN, f"PIN for token {token.label!r}",
-        pin_value=main_uri.pin_value if main_uri.pin_value is not None else (
-            cert_uri.pin_value if cert_uri else None),
-        pin_source=main_uri.pin_source if main_uri.pin_source is not None else (
-            cert_uri.pin_source if cert_uri else None),
+        TOKEN_PIN, f"PIN for token {token.label!r}", pin_value=pin_value, pin_source=pin_source,
         protected_authentication_path=bool(flags & TokenFlag.PROTECTED_AUTHENTICATION_PATH),
         setting="private-key" if key_uri is not None and main_uri is key_uri else "certificate",
     )
