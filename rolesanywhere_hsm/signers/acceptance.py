@@ -31,6 +31,7 @@ __all__ = [
     "TOKEN_KEY_MISMATCH",
     "KeyFacts",
     "check",
+    "key_findings",
     "key_type_findings",
     "leaf_findings",
     "pairing_findings",
@@ -164,6 +165,11 @@ def pairing_findings(info: CertificateInfo, key: KeyFacts, *,
     return [] if same else [_found(_mismatch(info, key), setting)]
 
 
+def key_findings(info: CertificateInfo, key: KeyFacts, *, setting: str = "private-key") -> list[Finding]:
+    """The key's type, then (when the type is the certificate's) its public value."""
+    return key_type_findings(info, key, setting=setting) or pairing_findings(info, key, setting=setting)
+
+
 def check(info: CertificateInfo, key: KeyFacts | None = None, *, dates: bool = True,
           now: dt.datetime | None = None, certificate_setting: str = "certificate",
           key_setting: str = "private-key") -> list[Finding]:
@@ -171,8 +177,7 @@ def check(info: CertificateInfo, key: KeyFacts | None = None, *, dates: bool = T
     then the key's type, then its public value (not compared when the type already differs)."""
     findings = leaf_findings(info, dates=dates, now=now, setting=certificate_setting)
     if key is not None:
-        by_type = key_type_findings(info, key, setting=key_setting)
-        findings += by_type or pairing_findings(info, key, setting=key_setting)
+        findings += key_findings(info, key, setting=key_setting)
     return findings
 
 

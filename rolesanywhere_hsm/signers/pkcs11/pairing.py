@@ -83,7 +83,6 @@ def public_object_findings(public: tuple[str, bytes | None] | None, info: _x509.
     if public is None:
         return []
     key_type, value = public
-    facts = acceptance.KeyFacts("pkcs11", key_type=key_type, token_value=value, criteria=criteria,
-                                token_label=token_label)
-    by_type = acceptance.key_type_findings(info, facts, setting=setting)
-    return by_type or acceptance.pairing_findings(info, facts, setting=setting)
+    return acceptance.key_findings(info, acceptance.KeyFacts(
+        "pkcs11", key_type=key_type, token_value=value, criteria=criteria, token_label=token_label),
+        setting=setting)
