@@ -78,19 +78,13 @@ def _is_encrypted(data: bytes) -> bool:
     return b"ENCRYPTED PRIVATE KEY" in data or b"Proc-Type: 4,ENCRYPTED" in data
 
 
-def _default_policy(config: SignerConfig) -> SecretPolicy:
-    """Without a policy from the front end: the config's callback, then the terminal."""
-    from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
-
-    return SecretPolicy(config.secret_callback, prompt=True)
-
-
 def _password(config: SignerConfig, path: str, policy: SecretPolicy | None) -> bytes:
     """The key file's password in `SecretPolicy`'s order (--pkcs8-password, then
     RAH_PKCS8_PASSWORD, the callback, the prompt if the front end allows one); asked once."""
-    from rolesanywhere_hsm.signers.secretpolicy import PKCS8_PASSWORD, SecretRequest
+    from rolesanywhere_hsm.signers.secretpolicy import PKCS8_PASSWORD, SecretPolicy, SecretRequest
 
-    policy = _default_policy(config) if policy is None else policy
+    # without a policy from the front end: the config's callback, then the terminal
+    policy = SecretPolicy.terminal(config.secret_callback) if policy is None else policy
     password, _source = policy.resolve(SecretRequest(PKCS8_PASSWORD, f"Password for {path}",
                                                      explicit=config.pkcs8_password, subject=path))
     assert isinstance(password, str)

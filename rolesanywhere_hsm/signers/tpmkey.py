@@ -360,7 +360,7 @@ def key_password(key: Any, path: str, *, explicit: str | None = None, no_passwor
     from rolesanywhere_hsm.signers.secretpolicy import TPM_KEY_PASSWORD, SecretPolicy, SecretRequest
 
     # An empty password is refused by the policy (TPM_KEY_PASSWORD guards a counter).
-    policy = SecretPolicy(prompt=True) if policy is None else policy
+    policy = SecretPolicy.terminal() if policy is None else policy
     password, source = policy.resolve(SecretRequest(
         TPM_KEY_PASSWORD, f"Password for the TPM key {path}", explicit=explicit, subject=path))
     assert isinstance(password, str)
@@ -469,7 +469,7 @@ class LocatedTpmKey(Located):
         if policy is None:  # without one from the front end: the callback, then the terminal
             from rolesanywhere_hsm.signers.secretpolicy import SecretPolicy
 
-            policy = SecretPolicy(config.secret_callback, prompt=True)
+            policy = SecretPolicy.terminal(config.secret_callback)
         password = key_password(key, path, explicit=config.tpm_key_password,
                                 no_password=config.no_tpm_key_password, policy=policy)
         tcti = tcti_from_env()
