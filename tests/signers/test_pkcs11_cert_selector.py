@@ -26,6 +26,7 @@ from rolesanywhere_hsm.signers.base import SignerConfig
 from rolesanywhere_hsm.signers.pkcs11 import open_pkcs11_signer, selected_certificate
 from rolesanywhere_hsm._dev.softhsm import SoftHsmToken
 from tests.fixtures.softhsm import SOFTHSM_PIN
+from tests.secretasker import SecretAsker
 from tests.signatures import verify_signature
 from tests.signers.spylog import SPY, counts, parse_spy_log
 from tests.clirunner import run_cli, run_process
@@ -38,15 +39,6 @@ MESSAGE = b"AWS4-X509-ECDSA-SHA256\n20260101T000000Z\n20260101/us-east-1/rolesan
 
 def never_asked(description: str) -> str:
     raise AssertionError(f"a PIN was asked for: {description}")
-
-
-class PinAsker:
-    def __init__(self) -> None:
-        self.asked: list[str] = []
-
-    def __call__(self, description: str) -> str:
-        self.asked.append(description)
-        return SOFTHSM_PIN
 
 
 def reissue(token: SoftHsmToken, ca: CertificateAuthority, label: str, key_id: bytes,
@@ -89,7 +81,7 @@ def open_with(selector: str, *, latest: bool = False, certificate: str | None = 
 
 def test_by_serial_across_tokens(tokens: dict[str, bytes]) -> None:
     for label in ("left", "right", "shared-late"):
-        asker = PinAsker()
+        asker = SecretAsker(SOFTHSM_PIN)
         with open_with(f"Key=x509Serial,Value={serial_of(tokens[label])}", callback=asker) as signer:
             assert signer.certificate == tokens[label]
             verify_signature(signer.certificate, MESSAGE, signer.sign(MESSAGE))  # the key of that CKA_ID
@@ -99,7 +91,7 @@ def test_by_serial_across_tokens(tokens: dict[str, bytes]) -> None:
 def test_by_subject_and_issuer(tokens: dict[str, bytes], intermediate_ca: CertificateAuthority) -> None:
     issuer = intermediate_ca.certificate.subject.rfc4514_string()
     with open_with(f"Key=x509Subject,Value=CN=right Key=x509Issuer,Value={issuer}",
-                   callback=PinAsker()) as signer:
+                   callback=SecretAsker(SOFTHSM_PIN)) as signer:
         assert signer.certificate == tokens["right"]
         assert signer.token_label == "beta"
 
@@ -120,13 +112,13 @@ def test_several_matches_are_listed_with_their_uris(tokens: dict[str, bytes]) ->
 
 def test_the_latest_expiring_with_the_flag(tokens: dict[str, bytes]) -> None:
     with open_with("Key=x509Subject,Value=CN=shared", latest=True,
-                   callback=PinAsker()) as signer:
+                   callback=SecretAsker(SOFTHSM_PIN)) as signer:
         assert signer.certificate == tokens["shared-late"]
 
 
 def test_a_certificate_uri_narrows_the_search(tokens: dict[str, bytes]) -> None:
     with open_with("Key=x509Subject,Value=CN=shared",
-                   certificate="pkcs11:token=alpha", callback=PinAsker()) as signer:
+                   certificate="pkcs11:token=alpha", callback=SecretAsker(SOFTHSM_PIN)) as signer:
         assert signer.certificate == tokens["shared-soon"]
 
 
@@ -291,7 +283,7 @@ def test_with_no_module_named_every_module_tokens_finds_is_searched(
     selector = parse_cert_selector(f"Key=x509Serial,Value={serial_of(tokens['right'])}")
     assert selected_certificate(SignerConfig(certificate=None, cert_selector=selector)) == tokens["right"]
     with open_pkcs11_signer(SignerConfig(certificate=None, cert_selector=selector,
-                                         secret_callback=PinAsker())) as signer:
+                                         secret_callback=SecretAsker(SOFTHSM_PIN))) as signer:
         assert signer.certificate == tokens["right"]
     with pytest.raises(CertificateError, match="matches 2 certificates in the tokens of every PKCS#11 module"):
         open_with("Key=x509Subject,Value=CN=shared")
@@ -309,7 +301,7 @@ def test_with_no_module_named_the_chosen_module_is_loaded_once(
     selector = parse_cert_selector(f"Key=x509Serial,Value={serial_of(tokens['right'])}")
     counts_before = {path: modules.initialisation_count(path) for path, _ in modules.known_module_paths()}
     with open_pkcs11_signer(SignerConfig(certificate=None, cert_selector=selector,
-                                         secret_callback=PinAsker())) as signer:
+                                         secret_callback=SecretAsker(SOFTHSM_PIN))) as signer:
         assert signer.certificate == tokens["right"]
         chosen = signer._module_path  # type: ignore[attr-defined]
     assert modules.initialisation_count(chosen) - counts_before[chosen] == 1

@@ -19,20 +19,9 @@ from tests.fixtures.softhsm import SOFTHSM_PIN
 from tests.signatures import verify_signature
 from tests.tokens.tpm import TpmToken
 from tests.tokens.yubikey import VirtualYubiKey
+from tests.secretasker import SecretAsker
 
 MESSAGE = b"AWS4-X509-ECDSA-SHA256\n20260101T000000Z\n20260101/us-east-1/rolesanywhere/aws4_request\nabc"
-
-
-class PinAsker:
-    """A secret callback that records every request and answers with `pin`."""
-
-    def __init__(self, pin: str) -> None:
-        self.pin = pin
-        self.asked: list[str] = []
-
-    def __call__(self, description: str) -> str:
-        self.asked.append(description)
-        return self.pin
 
 
 def never_asked(description: str) -> str:
@@ -53,7 +42,7 @@ def two_tokens(softhsm_factory: Callable[..., SoftHsmToken], tmp_path) -> tuple[
 def test_without_token_attributes_the_single_holder_is_used(two_tokens: tuple[SoftHsmToken, SoftHsmToken]) -> None:
     left, right = two_tokens
     for token, label in ((left, "only-left"), (right, "only-right")):
-        asker = PinAsker(SOFTHSM_PIN)
+        asker = SecretAsker(SOFTHSM_PIN)
         config = SignerConfig(certificate=f"pkcs11:object={label};type=cert", secret_callback=asker)
         with open_pkcs11_signer(config) as signer:
             assert signer.certificate == token.keys[label].certificate_der
@@ -100,7 +89,7 @@ def test_key_uri_without_token_finds_the_token_holding_the_certificate_file(
     left, right = two_tokens
     cert_file = tmp_path / "right.pem"
     cert_file.write_bytes(right.keys["only-right"].certificate.public_bytes(Encoding.PEM))
-    asker = PinAsker(SOFTHSM_PIN)
+    asker = SecretAsker(SOFTHSM_PIN)
     config = SignerConfig(certificate=str(cert_file), private_key="pkcs11:id=%01;type=private",
                           secret_callback=asker)
     with open_pkcs11_signer(config) as signer:
@@ -117,7 +106,7 @@ def test_a_key_that_needs_no_login_is_used_without_a_pin(softhsm_factory: Callab
                                          secret_callback=never_asked)) as signer:
         verify_signature(signer.certificate, MESSAGE, signer.sign(MESSAGE))
         assert signer.login_count == 0
-    asker = PinAsker(SOFTHSM_PIN)  # the private one still logs in, once
+    asker = SecretAsker(SOFTHSM_PIN)  # the private one still logs in, once
     with open_pkcs11_signer(SignerConfig(certificate="pkcs11:token=open;object=logged",
                                          secret_callback=asker)) as signer:
         verify_signature(signer.certificate, MESSAGE, signer.sign(MESSAGE))
@@ -146,7 +135,7 @@ def test_tpm_selection_errors_cost_no_failed_login(tpm: TpmToken) -> None:
 
 @pytest.mark.tpm
 def test_tpm_certificate_found_without_token_attributes(tpm: TpmToken) -> None:
-    asker = PinAsker(tpm.user_pin)
+    asker = SecretAsker(tpm.user_pin)
     config = SignerConfig(certificate=f"pkcs11:object={tpm.ec.label};type=cert", secret_callback=asker)
     with open_pkcs11_signer(config) as signer:
         verify_signature(signer.certificate, MESSAGE, signer.sign(MESSAGE))
@@ -180,7 +169,7 @@ def test_yubikey_9e_through_ykcs11_logs_in_once(yubikey: VirtualYubiKey) -> None
     """ykcs11 hides every private key until C_Login, whatever the slot's PIN policy: the PIN
     is asked once (docs/yubikey.md says to use OpenSC for a PIN-less 9e)."""
     module = yubikey.ykcs11_module
-    asker = PinAsker(yubikey.pin)
+    asker = SecretAsker(yubikey.pin)
     uri = yubikey.uri_for("9e", module, type="cert", by_label=True, module_path=True)
     with open_pkcs11_signer(SignerConfig(certificate=uri, secret_callback=asker)) as signer:
         verify_signature(signer.certificate, MESSAGE, signer.sign(MESSAGE))

@@ -22,19 +22,9 @@ from rolesanywhere_hsm.signers.secretpolicy import (
     SecretSource,
 )
 
+from tests.secretasker import SecretAsker
+
 KINDS = [TOKEN_PIN, PKCS8_PASSWORD, TPM_KEY_PASSWORD]
-
-
-class Recorder:
-    """A callback or prompt that records every question and answers `answer`."""
-
-    def __init__(self, answer: str) -> None:
-        self.answer = answer
-        self.asked: list[str] = []
-
-    def __call__(self, description: str) -> str:
-        self.asked.append(description)
-        return self.answer
 
 
 def _every_source(kind: SecretKind, tmp_path: Path, upto: SecretSource) -> tuple[SecretRequest, dict[str, str]]:
@@ -79,7 +69,7 @@ def test_the_first_source_in_the_one_order_answers(kind: SecretKind, first: Secr
     """explicit > URI pin-value > URI pin-source > environment > PIN pad > callback > prompt,
     for every kind of secret; the sources after the one that answers are not consulted."""
     request, environ = _every_source(kind, tmp_path, first)
-    callback, prompt = Recorder("from-callback"), Recorder("from-prompt")
+    callback, prompt = SecretAsker("from-callback"), SecretAsker("from-prompt")
     policy = SecretPolicy(callback if first is not SecretSource.PROMPT else None, prompt=prompt, environ=environ)
     value, source = policy.resolve(request)
     assert (value, source) == (EXPECTED[first], first)
@@ -97,11 +87,11 @@ def test_the_names_of_the_variables_are_the_documented_ones() -> None:
 def test_an_empty_secret_that_guards_a_counter_is_refused(kind: SecretKind, source: SecretSource) -> None:
     """Whichever source gives it, an empty PIN or TPM key password is refused (never sent),
     and the refusal does not fall through to the next source."""
-    prompt = Recorder("")
+    prompt = SecretAsker("")
     request = SecretRequest(kind, "secret", explicit="" if source is SecretSource.EXPLICIT else None,
                             subject="/keys/k.tss")
     environ = {kind.env_var: ""} if source is SecretSource.ENVIRONMENT else {}
-    policy = SecretPolicy(Recorder("") if source is SecretSource.CALLBACK else None, prompt=prompt,
+    policy = SecretPolicy(SecretAsker("") if source is SecretSource.CALLBACK else None, prompt=prompt,
                           environ=environ)
     with pytest.raises(PinUnavailableError, match="empty") as info:
         policy.resolve(request)
@@ -111,7 +101,7 @@ def test_an_empty_secret_that_guards_a_counter_is_refused(kind: SecretKind, sour
 
 def test_an_empty_key_file_password_is_passed_on() -> None:
     """A key file's password guards no counter, and a PKCS#12 file may have an empty one."""
-    policy = SecretPolicy(prompt=Recorder(""), environ={})
+    policy = SecretPolicy(prompt=SecretAsker(""), environ={})
     assert policy.resolve(SecretRequest(PKCS8_PASSWORD, "Password for k.p12")) == ("", SecretSource.PROMPT)
 
 
@@ -130,7 +120,7 @@ def test_no_prompt_unless_the_front_end_allows_one_and_the_error_says_how() -> N
 
 
 def test_a_background_thread_never_prompts() -> None:
-    prompt = Recorder("typed")
+    prompt = SecretAsker("typed")
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -150,7 +140,7 @@ def test_a_background_thread_never_prompts() -> None:
 def test_a_remembering_policy_asks_once_and_forgets_on_refusal() -> None:
     """A long-running front end asks once at start; re-logins are answered from memory; a
     refused secret is dropped, so it is never presented again from memory."""
-    callback = Recorder("1234")
+    callback = SecretAsker("1234")
     policy = SecretPolicy.unattended(callback, environ={}).remembering()
     request = SecretRequest(TOKEN_PIN, "PIN for token 'ci'")
     assert policy.resolve(request) == ("1234", SecretSource.CALLBACK)
@@ -163,8 +153,8 @@ def test_a_remembering_policy_asks_once_and_forgets_on_refusal() -> None:
 
 
 def test_each_resolve_asks_each_source_at_most_once() -> None:
-    callback = Recorder("1234")
-    policy = SecretPolicy(callback, prompt=Recorder("never"), environ={})
+    callback = SecretAsker("1234")
+    policy = SecretPolicy(callback, prompt=SecretAsker("never"), environ={})
     policy.resolve(SecretRequest(TOKEN_PIN, "PIN"))
     assert callback.asked == ["PIN"]
 
