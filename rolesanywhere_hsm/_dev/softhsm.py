@@ -220,7 +220,7 @@ class SoftHsmToken:
                                                     needs_login=needs_login)
             else:
                 assert key_type is not None
-                generated = generate_key(self._selector(), key_type, label, key_id,
+                generated = generate_key(self._token_uri().to_string(), key_type, label, key_id,
                                          pkcs11_lib=self.module, environ=self._pin_environ())
                 public_key = load_der_public_key(generated.public_key_info)
             certificate = ca.issue_leaf(public_key, common_name=common_name or label)
@@ -255,9 +255,9 @@ class SoftHsmToken:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _selector(self) -> str:
+    def _token_uri(self) -> Pkcs11Uri:
         """The URI that selects this token (its label and serial), as a user gives --token."""
-        return Pkcs11Uri(token=self.label, serial=self.serial).to_string()
+        return Pkcs11Uri(token=self.label, serial=self.serial)
 
     def _pin_environ(self) -> dict[str, str]:
         """The environment provisioning reads the user PIN from (this throwaway token's)."""
@@ -270,8 +270,7 @@ class SoftHsmToken:
         """Provisioning's logged-in read/write session on this token (`open_token`)."""
         from rolesanywhere_hsm.provision.token import open_token
 
-        selector = Pkcs11Uri(token=self.label, serial=self.serial)
-        with open_token(selector, pkcs11_lib=self.module, environ=self._pin_environ()) as opened:
+        with open_token(self._token_uri(), pkcs11_lib=self.module, environ=self._pin_environ()) as opened:
             yield opened
 
     @contextlib.contextmanager
@@ -291,8 +290,7 @@ class SoftHsmToken:
         path = self.directory / f".import-{key_id.hex()}.pem"
         path.write_bytes(certificate.public_bytes(Encoding.PEM))
         try:
-            key_uri = Pkcs11Uri(token=self.label, serial=self.serial, object=label, id=key_id,
-                                type="private").to_string()
+            key_uri = self._token_uri().with_changes(object=label, id=key_id, type="private").to_string()
             import_certificate(key_uri, path, pkcs11_lib=self.module, environ=self._pin_environ())
         finally:
             path.unlink()
